@@ -1,0 +1,38 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+  name: "GraphAttention",
+  products: [
+    // MARK: - Public API
+    .library(name: "GraphAttention", targets: ["GraphAttention"]),
+    .executable(name: "graph-attention", targets: ["graph-attention"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+  ],
+  targets: [
+    // MARK: - Public API
+    // Graphs, planning, CPU kernels, storage and the float64 reference. No unsafeFlags: a user's
+    // `swift build -c release` must produce the fast code, and the package must stay usable as a dependency.
+    .target(
+      name: "GraphAttention",
+      path: "Sources/GraphAttention"
+    ),
+    .executableTarget(
+      name: "graph-attention",
+      dependencies: [
+        "GraphAttention",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Sources/graph-attention"
+    ),
+
+    // MARK: - Tests
+    .testTarget(
+      name: "GraphAttentionTests",
+      dependencies: ["GraphAttention"],
+      path: "Tests/GraphAttentionTests"
+    ),
+  ]
+)

@@ -1,0 +1,124 @@
+/// What a query row with no edges produces.
+public enum EmptyRowPolicy: String, Sendable, CaseIterable {
+  /// Zeros (the reference paper's default, and what a sum over no terms gives).
+  case zero
+  /// NaN in every element, as PyTorch's `scaled_dot_product_attention` gives for fully masked rows.
+  case nan
+}
+
+/// How attention is computed.
+public struct AttentionOptions: Sendable {
+  /// The factor on `q . k` before the softmax; nil means `1 / sqrt(d_k)`.
+  public var scale: Float?
+  /// The output of rows that attend to no key.
+  public var emptyRows: EmptyRowPolicy
+  /// Worker threads; nil uses every online processor.
+  public var threads: Int?
+  /// Whether inputs are scanned for NaN and infinity first (O(inputs), a small fraction of the run).
+  public var checksFiniteInputs: Bool
+  /// Called from worker threads with the fraction of work done, about a hundred times per call.
+  public var progress: (@Sendable (Double) -> Void)?
+
+  /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked.
+  public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
+              checksFiniteInputs: Bool = true, progress: (@Sendable (Double) -> Void)? = nil) {
+    self.scale = scale
+    self.emptyRows = emptyRows
+    self.threads = threads
+    self.checksFiniteInputs = checksFiniteInputs
+    self.progress = progress
+  }
+}
+
+/// Sparse attention over a graph: `o_i = sum_{j in N(i)} softmax_j(scale * q_i . k_j) v_j`.
+///
+/// The softmax of row `i` runs over its neighbourhood `N(i)` only, in fp32 with an online
+/// (streaming) maximum, so no score matrix is ever formed. Rows with no edges give zeros, or NaN
+/// with `options.emptyRows = .nan`.
+///
+/// ```swift
+/// let q = Tensor.random(shape: [8, 4096, 64], seed: 1)   // [heads, tokens, d]
+/// let k = Tensor.random(shape: [8, 4096, 64], seed: 2)
+/// let v = Tensor.random(shape: [8, 4096, 64], seed: 3)
+/// let o = try attention(query: q, key: k, value: v, graph: try Graph(parsing: "window:128+global:0"))
+/// ```
+///
+/// - Parameters:
+///   - query: `[L_q, d_k]`, `[H_q, L_q, d_k]` or `[B, H_q, L_q, d_k]`.
+///   - key: `[.., H_kv, L_k, d_k]` with `H_kv` dividing `H_q` (grouped-query attention).
+///   - value: `[.., H_kv, L_k, d_v]`.
+///   - graph: which keys each query attends to; self-attention kinds need `L_q == L_k`.
+/// - Returns: the output, shaped like the query with last dimension `d_v`.
+/// - Throws: `GraphAttentionError` for mismatched shapes, graphs that do not fit, bad options and
+///   (if checked) non-finite inputs, naming the first offending element.
+/// - Complexity: O(edges * (d_k + d_v)) time per head, plus O(L_q) for the plan; O(output) memory.
+public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
+                      options: AttentionOptions = AttentionOptions()) throws -> Tensor {
+  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  let prepared = try AttentionCall(shape: shape, graph: graph, query: query, key: key, value: value, options: options)
+  var output = [Float](repeating: .nan, count: shape.batch * shape.queryHeads * shape.queryCount * shape.valueDim)
+  query.scalars.withUnsafeBufferPointer { q in
+    key.scalars.withUnsafeBufferPointer { k in
+      value.scalars.withUnsafeBufferPointer { v in
+        output.withUnsafeMutableBufferPointer { o in
+          prepared.run(excluding: nil, pointers: .init(
+            query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!,
+            destination: .output(o.baseAddress!, emptyRows: options.emptyRows)))
+        }
+      }
+    }
+  }
+  return Tensor(shape: shape.outputShape, scalars: output)
+}
+
+/// A validated call: shape, graph, scale and thread count, shared by `attention` and `AttentionState`.
+struct AttentionCall {
+  let shape: AttentionShape
+  let graph: Graph
+  let scale: Float
+  let threads: Int
+  let edgesPerHead: Int
+  let progress: (@Sendable (Double) -> Void)?
+
+  init(shape: AttentionShape, graph: Graph, query: Tensor, key: Tensor, value: Tensor, options: AttentionOptions,
+       edgesPerHead: Int? = nil) throws {
+    try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
+    if let scale = options.scale, !scale.isFinite {
+      throw GraphAttentionError(.option, "scale \(scale) is not finite", fix: "pass a finite scale, or none for 1/sqrt(d_k)")
+    }
+    if let threads = options.threads, threads < 1 {
+      throw GraphAttentionError(.option, "thread count \(threads) is below 1", fix: "pass at least 1 thread, or none for all processors")
+    }
+    if options.checksFiniteInputs {
+      for (name, tensor) in [("query", query), ("key", key), ("value", value)] {
+        if let (index, bad) = tensor.firstNonFinite() {
+          throw GraphAttentionError(.value, "\(name)\(index) is \(bad)",
+                                    fix: "remove NaN and infinity from the \(name) (e.g. np.nan_to_num) before running")
+        }
+      }
+    }
+    self.shape = shape
+    self.graph = graph
+    self.scale = options.scale ?? 1 / Float(shape.keyDim).squareRoot()
+    self.threads = options.threads ?? CPUExecutor.defaultThreadCount
+    // A cheap estimate sizes work items; the exact count costs a pass over the rows for unions.
+    self.edgesPerHead = edgesPerHead ?? AttentionCall.estimateEdges(graph, shape)
+    self.progress = options.progress
+  }
+
+  static func estimateEdges(_ graph: Graph, _ shape: AttentionShape) -> Int {
+    var scratch = RowScratch()
+    let samples = min(shape.queryCount, 64)
+    var total = 0
+    for s in 0..<samples {
+      let row = samples == 1 ? 0 : s * (shape.queryCount - 1) / (samples - 1)
+      total += graph.degree(row: row, queryCount: shape.queryCount, keyCount: shape.keyCount, scratch: &scratch)
+    }
+    return max(1, total / max(1, samples) * shape.queryCount)
+  }
+
+  func run(excluding: Graph?, pointers: CPUExecutor.Pointers) {
+    CPUExecutor.run(shape: shape, graph: graph, excluding: excluding, edgesPerHead: edgesPerHead, scale: scale,
+                    threads: threads, pointers: pointers, progress: progress)
+  }
+}

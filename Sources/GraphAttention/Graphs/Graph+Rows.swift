@@ -1,0 +1,257 @@
+/// Reusable buffers for enumerating a row's neighbourhood without allocating per row.
+///
+/// One per worker thread; capacity grows to the largest row seen (O(max degree) at worst, never
+/// O(L^2) or O(edges)).
+public struct RowScratch {
+  /// The last row's runs: sorted by start, spans disjoint.
+  public internal(set) var runs: [KeyRun] = []
+  @usableFromInline var operands: [KeyRun] = []
+  @usableFromInline var excluded: [KeyRun] = []
+  @usableFromInline var keys: [Int] = []
+  @usableFromInline var merged: [KeyRun] = []
+
+  /// Creates empty buffers.
+  public init() {}
+
+  /// The number of keys in `runs`.
+  public var degree: Int { runs.reduce(0) { $0 + $1.count } }
+}
+
+extension Graph {
+  /// Computes row `row`'s neighbourhood as sorted runs with disjoint spans into `scratch.runs`.
+  ///
+  /// Edges present in several components appear once. If `excluding` is given, its edges are
+  /// removed (the state API uses this so a graph accumulated after another never revisits an edge).
+  /// The graph must have been validated for these lengths (`validate(queryCount:keyCount:)`).
+  ///
+  /// - Complexity: O(runs) for rows whose operands' spans do not overlap or are all contiguous;
+  ///   O(degree log degree) for rows where strided or gathered operands overlap.
+  public func neighbourhood(row: Int, queryCount: Int, keyCount: Int, excluding: Graph? = nil,
+                            into scratch: inout RowScratch) {
+    scratch.runs.removeAll(keepingCapacity: true)
+    if components.count == 1, excluding == nil {
+      components[0].appendRuns(row: row, keyCount: keyCount, to: &scratch.runs)
+      return
+    }
+    scratch.operands.removeAll(keepingCapacity: true)
+    for component in components {
+      component.appendRuns(row: row, keyCount: keyCount, to: &scratch.operands)
+    }
+    Graph.unite(&scratch.operands, into: &scratch.runs, keys: &scratch.keys)
+    if let excluding {
+      scratch.operands.removeAll(keepingCapacity: true)
+      for component in excluding.components {
+        component.appendRuns(row: row, keyCount: keyCount, to: &scratch.operands)
+      }
+      scratch.excluded.removeAll(keepingCapacity: true)
+      Graph.unite(&scratch.operands, into: &scratch.excluded, keys: &scratch.keys)
+      Graph.subtract(scratch.excluded, from: scratch.runs, into: &scratch.merged, keys: &scratch.keys)
+      swap(&scratch.runs, &scratch.merged)
+    }
+  }
+
+  /// The number of keys row `row` attends to.
+  /// - Complexity: O(1) for a single implicit component, O(degree) for random rows, else as `neighbourhood`.
+  public func degree(row: Int, queryCount: Int, keyCount: Int, scratch: inout RowScratch) -> Int {
+    if components.count == 1, let d = components[0].closedFormDegree(row: row, keyCount: keyCount) {
+      return d
+    }
+    neighbourhood(row: row, queryCount: queryCount, keyCount: keyCount, into: &scratch)
+    return scratch.degree
+  }
+
+  /// Merges runs (each component's runs sorted and disjoint, components overlapping) into sorted,
+  /// disjoint runs. Clusters of overlapping contiguous runs merge as intervals; clusters holding a
+  /// strided run are expanded to keys, de-duplicated and re-compressed.
+  static func unite(_ runs: inout [KeyRun], into out: inout [KeyRun], keys: inout [Int]) {
+    if runs.count > 1 { runs.sort { $0.start < $1.start } }
+    var i = 0
+    while i < runs.count {
+      var end = runs[i].last
+      var contiguous = runs[i].stride == 1 || runs[i].count == 1
+      var j = i + 1
+      while j < runs.count, runs[j].start <= end {
+        end = max(end, runs[j].last)
+        contiguous = contiguous && (runs[j].stride == 1 || runs[j].count == 1)
+        j += 1
+      }
+      if j == i + 1 {
+        appendMerging(runs[i], to: &out)
+      } else if contiguous {
+        appendMerging(KeyRun(start: runs[i].start, count: end - runs[i].start + 1), to: &out)
+      } else {
+        keys.removeAll(keepingCapacity: true)
+        for r in runs[i..<j] {
+          var k = r.start
+          for _ in 0..<r.count { keys.append(k); k += r.stride }
+        }
+        keys.sort()
+        compress(sortedKeys: keys, to: &out)
+      }
+      i = j
+    }
+  }
+
+  /// Removes the keys of `excluded` (sorted, disjoint) from `runs` (sorted, disjoint).
+  static func subtract(_ excluded: [KeyRun], from runs: [KeyRun], into out: inout [KeyRun], keys: inout [Int]) {
+    out.removeAll(keepingCapacity: true)
+    var p = 0
+    for run in runs {
+      while p < excluded.count, excluded[p].last < run.start { p += 1 }
+      var q = p
+      var overlapping = false
+      var contiguous = run.stride == 1 || run.count == 1
+      while q < excluded.count, excluded[q].start <= run.last {
+        overlapping = true
+        contiguous = contiguous && (excluded[q].stride == 1 || excluded[q].count == 1)
+        q += 1
+      }
+      if !overlapping {
+        out.append(run)
+      } else if contiguous {
+        var next = run.start
+        for e in excluded[p..<q] {
+          if e.start > next { out.append(KeyRun(start: next, count: e.start - next)) }
+          next = max(next, e.last + 1)
+        }
+        if next <= run.last { out.append(KeyRun(start: next, count: run.last - next + 1)) }
+      } else {
+        keys.removeAll(keepingCapacity: true)
+        var e = p
+        var k = run.start
+        for _ in 0..<run.count {
+          while e < q, excluded[e].last < k { e += 1 }
+          if !(e < q && excluded[e].contains(k)) { keys.append(k) }
+          k += run.stride
+        }
+        compress(sortedKeys: keys, to: &out)
+      }
+    }
+  }
+
+  /// Appends sorted keys as runs: greedy arithmetic progressions, duplicates skipped.
+  static func compress(sortedKeys keys: [Int], to out: inout [KeyRun]) {
+    var i = 0
+    let n = keys.count
+    while i < n {
+      let start = keys[i]
+      var j = i + 1
+      while j < n, keys[j] == start { j += 1 }
+      guard j < n else { appendMerging(KeyRun(start: start, count: 1), to: &out); break }
+      let stride = keys[j] - start
+      var count = 2
+      var last = keys[j]
+      j += 1
+      while j < n {
+        if keys[j] == last { j += 1; continue }
+        if keys[j] - last != stride { break }
+        last = keys[j]
+        count += 1
+        j += 1
+      }
+      appendMerging(KeyRun(start: start, count: count, stride: stride), to: &out)
+      i = j
+    }
+  }
+
+  /// Appends `run`, extending the previous run instead when both are contiguous and adjacent.
+  @inline(__always)
+  static func appendMerging(_ run: KeyRun, to out: inout [KeyRun]) {
+    if let previous = out.last, previous.stride == 1 || previous.count == 1,
+       run.stride == 1 || run.count == 1, previous.last + 1 == run.start {
+      out[out.count - 1] = KeyRun(start: previous.start, count: previous.count + run.count)
+    } else {
+      out.append(run)
+    }
+  }
+}
+
+extension Graph.Component {
+  /// Appends this component's runs for `row` (sorted, disjoint). Square components assume
+  /// `row < keyCount`, which validation guarantees.
+  func appendRuns(row i: Int, keyCount n: Int, to runs: inout [KeyRun]) {
+    switch self {
+    case .full:
+      runs.append(KeyRun(start: 0, count: n))
+    case .causal:
+      runs.append(KeyRun(start: 0, count: i + 1))
+    case let .window(radius, causal):
+      let lo = i >= radius ? i - radius : 0
+      let hi = causal ? i : (radius >= n - 1 - i ? n - 1 : i + radius)
+      runs.append(KeyRun(start: lo, count: hi - lo + 1))
+    case let .dilated(radius, dilation):
+      let s = dilation + 1
+      let left = min(radius, i / s)
+      let right = min(radius, (n - 1 - i) / s)
+      let count = left + right + 1
+      runs.append(KeyRun(start: i - left * s, count: count, stride: count == 1 ? 1 : s))
+    case let .blocked(block, dilation):
+      let s = dilation + 1
+      let base = (i / block) * block
+      guard (i - base) % s == 0 else { return }
+      let count = Graph.Component.blockedDegree(base: base, block: block, step: s, keyCount: n)
+      runs.append(KeyRun(start: base, count: count, stride: count == 1 ? 1 : s))
+    case let .global(tokens):
+      if Graph.Component.binarySearch(tokens, i) {
+        runs.append(KeyRun(start: 0, count: n))
+      } else {
+        for t in tokens { Graph.appendMerging(KeyRun(start: t, count: 1), to: &runs) }
+      }
+    case let .random(graph):
+      graph.forEachKey(row: i, keyCount: n) { key in
+        Graph.appendMerging(KeyRun(start: key, count: 1), to: &runs)
+        return true
+      }
+    case let .explicit(graph):
+      let columns = graph.columns(ofRow: i)
+      var e = columns.startIndex
+      while e < columns.endIndex {
+        let start = Int(columns[e])
+        var count = 1
+        while e + count < columns.endIndex, Int(columns[e + count]) == start + count { count += 1 }
+        runs.append(KeyRun(start: start, count: count))
+        e += count
+      }
+    }
+  }
+
+  /// The row's degree when it has a closed form (every kind but random and unions).
+  func closedFormDegree(row i: Int, keyCount n: Int) -> Int? {
+    switch self {
+    case .full: return n
+    case .causal: return i + 1
+    case let .window(radius, causal):
+      let lo = i >= radius ? i - radius : 0
+      let hi = causal ? i : (radius >= n - 1 - i ? n - 1 : i + radius)
+      return hi - lo + 1
+    case let .dilated(radius, dilation):
+      let s = dilation + 1
+      return min(radius, i / s) + min(radius, (n - 1 - i) / s) + 1
+    case let .blocked(block, dilation):
+      let s = dilation + 1
+      let base = (i / block) * block
+      return (i - base) % s == 0 ? Graph.Component.blockedDegree(base: base, block: block, step: s, keyCount: n) : 0
+    case let .global(tokens):
+      return Graph.Component.binarySearch(tokens, i) ? n : tokens.count
+    case .random: return nil
+    case let .explicit(graph): return graph.columns(ofRow: i).count
+    }
+  }
+
+  /// Keys `base + t*step < min(base + block, keyCount)`.
+  @inline(__always)
+  static func blockedDegree(base: Int, block: Int, step: Int, keyCount: Int) -> Int {
+    let span = min(block, keyCount - base)
+    return (span - 1) / step + 1
+  }
+
+  @inline(__always)
+  static func binarySearch(_ sorted: [Int], _ value: Int) -> Bool {
+    var lo = 0, hi = sorted.count
+    while lo < hi {
+      let mid = (lo + hi) / 2
+      if sorted[mid] < value { lo = mid + 1 } else { hi = mid }
+    }
+    return lo < sorted.count && sorted[lo] == value
+  }
+}

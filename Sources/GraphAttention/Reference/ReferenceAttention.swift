@@ -1,0 +1,80 @@
+/// A plain float64 implementation of graph attention, for checking the engine (tests, `verify`, the demo).
+///
+/// It shares nothing with the kernels: membership comes from `Graph.contains` (the definitions,
+/// not the run enumeration), every key of the row is tested, and the softmax is computed in two
+/// passes in `Double`. It is slow on purpose.
+public enum ReferenceAttention {
+  /// One row's exact result.
+  public struct Row: Sendable {
+    /// `o_i` in float64, `d_v` values; zeros for an empty row.
+    public var output: [Double]
+    /// `sum_j p_ij |v_jc|` per column: the size of the terms summed, the natural scale for errors.
+    public var magnitude: [Double]
+    /// The number of keys the row attends to.
+    public var degree: Int
+  }
+
+  /// Computes row `row` of flattened head `head` (`batch * H_q + h`) exactly.
+  /// - Complexity: O(L_k * cost of `contains` + degree * (d_k + d_v)).
+  public static func row(_ row: Int, head: Int, query: Tensor, key: Tensor, value: Tensor,
+                         shape: AttentionShape, graph: Graph, scale: Double) -> Row {
+    let batch = head / shape.queryHeads
+    let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
+    let qBase = (head * shape.queryCount + row) * shape.keyDim
+    var neighbours: [Int] = []
+    var scores: [Double] = []
+    for j in 0..<shape.keyCount where graph.contains(row: row, column: j, queryCount: shape.queryCount, keyCount: shape.keyCount) {
+      let kBase = (kvHead * shape.keyCount + j) * shape.keyDim
+      var s = 0.0
+      for c in 0..<shape.keyDim { s += Double(query.scalars[qBase + c]) * Double(key.scalars[kBase + c]) }
+      neighbours.append(j)
+      scores.append(s * scale)
+    }
+    var output = [Double](repeating: 0, count: shape.valueDim)
+    var magnitude = [Double](repeating: 0, count: shape.valueDim)
+    guard let m = scores.max() else { return Row(output: output, magnitude: magnitude, degree: 0) }
+    let weights = scores.map { libmExp($0 - m) }
+    let total = weights.reduce(0, +)
+    for (t, j) in neighbours.enumerated() {
+      let p = weights[t] / total
+      let vBase = (kvHead * shape.keyCount + j) * shape.valueDim
+      for c in 0..<shape.valueDim {
+        let v = Double(value.scalars[vBase + c])
+        output[c] += p * v
+        magnitude[c] += p * abs(v)
+      }
+    }
+    return Row(output: output, magnitude: magnitude, degree: neighbours.count)
+  }
+
+  /// The relative error of a computed row: `max_c |o_c - r_c| / max_c magnitude_c`.
+  ///
+  /// Normalising by the magnitude of the summed terms (not by `|r|`, which can cancel to nearly 0)
+  /// makes the bound meaningful for every `d`, including `d = 1`. Empty rows must be exactly 0 (or
+  /// NaN when `expectNaN`); anything else is infinite error. NaN never passes otherwise.
+  public static func relativeError(computed: ArraySlice<Float>, reference: Row, expectNaN: Bool = false) -> Double {
+    if reference.degree == 0 {
+      let ok = computed.allSatisfy { expectNaN ? $0.isNaN : $0 == 0 }
+      return ok ? 0 : .infinity
+    }
+    let scale = reference.magnitude.max() ?? 0
+    var worst = 0.0
+    for (c, x) in computed.enumerated() {
+      let difference = abs(Double(x) - reference.output[c])
+      if difference.isNaN { return .infinity }
+      worst = max(worst, difference)
+    }
+    return scale > 0 ? worst / scale : (worst == 0 ? 0 : .infinity)
+  }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@inline(__always)
+private func libmExp(_ x: Double) -> Double { exp(x) }

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import GraphAttention
+
+/// `graph-attention inspect`: a mask's size without running attention.
+struct InspectCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "inspect",
+    abstract: "Edges, density, degrees and memory of a mask over L tokens.",
+    discussion: "Edge counts are exact, in closed form for single implicit graphs and row by row for unions."
+  )
+
+  @Option(help: "Mask specification.") var mask: String
+  @Option(help: "Query tokens L.") var tokens: Int
+  @Option(help: "Key tokens (default: L; differ only for explicit graphs, full and random).") var keyTokens: Int?
+  @Option(help: "Head dimension, for the memory estimate.") var dim: Int = 64
+  @Option(help: "Heads, for the memory estimate.") var heads: Int = 1
+  @Option(help: "Also write the edges as an int64 [E, 2] (row, column) .npy file (for cross-checks; small graphs).")
+  var edgesOut: String?
+  @Flag(help: "Print one JSON object.") var json = false
+
+  func validate() throws {
+    try requirePositive(tokens, "tokens")
+    if let keyTokens { try requirePositive(keyTokens, "key-tokens") }
+    try requirePositive(dim, "dim", max: 65_536)
+    try requirePositive(heads, "heads", max: 65_536)
+  }
+
+  func run() throws {
+    let graph = try Graph(parsing: mask)
+    let keys = keyTokens ?? tokens
+    try graph.validate(queryCount: tokens, keyCount: keys)
+    let stats = graph.degreeStatistics(queryCount: tokens, keyCount: keys)
+    let density = Double(stats.edges) / (Double(tokens) * Double(keys))
+    let tensorBytes = 4.0 * Double(heads) * Double(dim) * Double(2 * tokens + 2 * keys)
+    if let edgesOut {
+      guard stats.edges <= 200_000_000 else {
+        throw GraphAttentionError(.option, "the graph has \(stats.edges) edges, too many for --edges-out",
+                                  fix: "use --edges-out on graphs of at most 200M edges")
+      }
+      try checkOutputWritable(edgesOut)
+      var pairs: [Int64] = []
+      pairs.reserveCapacity(2 * stats.edges)
+      var scratch = RowScratch()
+      for row in 0..<tokens {
+        graph.neighbourhood(row: row, queryCount: tokens, keyCount: keys, into: &scratch)
+        for run in scratch.runs {
+          var key = run.start
+          for _ in 0..<run.count { pairs.append(Int64(row)); pairs.append(Int64(key)); key += run.stride }
+        }
+      }
+      try NPYWriter.write(pairs, shape: [pairs.count / 2, 2], to: edgesOut)
+    }
+    if json {
+      print(Console.json([
+        "mask": graph.description, "tokens": tokens, "key_tokens": keys, "edges": stats.edges, "density": density,
+        "degree_min": stats.min, "degree_mean": stats.mean, "degree_max": stats.max, "empty_rows": stats.emptyRows,
+        "tensor_bytes_fp32": tensorBytes,
+      ]))
+      return
+    }
+    print("""
+      mask          \(graph)
+      tokens        \(tokens) queries x \(keys) keys
+      edges         \(stats.edges) per head (density \(String(format: "%.3g", density)))
+      degree        min \(stats.min), mean \(String(format: "%.2f", stats.mean)), max \(stats.max); \(stats.emptyRows) empty rows
+      memory        \(Console.format(bytes: tensorBytes)) for fp32 Q, K, V, O at d=\(dim), \(heads) head(s); the mask itself needs none
+      useful work   \(String(format: "%.3g", 4 * Double(stats.edges) * Double(dim) * Double(heads))) FLOP (4 x edges x d x heads)
+      """)
+  }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import GraphAttention
+
+/// Human-facing output: progress on stderr (only when it is a terminal) and number formatting.
+enum Console {
+  /// Whether stderr is a terminal, so that progress bars do not litter logs.
+  static let stderrIsTerminal = isatty(STDERR_FILENO) == 1
+
+  /// Writes a line to stderr.
+  static func note(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+  }
+
+  /// A progress callback that redraws `label [#####     ] 42%  ETA 3s` on stderr, at most 10 times a second.
+  static func progressBar(_ label: String) -> (@Sendable (Double) -> Void)? {
+    guard stderrIsTerminal else { return nil }
+    let start = Date()
+    let lastDraw = LockedValue(Date.distantPast)
+    return { fraction in
+      let now = Date()
+      let draw = lastDraw.withLock { last -> Bool in
+        guard fraction >= 1 || now.timeIntervalSince(last) > 0.1 else { return false }
+        last = now
+        return true
+      }
+      guard draw else { return }
+      let width = 30
+      let filled = Int(fraction * Double(width))
+      let elapsed = now.timeIntervalSince(start)
+      let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
+      let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
+      let line = "\r\(label) [\(bar)] \(Int(fraction * 100))%  \(format(seconds: elapsed)) elapsed, ETA \(format(seconds: eta))  "
+      FileHandle.standardError.write(Data((fraction >= 1 ? line + "\n" : line).utf8))
+    }
+  }
+
+  static func format(seconds: Double) -> String {
+    seconds < 1 ? String(format: "%.0f ms", seconds * 1000) : String(format: "%.1f s", seconds)
+  }
+
+  static func format(bytes: Double) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    var value = bytes
+    var unit = 0
+    while value >= 1024, unit < units.count - 1 { value /= 1024; unit += 1 }
+    return unit == 0 ? "\(Int(value)) B" : String(format: "%.2f %@", value, units[unit])
+  }
+
+  /// Encodes a flat dictionary as one line of JSON with keys in the given order.
+  static func json(_ fields: KeyValuePairs<String, Any>) -> String {
+    let body = fields.map { key, value -> String in
+      let encoded: String
+      switch value {
+      case let s as String: encoded = "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+      case let d as Double: encoded = d.isFinite ? "\(d)" : "null"
+      case let a as [Int]: encoded = "[" + a.map(String.init).joined(separator: ",") + "]"
+      default: encoded = "\(value)"
+      }
+      return "\"\(key)\":\(encoded)"
+    }
+    return "{" + body.joined(separator: ",") + "}"
+  }
+}
+
+/// A value behind a lock, for the progress callback's shared state.
+final class LockedValue<Value>: @unchecked Sendable {
+  private var value: Value
+  private let lock = NSLock()
+  init(_ value: Value) { self.value = value }
+  func withLock<R>(_ body: (inout Value) -> R) -> R {
+    lock.lock()
+    defer { lock.unlock() }
+    return body(&value)
+  }
+}
+
+/// Monotonic wall-clock seconds.
+func monotonicSeconds() -> Double {
+  var t = timespec()
+  clock_gettime(CLOCK_MONOTONIC, &t)
+  return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+}

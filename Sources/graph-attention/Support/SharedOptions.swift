@@ -1,0 +1,53 @@
+import Foundation
+import ArgumentParser
+import GraphAttention
+
+extension EmptyRowPolicy: ExpressibleByArgument {}
+
+/// Options shared by the commands that compute attention.
+struct ComputeOptions: ParsableArguments {
+  @Option(help: "Output of rows with no edges: zero or nan.")
+  var emptyRows: EmptyRowPolicy = .zero
+
+  @Option(help: "Factor on q.k before the softmax (default 1/sqrt(d_k)).")
+  var scale: Float?
+
+  @Option(help: "Worker threads (default: every processor).")
+  var threads: Int?
+
+  func validate() throws {
+    if let threads, threads < 1 || threads > 4096 {
+      throw ValidationError("--threads must be between 1 and 4096, got \(threads).")
+    }
+    if let scale, !scale.isFinite {
+      throw ValidationError("--scale must be a finite number, got \(scale).")
+    }
+  }
+
+  func attentionOptions(progress: (@Sendable (Double) -> Void)? = nil) -> AttentionOptions {
+    AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, progress: progress)
+  }
+}
+
+/// Checks a token or dimension count given on the command line.
+func requirePositive(_ value: Int, _ name: String, max: Int = 1 << 40) throws {
+  guard value >= 1, value <= max else {
+    throw ValidationError("--\(name) must be between 1 and \(max), got \(value).")
+  }
+}
+
+/// Fails early, before any work, if `path`'s directory is missing or not writable, or `path` is a directory.
+func checkOutputWritable(_ path: String) throws {
+  let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+  let dir = directory.isEmpty ? "/" : directory
+  var isDirectory: ObjCBool = false
+  guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
+    throw GraphAttentionError(.file, "output directory \(dir) does not exist", fix: "create it, or choose another --output")
+  }
+  guard access(dir, W_OK) == 0 else {
+    throw GraphAttentionError(.file, "output directory \(dir) is not writable", fix: "choose another --output")
+  }
+  if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+    throw GraphAttentionError(.file, "output \(path) is a directory", fix: "give a file name, e.g. \(path)/out.npy")
+  }
+}
