@@ -1,0 +1,139 @@
+import Foundation
+import GraphAttention
+import XCTest
+
+/// The `graph-attention` executable, run as a user runs it: examples that double as end-to-end tests.
+final class CommandLineTests: XCTestCase {
+  private var directory: StorageScratchDirectory!
+
+  override func setUpWithError() throws {
+    directory = try StorageScratchDirectory()
+  }
+
+  override func tearDown() {
+    directory.remove()
+  }
+
+  /// The executable built next to the test bundle (`swift test` builds every product).
+  private static let executable: URL = {
+    var url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+      let candidate = url.appendingPathComponent("graph-attention")
+      if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+      url.deleteLastPathComponent()
+    }
+    return URL(fileURLWithPath: ".build/debug/graph-attention")
+  }()
+
+  private func graphAttention(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    guard FileManager.default.isExecutableFile(atPath: Self.executable.path) else {
+      XCTFail("graph-attention not found at \(Self.executable.path): run `swift build` first")
+      return (-1, "", "")
+    }
+    let process = Process()
+    process.executableURL = Self.executable
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+  }
+
+  private func writeInputs(heads: Int = 2, tokens: Int = 48, dim: Int = 8) throws -> (Tensor, Tensor, Tensor) {
+    let q = Inputs.tensor([heads, tokens, dim], seed: 21), k = Inputs.tensor([heads, tokens, dim], seed: 22)
+    let v = Inputs.tensor([heads, tokens, dim], seed: 23)
+    try q.write(npyFile: directory.path("q.npy"))
+    try k.write(npyFile: directory.path("k.npy"))
+    try v.write(npyFile: directory.path("v.npy"))
+    return (q, k, v)
+  }
+
+  private func runArguments(mask: String, output: String) -> [String] {
+    ["run", "--query", directory.path("q.npy"), "--key", directory.path("k.npy"), "--value", directory.path("v.npy"),
+     "--mask", mask, "--output", output]
+  }
+
+  func testRunWritesWhatTheLibraryComputes() throws {
+    let (q, k, v) = try writeInputs()
+    let mask = "window:5+global:0,47+random:0.05:9"
+    let result = try graphAttention(runArguments(mask: mask, output: directory.path("o.npy")) + ["--json"])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    let fields = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+    let expectedEdges = try Graph(parsing: mask).edgeCount(queryCount: 48, keyCount: 48)
+    XCTAssertEqual(fields?["edges"] as? Int, expectedEdges)
+    XCTAssertNotNil(fields?["seconds"] as? Double)
+    XCTAssertNotNil(fields?["gflops"] as? Double)
+    let written = try Tensor(npyFile: directory.path("o.npy"), name: "output")
+    XCTAssertEqual(written, try attention(query: q, key: k, value: v, graph: try Graph(parsing: mask)))
+  }
+
+  func testExplicitGraphFromFiles() throws {
+    let (q, k, v) = try writeInputs(tokens: 6)
+    try NPYWriter.write([0, 2, 2, 5, 5, 5, 5] as [Int64], shape: [7], to: directory.path("indptr.npy"))
+    try NPYWriter.write([4, 1, 0, 5, 0] as [Int64], shape: [5], to: directory.path("indices.npy"))
+    try "%%MatrixMarket matrix coordinate pattern general\n% rows 0 and 2\n6 6 5\n1 5\n1 2\n3 1\n3 6\n3 1\n"
+      .write(toFile: directory.path("g.mtx"), atomically: true, encoding: .utf8)
+    let pairs = [(0, 4), (0, 1), (2, 0), (2, 5)]
+    let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
+    let reference = DenseReference.attention(query: q, key: k, value: v, shape: shape, mask: .pairs(pairs))
+    for mask in ["csr:\(directory.path("indptr.npy")):\(directory.path("indices.npy"))", "mtx:\(directory.path("g.mtx"))"] {
+      let result = try graphAttention(runArguments(mask: mask, output: directory.path("o.npy")))
+      XCTAssertEqual(result.status, 0, result.stderr)
+      DenseReference.assertClose(try Tensor(npyFile: directory.path("o.npy"), name: "o"), reference, valueDim: 8, mask)
+    }
+  }
+
+  func testFailedRunLeavesTheOutputAsItWas() throws {
+    _ = try writeInputs()
+    let output = directory.path("o.npy")
+    let previous = Array("previous result".utf8)
+    FileManager.default.createFile(atPath: output, contents: Data(previous))
+    var q = try Tensor(npyFile: directory.path("q.npy"), name: "q")
+    q.scalars[100] = .infinity
+    try q.write(npyFile: directory.path("q.npy"))
+    let cases: [([String], String)] = [
+      (runArguments(mask: "window:3", output: output), "query[0, 12, 4] is inf"),
+      (runArguments(mask: "window:3:sideways", output: output), "unknown window option"),
+      (runArguments(mask: "csr:missing.npy:missing.npy", output: output), "missing.npy"),
+      (runArguments(mask: "window:3", output: directory.path("no/such/dir/o.npy")), "does not exist"),
+      (runArguments(mask: "window:3", output: directory.path("")), "is a directory"),
+      (runArguments(mask: "window:3", output: output) + ["--threads", "0"], "--threads"),
+      (["verify", "--mask", "window:3", "--tokens", "-5"], "--tokens"),
+      (["inspect", "--mask", "global:99", "--tokens", "10"], "global token 99"),
+    ]
+    for (arguments, words) in cases {
+      let result = try graphAttention(arguments)
+      XCTAssertNotEqual(result.status, 0, "\(arguments)")
+      XCTAssertTrue(result.stderr.contains(words), "\(arguments): stderr '\(result.stderr)' should mention '\(words)'")
+      XCTAssertFalse(result.stderr.contains("Fatal error"), result.stderr)
+      XCTAssertEqual(Array(FileManager.default.contents(atPath: output) ?? Data()), previous, "\(arguments) touched the output")
+    }
+    XCTAssertEqual(try directory.entries().filter { $0.hasPrefix(".") }, [], "temporary files left behind")
+  }
+
+  func testVerifyPassesForEveryKind() throws {
+    for mask in ["full", "causal", "window:9", "window:9:causal", "dilated:7:2", "blocked:16:1", "global:0,99",
+                 "random:0.05:3", "window:4+global:0,99+random:0.02:1"] {
+      let result = try graphAttention(["verify", "--mask", mask, "--tokens", "100", "--dim", "12", "--heads", "2"])
+      XCTAssertEqual(result.status, 0, "\(mask): \(result.stdout) \(result.stderr)")
+      XCTAssertTrue(result.stdout.hasPrefix("PASS"), result.stdout)
+    }
+  }
+
+  func testInspectCountsEdgesExactly() throws {
+    let result = try graphAttention(["inspect", "--mask", "window:64", "--tokens", "160000000", "--json"])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    let fields = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+    XCTAssertEqual(fields?["edges"] as? Int, 160_000_000 * 129 - 64 * 65)
+  }
+
+  func testDemoChecksItself() throws {
+    let result = try graphAttention(["demo", "--tokens", "4096", "--heads", "1", "--sample", "4"])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    XCTAssertTrue(result.stdout.contains("PASS"), result.stdout)
+  }
+}
