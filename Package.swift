@@ -17,6 +17,7 @@ let package = Package(
     // `swift build -c release` must produce the fast code, and the package must stay usable as a dependency.
     .target(
       name: "GraphAttention",
+      dependencies: ["_GraphAttentionKernels"],
       path: "Sources/GraphAttention"
     ),
     .executableTarget(
@@ -26,6 +27,15 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/graph-attention"
+    ),
+
+    // MARK: - Implementation details
+    // C micro-kernels: AVX2/FMA chosen at run time through function target attributes, with a portable
+    // fallback. No stable API.
+    .target(
+      name: "_GraphAttentionKernels",
+      path: "Sources/_GraphAttentionKernels",
+      exclude: ["README.md"]
     ),
 
     // MARK: - Tests

@@ -6,6 +6,14 @@ public enum EmptyRowPolicy: String, Sendable, CaseIterable {
   case nan
 }
 
+/// Which CPU kernel runs the tiles.
+public enum CPUKernel: String, Sendable, CaseIterable {
+  /// The fastest this CPU supports: AVX2 + FMA where present, else portable.
+  case automatic
+  /// Plain C for the baseline instruction set (for comparisons and tests).
+  case portable
+}
+
 /// How attention is computed.
 public struct AttentionOptions: Sendable {
   /// The factor on `q . k` before the softmax; nil means `1 / sqrt(d_k)`.
@@ -18,10 +26,14 @@ public struct AttentionOptions: Sendable {
   public var checksFiniteInputs: Bool
   /// Called from worker threads with the fraction of work done, about a hundred times per call.
   public var progress: (@Sendable (Double) -> Void)?
+  /// The CPU kernel; `.automatic` unless comparing implementations.
+  public var kernel: CPUKernel
 
   /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked.
   public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
-              checksFiniteInputs: Bool = true, progress: (@Sendable (Double) -> Void)? = nil) {
+              checksFiniteInputs: Bool = true, progress: (@Sendable (Double) -> Void)? = nil,
+              kernel: CPUKernel = .automatic) {
+    self.kernel = kernel
     self.scale = scale
     self.emptyRows = emptyRows
     self.threads = threads
@@ -54,10 +66,21 @@ public struct AttentionOptions: Sendable {
 /// - Complexity: O(edges * (d_k + d_v)) time per head, plus O(L_q) for the plan; O(output) memory.
 public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
                       options: AttentionOptions = AttentionOptions()) throws -> Tensor {
+  var scores = 0
+  return try attention(query: query, key: key, value: value, graph: graph, options: options, scoresComputed: &scores)
+}
+
+/// `attention(query:key:value:graph:options:)`, also reporting the work done.
+///
+/// - Parameter scoresComputed: set to the number of `q . k` scores the kernels computed over all heads.
+///   Tiles of rows that share keys compute a few masked scores too; the ratio to the graph's edges
+///   (times heads and batches) measures how close to work-optimal a run was.
+public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions,
+                      scoresComputed: inout Int) throws -> Tensor {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   let prepared = try AttentionCall(shape: shape, graph: graph, query: query, key: key, value: value, options: options)
   var output = [Float](repeating: .nan, count: shape.batch * shape.queryHeads * shape.queryCount * shape.valueDim)
-  query.scalars.withUnsafeBufferPointer { q in
+  scoresComputed = query.scalars.withUnsafeBufferPointer { q in
     key.scalars.withUnsafeBufferPointer { k in
       value.scalars.withUnsafeBufferPointer { v in
         output.withUnsafeMutableBufferPointer { o in
@@ -79,6 +102,7 @@ struct AttentionCall {
   let threads: Int
   let edgesPerHead: Int
   let progress: (@Sendable (Double) -> Void)?
+  let kernel: CPUKernel
 
   init(shape: AttentionShape, graph: Graph, query: Tensor, key: Tensor, value: Tensor, options: AttentionOptions,
        edgesPerHead: Int? = nil) throws {
@@ -104,6 +128,7 @@ struct AttentionCall {
     // A cheap estimate sizes work items; the exact count costs a pass over the rows for unions.
     self.edgesPerHead = edgesPerHead ?? AttentionCall.estimateEdges(graph, shape)
     self.progress = options.progress
+    self.kernel = options.kernel
   }
 
   static func estimateEdges(_ graph: Graph, _ shape: AttentionShape) -> Int {
@@ -117,8 +142,9 @@ struct AttentionCall {
     return max(1, total / max(1, samples) * shape.queryCount)
   }
 
-  func run(excluding: Graph?, pointers: CPUExecutor.Pointers) {
+  @discardableResult
+  func run(excluding: Graph?, pointers: CPUExecutor.Pointers) -> Int {
     CPUExecutor.run(shape: shape, graph: graph, excluding: excluding, edgesPerHead: edgesPerHead, scale: scale,
-                    threads: threads, pointers: pointers, progress: progress)
+                    threads: threads, forcePortable: kernel == .portable, pointers: pointers, progress: progress)
   }
 }

@@ -58,7 +58,7 @@ public struct AttentionState: Sendable {
     }
     let call = try AttentionCall(shape: callShape, graph: graph, query: query, key: key, value: value, options: options)
     let excluding = visited
-    query.scalars.withUnsafeBufferPointer { q in
+    _ = query.scalars.withUnsafeBufferPointer { q in
       key.scalars.withUnsafeBufferPointer { k in
         value.scalars.withUnsafeBufferPointer { v in
           maxima.withUnsafeMutableBufferPointer { m in

@@ -10,12 +10,12 @@ import Darwin
 #endif
 
 /// Runs attention on the CPU: splits (head, row block) items across threads, balanced dynamically,
-/// and reduces each row with `RowKernel`.
+/// and reduces tiles of rows that share keys with the C tile kernel.
 ///
 /// Items are handed out from an atomic counter, so a thread that drew light rows (the start of a
 /// causal graph, empty blocked rows) simply takes more items; blocks are sized from the average
 /// degree so an item is about `targetEdgesPerItem` edges. Memory: per thread O(max degree) for the
-/// row's runs and 64 scores; nothing O(L^2) or O(edges).
+/// tile's keys and masks and 256 scores; nothing O(L^2) or O(edges).
 @usableFromInline
 enum CPUExecutor {
   /// Where row results go.
@@ -47,8 +47,11 @@ enum CPUExecutor {
   /// - Parameters:
   ///   - edgesPerHead: the graph's edge count (used to size work items); any positive estimate works.
   ///   - progress: called with the fraction of items done, from worker threads, at most ~100 times.
+  /// - Returns: the number of scores the kernels computed (at least the edges visited).
+  @discardableResult
   static func run(shape: AttentionShape, graph: Graph, excluding: Graph?, edgesPerHead: Int, scale: Float,
-                  threads: Int, pointers: Pointers, progress: (@Sendable (Double) -> Void)?) {
+                  threads: Int, forcePortable: Bool = false, pointers: Pointers,
+                  progress: (@Sendable (Double) -> Void)?) -> Int {
     let averageDegree = max(1, edgesPerHead / shape.queryCount)
     let rowsPerItem = max(1, min(4096, targetEdgesPerItem / averageDegree, (shape.queryCount + 3) / 4))
     let blocksPerHead = (shape.queryCount + rowsPerItem - 1) / rowsPerItem
@@ -59,13 +62,17 @@ enum CPUExecutor {
     let done = Atomic<Int>(0)
     let reportEvery = max(1, itemCount / 100)
 
+    let scoresComputed = Atomic<Int>(0)
     DispatchQueue.concurrentPerform(iterations: workers) { _ in
-      var scratch = RowScratch()
-      let scores = UnsafeMutablePointer<Float>.allocate(capacity: RowKernel.chunkCapacity)
-      let indices = UnsafeMutablePointer<Int>.allocate(capacity: RowKernel.chunkCapacity)
+      var tiler = QueryTiler(graph: graph, excluding: excluding, queryCount: shape.queryCount, keyCount: shape.keyCount)
+      let scratch = UnsafeMutableRawPointer.allocate(byteCount: TileKernel.scratchFloats * 4, alignment: 64)
+        .bindMemory(to: Float.self, capacity: TileKernel.scratchFloats)
+      let localState = UnsafeMutablePointer<Float>.allocate(capacity: 2 * TileKernel.maxRows)
+      let portable = forcePortable
       defer {
-        scores.deallocate()
-        indices.deallocate()
+        tiler.deallocate()
+        scratch.deallocate()
+        localState.deallocate()
       }
       let p = pointers
       while true {
@@ -76,35 +83,51 @@ enum CPUExecutor {
         let lastRow = min(shape.queryCount, firstRow + rowsPerItem)
         let batch = head / shape.queryHeads
         let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
-        let kernel = RowKernel(
-          keys: p.key + kvHead * shape.keyCount * shape.keyDim,
-          values: p.value + kvHead * shape.keyCount * shape.valueDim,
-          keyDim: shape.keyDim, valueDim: shape.valueDim, scale: scale, scores: scores, indices: indices)
-        for row in firstRow..<lastRow {
-          graph.neighbourhood(row: row, queryCount: shape.queryCount, keyCount: shape.keyCount,
-                              excluding: excluding, into: &scratch)
-          let rowIndex = head * shape.queryCount + row
-          let q = p.query + rowIndex * shape.keyDim
-          scratch.runs.withUnsafeBufferPointer { runs in
+        let key = p.key + kvHead * shape.keyCount * shape.keyDim
+        let value = p.value + kvHead * shape.keyCount * shape.valueDim
+        let headRows = head * shape.queryCount
+        tiler.forEachTile(rows: firstRow..<lastRow, empty: { row in
+          if case let .output(out, emptyRows) = p.destination {
+            finish(acc: out + (headRows + row) * shape.valueDim, sum: 0, count: shape.valueDim, emptyRows: emptyRows)
+          }
+        }, tile: { tile in
+          var rows = TileKernel.Rows()
+          for (slot, row) in tile.rows.enumerated() {
+            let rowIndex = headRows + row
+            rows.query.append(p.query + rowIndex * shape.keyDim)
             switch p.destination {
-            case let .output(out, emptyRows):
+            case let .output(out, _):
               let acc = out + rowIndex * shape.valueDim
               acc.initialize(repeating: 0, count: shape.valueDim)
-              var m = -Float.infinity, l: Float = 0
-              kernel.accumulate(query: q, runs: runs, m: &m, l: &l, acc: acc)
-              finish(acc: acc, sum: l, count: shape.valueDim, emptyRows: emptyRows)
+              localState[slot] = -.infinity
+              localState[TileKernel.maxRows + slot] = 0
+              rows.maxima.append(localState + slot)
+              rows.sums.append(localState + TileKernel.maxRows + slot)
+              rows.accumulators.append(acc)
             case let .state(maxima, sums, accumulator):
-              kernel.accumulate(query: q, runs: runs, m: &maxima[rowIndex], l: &sums[rowIndex],
-                                acc: accumulator + rowIndex * shape.valueDim)
+              rows.maxima.append(maxima + rowIndex)
+              rows.sums.append(sums + rowIndex)
+              rows.accumulators.append(accumulator + rowIndex * shape.valueDim)
             }
           }
-        }
+          TileKernel.attend(rows: rows, groupRanges: tile.groupRanges, key: key, value: value, keyDim: shape.keyDim,
+                            valueDim: shape.valueDim, scale: scale, keys: tile.keys, keyCount: tile.keyCount,
+                            mask: tile.mask, scratch: scratch, portable: portable)
+          if case let .output(_, emptyRows) = p.destination {
+            for slot in 0..<tile.rows.count {
+              finish(acc: rows.accumulators[slot], sum: localState[TileKernel.maxRows + slot], count: shape.valueDim,
+                     emptyRows: emptyRows)
+            }
+          }
+        })
         if let progress {
           let finished = done.wrappingAdd(1, ordering: .relaxed).newValue
           if finished % reportEvery == 0 || finished == itemCount { progress(Double(finished) / Double(itemCount)) }
         }
       }
+      scoresComputed.wrappingAdd(tiler.scoresComputed, ordering: .relaxed)
     }
+    return scoresComputed.load(ordering: .relaxed)
   }
 
   /// Normalises an accumulated row: `acc / l`, or zeros / NaN for a row without edges (`l == 0`).

@@ -91,7 +91,7 @@ final class CommandLineTests: XCTestCase {
     _ = try writeInputs()
     let output = directory.path("o.npy")
     let previous = Array("previous result".utf8)
-    FileManager.default.createFile(atPath: output, contents: Data(previous))
+    _ = FileManager.default.createFile(atPath: output, contents: Data(previous))
     var q = try Tensor(npyFile: directory.path("q.npy"), name: "q")
     q.scalars[100] = .infinity
     try q.write(npyFile: directory.path("q.npy"))

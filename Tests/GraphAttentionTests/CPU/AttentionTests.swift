@@ -130,3 +130,36 @@ final class AttentionTests: XCTestCase {
     expect(.mask, "global token 10") { _ = try attention(query: q, key: k, value: v, graph: try .global([10])) }
   }
 }
+
+/// The two CPU kernels, the tiling and the work counter.
+final class KernelTests: XCTestCase {
+  /// The portable kernel against the reference, on the same combinatorial masks as the dispatched one.
+  func testPortableKernelAgreesWithTheReference() throws {
+    for l in [5, 64, 129] {
+      for mask in GraphTests.masks(tokens: l) {
+        let d = [3, 8, 17][l % 3]
+        let q = Inputs.tensor([2, l, d], seed: 41), k = Inputs.tensor([2, l, d], seed: 42), v = Inputs.tensor([2, l, d], seed: 43)
+        let o = try attention(query: q, key: k, value: v, graph: try Graph(parsing: mask.spec),
+                              options: AttentionOptions(kernel: .portable))
+        let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
+        DenseReference.assertClose(o, DenseReference.attention(query: q, key: k, value: v, shape: shape, mask: mask),
+                                   valueDim: d, "portable \(mask) L=\(l)")
+      }
+    }
+  }
+
+  /// Implicit graphs compute at most 3% more scores than they have edges (plus a few per group of short rows).
+  func testScoresComputedStayWithinThreePercentOfEdges() throws {
+    let l = 4096
+    for spec in ["window:256", "window:256:causal", "blocked:256:0", "blocked:512:1", "dilated:128:1", "causal",
+                 "window:128+global:0,4095"] {
+      let graph = try Graph(parsing: spec)
+      let q = Inputs.tensor([l, 8], seed: 1), k = Inputs.tensor([l, 8], seed: 2), v = Inputs.tensor([l, 8], seed: 3)
+      var scores = 0
+      _ = try attention(query: q, key: k, value: v, graph: graph, options: AttentionOptions(), scoresComputed: &scores)
+      let edges = graph.edgeCount(queryCount: l, keyCount: l)
+      XCTAssertGreaterThanOrEqual(scores, edges, spec)
+      XCTAssertLessThanOrEqual(Double(scores), Double(edges) * 1.03 + Double(l / 4 * 8), "\(spec): \(scores) scores for \(edges) edges")
+    }
+  }
+}

@@ -1,0 +1,318 @@
+/// Groups query rows into tiles that share their keys, so one pass over a key serves several rows.
+///
+/// Rows are visited in residue-major order for graphs with a stride (dilated and blocked graphs with
+/// `D > 0`, whose rows `i, i+s, i+2s, ...` attend to the same lattice of keys); rows without keys are
+/// reported at once; the others are collected sixteen at a time. Sixteen rows become one tile over the
+/// union of their keys, in four groups of four rows, each group visiting only the span of the union its
+/// rows use (with a per-row mask inside it), when that costs at most 3% extra scores. Otherwise the
+/// rows are tried as tiles of four, and rows that still do not fit become single-row tiles over exactly
+/// their keys. Every score the tiles compute is counted in `scoresComputed`: "work optimal" is measured
+/// by it.
+struct QueryTiler {
+  /// A tile: rows that share `keys`, and for a tile of several rows, one mask byte per (row, key).
+  struct Tile {
+    /// 1, 4, 8, 12 or 16 query rows.
+    var rows: [Int]
+    /// For tiles of several rows, the key positions each group of 4 rows visits.
+    var groupRanges: [Range<Int>]
+    /// The tile's sorted keys; valid only during the callback.
+    var keys: UnsafePointer<Int64>
+    var keyCount: Int
+    /// Bytes laid out `[group][key][row of group]`, 1 where the row attends to the key; nil for single-row tiles.
+    var mask: UnsafePointer<UInt8>?
+  }
+
+  /// Extra scores a shared tile may compute, relative to its rows' edges (3%), plus a small constant
+  /// per group for short rows whose union is a few keys wider.
+  static let maxOverhead = 0.03
+  static let slackPerGroup = 8
+  static let maxRows = 16
+  static let groupRows = 4
+
+  let graph: Graph
+  let excluding: Graph?
+  let queryCount: Int
+  let keyCount: Int
+  let rowStride: Int
+
+  private var scratch = [RowScratch](repeating: RowScratch(), count: QueryTiler.maxRows)
+  private var degrees = [Int](repeating: 0, count: QueryTiler.maxRows)
+  /// Key indices of the current tile (capacity grows to the widest tile: O(L) at most).
+  private var keys: UnsafeMutablePointer<Int64>
+  private var keysCapacity: Int
+  /// `rows x keyCount` mask bytes of the current shared tile.
+  private var mask: UnsafeMutablePointer<UInt8>
+  private var maskCapacity: Int
+  private var shape = UnionShape.general
+  private var intervals: [(start: Int, last: Int)] = []
+  private var intervalOffsets: [Int] = []
+  /// Scores computed by the tiles built so far.
+  private(set) var scoresComputed = 0
+
+  /// How the current union is laid out, decided by `unionSize` and used by `fillUnion`.
+  private enum UnionShape {
+    /// One lattice `start + t * stride` (single-run rows with a common stride: windows, causal, dilated, blocked).
+    case lattice(start: Int, stride: Int)
+    /// Sorted, disjoint intervals (rows of contiguous runs and single keys: unions with global tokens).
+    case intervals
+    /// Anything else: merged key by key.
+    case general
+  }
+
+  init(graph: Graph, excluding: Graph?, queryCount: Int, keyCount: Int) {
+    self.graph = graph
+    self.excluding = excluding
+    self.queryCount = queryCount
+    self.keyCount = keyCount
+    self.rowStride = graph.preferredRowStride
+    keysCapacity = 256
+    keys = .allocate(capacity: keysCapacity)
+    maskCapacity = 4096
+    mask = .allocate(capacity: maskCapacity)
+  }
+
+  /// Frees the buffers; the tiler must not be used afterwards.
+  func deallocate() {
+    keys.deallocate()
+    mask.deallocate()
+  }
+
+  /// Calls `empty(row)` for each row of `rows` without keys and `tile(tile)` for each tile.
+  mutating func forEachTile(rows: Range<Int>, empty: (Int) -> Void, tile: (Tile) -> Void) {
+    var pending: [Int] = []
+    pending.reserveCapacity(QueryTiler.maxRows)
+    let stride = min(rowStride, max(1, rows.count))
+    for residue in 0..<stride {
+      var row = rows.lowerBound + ((residue - rows.lowerBound % stride) + stride) % stride
+      while row < rows.upperBound {
+        let slot = pending.count
+        graph.neighbourhood(row: row, queryCount: queryCount, keyCount: keyCount, excluding: excluding, into: &scratch[slot])
+        let degree = scratch[slot].degree
+        if degree == 0 {
+          empty(row)
+        } else {
+          degrees[slot] = degree
+          pending.append(row)
+          if pending.count == QueryTiler.maxRows {
+            emit(pending, slots: 0..<QueryTiler.maxRows, tile: tile)
+            pending.removeAll(keepingCapacity: true)
+          }
+        }
+        row += stride
+      }
+    }
+    let grouped = pending.count / QueryTiler.groupRows * QueryTiler.groupRows
+    if grouped > 0 { emit(pending, slots: 0..<grouped, tile: tile) }
+    for slot in grouped..<pending.count { emitSingle(pending[slot], slot: slot, tile: tile) }
+  }
+
+  /// Emits rows `slots` (a multiple of 4) as one tile if their union is cheap enough, else in smaller tiles.
+  private mutating func emit(_ rows: [Int], slots: Range<Int>, tile: (Tile) -> Void) {
+    let groups = slots.count / QueryTiler.groupRows
+    var edges = 0
+    for slot in slots { edges += degrees[slot] }
+    let budget = Int(Double(edges) * (1 + QueryTiler.maxOverhead)) + QueryTiler.slackPerGroup * groups
+    // Every union key lies in some group's span, so a union wider than budget / 4 cannot fit.
+    if let union = unionSize(slots: slots, limit: budget / QueryTiler.groupRows) {
+      fillUnion(slots: slots, count: union)
+      var ranges: [Range<Int>] = []
+      var cost = 0
+      for g in 0..<groups {
+        var lo = Int.max, hi = 0
+        for slot in slots.lowerBound + g * 4..<slots.lowerBound + g * 4 + 4 {
+          let runs = scratch[slot].runs
+          lo = min(lo, position(of: runs[0].start, count: union))
+          hi = max(hi, position(of: runs[runs.count - 1].last, count: union) + 1)
+        }
+        ranges.append(lo..<hi)
+        cost += 4 * (hi - lo)
+      }
+      if cost <= budget {
+        scoresComputed += cost
+        tile(Tile(rows: Array(rows[slots]), groupRanges: ranges, keys: keys, keyCount: union, mask: mask))
+        return
+      }
+    }
+    if groups > 1 {
+      for g in 0..<groups { emit(rows, slots: slots.lowerBound + g * 4..<slots.lowerBound + g * 4 + 4, tile: tile) }
+    } else {
+      for slot in slots { emitSingle(rows[slot], slot: slot, tile: tile) }
+    }
+  }
+
+  private mutating func emitSingle(_ row: Int, slot: Int, tile: (Tile) -> Void) {
+    let count = degrees[slot]
+    reserveKeys(count)
+    var n = 0
+    for run in scratch[slot].runs {
+      var key = run.start
+      for _ in 0..<run.count {
+        keys[n] = Int64(key)
+        n &+= 1
+        key &+= run.stride
+      }
+    }
+    scoresComputed += count
+    tile(Tile(rows: [row], groupRanges: [], keys: keys, keyCount: count, mask: nil))
+  }
+
+  /// The position of `key` (which is in the union) among the union's sorted keys.
+  private func position(of key: Int, count: Int) -> Int {
+    if case let .lattice(start, stride) = shape { return (key - start) / stride }
+    var lo = 0, hi = count
+    while lo < hi {
+      let mid = (lo + hi) / 2
+      if Int(keys[mid]) < key { lo = mid + 1 } else { hi = mid }
+    }
+    return lo
+  }
+
+  /// The size of the union of the rows' keys, or nil once it exceeds `limit`.
+  private mutating func unionSize(slots: Range<Int>, limit: Int) -> Int? {
+    var lo = Int.max, hi = Int.min
+    var stride = 0
+    var singleRuns = true
+    var contiguous = true
+    for slot in slots {
+      let runs = scratch[slot].runs
+      if runs.count != 1 { singleRuns = false }
+      for run in runs where run.count > 1 {
+        if run.stride != 1 { contiguous = false }
+        if stride == 0 { stride = run.stride } else if run.stride != stride { singleRuns = false }
+      }
+      lo = min(lo, runs[0].start)
+      hi = max(hi, runs[runs.count - 1].last)
+    }
+    if singleRuns, !contiguous, slots.allSatisfy({ (scratch[$0].runs[0].start - lo) % stride == 0 }) {
+      shape = .lattice(start: lo, stride: stride)
+      let n = (hi - lo) / stride + 1
+      return n <= limit ? n : nil
+    }
+    if contiguous {
+      // Interval union of all rows' runs: O(runs log runs), independent of the degree.
+      intervals.removeAll(keepingCapacity: true)
+      for slot in slots {
+        for run in scratch[slot].runs { intervals.append((run.start, run.last)) }
+      }
+      intervals.sort { $0.start < $1.start }
+      var merged = 0
+      for i in 1..<intervals.count {
+        if intervals[i].start <= intervals[merged].last + 1 {
+          intervals[merged].last = max(intervals[merged].last, intervals[i].last)
+        } else {
+          merged += 1
+          intervals[merged] = intervals[i]
+        }
+      }
+      intervals.removeLast(intervals.count - merged - 1)
+      shape = .intervals
+      var n = 0
+      for interval in intervals {
+        n += interval.last - interval.start + 1
+        if n > limit { return nil }
+      }
+      return n
+    }
+    shape = .general
+    return mergedKeys(slots: slots, limit: limit, fill: false)
+  }
+
+  /// Writes the union's `count` sorted keys and the per-row mask bytes.
+  private mutating func fillUnion(slots: Range<Int>, count: Int) {
+    reserveKeys(count)
+    let rows = slots.count
+    if maskCapacity < rows * count {
+      mask.deallocate()
+      maskCapacity = max(rows * count, 2 * maskCapacity)
+      mask = .allocate(capacity: maskCapacity)
+    }
+    mask.update(repeating: 0, count: rows * count)
+    switch shape {
+    case let .lattice(start, stride):
+      for n in 0..<count { keys[n] = Int64(start + n * stride) }
+      for (r, slot) in slots.enumerated() {
+        let run = scratch[slot].runs[0]
+        markMask(row: r, from: (run.start - start) / stride, count: run.count, keys: count)
+      }
+    case .intervals:
+      var n = 0
+      intervalOffsets.removeAll(keepingCapacity: true)
+      for interval in intervals {
+        intervalOffsets.append(n)
+        for key in interval.start...interval.last { keys[n] = Int64(key); n &+= 1 }
+      }
+      for (r, slot) in slots.enumerated() {
+        var u = 0
+        for run in scratch[slot].runs {
+          while intervals[u].last < run.start { u += 1 }
+          markMask(row: r, from: intervalOffsets[u] + run.start - intervals[u].start, count: run.count, keys: count)
+        }
+      }
+    case .general:
+      _ = mergedKeys(slots: slots, limit: count, fill: true, count: count)
+    }
+  }
+
+  /// Merges the rows' keys one by one: counts distinct keys (nil past `limit`), and with `fill` writes them
+  /// and the mask. O(degree) per row; used only when strided runs of differing shapes meet.
+  private mutating func mergedKeys(slots: Range<Int>, limit: Int, fill: Bool, count total: Int = 0) -> Int? {
+    var cursors = [(run: Int, step: Int)](repeating: (0, 0), count: slots.count)
+    var n = 0
+    while true {
+      var best = Int.max
+      for (r, slot) in slots.enumerated() {
+        let (run, step) = cursors[r]
+        let runs = scratch[slot].runs
+        if run < runs.count { best = min(best, runs[run].start + step * runs[run].stride) }
+      }
+      if best == Int.max { return n }
+      if n >= limit { return nil }
+      if fill { keys[n] = Int64(best) }
+      for (r, slot) in slots.enumerated() {
+        let (run, step) = cursors[r]
+        let runs = scratch[slot].runs
+        if run < runs.count, runs[run].start + step * runs[run].stride == best {
+          if fill { mask[maskIndex(row: r, key: n, keys: total)] = 1 }
+          cursors[r] = step + 1 == runs[run].count ? (run + 1, 0) : (run, step + 1)
+        }
+      }
+      n += 1
+    }
+  }
+
+  /// Where row `r`'s byte for key position `key` lives: `[group][key][row of group]`.
+  @inline(__always)
+  private func maskIndex(row r: Int, key: Int, keys: Int) -> Int {
+    (r / 4) * keys * 4 + key * 4 + r % 4
+  }
+
+  private func markMask(row r: Int, from first: Int, count: Int, keys: Int) {
+    var index = maskIndex(row: r, key: first, keys: keys)
+    for _ in 0..<count {
+      mask[index] = 1
+      index &+= 4
+    }
+  }
+
+  private mutating func reserveKeys(_ count: Int) {
+    guard keysCapacity < count else { return }
+    keys.deallocate()
+    keysCapacity = max(count, 2 * keysCapacity)
+    keys = .allocate(capacity: keysCapacity)
+  }
+}
+
+extension Graph {
+  /// The row step at which consecutive rows share keys: `D+1` for a graph with a dilated or blocked
+  /// component of dilation `D`, else 1.
+  var preferredRowStride: Int {
+    for component in components {
+      switch component {
+      case let .dilated(_, dilation) where dilation > 0: return dilation + 1
+      case let .blocked(_, dilation) where dilation > 0: return dilation + 1
+      default: continue
+      }
+    }
+    return 1
+  }
+}

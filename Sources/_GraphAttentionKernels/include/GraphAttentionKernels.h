@@ -1,0 +1,61 @@
+#ifndef GRAPH_ATTENTION_KERNELS_H
+#define GRAPH_ATTENTION_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Keys per block of the online softmax: scores of one block are computed, then folded into the state.
+#define GA_KEY_BLOCK 32
+/// Query rows a tile may hold: up to 4 groups of 4 rows.
+#define GA_MAX_ROWS 16
+/// Rows of a group, the register block of the kernel.
+#define GA_GROUP_ROWS 4
+
+/// One tile: 1 query row, or 4, 8, 12 or 16 rows in groups of 4, against a shared sorted list of keys.
+///
+/// Each row's state (m, l, acc) is read and updated in place: m is the running maximum of scaled
+/// scores (-inf before any key), l the sum of exp(s - m), acc the unnormalised weighted sum of values.
+/// Keys the row does not attend to are masked out (mask byte 0); masked scores are still computed,
+/// so the caller forms tiles whose rows share most keys. Group g only visits key positions
+/// [group_begin[g], group_end[g]); all groups walk the keys in the same 64-key blocks, so a block of
+/// K and V is loaded into L1 once for up to 16 rows.
+typedef struct {
+  const float *query[GA_MAX_ROWS];  ///< rows of d_k floats
+  int rows;                         ///< 1, 4, 8, 12 or 16
+  int64_t group_begin[GA_MAX_ROWS / GA_GROUP_ROWS];  ///< first key position of each group of 4 rows
+  int64_t group_end[GA_MAX_ROWS / GA_GROUP_ROWS];    ///< one past its last key position
+  const float *key;                 ///< key base: key j at key + j * key_dim
+  const float *value;               ///< value base: value j at value + j * value_dim
+  int key_dim;
+  int value_dim;
+  float scale;
+  const int64_t *keys;              ///< n sorted key indices shared by the rows
+  int64_t n;
+  /// Per (row, key) bytes, 1 = attend, laid out [group][key][row of group] so that the 8 bytes of two keys
+  /// of a group line up with the 8 lanes of their scores; NULL = every row attends to every key.
+  const uint8_t *mask;
+  float *m[GA_MAX_ROWS];
+  float *l[GA_MAX_ROWS];
+  float *acc[GA_MAX_ROWS];          ///< value_dim floats each
+  float *scratch;                   ///< at least GA_GROUP_ROWS * GA_KEY_BLOCK floats, 32-byte aligned
+  int force_portable;               ///< nonzero: use the portable kernel (tests compare the two)
+} ga_tile;
+
+/// Folds the tile's keys into its rows' states with the fastest kernel this CPU supports.
+void ga_tile_attend(const ga_tile *tile);
+
+/// The portable kernel, for tests that compare it with the dispatched one.
+void ga_tile_attend_portable(const ga_tile *tile);
+
+/// 1 if the AVX2+FMA kernel is used on this CPU, else 0.
+int ga_uses_avx2(void);
+
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
