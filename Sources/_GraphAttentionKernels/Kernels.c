@@ -352,3 +352,45 @@ void ga_tile_attend(const ga_tile *tile) {
 #endif
   attend_portable(tile);
 }
+
+// MARK: - Machine limits
+
+#if GA_X86
+__attribute__((target("avx2,fma"))) static double fma_loop_avx2(int64_t iterations) {
+  // Ten independent chains cover the FMA latency (4-5 cycles) on both FMA pipes.
+  __m256 a0 = _mm256_set1_ps(1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0;
+  const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+  for (int64_t i = 0; i < iterations; i++) {
+    a0 = _mm256_fmadd_ps(a0, x, y); a1 = _mm256_fmadd_ps(a1, x, y); a2 = _mm256_fmadd_ps(a2, x, y);
+    a3 = _mm256_fmadd_ps(a3, x, y); a4 = _mm256_fmadd_ps(a4, x, y); a5 = _mm256_fmadd_ps(a5, x, y);
+    a6 = _mm256_fmadd_ps(a6, x, y); a7 = _mm256_fmadd_ps(a7, x, y); a8 = _mm256_fmadd_ps(a8, x, y);
+    a9 = _mm256_fmadd_ps(a9, x, y);
+  }
+  __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                           _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+  s = _mm256_add_ps(s, _mm256_add_ps(a8, a9));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, s);
+  return lanes[0] + lanes[7];
+}
+#endif
+
+double ga_fma_loop(int64_t iterations) {
+#if GA_X86
+  if (ga_uses_avx2()) return fma_loop_avx2(iterations);
+#endif
+  float a[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+  for (int64_t i = 0; i < iterations * 10; i++)
+    for (int h = 0; h < 8; h++) a[h] = a[h] * 0.999999f + 1e-7f;
+  return a[0];
+}
+
+int64_t ga_fma_loop_flops_per_iteration(void) { return ga_uses_avx2() ? 10 * 8 * 2 : 10 * 8 * 2; }
+
+double ga_read_sum(const float *data, int64_t count) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= count; i += 4) { s0 += data[i]; s1 += data[i + 1]; s2 += data[i + 2]; s3 += data[i + 3]; }
+  for (; i < count; i++) s0 += data[i];
+  return (double)s0 + s1 + s2 + s3;
+}

@@ -67,13 +67,17 @@ enum CPUExecutor {
       var tiler = QueryTiler(graph: graph, excluding: excluding, queryCount: shape.queryCount, keyCount: shape.keyCount)
       let scratch = UnsafeMutableRawPointer.allocate(byteCount: TileKernel.scratchFloats * 4, alignment: 64)
         .bindMemory(to: Float.self, capacity: TileKernel.scratchFloats)
-      let localState = UnsafeMutablePointer<Float>.allocate(capacity: 2 * TileKernel.maxRows)
-      let portable = forcePortable
+      // m and l of the item's rows when writing an output (a state carries its own).
+      let itemMaxima = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerItem)
+      let itemSums = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerItem)
       defer {
         tiler.deallocate()
         scratch.deallocate()
-        localState.deallocate()
+        itemMaxima.deallocate()
+        itemSums.deallocate()
       }
+      var kernel = TileKernel(keyDim: shape.keyDim, valueDim: shape.valueDim, scale: scale, scratch: scratch,
+                              portable: forcePortable)
       let p = pointers
       while true {
         let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
@@ -83,43 +87,38 @@ enum CPUExecutor {
         let lastRow = min(shape.queryCount, firstRow + rowsPerItem)
         let batch = head / shape.queryHeads
         let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
-        let key = p.key + kvHead * shape.keyCount * shape.keyDim
-        let value = p.value + kvHead * shape.keyCount * shape.valueDim
+        kernel.setHead(key: p.key + kvHead * shape.keyCount * shape.keyDim,
+                       value: p.value + kvHead * shape.keyCount * shape.valueDim)
         let headRows = head * shape.queryCount
-        tiler.forEachTile(rows: firstRow..<lastRow, empty: { row in
-          if case let .output(out, emptyRows) = p.destination {
-            finish(acc: out + (headRows + row) * shape.valueDim, sum: 0, count: shape.valueDim, emptyRows: emptyRows)
-          }
-        }, tile: { tile in
-          var rows = TileKernel.Rows()
+        // A row may come in several tiles (its shared keys, then its scattered ones): its state starts
+        // here and is normalised once all tiles of the item are done.
+        if case let .output(out, _) = p.destination {
+          (out + (headRows + firstRow) * shape.valueDim).update(repeating: 0, count: (lastRow - firstRow) * shape.valueDim)
+          itemMaxima.update(repeating: -.infinity, count: lastRow - firstRow)
+          itemSums.update(repeating: 0, count: lastRow - firstRow)
+        }
+        tiler.forEachTile(rows: firstRow..<lastRow, empty: { _ in }, tile: { tile in
           for (slot, row) in tile.rows.enumerated() {
             let rowIndex = headRows + row
-            rows.query.append(p.query + rowIndex * shape.keyDim)
+            let query = p.query + rowIndex * shape.keyDim
             switch p.destination {
             case let .output(out, _):
-              let acc = out + rowIndex * shape.valueDim
-              acc.initialize(repeating: 0, count: shape.valueDim)
-              localState[slot] = -.infinity
-              localState[TileKernel.maxRows + slot] = 0
-              rows.maxima.append(localState + slot)
-              rows.sums.append(localState + TileKernel.maxRows + slot)
-              rows.accumulators.append(acc)
+              kernel.setRow(slot, query: query, maximum: itemMaxima + (row - firstRow), sum: itemSums + (row - firstRow),
+                            accumulator: out + rowIndex * shape.valueDim)
             case let .state(maxima, sums, accumulator):
-              rows.maxima.append(maxima + rowIndex)
-              rows.sums.append(sums + rowIndex)
-              rows.accumulators.append(accumulator + rowIndex * shape.valueDim)
+              kernel.setRow(slot, query: query, maximum: maxima + rowIndex, sum: sums + rowIndex,
+                            accumulator: accumulator + rowIndex * shape.valueDim)
             }
           }
-          TileKernel.attend(rows: rows, groupRanges: tile.groupRanges, key: key, value: value, keyDim: shape.keyDim,
-                            valueDim: shape.valueDim, scale: scale, keys: tile.keys, keyCount: tile.keyCount,
-                            mask: tile.mask, scratch: scratch, portable: portable)
-          if case let .output(_, emptyRows) = p.destination {
-            for slot in 0..<tile.rows.count {
-              finish(acc: rows.accumulators[slot], sum: localState[TileKernel.maxRows + slot], count: shape.valueDim,
-                     emptyRows: emptyRows)
-            }
-          }
+          for (group, range) in tile.groupRanges.enumerated() { kernel.setGroup(group, range: range) }
+          kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask)
         })
+        if case let .output(out, emptyRows) = p.destination {
+          for row in firstRow..<lastRow {
+            finish(acc: out + (headRows + row) * shape.valueDim, sum: itemSums[row - firstRow], count: shape.valueDim,
+                   emptyRows: emptyRows)
+          }
+        }
         if let progress {
           let finished = done.wrappingAdd(1, ordering: .relaxed).newValue
           if finished % reportEvery == 0 || finished == itemCount { progress(Double(finished) / Double(itemCount)) }

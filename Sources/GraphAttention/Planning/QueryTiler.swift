@@ -11,10 +11,10 @@
 struct QueryTiler {
   /// A tile: rows that share `keys`, and for a tile of several rows, one mask byte per (row, key).
   struct Tile {
-    /// 1, 4, 8, 12 or 16 query rows.
-    var rows: [Int]
-    /// For tiles of several rows, the key positions each group of 4 rows visits.
-    var groupRanges: [Range<Int>]
+    /// 1, 4, 8, 12 or 16 query rows; valid only during the callback.
+    var rows: UnsafeBufferPointer<Int>
+    /// For tiles of several rows, the key positions each group of 4 rows visits; valid only during the callback.
+    var groupRanges: UnsafeBufferPointer<Range<Int>>
     /// The tile's sorted keys; valid only during the callback.
     var keys: UnsafePointer<Int64>
     var keyCount: Int
@@ -37,6 +37,11 @@ struct QueryTiler {
 
   private var scratch = [RowScratch](repeating: RowScratch(), count: QueryTiler.maxRows)
   private var degrees = [Int](repeating: 0, count: QueryTiler.maxRows)
+  /// The current tile's rows and group ranges, handed to the callback without allocating.
+  private let tileRows = UnsafeMutablePointer<Int>.allocate(capacity: QueryTiler.maxRows)
+  private let tileRanges = UnsafeMutablePointer<Range<Int>>.allocate(capacity: QueryTiler.maxRows / QueryTiler.groupRows)
+  /// Short runs set aside by `splitScatteredKeys`, per slot.
+  private var scattered = [[KeyRun]](repeating: [], count: QueryTiler.maxRows)
   /// Key indices of the current tile (capacity grows to the widest tile: O(L) at most).
   private var keys: UnsafeMutablePointer<Int64>
   private var keysCapacity: Int
@@ -75,6 +80,8 @@ struct QueryTiler {
   func deallocate() {
     keys.deallocate()
     mask.deallocate()
+    tileRows.deallocate()
+    tileRanges.deallocate()
   }
 
   /// Calls `empty(row)` for each row of `rows` without keys and `tile(tile)` for each tile.
@@ -107,7 +114,19 @@ struct QueryTiler {
   }
 
   /// Emits rows `slots` (a multiple of 4) as one tile if their union is cheap enough, else in smaller tiles.
-  private mutating func emit(_ rows: [Int], slots: Range<Int>, tile: (Tile) -> Void) {
+  ///
+  /// Rows made of a long shared run plus scattered private keys (BigBird: window + random) fail the
+  /// union test as a whole; then the long runs are tiled together and each row's scattered keys follow
+  /// as a single-row tile. The carried (m, l, acc) state makes the two passes one softmax.
+  private mutating func emit(_ rows: [Int], slots: Range<Int>, allowSplit: Bool = true, tile: (Tile) -> Void) {
+    // Rows that do not share keys (random and scattered explicit rows) show it in their first two rows:
+    // an O(degree) merge of those two saves the union attempts, which sort all the rows' runs.
+    let a = slots.lowerBound, b = slots.lowerBound + 1
+    let pairLimit = Int(Double(max(degrees[a], degrees[b])) * (1 + 4 * QueryTiler.maxOverhead)) + QueryTiler.slackPerGroup
+    if mergedKeys(slots: a..<b + 1, limit: pairLimit, fill: false) == nil {
+      for slot in slots { emitSingle(rows[slot], slot: slot, tile: tile) }
+      return
+    }
     let groups = slots.count / QueryTiler.groupRows
     var edges = 0
     for slot in slots { edges += degrees[slot] }
@@ -115,7 +134,6 @@ struct QueryTiler {
     // Every union key lies in some group's span, so a union wider than budget / 4 cannot fit.
     if let union = unionSize(slots: slots, limit: budget / QueryTiler.groupRows) {
       fillUnion(slots: slots, count: union)
-      var ranges: [Range<Int>] = []
       var cost = 0
       for g in 0..<groups {
         var lo = Int.max, hi = 0
@@ -124,27 +142,76 @@ struct QueryTiler {
           lo = min(lo, position(of: runs[0].start, count: union))
           hi = max(hi, position(of: runs[runs.count - 1].last, count: union) + 1)
         }
-        ranges.append(lo..<hi)
+        tileRanges[g] = lo..<hi
         cost += 4 * (hi - lo)
       }
       if cost <= budget {
         scoresComputed += cost
-        tile(Tile(rows: Array(rows[slots]), groupRanges: ranges, keys: keys, keyCount: union, mask: mask))
+        for (i, slot) in slots.enumerated() { tileRows[i] = rows[slot] }
+        tile(Tile(rows: UnsafeBufferPointer(start: tileRows, count: slots.count),
+                  groupRanges: UnsafeBufferPointer(start: tileRanges, count: groups), keys: keys, keyCount: union, mask: mask))
         return
       }
     }
+    if allowSplit, splitScatteredKeys(slots) {
+      emit(rows, slots: slots, allowSplit: false, tile: tile)
+      for slot in slots where !scattered[slot].isEmpty {
+        emitSingle(rows[slot], runs: scattered[slot], tile: tile)
+      }
+      return
+    }
     if groups > 1 {
-      for g in 0..<groups { emit(rows, slots: slots.lowerBound + g * 4..<slots.lowerBound + g * 4 + 4, tile: tile) }
+      for g in 0..<groups {
+        emit(rows, slots: slots.lowerBound + g * 4..<slots.lowerBound + g * 4 + 4, allowSplit: allowSplit, tile: tile)
+      }
     } else {
       for slot in slots { emitSingle(rows[slot], slot: slot, tile: tile) }
     }
   }
 
+  /// Moves each row's short runs (fewer than `longRun` keys) to `scattered`, keeping its long runs, when
+  /// every row has long runs and the short ones are at most a quarter of the keys. Returns whether it split.
+  private mutating func splitScatteredKeys(_ slots: Range<Int>) -> Bool {
+    let longRun = 8
+    var total = 0, short = 0
+    for slot in slots {
+      var hasLong = false
+      for run in scratch[slot].runs {
+        total += run.count
+        if run.count >= longRun { hasLong = true } else { short += run.count }
+      }
+      if !hasLong { return false }
+    }
+    guard short > 0, short * 4 <= total else { return false }
+    for slot in slots {
+      scattered[slot].removeAll(keepingCapacity: true)
+      var kept = 0
+      var degree = 0
+      for run in scratch[slot].runs {
+        if run.count >= longRun {
+          scratch[slot].runs[kept] = run
+          kept += 1
+          degree += run.count
+        } else {
+          scattered[slot].append(run)
+        }
+      }
+      scratch[slot].runs.removeLast(scratch[slot].runs.count - kept)
+      degrees[slot] = degree
+    }
+    return true
+  }
+
   private mutating func emitSingle(_ row: Int, slot: Int, tile: (Tile) -> Void) {
-    let count = degrees[slot]
+    emitSingle(row, runs: scratch[slot].runs, tile: tile)
+  }
+
+  private mutating func emitSingle(_ row: Int, runs: [KeyRun], tile: (Tile) -> Void) {
+    var count = 0
+    for run in runs { count += run.count }
     reserveKeys(count)
     var n = 0
-    for run in scratch[slot].runs {
+    for run in runs {
       var key = run.start
       for _ in 0..<run.count {
         keys[n] = Int64(key)
@@ -153,7 +220,9 @@ struct QueryTiler {
       }
     }
     scoresComputed += count
-    tile(Tile(rows: [row], groupRanges: [], keys: keys, keyCount: count, mask: nil))
+    tileRows[0] = row
+    tile(Tile(rows: UnsafeBufferPointer(start: tileRows, count: 1), groupRanges: UnsafeBufferPointer(start: tileRanges, count: 0),
+              keys: keys, keyCount: count, mask: nil))
   }
 
   /// The position of `key` (which is in the union) among the union's sorted keys.

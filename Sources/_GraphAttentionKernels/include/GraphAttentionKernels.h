@@ -54,6 +54,16 @@ void ga_tile_attend_portable(const ga_tile *tile);
 int ga_uses_avx2(void);
 
 
+/// Runs `iterations` of ten independent 8-lane FMA chains (the machine's FMA peak loop); returns a
+/// value that depends on every chain, so it cannot be optimised away.
+double ga_fma_loop(int64_t iterations);
+
+/// Floating-point operations per iteration of `ga_fma_loop` (an FMA counts as 2).
+int64_t ga_fma_loop_flops_per_iteration(void);
+
+/// Sums `count` floats (a streaming read, for measuring memory bandwidth).
+double ga_read_sum(const float *data, int64_t count);
+
 #ifdef __cplusplus
 }
 #endif

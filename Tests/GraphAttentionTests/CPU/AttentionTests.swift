@@ -148,6 +148,23 @@ final class KernelTests: XCTestCase {
     }
   }
 
+  /// BigBird rows (a shared window plus scattered random keys) are tiled in two passes: the windows of
+  /// 16 rows together, then each row's scattered keys alone, carried in one softmax state.
+  func testSharedAndScatteredKeysOfARowCombine() throws {
+    let l = 1500
+    let mask = MaskCase.window(40) + .global([0, 1]) + .random(0.004, seed: 9)
+    let q = Inputs.tensor([2, l, 8], seed: 51), k = Inputs.tensor([1, l, 8], seed: 52), v = Inputs.tensor([1, l, 5], seed: 53)
+    let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
+    let reference = DenseReference.attention(query: q, key: k, value: v, shape: shape, mask: mask)
+    for kernel in CPUKernel.allCases {
+      let o = try attention(query: q, key: k, value: v, graph: try Graph(parsing: mask.spec), options: AttentionOptions(kernel: kernel))
+      DenseReference.assertClose(o, reference, valueDim: 5, "bigbird \(kernel)")
+    }
+    var state = try AttentionState(query: q, value: v)
+    try state.accumulate(query: q, key: k, value: v, graph: try Graph(parsing: mask.spec))
+    DenseReference.assertClose(state.output(), reference, valueDim: 5, "bigbird through the state")
+  }
+
   /// Implicit graphs compute at most 3% more scores than they have edges (plus a few per group of short rows).
   func testScoresComputedStayWithinThreePercentOfEdges() throws {
     let l = 4096

@@ -1,62 +1,56 @@
 import _GraphAttentionKernels
 
-/// The C tile kernel (`ga_tile_attend`), seen from Swift.
+/// The C tile kernel (`ga_tile_attend`), seen from Swift: one reusable call record per worker, filled in
+/// place for each tile so that a tile costs no allocation.
 ///
-/// Ownership: every pointer belongs to the caller and must stay valid for the call; the kernel keeps none.
-enum TileKernel {
+/// Ownership: every pointer belongs to the caller and must stay valid during `attend`; the kernel keeps none.
+struct TileKernel {
   /// Rows a tile may hold.
   static let maxRows = Int(GA_MAX_ROWS)
-  /// Rows of a group (the register block); tiles of several rows hold whole groups.
-  static let groupRows = Int(GA_GROUP_ROWS)
   /// Floats of score scratch a tile needs (32-byte aligned).
   static let scratchFloats = Int(GA_GROUP_ROWS) * Int(GA_KEY_BLOCK)
 
   /// Whether the AVX2/FMA kernel runs on this CPU (else the portable one).
   static var usesAVX2: Bool { ga_uses_avx2() != 0 }
 
-  /// Row pointers of one tile, in `rows.count` slots.
-  struct Rows {
-    var query: [UnsafePointer<Float>] = []
-    var maxima: [UnsafeMutablePointer<Float>] = []
-    var sums: [UnsafeMutablePointer<Float>] = []
-    var accumulators: [UnsafeMutablePointer<Float>] = []
+  private var call = ga_tile()
+
+  /// A call record for one head's keys and values.
+  init(keyDim: Int, valueDim: Int, scale: Float, scratch: UnsafeMutablePointer<Float>, portable: Bool) {
+    call.key_dim = Int32(keyDim)
+    call.value_dim = Int32(valueDim)
+    call.scale = scale
+    call.scratch = scratch
+    call.force_portable = portable ? 1 : 0
   }
 
-  /// Folds `keyCount` keys into the tile's rows' `(m, l, acc)`.
-  /// - Parameter groupRanges: for tiles of several rows, each group of 4 rows' key positions.
-  static func attend(rows: Rows, groupRanges: [Range<Int>], key: UnsafePointer<Float>, value: UnsafePointer<Float>,
-                     keyDim: Int, valueDim: Int, scale: Float, keys: UnsafePointer<Int64>, keyCount: Int,
-                     mask: UnsafePointer<UInt8>?, scratch: UnsafeMutablePointer<Float>, portable: Bool) {
-    var tile = ga_tile()
-    tile.force_portable = portable ? 1 : 0
-    withUnsafeMutableBytes(of: &tile.group_begin) { slots in
-      for (g, range) in groupRanges.enumerated() { slots.storeBytes(of: Int64(range.lowerBound), toByteOffset: g * 8, as: Int64.self) }
-    }
-    withUnsafeMutableBytes(of: &tile.group_end) { slots in
-      for (g, range) in groupRanges.enumerated() { slots.storeBytes(of: Int64(range.upperBound), toByteOffset: g * 8, as: Int64.self) }
-    }
-    tile.rows = Int32(rows.query.count)
-    tile.key = key
-    tile.value = value
-    tile.key_dim = Int32(keyDim)
-    tile.value_dim = Int32(valueDim)
-    tile.scale = scale
-    tile.keys = keys
-    tile.n = Int64(keyCount)
-    tile.mask = mask
-    tile.scratch = scratch
-    withUnsafeMutableBytes(of: &tile.query) { slots in
-      for (r, p) in rows.query.enumerated() { slots.storeBytes(of: p, toByteOffset: r * MemoryLayout<UnsafePointer<Float>>.stride, as: UnsafePointer<Float>.self) }
-    }
-    withUnsafeMutableBytes(of: &tile.m) { slots in
-      for (r, p) in rows.maxima.enumerated() { slots.storeBytes(of: p, toByteOffset: r * MemoryLayout<UnsafeMutablePointer<Float>>.stride, as: UnsafeMutablePointer<Float>.self) }
-    }
-    withUnsafeMutableBytes(of: &tile.l) { slots in
-      for (r, p) in rows.sums.enumerated() { slots.storeBytes(of: p, toByteOffset: r * MemoryLayout<UnsafeMutablePointer<Float>>.stride, as: UnsafeMutablePointer<Float>.self) }
-    }
-    withUnsafeMutableBytes(of: &tile.acc) { slots in
-      for (r, p) in rows.accumulators.enumerated() { slots.storeBytes(of: p, toByteOffset: r * MemoryLayout<UnsafeMutablePointer<Float>>.stride, as: UnsafeMutablePointer<Float>.self) }
-    }
-    ga_tile_attend(&tile)
+  /// Points the call at a head's key and value rows.
+  mutating func setHead(key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+    call.key = key
+    call.value = value
+  }
+
+  /// Sets row `slot` of the tile: its query and its `(m, l, acc)` state.
+  mutating func setRow(_ slot: Int, query: UnsafePointer<Float>, maximum: UnsafeMutablePointer<Float>,
+                       sum: UnsafeMutablePointer<Float>, accumulator: UnsafeMutablePointer<Float>) {
+    withUnsafeMutableBytes(of: &call.query) { $0.storeBytes(of: query, toByteOffset: slot * 8, as: UnsafePointer<Float>.self) }
+    withUnsafeMutableBytes(of: &call.m) { $0.storeBytes(of: maximum, toByteOffset: slot * 8, as: UnsafeMutablePointer<Float>.self) }
+    withUnsafeMutableBytes(of: &call.l) { $0.storeBytes(of: sum, toByteOffset: slot * 8, as: UnsafeMutablePointer<Float>.self) }
+    withUnsafeMutableBytes(of: &call.acc) { $0.storeBytes(of: accumulator, toByteOffset: slot * 8, as: UnsafeMutablePointer<Float>.self) }
+  }
+
+  /// Sets the key positions group `group` (rows `4g..<4g+4`) visits.
+  mutating func setGroup(_ group: Int, range: Range<Int>) {
+    withUnsafeMutableBytes(of: &call.group_begin) { $0.storeBytes(of: Int64(range.lowerBound), toByteOffset: group * 8, as: Int64.self) }
+    withUnsafeMutableBytes(of: &call.group_end) { $0.storeBytes(of: Int64(range.upperBound), toByteOffset: group * 8, as: Int64.self) }
+  }
+
+  /// Folds `keyCount` keys into the first `rows` rows' states.
+  mutating func attend(rows: Int, keys: UnsafePointer<Int64>, keyCount: Int, mask: UnsafePointer<UInt8>?) {
+    call.rows = Int32(rows)
+    call.keys = keys
+    call.n = Int64(keyCount)
+    call.mask = mask
+    ga_tile_attend(&call)
   }
 }

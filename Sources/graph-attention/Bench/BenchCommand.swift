@@ -1,0 +1,188 @@
+import ArgumentParser
+import Foundation
+import GraphAttention
+
+/// `graph-attention bench`: sweeps masks, lengths, head dimensions and head counts; reports time, useful
+/// GFLOP/s, percent of this machine's measured FMA peak, edges per second, peak memory and exact-work ratio,
+/// optionally beside PyTorch run on the same shapes.
+struct BenchCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "bench",
+    abstract: "Benchmark masks over lengths against this machine's measured FMA peak (and PyTorch with --peers).",
+    discussion: """
+      Masks are presets or specifications: window (window:256), causal-window (window:256:causal),
+      dilated (dilated:128:1), blocked (blocked:256:0), longformer (window:256+global:0,1,2,3),
+      bigbird (window:128+global:0,1+random with ~3 keys per row), random-1e-4 ... random-1e-1 (a random
+      graph stored as an explicit CSR pattern, run through the gather path), causal (dense causal), or any
+      mask specification. Rows whose estimated time exceeds --max-row-seconds or whose tensors exceed
+      --memory-fraction of physical memory are listed as skipped, with the reason. Refuses debug builds.
+      """
+  )
+
+  @Option(help: "Comma-separated presets or mask specifications.")
+  var masks = "window,causal-window,dilated,blocked,longformer,bigbird,random-1e-4,random-1e-3,random-1e-2,random-1e-1,causal"
+  @Option(help: "Comma-separated sequence lengths.") var tokens = "4096,16384,65536,262144,1048576"
+  @Option(help: "Comma-separated head dimensions (d_k = d_v).") var dims = "64,128"
+  @Option(help: "Comma-separated head counts.") var heads = "1,8"
+  @Option(help: "Timed runs per row (the median is reported).") var repeats = 5
+  @Option(help: "Skip rows estimated to take longer than this, in seconds for all repeats.") var maxRowSeconds = 30.0
+  @Option(help: "Skip rows whose tensors need more than this fraction of physical memory.") var memoryFraction = 0.6
+  @Option(help: "Worker threads (default: every processor).") var threads: Int?
+  @Option(help: "Write results.json, results.csv and results.svg into this directory.") var outputDirectory: String?
+  @Flag(help: "Also time PyTorch (Benchmarks/peers) on the same shapes.") var peers = false
+  @Option(help: "Python with PyTorch for --peers.") var peerPython = "Benchmarks/peers/.venv/bin/python"
+  @Option(help: "The peer script for --peers.") var peerScript = "Benchmarks/peers/torch_peers.py"
+  @Option(help: "Run peers only up to this length.") var peerMaxTokens = 65536
+
+  func validate() throws {
+    guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1.") }
+    guard maxRowSeconds > 0 else { throw ValidationError("--max-row-seconds must be positive.") }
+    guard memoryFraction > 0, memoryFraction <= 1 else { throw ValidationError("--memory-fraction must be in (0, 1].") }
+    if let threads { try requirePositive(threads, "threads", max: 4096) }
+    for (name, list) in [("tokens", tokens), ("dims", dims), ("heads", heads)] {
+      guard let values = BenchCommand.integers(list), !values.isEmpty, values.allSatisfy({ $0 >= 1 }) else {
+        throw ValidationError("--\(name) must be a comma-separated list of positive integers, got '\(list)'.")
+      }
+    }
+  }
+
+  static func integers(_ list: String) -> [Int]? {
+    let values = list.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+    return values.contains(nil) ? nil : values.compactMap { $0 }
+  }
+
+  func run() throws {
+    #if DEBUG
+    throw GraphAttentionError(.option, "bench refuses debug builds: their kernels run 10-100x slower",
+                              fix: "build with -c release: swift run -c release graph-attention bench")
+    #else
+    let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
+    Console.note("measuring this machine's FMA peak and read bandwidth with \(threadCount) thread(s)...")
+    let peak = (0..<3).map { _ in MachineLimits.measureFMAPeak(threads: threadCount) }.max() ?? 0
+    let bandwidth = MachineLimits.measureReadBandwidth(threads: threadCount)
+    Console.note(String(format: "FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s", peak / 1e9, bandwidth / 1e9))
+    var report = BenchReport(peakFlops: peak, readBandwidth: bandwidth, threads: threadCount,
+                             command: CommandLine.arguments.joined(separator: " "))
+    let physical = Double(ProcessInfo.processInfo.physicalMemory)
+    var secondsPerFlop = 1 / (0.3 * peak)  // refined from measured rows
+    print(BenchReport.Row.tableHeader(peers: peers))
+
+    for length in BenchCommand.integers(tokens)! {
+      for dim in BenchCommand.integers(dims)! {
+        for headCount in BenchCommand.integers(heads)! {
+          let tensorBytes = 4.0 * Double(4 * headCount * length * dim)
+          let specs = masks.split(separator: ",").map { BenchPreset.specification(String($0), tokens: length) }
+          var inputs: (Tensor, Tensor, Tensor)?
+          for (name, spec) in specs {
+            var row = BenchReport.Row(mask: name, spec: spec, tokens: length, dim: dim, heads: headCount)
+            row.tensorBytes = tensorBytes
+            do {
+              let graph = try BenchPreset.graph(spec, tokens: length)
+              let edges = graph.edgeCount(queryCount: length, keyCount: length)
+              row.edges = edges
+              let flops = 4 * Double(edges) * Double(dim) * Double(headCount)
+              let estimate = flops * secondsPerFlop * Double(repeats + 1)
+              let graphBytes = BenchPreset.isExplicit(spec) ? 4.0 * Double(edges) : 0
+              if tensorBytes + graphBytes > memoryFraction * physical {
+                row.skipped = String(format: "needs %.1f GiB, over %.0f%% of memory", (tensorBytes + graphBytes) / 1073741824, memoryFraction * 100)
+              } else if estimate > maxRowSeconds {
+                row.skipped = String(format: "estimated %.0f s > --max-row-seconds %.0f", estimate, maxRowSeconds)
+              } else {
+                let runnable = BenchPreset.isExplicit(spec)
+                  ? Graph.explicit(try ExplicitGraph(materializing: graph, queryCount: length, keyCount: length)) : graph
+                if inputs == nil {
+                  let shape = [headCount, length, dim]
+                  inputs = (Tensor.random(shape: shape, seed: 1), Tensor.random(shape: shape, seed: 2), Tensor.random(shape: shape, seed: 3))
+                }
+                let (q, k, v) = inputs!
+                try measure(&row, graph: runnable, q: q, k: k, v: v, threads: threadCount, peak: peak)
+                if let median = row.medianSeconds, flops > 0 { secondsPerFlop = max(median / flops, 1 / peak) }
+              }
+            } catch {
+              row.skipped = "\(error)"
+            }
+            if peers, row.skipped == nil, length <= peerMaxTokens {
+              row.peers = PeerRunner(python: peerPython, script: peerScript)
+                .run(spec: spec, tokens: length, dim: dim, heads: headCount, threads: threadCount, repeats: repeats)
+            }
+            print(row.tableLine(peers: peers))
+            report.rows.append(row)
+          }
+        }
+      }
+    }
+    if let outputDirectory {
+      try report.write(to: outputDirectory)
+      Console.note("wrote \(outputDirectory)/results.json, results.csv, results.svg")
+    }
+    #endif
+  }
+
+  private func measure(_ row: inout BenchReport.Row, graph: Graph, q: Tensor, k: Tensor, v: Tensor, threads: Int, peak: Double) throws {
+    let options = AttentionOptions(threads: threads, checksFiniteInputs: false)
+    var scores = 0
+    _ = try attention(query: q, key: k, value: v, graph: graph, options: options, scoresComputed: &scores)  // warm-up
+    PeakMemory.reset()
+    var times: [Double] = []
+    for _ in 0..<repeats {
+      let start = monotonicSeconds()
+      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, scoresComputed: &scores)
+      times.append(monotonicSeconds() - start)
+    }
+    times.sort()
+    let median = times[times.count / 2]
+    let edgesAllHeads = Double(row.edges ?? 0) * Double(row.heads)
+    row.medianSeconds = median
+    row.minSeconds = times[0]
+    row.gflops = 4 * edgesAllHeads * Double(row.dim) / median / 1e9
+    row.percentOfPeak = 100 * row.gflops! * 1e9 / peak
+    row.edgesPerSecond = edgesAllHeads / median
+    row.scoresPerEdge = edgesAllHeads > 0 ? Double(scores) / edgesAllHeads : 1
+    row.peakResidentBytes = PeakMemory.current()
+  }
+}
+
+/// The benchmark's named masks.
+enum BenchPreset {
+  /// `(display name, specification)` for a preset name or a specification given as is.
+  static func specification(_ name: String, tokens: Int) -> (String, String) {
+    switch name {
+    case "window": return (name, "window:256")
+    case "causal-window": return (name, "window:256:causal")
+    case "dilated": return (name, "dilated:128:1")
+    case "blocked": return (name, "blocked:256:0")
+    case "longformer": return (name, "window:256+global:0,1,2,3")
+    case "bigbird": return (name, "window:128+global:0,1+random:\(String(format: "%.3g", min(1, 3.0 / Double(tokens)))):7")
+    case "causal": return (name, "causal")
+    default:
+      if name.hasPrefix("random-"), let p = Double(name.dropFirst("random-".count)) {
+        return (name, "explicit:random:\(p):11")
+      }
+      return (name, name)
+    }
+  }
+
+  static func isExplicit(_ spec: String) -> Bool { spec.hasPrefix("explicit:") }
+
+  /// The graph of a specification; `explicit:SPEC` is materialised by the caller.
+  static func graph(_ spec: String, tokens: Int) throws -> Graph {
+    try Graph(parsing: isExplicit(spec) ? String(spec.dropFirst("explicit:".count)) : spec)
+  }
+}
+
+/// The process's peak resident memory, resettable on Linux (`/proc/self/clear_refs`).
+enum PeakMemory {
+  static func reset() {
+    try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+  }
+
+  /// VmHWM in bytes, or nil where /proc is unavailable.
+  static func current() -> Double? {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+      let kb = line.split(separator: " ").compactMap { Double($0) }.first
+      return kb.map { $0 * 1024 }
+    }
+    return nil
+  }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import GraphAttention
+
+/// One peer's measurement, as printed by Benchmarks/peers/torch_peers.py (one JSON object per line).
+struct PeerResult: Codable {
+  var peer: String
+  var status: String
+  var medianSeconds: Double?
+  var reason: String?
+
+  enum CodingKeys: String, CodingKey {
+    case peer, status, reason
+    case medianSeconds = "median_seconds"
+  }
+}
+
+/// Runs the PyTorch peer script on the same mask and shape, and says why when it cannot.
+struct PeerRunner {
+  var python: String
+  var script: String
+
+  func run(spec: String, tokens: Int, dim: Int, heads: Int, threads: Int, repeats: Int) -> [PeerResult] {
+    guard FileManager.default.isExecutableFile(atPath: python), FileManager.default.fileExists(atPath: script) else {
+      return [PeerResult(peer: "all", status: "unavailable", reason: "no \(python) or \(script): run Benchmarks/peers/setup.sh")]
+    }
+    var mask = spec
+    var extra: [String] = []
+    var edgesFile: String?
+    if BenchPreset.isExplicit(spec) || spec.contains("random:") {
+      // The peers cannot reproduce our random generator: hand them the edges.
+      let path = NSTemporaryDirectory() + "graph-attention-peer-edges-\(getpid()).npy"
+      do {
+        try writeEdges(spec: spec, tokens: tokens, to: path)
+        edgesFile = path
+        extra = ["--edges", path]
+        if BenchPreset.isExplicit(spec) { mask = String(spec.dropFirst("explicit:".count)) }
+      } catch {
+        return [PeerResult(peer: "all", status: "error", reason: "could not write the edges for the peers: \(error)")]
+      }
+    }
+    defer { if let edgesFile { try? FileManager.default.removeItem(atPath: edgesFile) } }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: python)
+    process.arguments = [script, "--mask", mask, "--tokens", "\(tokens)", "--dim", "\(dim)", "--heads", "\(heads)",
+                         "--threads", "\(threads)", "--repeats", "\(repeats)"] + extra
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.standardError
+    do { try process.run() } catch {
+      return [PeerResult(peer: "all", status: "error", reason: "could not start \(python): \(error)")]
+    }
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let decoder = JSONDecoder()
+    return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap {
+      try? decoder.decode(PeerResult.self, from: Data($0.utf8))
+    }
+  }
+
+  private func writeEdges(spec: String, tokens: Int, to path: String) throws {
+    let graph = try BenchPreset.graph(spec, tokens: tokens)
+    let edges = graph.edgeCount(queryCount: tokens, keyCount: tokens)
+    guard edges <= 100_000_000 else {
+      throw GraphAttentionError(.resource, "\(edges) edges are too many to hand to the peers", fix: "use fewer tokens")
+    }
+    var pairs: [Int64] = []
+    pairs.reserveCapacity(2 * edges)
+    var scratch = RowScratch()
+    for row in 0..<tokens {
+      graph.neighbourhood(row: row, queryCount: tokens, keyCount: tokens, into: &scratch)
+      for run in scratch.runs {
+        var key = run.start
+        for _ in 0..<run.count { pairs.append(Int64(row)); pairs.append(Int64(key)); key += run.stride }
+      }
+    }
+    try NPYWriter.write(pairs, shape: [pairs.count / 2, 2], to: path)
+  }
+}
