@@ -16,6 +16,41 @@
 
 // MARK: - Portable kernel (baseline ISA; the compiler may vectorise it)
 
+static float half_to_float(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+  uint32_t exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF, bits;
+  if (exponent == 0x1F) {
+    bits = sign | 0x7F800000 | (mantissa << 13);
+  } else if (exponent == 0) {
+    if (mantissa == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      exponent = 113;
+      while (!(mantissa & 0x400)) { mantissa <<= 1; exponent--; }
+      bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
+    }
+  } else {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Element `i` of a key or value row, widened to fp32.
+static inline float kv_element(const void *base, int type, int64_t i) {
+  switch (type) {
+    case GA_FLOAT16: return half_to_float(((const uint16_t *)base)[i]);
+    case GA_BFLOAT16: {
+      const uint32_t bits = (uint32_t)((const uint16_t *)base)[i] << 16;
+      float f;
+      memcpy(&f, &bits, 4);
+      return f;
+    }
+    default: return ((const float *)base)[i];
+  }
+}
+
 static void attend_portable(const ga_tile *t) {
   float *scores = t->scratch;
   for (int64_t block = 0; block < t->n; block += GA_KEY_BLOCK) {
@@ -25,9 +60,9 @@ static void attend_portable(const ga_tile *t) {
       float block_max = -INFINITY;
       for (int64_t j = 0; j < count; j++) {
         if (t->mask && !t->mask[(int64_t)(r / 4) * t->n * 4 + (block + j) * 4 + r % 4]) { s[j] = -INFINITY; continue; }
-        const float *k = t->key + t->keys[block + j] * t->key_dim;
+        const int64_t k = t->keys[block + j] * t->key_dim;
         float dot = 0;
-        for (int c = 0; c < t->key_dim; c++) dot += t->query[r][c] * k[c];
+        for (int c = 0; c < t->key_dim; c++) dot += t->query[r][c] * kv_element(t->key, t->kv_type, k + c);
         s[j] = dot * t->scale;
         if (s[j] > block_max) block_max = s[j];
       }
@@ -48,8 +83,8 @@ static void attend_portable(const ga_tile *t) {
         const float p = s[j] == -INFINITY ? 0.0f : expf(s[j] - m);
         if (p == 0) continue;
         sum += p;
-        const float *v = t->value + t->keys[block + j] * t->value_dim;
-        for (int c = 0; c < t->value_dim; c++) acc[c] += p * v[c];
+        const int64_t v = t->keys[block + j] * t->value_dim;
+        for (int c = 0; c < t->value_dim; c++) acc[c] += p * kv_element(t->value, t->kv_type, v + c);
       }
       *t->l[r] += sum;
     }
@@ -61,7 +96,7 @@ void ga_tile_attend_portable(const ga_tile *tile) { attend_portable(tile); }
 #if GA_X86
 // MARK: - AVX2 + FMA kernel
 
-#define GA_AVX2 __attribute__((target("avx2,fma"))) static inline
+#define GA_AVX2 __attribute__((target("avx2,fma,f16c"))) static inline
 
 // e^x for x <= 0 (online-softmax arguments): Cephes' polynomial on x = n ln2 + r, |r| <= ln2/2, relative
 // error below 2e-7; lanes below -87 (subnormal results) and -inf give 0.
@@ -109,97 +144,6 @@ typedef struct {
   const uint8_t *mask;     // the group's [key][row] mask bytes, or NULL
   int rows;                // 1 or 4
 } ga_group;
-
-// Eight dot products q_a . k_b over d, where (a, b) runs over the register block's pairs.
-// rows == 4: pairs (row r, key j0 + h) at lane h*4 + r; rows == 1: (row 0, key j0 + h) at lane h.
-GA_AVX2 __m256 dots4x2(const float *const q[4], const float *k0, const float *k1, int d) {
-  __m256 a[8];
-  for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
-  int c = 0;
-  for (; c + 8 <= d; c += 8) {
-    const __m256 x0 = _mm256_loadu_ps(k0 + c), x1 = _mm256_loadu_ps(k1 + c);
-    for (int r = 0; r < 4; r++) {
-      const __m256 qr = _mm256_loadu_ps(q[r] + c);
-      a[r] = _mm256_fmadd_ps(qr, x0, a[r]);
-      a[4 + r] = _mm256_fmadd_ps(qr, x1, a[4 + r]);
-    }
-  }
-  if (c < d) {
-    const __m256i m = tail_mask(d - c);
-    const __m256 x0 = _mm256_maskload_ps(k0 + c, m), x1 = _mm256_maskload_ps(k1 + c, m);
-    for (int r = 0; r < 4; r++) {
-      const __m256 qr = _mm256_maskload_ps(q[r] + c, m);
-      a[r] = _mm256_fmadd_ps(qr, x0, a[r]);
-      a[4 + r] = _mm256_fmadd_ps(qr, x1, a[4 + r]);
-    }
-  }
-  return sum8(a);
-}
-
-GA_AVX2 __m256 dots1x8(const float *q, const float *const k[8], int d) {
-  __m256 a[8];
-  for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
-  int c = 0;
-  for (; c + 8 <= d; c += 8) {
-    const __m256 qv = _mm256_loadu_ps(q + c);
-    for (int h = 0; h < 8; h++) a[h] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k[h] + c), a[h]);
-  }
-  if (c < d) {
-    const __m256i m = tail_mask(d - c);
-    const __m256 qv = _mm256_maskload_ps(q + c, m);
-    for (int h = 0; h < 8; h++) a[h] = _mm256_fmadd_ps(qv, _mm256_maskload_ps(k[h] + c, m), a[h]);
-  }
-  return sum8(a);
-}
-
-// acc[r] (value_dim floats) += sum over the block's keys of p[key][r] * v[key]; R rows, W vectors of 8 per pass.
-#define GA_PV_PASS(R, W)                                                                              \
-  for (; c + 8 * (W) <= dv; c += 8 * (W)) {                                                           \
-    __m256 a[R][W];                                                                                   \
-    for (int r = 0; r < (R); r++)                                                                     \
-      for (int w = 0; w < (W); w++) a[r][w] = _mm256_loadu_ps(g->acc[r] + c + 8 * w);                \
-    for (int64_t j = 0; j < count; j++) {                                                             \
-      const float *v = t->value + t->keys[block + j] * dv + c;                                        \
-      __m256 x[W];                                                                                    \
-      for (int w = 0; w < (W); w++) x[w] = _mm256_loadu_ps(v + 8 * w);                                \
-      for (int r = 0; r < (R); r++) {                                                                 \
-        const __m256 p = _mm256_broadcast_ss(weights + j * (R) + r);                                  \
-        for (int w = 0; w < (W); w++) a[r][w] = _mm256_fmadd_ps(p, x[w], a[r][w]);                    \
-      }                                                                                               \
-    }                                                                                                 \
-    for (int r = 0; r < (R); r++)                                                                     \
-      for (int w = 0; w < (W); w++) _mm256_storeu_ps(g->acc[r] + c + 8 * w, a[r][w]);                 \
-  }
-
-#define GA_PV_TAIL(R)                                                                                 \
-  if (c < dv) {                                                                                       \
-    const __m256i m = tail_mask(dv - c);                                                              \
-    __m256 a[R];                                                                                      \
-    for (int r = 0; r < (R); r++) a[r] = _mm256_maskload_ps(g->acc[r] + c, m);                        \
-    for (int64_t j = 0; j < count; j++) {                                                             \
-      const __m256 x = _mm256_maskload_ps(t->value + t->keys[block + j] * dv + c, m);                 \
-      for (int r = 0; r < (R); r++) a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(weights + j * (R) + r), x, a[r]); \
-    }                                                                                                 \
-    for (int r = 0; r < (R); r++) _mm256_maskstore_ps(g->acc[r] + c, m, a[r]);                        \
-  }
-
-GA_AVX2 void pv4(const ga_tile *t, const ga_group *g, const float *weights, int64_t block, int64_t count) {
-  const int dv = t->value_dim;
-  int c = 0;
-  // Two vectors per row: 8 accumulators + 2 values + 1 weight fit the 16 registers without a spill
-  // (a spilled accumulator puts a store-load round trip on its FMA chain).
-  GA_PV_PASS(4, 2)
-  GA_PV_PASS(4, 1)
-  GA_PV_TAIL(4)
-}
-
-GA_AVX2 void pv1(const ga_tile *t, const ga_group *g, const float *weights, int64_t block, int64_t count) {
-  const int dv = t->value_dim;
-  int c = 0;
-  GA_PV_PASS(1, 8)
-  GA_PV_PASS(1, 1)
-  GA_PV_TAIL(1)
-}
 
 GA_AVX2 void scale_row(float *acc, int dv, float factor) {
   const __m256 f = _mm256_set1_ps(factor);
@@ -257,84 +201,58 @@ GA_AVX2 void softmax_block(const ga_tile *t, const ga_group *g, float *scores, i
   }
 }
 
-// One group's pass over key positions [begin, begin + count) (count <= GA_KEY_BLOCK): scores, softmax, P.V.
-GA_AVX2 void attend_group_block(const ga_tile *t, const ga_group *g, int64_t begin, int64_t count) {
-  float *scores = t->scratch;
-  const int d = t->key_dim;
-  const __m256 scale = _mm256_set1_ps(t->scale);
-  int64_t padded;
-  if (g->rows == 4) {
-    padded = (count + 1) & ~(int64_t)1;
-    for (int64_t j = 0; j < padded; j += 2) {
-      const float *k0 = t->key + t->keys[begin + j] * d;
-      const float *k1 = j + 1 < count ? t->key + t->keys[begin + j + 1] * d : k0;
-      _mm256_store_ps(scores + j * 4, _mm256_mul_ps(dots4x2(g->query, k0, k1, d), scale));
-    }
-    if (g->mask) {
-      // 8 mask bytes cover the 8 score lanes of two keys: widen, compare, blend.
-      const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
-      const uint8_t *mask = g->mask + begin * 4;
-      for (int64_t j = 0; j + 2 <= count; j += 2) {
-        int64_t bytes;
-        memcpy(&bytes, mask + j * 4, 8);
-        const __m256i wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes));
-        const __m256 off = _mm256_castsi256_ps(_mm256_cmpeq_epi32(wide, _mm256_setzero_si256()));
-        _mm256_store_ps(scores + j * 4, _mm256_blendv_ps(_mm256_load_ps(scores + j * 4), minus_inf, off));
-      }
-      if (count & 1) {
-        for (int r = 0; r < 4; r++) if (!mask[(count - 1) * 4 + r]) scores[(count - 1) * 4 + r] = -INFINITY;
-      }
-    }
-    if (count < padded) for (int r = 0; r < 4; r++) scores[count * 4 + r] = -INFINITY;
-  } else {
-    padded = (count + 7) & ~(int64_t)7;
-    for (int64_t j = 0; j < padded; j += 8) {
-      const float *k[8];
-      for (int h = 0; h < 8; h++) {
-        const int64_t idx = j + h < count ? j + h : count - 1;
-        k[h] = t->key + t->keys[begin + idx] * d;
-      }
-      _mm256_store_ps(scores + j, _mm256_mul_ps(dots1x8(g->query[0], k, d), scale));
-    }
-    for (int64_t j = count; j < padded; j++) scores[j] = -INFINITY;
-    // Single-row tiles hold exactly the row's keys: no mask.
-  }
-  softmax_block(t, g, scores, padded);
-  if (g->rows == 4) pv4(t, g, scores, begin, count); else pv1(t, g, scores, begin, count);
-}
+// MARK: - Instances per storage type of K and V
 
-__attribute__((target("avx2,fma"))) static void attend_avx2(const ga_tile *t) {
-  ga_group groups[GA_MAX_ROWS / GA_GROUP_ROWS];
-  const int group_count = t->rows == 1 ? 1 : t->rows / 4;
-  for (int gi = 0; gi < group_count; gi++) {
-    ga_group *g = &groups[gi];
-    g->rows = t->rows == 1 ? 1 : 4;
-    for (int r = 0; r < g->rows; r++) {
-      const int row = gi * 4 + r;
-      g->query[r] = t->query[row];
-      g->m[r] = t->m[row];
-      g->l[r] = t->l[row];
-      g->acc[r] = t->acc[row];
-    }
-    g->mask = t->mask ? t->mask + (int64_t)gi * t->n * 4 : NULL;
-  }
-  // Block-major: each 64-key block of K and V is brought into L1 once and used by every group.
-  for (int64_t block = 0; block < t->n; block += GA_KEY_BLOCK) {
-    const int64_t block_end = t->n - block < GA_KEY_BLOCK ? t->n : block + GA_KEY_BLOCK;
-    for (int gi = 0; gi < group_count; gi++) {
-      const int64_t lo = t->rows == 1 || t->group_begin[gi] < block ? block : t->group_begin[gi];
-      const int64_t hi = t->rows == 1 || t->group_end[gi] > block_end ? block_end : t->group_end[gi];
-      if (lo < hi) attend_group_block(t, &groups[gi], lo, hi - lo);
-    }
-  }
+#define GA_KV float
+#define GA_FN(name) name##_f32
+#define GA_LOAD8(p) _mm256_loadu_ps(p)
+#define GA_LOAD_TAIL(p, count) _mm256_maskload_ps((p), tail_mask(count))
+#include "TileKernelAVX2.h"
+#undef GA_KV
+#undef GA_FN
+#undef GA_LOAD8
+#undef GA_LOAD_TAIL
+
+// fp16 widens with F16C (vcvtph2ps); a tail is copied into a zeroed buffer first so nothing past the
+// row is read.
+GA_AVX2 __m256 load_tail_f16(const uint16_t *p, int count) {
+  uint16_t buffer[8] = {0};
+  memcpy(buffer, p, (size_t)count * 2);
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)buffer));
 }
+#define GA_KV uint16_t
+#define GA_FN(name) name##_f16
+#define GA_LOAD8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define GA_LOAD_TAIL(p, count) load_tail_f16((p), (count))
+#include "TileKernelAVX2.h"
+#undef GA_FN
+#undef GA_LOAD8
+#undef GA_LOAD_TAIL
+
+// bf16 is the top half of an fp32: widen to 32 bits and shift.
+GA_AVX2 __m256 load8_bf16(const uint16_t *p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+GA_AVX2 __m256 load_tail_bf16(const uint16_t *p, int count) {
+  uint16_t buffer[8] = {0};
+  memcpy(buffer, p, (size_t)count * 2);
+  return load8_bf16(buffer);
+}
+#define GA_FN(name) name##_bf16
+#define GA_LOAD8(p) load8_bf16(p)
+#define GA_LOAD_TAIL(p, count) load_tail_bf16((p), (count))
+#include "TileKernelAVX2.h"
+#undef GA_KV
+#undef GA_FN
+#undef GA_LOAD8
+#undef GA_LOAD_TAIL
 
 static int avx2_available = -1;
 
 int ga_uses_avx2(void) {
   if (avx2_available < 0) {
     __builtin_cpu_init();
-    avx2_available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    avx2_available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   }
   return avx2_available;
 }
@@ -346,8 +264,11 @@ void ga_tile_attend(const ga_tile *tile) {
 #if GA_X86
   // The AVX2 kernel handles 1 row or groups of 4; other row counts take the portable path.
   if (!tile->force_portable && (tile->rows == 1 || tile->rows % 4 == 0) && ga_uses_avx2()) {
-    attend_avx2(tile);
-    return;
+    switch (tile->kv_type) {
+      case GA_FLOAT16: attend_avx2_f16(tile); return;
+      case GA_BFLOAT16: attend_avx2_bf16(tile); return;
+      default: attend_avx2_f32(tile); return;
+    }
   }
 #endif
   attend_portable(tile);

@@ -14,6 +14,9 @@ extern "C" {
 /// Rows of a group, the register block of the kernel.
 #define GA_GROUP_ROWS 4
 
+/// Storage types of keys and values; arithmetic is fp32.
+enum { GA_FLOAT32 = 0, GA_FLOAT16 = 1, GA_BFLOAT16 = 2 };
+
 /// One tile: 1 query row, or 4, 8, 12 or 16 rows in groups of 4, against a shared sorted list of keys.
 ///
 /// Each row's state (m, l, acc) is read and updated in place: m is the running maximum of scaled
@@ -27,8 +30,9 @@ typedef struct {
   int rows;                         ///< 1, 4, 8, 12 or 16
   int64_t group_begin[GA_MAX_ROWS / GA_GROUP_ROWS];  ///< first key position of each group of 4 rows
   int64_t group_end[GA_MAX_ROWS / GA_GROUP_ROWS];    ///< one past its last key position
-  const float *key;                 ///< key base: key j at key + j * key_dim
-  const float *value;               ///< value base: value j at value + j * value_dim
+  const void *key;                  ///< key base: key j at element j * key_dim, of type kv_type
+  const void *value;                ///< value base: value j at element j * value_dim, of type kv_type
+  int kv_type;                      ///< GA_FLOAT32, GA_FLOAT16 or GA_BFLOAT16 (queries and states are fp32)
   int key_dim;
   int value_dim;
   float scale;

@@ -24,10 +24,11 @@ struct TileKernel {
     call.force_portable = portable ? 1 : 0
   }
 
-  /// Points the call at a head's key and value rows.
-  mutating func setHead(key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+  /// Points the call at a head's key and value rows, stored as `elementType` (0 fp32, 1 fp16, 2 bf16).
+  mutating func setHead(key: UnsafeRawPointer, value: UnsafeRawPointer, elementType: Int32 = 0) {
     call.key = key
     call.value = value
+    call.kv_type = elementType
   }
 
   /// Sets row `slot` of the tile: its query and its `(m, l, acc)` state.
