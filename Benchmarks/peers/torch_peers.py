@@ -36,6 +36,7 @@ import json
 import math
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -455,23 +456,30 @@ def run_in_subprocess(a, peer):
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(a.threads)
+    # its own session, so that a timeout also ends Inductor's compile workers (and nothing else)
+    p = subprocess.Popen(child_command(a, peer), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env, text=True, start_new_session=True)
     try:
-        p = subprocess.run(child_command(a, peer), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env=env, timeout=a.timeout_s, text=True, check=False)
-    except subprocess.TimeoutExpired as err:
+        stdout, stderr = p.communicate(timeout=a.timeout_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, stderr = p.communicate()
+        if stderr:
+            sys.stderr.write(stderr)
         base["reason"] = f"timed out after {a.timeout_s:g} s (--timeout-s)"
-        if err.stderr:
-            sys.stderr.write(err.stderr if isinstance(err.stderr, str) else err.stderr.decode(errors="replace"))
         return base
-    if p.stderr:
-        sys.stderr.write(p.stderr)
-    for line in reversed(p.stdout.splitlines()):
+    if stderr:
+        sys.stderr.write(stderr)
+    for line in reversed(stdout.splitlines()):
         if line.startswith("{"):
             try:
                 return json.loads(line)
             except json.JSONDecodeError:
                 break
-    tail = " | ".join(p.stderr.strip().splitlines()[-5:])[-1500:]
+    tail = " | ".join(stderr.strip().splitlines()[-5:])[-1500:]
     if p.returncode < 0:
         sig = -p.returncode
         base["status"] = "oom" if sig == 9 else "error"

@@ -315,3 +315,83 @@ double ga_read_sum(const float *data, int64_t count) {
   for (; i < count; i++) s0 += data[i];
   return (double)s0 + s1 + s2 + s3;
 }
+
+// MARK: - Conversions between storage types and fp32
+
+static uint16_t float_to_half(float value) {
+  uint32_t bits;
+  memcpy(&bits, &value, 4);
+  const uint32_t sign = (bits >> 16) & 0x8000;
+  const int32_t exponent = (int32_t)((bits >> 23) & 0xFF) - 127 + 15;
+  uint32_t mantissa = bits & 0x7FFFFF;
+  if (((bits >> 23) & 0xFF) == 0xFF) return (uint16_t)(sign | 0x7C00 | (mantissa ? 0x200 : 0));  // inf, NaN
+  if (exponent >= 31) return (uint16_t)(sign | 0x7C00);                                           // overflow
+  if (exponent <= 0) {                                                                             // subnormal or 0
+    if (exponent < -10) return (uint16_t)sign;
+    mantissa |= 0x800000;
+    const int shift = 14 - exponent;
+    uint32_t half = mantissa >> shift;
+    const uint32_t rest = mantissa & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (half & 1))) half++;
+    return (uint16_t)(sign | half);
+  }
+  uint32_t half = sign | ((uint32_t)exponent << 10) | (mantissa >> 13);
+  const uint32_t rest = mantissa & 0x1FFF;
+  if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) half++;  // may carry into the exponent: correct
+  return (uint16_t)half;
+}
+
+static uint16_t float_to_bfloat(float value) {
+  uint32_t bits;
+  memcpy(&bits, &value, 4);
+  if ((bits & 0x7FFFFFFF) > 0x7F800000) return (uint16_t)((bits >> 16) | 0x40);  // keep NaN a NaN
+  bits += 0x7FFF + ((bits >> 16) & 1);  // round to nearest even
+  return (uint16_t)(bits >> 16);
+}
+
+#if GA_X86
+__attribute__((target("avx2,f16c"))) static void widen_f16_avx2(const uint16_t *src, int64_t count, float *dst) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+  for (; i < count; i++) dst[i] = half_to_float(src[i]);
+}
+
+__attribute__((target("avx2,f16c"))) static void narrow_f16_avx2(const float *src, int64_t count, uint16_t *dst) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < count; i++) dst[i] = float_to_half(src[i]);
+}
+#endif
+
+void ga_widen(const void *src, int type, int64_t count, float *dst) {
+  switch (type) {
+    case GA_FLOAT16:
+#if GA_X86
+      if (ga_uses_avx2()) { widen_f16_avx2((const uint16_t *)src, count, dst); return; }
+#endif
+      for (int64_t i = 0; i < count; i++) dst[i] = half_to_float(((const uint16_t *)src)[i]);
+      return;
+    case GA_BFLOAT16:
+      for (int64_t i = 0; i < count; i++) dst[i] = kv_element(src, GA_BFLOAT16, i);
+      return;
+    default:
+      memcpy(dst, src, (size_t)count * 4);
+  }
+}
+
+void ga_narrow(const float *src, int64_t count, void *dst, int type) {
+  switch (type) {
+    case GA_FLOAT16:
+#if GA_X86
+      if (ga_uses_avx2()) { narrow_f16_avx2(src, count, (uint16_t *)dst); return; }
+#endif
+      for (int64_t i = 0; i < count; i++) ((uint16_t *)dst)[i] = float_to_half(src[i]);
+      return;
+    case GA_BFLOAT16:
+      for (int64_t i = 0; i < count; i++) ((uint16_t *)dst)[i] = float_to_bfloat(src[i]);
+      return;
+    default:
+      memcpy(dst, src, (size_t)count * 4);
+  }
+}

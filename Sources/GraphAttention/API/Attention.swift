@@ -86,7 +86,7 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph, o
         output.withUnsafeMutableBufferPointer { o in
           prepared.run(excluding: nil, pointers: .init(
             query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!,
-            destination: .output(o.baseAddress!, emptyRows: options.emptyRows)))
+            destination: .output(UnsafeMutableRawPointer(o.baseAddress!), type: .float32, emptyRows: options.emptyRows)))
         }
       }
     }

@@ -1,5 +1,6 @@
 import Dispatch
 import Synchronization
+import _GraphAttentionKernels
 
 #if canImport(Glibc)
 import Glibc
@@ -14,15 +15,24 @@ import Darwin
 ///
 /// Items are handed out from an atomic counter, so a thread that drew light rows (the start of a
 /// causal graph, empty blocked rows) simply takes more items; blocks are sized from the average
-/// degree so an item is about `targetEdgesPerItem` edges. Memory: per thread O(max degree) for the
-/// tile's keys and masks and 256 scores; nothing O(L^2) or O(edges).
+/// degree so an item is about `targetEdgesPerItem` edges. Keys and values are read in their storage
+/// type (fp32, fp16, bf16) by the kernel; query rows are widened to fp32 per tile and outputs narrowed
+/// per item. Memory: per thread O(max degree) for the tile's keys and masks, 16 query rows, one item's
+/// outputs and 256 scores; nothing O(L^2) or O(edges).
 @usableFromInline
 enum CPUExecutor {
+  /// How tensors are stored, as the C kernel numbers them.
+  enum ElementType: Int32, Sendable {
+    case float32 = 0, float16 = 1, bfloat16 = 2
+
+    var byteCount: Int { self == .float32 ? 4 : 2 }
+  }
+
   /// Where row results go.
   enum Destination {
-    /// Write `acc / l` (or the empty-row value) into a `[B, H_q, L_q, d_v]` output.
-    case output(UnsafeMutablePointer<Float>, emptyRows: EmptyRowPolicy)
-    /// Carry `(m, l, acc)` in and out of a state: `m`, `l` are `[B, H_q, L_q]`, `acc` is `[B, H_q, L_q, d_v]`.
+    /// Write `acc / l` (or the empty-row value) into a `[B, H_q, L_q, d_v]` output of the given type.
+    case output(UnsafeMutableRawPointer, type: ElementType, emptyRows: EmptyRowPolicy)
+    /// Carry fp32 `(m, l, acc)` in and out of a state: `m`, `l` are `[B, H_q, L_q]`, `acc` is `[B, H_q, L_q, d_v]`.
     case state(maxima: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>, accumulator: UnsafeMutablePointer<Float>)
   }
 
@@ -36,13 +46,16 @@ enum CPUExecutor {
 
   /// Raw pointers handed to worker threads; the caller keeps the buffers alive for the whole call.
   struct Pointers: @unchecked Sendable {
-    var query: UnsafePointer<Float>
-    var key: UnsafePointer<Float>
-    var value: UnsafePointer<Float>
+    var query: UnsafeRawPointer
+    var queryType: ElementType = .float32
+    var key: UnsafeRawPointer
+    var value: UnsafeRawPointer
+    var keyValueType: ElementType = .float32
     var destination: Destination
   }
 
-  /// Computes attention of `graph` (minus `excluding`) for every head, batch and query row.
+  /// Computes attention of `graph` (minus `excluding`) for every head and batch, over query rows `rows`
+  /// (all rows when nil).
   ///
   /// - Parameters:
   ///   - edgesPerHead: the graph's edge count (used to size work items); any positive estimate works.
@@ -50,73 +63,91 @@ enum CPUExecutor {
   /// - Returns: the number of scores the kernels computed (at least the edges visited).
   @discardableResult
   static func run(shape: AttentionShape, graph: Graph, excluding: Graph?, edgesPerHead: Int, scale: Float,
-                  threads: Int, forcePortable: Bool = false, pointers: Pointers,
+                  threads: Int, forcePortable: Bool = false, rows: Range<Int>? = nil, pointers: Pointers,
                   progress: (@Sendable (Double) -> Void)?) -> Int {
+    let rowRange = rows ?? 0..<shape.queryCount
+    guard !rowRange.isEmpty else { return 0 }
     let averageDegree = max(1, edgesPerHead / shape.queryCount)
-    let rowsPerItem = max(1, min(4096, targetEdgesPerItem / averageDegree, (shape.queryCount + 3) / 4))
-    let blocksPerHead = (shape.queryCount + rowsPerItem - 1) / rowsPerItem
+    let rowsPerItem = max(1, min(4096, targetEdgesPerItem / averageDegree, (rowRange.count + 3) / 4))
+    let blocksPerHead = (rowRange.count + rowsPerItem - 1) / rowsPerItem
     let heads = shape.batch * shape.queryHeads
     let itemCount = heads * blocksPerHead
     let workers = max(1, min(threads, itemCount))
     let next = Atomic<Int>(0)
     let done = Atomic<Int>(0)
     let reportEvery = max(1, itemCount / 100)
-
     let scoresComputed = Atomic<Int>(0)
+    let (kd, vd) = (shape.keyDim, shape.valueDim)
+
     DispatchQueue.concurrentPerform(iterations: workers) { _ in
       var tiler = QueryTiler(graph: graph, excluding: excluding, queryCount: shape.queryCount, keyCount: shape.keyCount)
       let scratch = UnsafeMutableRawPointer.allocate(byteCount: TileKernel.scratchFloats * 4, alignment: 64)
         .bindMemory(to: Float.self, capacity: TileKernel.scratchFloats)
-      // m and l of the item's rows when writing an output (a state carries its own).
+      // m and l of the item's rows when writing an output (a state carries its own), the item's fp32
+      // outputs when the output is stored narrower, and widened query rows when queries are.
       let itemMaxima = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerItem)
       let itemSums = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerItem)
+      let itemOutputs = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerItem * vd)
+      let wideQueries = UnsafeMutablePointer<Float>.allocate(capacity: TileKernel.maxRows * kd)
       defer {
         tiler.deallocate()
         scratch.deallocate()
         itemMaxima.deallocate()
         itemSums.deallocate()
+        itemOutputs.deallocate()
+        wideQueries.deallocate()
       }
-      var kernel = TileKernel(keyDim: shape.keyDim, valueDim: shape.valueDim, scale: scale, scratch: scratch,
-                              portable: forcePortable)
+      var kernel = TileKernel(keyDim: kd, valueDim: vd, scale: scale, scratch: scratch, portable: forcePortable)
       let p = pointers
+      let qSize = p.queryType.byteCount, kvSize = p.keyValueType.byteCount
       while true {
         let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
         guard item < itemCount else { break }
         let head = item / blocksPerHead
-        let firstRow = (item % blocksPerHead) * rowsPerItem
-        let lastRow = min(shape.queryCount, firstRow + rowsPerItem)
+        let firstRow = rowRange.lowerBound + (item % blocksPerHead) * rowsPerItem
+        let lastRow = min(rowRange.upperBound, firstRow + rowsPerItem)
         let batch = head / shape.queryHeads
         let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
-        kernel.setHead(key: p.key + kvHead * shape.keyCount * shape.keyDim,
-                       value: p.value + kvHead * shape.keyCount * shape.valueDim)
+        kernel.setHead(key: p.key + kvHead * shape.keyCount * kd * kvSize,
+                       value: p.value + kvHead * shape.keyCount * vd * kvSize, elementType: p.keyValueType.rawValue)
         let headRows = head * shape.queryCount
         // A row may come in several tiles (its shared keys, then its scattered ones): its state starts
         // here and is normalised once all tiles of the item are done.
-        if case let .output(out, _) = p.destination {
-          (out + (headRows + firstRow) * shape.valueDim).update(repeating: 0, count: (lastRow - firstRow) * shape.valueDim)
+        var outputRows: UnsafeMutablePointer<Float>?
+        if case let .output(out, type, _) = p.destination {
+          outputRows = type == .float32 ? (out.assumingMemoryBound(to: Float.self) + (headRows + firstRow) * vd) : itemOutputs
+          outputRows!.update(repeating: 0, count: (lastRow - firstRow) * vd)
           itemMaxima.update(repeating: -.infinity, count: lastRow - firstRow)
           itemSums.update(repeating: 0, count: lastRow - firstRow)
         }
         tiler.forEachTile(rows: firstRow..<lastRow, empty: { _ in }, tile: { tile in
           for (slot, row) in tile.rows.enumerated() {
             let rowIndex = headRows + row
-            let query = p.query + rowIndex * shape.keyDim
+            var query = (p.query + rowIndex * kd * qSize).assumingMemoryBound(to: Float.self)
+            if p.queryType != .float32 {
+              ga_widen(p.query + rowIndex * kd * qSize, p.queryType.rawValue, Int64(kd), wideQueries + slot * kd)
+              query = UnsafePointer(wideQueries + slot * kd)
+            }
             switch p.destination {
-            case let .output(out, _):
-              kernel.setRow(slot, query: query, maximum: itemMaxima + (row - firstRow), sum: itemSums + (row - firstRow),
-                            accumulator: out + rowIndex * shape.valueDim)
+            case .output:
+              let local = row - firstRow
+              kernel.setRow(slot, query: query, maximum: itemMaxima + local, sum: itemSums + local,
+                            accumulator: outputRows! + local * vd)
             case let .state(maxima, sums, accumulator):
               kernel.setRow(slot, query: query, maximum: maxima + rowIndex, sum: sums + rowIndex,
-                            accumulator: accumulator + rowIndex * shape.valueDim)
+                            accumulator: accumulator + rowIndex * vd)
             }
           }
           for (group, range) in tile.groupRanges.enumerated() { kernel.setGroup(group, range: range) }
           kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask)
         })
-        if case let .output(out, emptyRows) = p.destination {
-          for row in firstRow..<lastRow {
-            finish(acc: out + (headRows + row) * shape.valueDim, sum: itemSums[row - firstRow], count: shape.valueDim,
-                   emptyRows: emptyRows)
+        if case let .output(out, type, emptyRows) = p.destination {
+          for local in 0..<(lastRow - firstRow) {
+            finish(acc: outputRows! + local * vd, sum: itemSums[local], count: vd, emptyRows: emptyRows)
+          }
+          if type != .float32 {
+            ga_narrow(itemOutputs, Int64((lastRow - firstRow) * vd), out + (headRows + firstRow) * vd * type.byteCount,
+                      type.rawValue)
           }
         }
         if let progress {

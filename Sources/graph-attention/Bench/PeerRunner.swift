@@ -42,7 +42,7 @@ struct PeerRunner {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: python)
     process.arguments = [script, "--mask", mask, "--tokens", "\(tokens)", "--dim", "\(dim)", "--heads", "\(heads)",
-                         "--threads", "\(threads)", "--repeats", "\(repeats)"] + extra
+                         "--threads", "\(threads)", "--repeats", "\(repeats)", "--flex-mask", "compiled"] + extra
     let output = Pipe()
     process.standardOutput = output
     process.standardError = FileHandle.standardError
