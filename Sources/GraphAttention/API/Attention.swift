@@ -78,7 +78,8 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
 public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions,
                       scoresComputed: inout Int) throws -> Tensor {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-  let prepared = try AttentionCall(shape: shape, graph: graph, query: query, key: key, value: value, options: options)
+  let prepared = try AttentionCall(shape: shape, graph: graph, options: options)
+  if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
   var output = [Float](repeating: .nan, count: shape.batch * shape.queryHeads * shape.queryCount * shape.valueDim)
   scoresComputed = query.scalars.withUnsafeBufferPointer { q in
     key.scalars.withUnsafeBufferPointer { k in
@@ -104,22 +105,13 @@ struct AttentionCall {
   let progress: (@Sendable (Double) -> Void)?
   let kernel: CPUKernel
 
-  init(shape: AttentionShape, graph: Graph, query: Tensor, key: Tensor, value: Tensor, options: AttentionOptions,
-       edgesPerHead: Int? = nil) throws {
+  init(shape: AttentionShape, graph: Graph, options: AttentionOptions, edgesPerHead: Int? = nil) throws {
     try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
     if let scale = options.scale, !scale.isFinite {
       throw GraphAttentionError(.option, "scale \(scale) is not finite", fix: "pass a finite scale, or none for 1/sqrt(d_k)")
     }
     if let threads = options.threads, threads < 1 {
       throw GraphAttentionError(.option, "thread count \(threads) is below 1", fix: "pass at least 1 thread, or none for all processors")
-    }
-    if options.checksFiniteInputs {
-      for (name, tensor) in [("query", query), ("key", key), ("value", value)] {
-        if let (index, bad) = tensor.firstNonFinite() {
-          throw GraphAttentionError(.value, "\(name)\(index) is \(bad)",
-                                    fix: "remove NaN and infinity from the \(name) (e.g. np.nan_to_num) before running")
-        }
-      }
     }
     self.shape = shape
     self.graph = graph
@@ -129,6 +121,16 @@ struct AttentionCall {
     self.edgesPerHead = edgesPerHead ?? AttentionCall.estimateEdges(graph, shape)
     self.progress = options.progress
     self.kernel = options.kernel
+  }
+
+  /// Throws for the first NaN or infinity in the inputs, naming the tensor and the index.
+  static func checkFinite(query: Tensor, key: Tensor, value: Tensor) throws {
+    for (name, tensor) in [("query", query), ("key", key), ("value", value)] {
+      if let (index, bad) = tensor.firstNonFinite() {
+        throw GraphAttentionError(.value, "\(name)\(index) is \(bad)",
+                                  fix: "remove NaN and infinity from the \(name) (e.g. np.nan_to_num) before running")
+      }
+    }
   }
 
   static func estimateEdges(_ graph: Graph, _ shape: AttentionShape) -> Int {
@@ -143,8 +145,9 @@ struct AttentionCall {
   }
 
   @discardableResult
-  func run(excluding: Graph?, pointers: CPUExecutor.Pointers) -> Int {
+  func run(excluding: Graph?, rows: Range<Int>? = nil, pointers: CPUExecutor.Pointers) -> Int {
     CPUExecutor.run(shape: shape, graph: graph, excluding: excluding, edgesPerHead: edgesPerHead, scale: scale,
-                    threads: threads, forcePortable: kernel == .portable, pointers: pointers, progress: progress)
+                    threads: threads, forcePortable: kernel == .portable, rows: rows, pointers: pointers,
+                    progress: progress)
   }
 }

@@ -56,7 +56,8 @@ public struct AttentionState: Sendable {
         .shape, "tensors with output shape \(callShape.outputShape) and \(callShape.keyCount) keys do not match the state's \(shape.outputShape) and \(shape.keyCount) keys",
         fix: "accumulate with the query, key and value the state was made for")
     }
-    let call = try AttentionCall(shape: callShape, graph: graph, query: query, key: key, value: value, options: options)
+    let call = try AttentionCall(shape: callShape, graph: graph, options: options)
+    if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
     let excluding = visited
     _ = query.scalars.withUnsafeBufferPointer { q in
       key.scalars.withUnsafeBufferPointer { k in
