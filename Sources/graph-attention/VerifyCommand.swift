@@ -38,7 +38,8 @@ struct VerifyCommand: ParsableCommand {
     let q = Tensor.random(shape: shape, seed: seed)
     let k = Tensor.random(shape: shape, seed: seed &+ 1)
     let v = Tensor.random(shape: shape, seed: seed &+ 2)
-    let output = try attention(query: q, key: k, value: v, graph: graph, options: compute.attentionOptions())
+    let output = try attention(query: q, key: k, value: v, graph: graph, options: compute.attentionOptions(),
+                               device: compute.attentionDevice)
     let problem = try AttentionShape(query: shape, key: shape, value: shape)
     let scale = Double(compute.scale ?? 1 / Float(dim).squareRoot())
     let rows = sample.map { min($0, tokens) } ?? tokens
@@ -55,7 +56,7 @@ struct VerifyCommand: ParsableCommand {
       }
     }
     let verdict = worst <= tolerance ? "PASS" : "FAIL"
-    print("\(verdict) \(graph) L=\(tokens) d=\(dim) heads=\(heads): max relative error \(String(format: "%.3e", worst)) "
+    print("\(verdict) \(graph) \(compute.device == .cpu ? "" : "on \(compute.attentionDevice) ")L=\(tokens) d=\(dim) heads=\(heads): max relative error \(String(format: "%.3e", worst)) "
       + "(head \(worstAt.0), row \(worstAt.1); \(rows * heads) rows checked, tolerance \(tolerance))")
     if worst > tolerance || worst.isNaN { throw ExitCode(1) }
   }
