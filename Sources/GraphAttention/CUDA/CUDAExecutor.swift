@@ -152,11 +152,16 @@ enum CUDAExecutor {
 }
 
 /// Kernel arguments for `cuLaunchKernel`: each value in its own allocation, and the array of their addresses.
+///
+/// Every slot is at least 8 bytes, zero-padded, so a reader that does not know the kernel's signature
+/// (the tests' mock driver) can copy each argument as 8 bytes.
 final class KernelArguments {
   private var values: [UnsafeMutableRawPointer] = []
 
   func append<T: BitwiseCopyable>(_ value: T) {
-    let pointer = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment)
+    let size = max(8, MemoryLayout<T>.size)
+    let pointer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: max(8, MemoryLayout<T>.alignment))
+    pointer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
     pointer.storeBytes(of: value, as: T.self)
     values.append(pointer)
   }

@@ -21,7 +21,9 @@ enum KernelSource {
 // GraphAttention CUDA kernels: exact sparse attention over mask graphs.
 //
 // Compiled at run time by NVRTC for the GPU's own architecture; no CUDA header is included, so the
-// source compiles with nothing but libnvrtc. Every index is 64-bit (160M tokens x 64 dims overflows
+// source compiles with nothing but libnvrtc. With GA_HOST_EMULATION defined it also compiles as host
+// C++ under the tests' warp emulator (Tests/GraphAttentionTests/CUDA/KernelEmulator.swift), which
+// runs these kernels lane by lane on the CPU. Every index is 64-bit (160M tokens x 64 dims overflows
 // 32 bits). Semantics match the CPU engine exactly: see Graph+Rows.swift (neighbourhoods),
 // Graph+Counting.swift (membership) and RandomGraph.swift (the generator, reproduced bit for bit).
 
@@ -37,9 +39,13 @@ struct ga_bf16 { ga_u16 bits; };
 
 __device__ __forceinline__ float ga_to_float(float x) { return x; }
 __device__ __forceinline__ float ga_to_float(ga_f16 x) {
+#ifdef GA_HOST_EMULATION
+  return ga_emulated_half_to_float(x.bits);
+#else
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
   return f;
+#endif
 }
 __device__ __forceinline__ float ga_to_float(ga_bf16 x) { return __uint_as_float(((ga_u32)x.bits) << 16); }
 
@@ -383,7 +389,11 @@ __device__ __forceinline__ void ga_rows(const T* __restrict__ Q, const T* __rest
                                         const ga_u64* __restrict__ graph, int componentCount, int firstNew,
                                         ga_i64 batchHeads, ga_i64 qHeads, ga_i64 kvHeads, ga_i64 Lq, ga_i64 Lk,
                                         ga_i64 dk, ga_i64 dv, float scale, int mode) {
+#ifdef GA_HOST_EMULATION
+  float* ga_shared = ga_emulated_shared();
+#else
   extern __shared__ float ga_shared[];
+#endif
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int warps = blockDim.x >> 5;
