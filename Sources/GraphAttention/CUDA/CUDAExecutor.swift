@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Runs one attention call on a GPU: checks device memory, uploads Q, K, V (in the storage type), the
 /// graph and the carried state, launches the row kernel, and downloads the result.
 ///
@@ -115,6 +123,7 @@ enum CUDAExecutor {
       arguments.append(kernelMode)
 
       let function = try module.function(KernelSource.rowsKernel(for: storage))
+      let started = CUDAExecutor.monotonicSeconds()
       let launched = arguments.withPointers { pointers in
         driver.symbols.cuLaunchKernel(function, UInt32(gridX), UInt32(gridY), 1, UInt32(32 * warps), 1, 1,
                                       UInt32(warps * perWarp), nil, pointers, nil)
@@ -122,6 +131,7 @@ enum CUDAExecutor {
       try driver.check(launched, "cuLaunchKernel",
                        detail: "\(KernelSource.rowsKernel(for: storage)) grid (\(gridX), \(gridY)) block \(32 * warps)")
       try context.synchronize()
+      runtime.lastKernelSeconds = CUDAExecutor.monotonicSeconds() - started
 
       var result = Result(values: try download(out, count: queryRows * shape.valueDim))
       if let maxima, let sums {
@@ -142,6 +152,13 @@ enum CUDAExecutor {
     var values = [Float](repeating: 0, count: count)
     try values.withUnsafeMutableBytes { try buffer.download(into: $0) }
     return values
+  }
+
+  /// Monotonic wall-clock seconds (the kernel is timed from launch to synchronisation on the host).
+  static func monotonicSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
   }
 
   static func gibibytes(_ bytes: Int) -> String {
