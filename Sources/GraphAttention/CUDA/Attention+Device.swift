@@ -9,13 +9,19 @@ public enum AttentionDevice: Sendable, Equatable, CustomStringConvertible {
   case cpu
   /// An NVIDIA GPU through the CUDA driver, loaded at run time: device `ordinal` (as the driver numbers
   /// them, after `CUDA_VISIBLE_DEVICES`), with Q, K and V stored as `storage` on the device.
-  case cuda(ordinal: Int = 0, storage: DeviceStorage = .float32)
+  ///
+  /// With fp16/bf16 storage and `d_k == d_v` of 32, 64 or 128, `tensorCores` runs the contiguous part
+  /// of the graph (full, causal, window, blocked and dilated without dilation) as dense 16 x 16 tiles
+  /// on the tensor cores (mma.sync, fp32 accumulation, the softmax weights rounded to the storage
+  /// type for the second product); `false` keeps every edge on the fp32 CUDA-core kernel.
+  case cuda(ordinal: Int = 0, storage: DeviceStorage = .float32, tensorCores: Bool = true)
 
   /// `cpu`, or `cuda:ORDINAL (STORAGE)`.
   public var description: String {
     switch self {
     case .cpu: return "cpu"
-    case let .cuda(ordinal, storage): return "cuda:\(ordinal) (\(storage))"
+    case let .cuda(ordinal, storage, tensorCores):
+      return "cuda:\(ordinal) (\(storage)\(tensorCores || storage == .float32 ? "" : ", no tensor cores"))"
     }
   }
 }
@@ -39,18 +45,19 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
   switch device {
   case .cpu:
     return try attention(query: query, key: key, value: value, graph: graph, options: options)
-  case let .cuda(ordinal, storage):
-    return try cudaAttention(runtime: .shared, ordinal: ordinal, storage: storage, query: query, key: key, value: value,
-                             graph: graph, options: options)
+  case let .cuda(ordinal, storage, tensorCores):
+    return try cudaAttention(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                             query: query, key: key, value: value, graph: graph, options: options)
   }
 }
 
 /// `attention` on a CUDA runtime (the shared one, or a test's runtime over mock libraries).
-func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, query: Tensor, key: Tensor, value: Tensor,
-                   graph: Graph, options: AttentionOptions) throws -> Tensor {
+func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true,
+                   query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws -> Tensor {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   let call = try AttentionCall(shape: shape, graph: graph, query: query, key: key, value: value, options: options)
-  let result = try CUDAExecutor.run(runtime: runtime, ordinal: ordinal, storage: storage, call: call, excluding: nil,
+  let result = try CUDAExecutor.run(runtime: runtime, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                                    call: call, excluding: nil,
                                     query: query, key: key, value: value, mode: .output(options.emptyRows))
   options.progress?(1)
   return Tensor(shape: shape.outputShape, scalars: result.values)
@@ -67,14 +74,14 @@ extension AttentionState {
     switch device {
     case .cpu:
       try accumulate(query: query, key: key, value: value, graph: graph, options: options)
-    case let .cuda(ordinal, storage):
-      try cudaAccumulate(runtime: .shared, ordinal: ordinal, storage: storage, query: query, key: key, value: value,
-                         graph: graph, options: options)
+    case let .cuda(ordinal, storage, tensorCores):
+      try cudaAccumulate(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                         query: query, key: key, value: value, graph: graph, options: options)
     }
   }
 
-  mutating func cudaAccumulate(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, query: Tensor, key: Tensor,
-                               value: Tensor, graph: Graph, options: AttentionOptions) throws {
+  mutating func cudaAccumulate(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true,
+                               query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws {
     let callShape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
     guard callShape.outputShape == shape.outputShape, callShape.keyCount == shape.keyCount else {
       throw GraphAttentionError(
@@ -82,7 +89,8 @@ extension AttentionState {
         fix: "accumulate with the query, key and value the state was made for")
     }
     let call = try AttentionCall(shape: callShape, graph: graph, query: query, key: key, value: value, options: options)
-    let result = try CUDAExecutor.run(runtime: runtime, ordinal: ordinal, storage: storage, call: call, excluding: visited,
+    let result = try CUDAExecutor.run(runtime: runtime, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                                      call: call, excluding: visited,
                                       query: query, key: key, value: value,
                                       mode: .state(maxima: maxima, sums: sums, accumulator: accumulator))
     accumulator = result.values

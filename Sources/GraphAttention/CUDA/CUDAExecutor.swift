@@ -32,16 +32,26 @@ enum CUDAExecutor {
   /// Device memory left free for the driver, the module and fragmentation.
   static let reservedBytes = 256 << 20
 
-  static func run(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, call: AttentionCall, excluding: Graph?,
-                  query: Tensor, key: Tensor, value: Tensor, mode: Mode) throws -> Result {
+  /// Computes `call` (minus the edges of `excluding`) on device `ordinal`.
+  ///
+  /// With fp16/bf16 storage, `d_k == d_v` in `KernelSource.tileDimensions` and `tensorCores`, the
+  /// graph's contiguous components run on the tensor-core tile kernel; the other components (global,
+  /// dilated, explicit, random) then run on the row kernel, which starts from the tile kernel's state
+  /// and skips the edges it computed. Otherwise the row kernel does everything.
+  static func run(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true, call: AttentionCall,
+                  excluding: Graph?, query: Tensor, key: Tensor, value: Tensor, mode: Mode) throws -> Result {
     let shape = call.shape
     let encoding = CUDAGraphEncoding(graph: call.graph, excluding: excluding)
+    let tileKernel = tensorCores && encoding.contiguousCount > 0
+      ? KernelSource.tileKernel(for: storage, keyDim: shape.keyDim, valueDim: shape.valueDim) : nil
+    let restCount = encoding.componentCount - encoding.firstNew - encoding.contiguousCount
+    let split = tileKernel != nil && restCount > 0
     let width = storage.byteWidth
     let queryRows = shape.batch * shape.queryHeads * shape.queryCount
     let kvRows = shape.batch * shape.keyValueHeads * shape.keyCount
     let inputBytes = width * (queryRows * shape.keyDim + kvRows * (shape.keyDim + shape.valueDim))
     var outputBytes = 4 * queryRows * shape.valueDim
-    if case .state = mode { outputBytes += 8 * queryRows }
+    if case .state = mode { outputBytes += 8 * queryRows } else if split { outputBytes += 8 * queryRows }
     let totalBytes = inputBytes + outputBytes + encoding.deviceBytes
 
     return try runtime.locked {
@@ -90,51 +100,76 @@ enum CUDAExecutor {
       let out: CUDADeviceBuffer
       var maxima: CUDADeviceBuffer?
       var sums: CUDADeviceBuffer?
-      let kernelMode: Int32
+      // Mode bits of the kernels: 1 NaN for empty rows, 2 read the state, 4 write the state.
+      let finalMode: Int32
       switch mode {
       case let .output(emptyRows):
         out = try CUDADeviceBuffer(context: context, byteCount: 4 * queryRows * shape.valueDim)
-        kernelMode = emptyRows == .nan ? 1 : 0
+        finalMode = emptyRows == .nan ? 1 : 0
+        if split {
+          // The tile kernel's state goes to the row kernel: m and l buffers, `out` as the accumulator.
+          maxima = try CUDADeviceBuffer(context: context, byteCount: 4 * queryRows)
+          sums = try CUDADeviceBuffer(context: context, byteCount: 4 * queryRows)
+        }
       case let .state(m, l, acc):
         out = try upload(context, CUDAGraphEncoding.bytes(acc))
         maxima = try upload(context, CUDAGraphEncoding.bytes(m))
         sums = try upload(context, CUDAGraphEncoding.bytes(l))
-        kernelMode = 2
+        finalMode = 6
       }
 
-      let arguments = KernelArguments()
-      arguments.append(q.address)
-      arguments.append(k.address)
-      arguments.append(v.address)
-      arguments.append(out.address)
-      arguments.append(maxima?.address ?? 0)
-      arguments.append(sums?.address ?? 0)
-      arguments.append(graph.address)
-      arguments.append(Int32(encoding.componentCount))
-      arguments.append(Int32(encoding.firstNew))
-      arguments.append(Int64(heads))
-      arguments.append(Int64(shape.queryHeads))
-      arguments.append(Int64(shape.keyValueHeads))
-      arguments.append(Int64(shape.queryCount))
-      arguments.append(Int64(shape.keyCount))
-      arguments.append(Int64(shape.keyDim))
-      arguments.append(Int64(shape.valueDim))
-      arguments.append(call.scale)
-      arguments.append(kernelMode)
+      func arguments(componentCount: Int, firstNew: Int, mode: Int32) -> KernelArguments {
+        let arguments = KernelArguments()
+        arguments.append(q.address)
+        arguments.append(k.address)
+        arguments.append(v.address)
+        arguments.append(out.address)
+        arguments.append(maxima?.address ?? 0)
+        arguments.append(sums?.address ?? 0)
+        arguments.append(graph.address)
+        arguments.append(Int32(componentCount))
+        arguments.append(Int32(firstNew))
+        arguments.append(Int64(heads))
+        arguments.append(Int64(shape.queryHeads))
+        arguments.append(Int64(shape.keyValueHeads))
+        arguments.append(Int64(shape.queryCount))
+        arguments.append(Int64(shape.keyCount))
+        arguments.append(Int64(shape.keyDim))
+        arguments.append(Int64(shape.valueDim))
+        arguments.append(call.scale)
+        arguments.append(mode)
+        return arguments
+      }
 
-      let function = try module.function(KernelSource.rowsKernel(for: storage))
+      func launch(_ name: String, grid: (Int, Int), block: Int, shared: Int, _ arguments: KernelArguments) throws {
+        let function = try module.function(name)
+        let launched = arguments.withPointers { pointers in
+          driver.symbols.cuLaunchKernel(function, UInt32(grid.0), UInt32(grid.1), 1, UInt32(block), 1, 1,
+                                        UInt32(shared), nil, pointers, nil)
+        }
+        try driver.check(launched, "cuLaunchKernel", detail: "\(name) grid (\(grid.0), \(grid.1)) block \(block)")
+      }
+
       let started = CUDAExecutor.monotonicSeconds()
-      let launched = arguments.withPointers { pointers in
-        driver.symbols.cuLaunchKernel(function, UInt32(gridX), UInt32(gridY), 1, UInt32(32 * warps), 1, 1,
-                                      UInt32(warps * perWarp), nil, pointers, nil)
+      let rowsAfterTile = encoding.firstNew + encoding.contiguousCount
+      if let tileKernel {
+        let rowsPerBlock = KernelSource.tileRows * preferredWarpsPerBlock
+        let tileMode: Int32 = split ? (finalMode & 2) | 4 : finalMode
+        try launch(tileKernel, grid: ((shape.queryCount + rowsPerBlock - 1) / rowsPerBlock, gridY),
+                   block: 32 * preferredWarpsPerBlock, shared: 0,
+                   arguments(componentCount: rowsAfterTile, firstNew: encoding.firstNew, mode: tileMode))
       }
-      try driver.check(launched, "cuLaunchKernel",
-                       detail: "\(KernelSource.rowsKernel(for: storage)) grid (\(gridX), \(gridY)) block \(32 * warps)")
+      if tileKernel == nil || split {
+        let rowMode: Int32 = split ? finalMode | 2 : finalMode
+        try launch(KernelSource.rowsKernel(for: storage), grid: (gridX, gridY), block: 32 * warps, shared: warps * perWarp,
+                   arguments(componentCount: encoding.componentCount,
+                             firstNew: split ? rowsAfterTile : encoding.firstNew, mode: rowMode))
+      }
       try context.synchronize()
       runtime.lastKernelSeconds = CUDAExecutor.monotonicSeconds() - started
 
       var result = Result(values: try download(out, count: queryRows * shape.valueDim))
-      if let maxima, let sums {
+      if case .state = mode, let maxima, let sums {
         result.maxima = try download(maxima, count: queryRows)
         result.sums = try download(sums, count: queryRows)
       }

@@ -3,9 +3,9 @@
 ///
 /// Components are ordered so the kernels' de-duplication is cheap: the graphs already accumulated
 /// (only tested for membership, never enumerated) come first, then the new graph's; within each,
-/// implicit kinds (O(1) membership), then explicit (binary search), then random (a walk of the row),
-/// because a key is tested against every component before its own. The union is commutative, so the
-/// order changes nothing but rounding.
+/// contiguous implicit kinds (the tensor-core kernel's share), other implicit kinds (O(1) membership),
+/// explicit (binary search), then random (a walk of the row), because a key is tested against every
+/// component before its own. The union is commutative, so the order changes nothing but rounding.
 struct CUDAGraphEncoding {
   /// `8 * components.count` words; words 3 and 4 of components with arrays are patched with device
   /// addresses by `patched(addresses:)`.
@@ -19,25 +19,36 @@ struct CUDAGraphEncoding {
   /// Bytes of device memory the encoding needs.
   var deviceBytes: Int { words.count * 8 + arrays.reduce(0) { $0 + $1.bytes.count } }
 
+  /// How many of the new components, from `firstNew` on, are contiguous kinds (each row's keys one run
+  /// of consecutive keys: full, causal, window, blocked and dilated without dilation), which the
+  /// tensor-core kernel computes as dense tiles.
+  var contiguousCount: Int
+
   init(graph: Graph, excluding: Graph?) {
     let earlier = CUDAGraphEncoding.ordered(excluding?.components ?? [])
     let new = CUDAGraphEncoding.ordered(graph.components)
     words = []
     arrays = []
     firstNew = earlier.count
+    contiguousCount = new.prefix { CUDAGraphEncoding.rank($0) == 0 }.count
     for component in earlier + new { append(component) }
   }
 
-  /// The kind's class: 0 implicit, 1 explicit, 2 random (see the type's documentation). Stable sort.
-  static func ordered(_ components: [Graph.Component]) -> [Graph.Component] {
-    func rank(_ c: Graph.Component) -> Int {
-      switch c {
-      case .random: return 2
-      case .explicit: return 1
-      default: return 0
-      }
+  /// The kind's class: 0 contiguous implicit, 1 other implicit, 2 explicit, 3 random.
+  static func rank(_ c: Graph.Component) -> Int {
+    switch c {
+    case .full, .causal, .window: return 0
+    case let .dilated(_, dilation): return dilation == 0 ? 0 : 1
+    case let .blocked(_, dilation): return dilation == 0 ? 0 : 1
+    case .global: return 1
+    case .explicit: return 2
+    case .random: return 3
     }
-    return components.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+  }
+
+  /// Components sorted by `rank`, stably.
+  static func ordered(_ components: [Graph.Component]) -> [Graph.Component] {
+    components.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
   }
 
   private mutating func append(_ component: Graph.Component) {

@@ -4,8 +4,25 @@
 /// includes no header, so it compiles with libnvrtc alone. `graph-attention cuda-compile` compiles it
 /// for given architectures (CI does sm_80 and sm_90), and `--emit-source` writes it out for reading.
 enum KernelSource {
-  /// The kernels every build of the source must export, one per storage type.
+  /// The kernels every build of the source must export: the row kernel per storage type, and the
+  /// tensor-core tile kernel per half-precision type and head dimension.
   static let kernelNames = ["ga_rows_f32", "ga_rows_f16", "ga_rows_bf16"]
+    + ["f16", "bf16"].flatMap { type in tileDimensions.map { "ga_tile_\(type)_d\($0)" } }
+
+  /// Head dimensions (`d_k == d_v`) with a tensor-core kernel.
+  static let tileDimensions = [32, 64, 128]
+  /// Query rows per warp of the tile kernel (the mma tile's M).
+  static let tileRows = 16
+
+  /// The tensor-core kernel for fp16/bf16 storage and `d_k == d_v` in `tileDimensions`, else nil.
+  static func tileKernel(for storage: DeviceStorage, keyDim: Int, valueDim: Int) -> String? {
+    guard keyDim == valueDim, tileDimensions.contains(keyDim) else { return nil }
+    switch storage {
+    case .float32: return nil
+    case .float16: return "ga_tile_f16_d\(keyDim)"
+    case .bfloat16: return "ga_tile_bf16_d\(keyDim)"
+    }
+  }
 
   /// The kernel for a storage type.
   static func rowsKernel(for storage: DeviceStorage) -> String {
@@ -65,10 +82,13 @@ __device__ __forceinline__ float ga_to_float(ga_bf16 x) { return __uint_as_float
 #define GA_KIND_RANDOM 6
 #define GA_KIND_EXPLICIT 7
 
-// Modes: write the normalised output (empty rows 0 or NaN), or carry the state (m, l, acc) in and out.
-#define GA_MODE_OUTPUT_ZERO 0
-#define GA_MODE_OUTPUT_NAN 1
-#define GA_MODE_STATE 2
+// Mode bits. Without GA_MODE_STATE_IN a row starts empty (m = -inf, l = 0, acc = 0), else from the
+// (M, Lsum, out) buffers; with GA_MODE_STATE_OUT the state is written back unnormalised, else the
+// normalised output (empty rows 0, or NaN with GA_MODE_NAN). The tensor-core kernel hands its state to
+// the row kernel this way when a union has both contiguous and other components.
+#define GA_MODE_NAN 1
+#define GA_MODE_STATE_IN 2
+#define GA_MODE_STATE_OUT 4
 
 struct ga_component {
   int kind;
@@ -411,7 +431,7 @@ __device__ __forceinline__ void ga_rows(const T* __restrict__ Q, const T* __rest
     const ga_i64 rowIndex = bh * Lq + row;
     for (ga_i64 c = lane; c < dk; c += 32) qs[c] = ga_to_float(Q[rowIndex * dk + c]);
     ga_row_state st;
-    if (mode == GA_MODE_STATE) {
+    if (mode & GA_MODE_STATE_IN) {
       st.m = M[rowIndex];
       st.l = Lsum[rowIndex];
       for (ga_i64 c = lane; c < dv; c += 32) acc[c] = out[rowIndex * dv + c];
@@ -457,7 +477,7 @@ __device__ __forceinline__ void ga_rows(const T* __restrict__ Q, const T* __rest
       }
     }
 
-    if (mode == GA_MODE_STATE) {
+    if (mode & GA_MODE_STATE_OUT) {
       if (lane == 0) {
         M[rowIndex] = st.m;
         Lsum[rowIndex] = st.l;
@@ -467,7 +487,7 @@ __device__ __forceinline__ void ga_rows(const T* __restrict__ Q, const T* __rest
       const float inverse = 1.f / st.l;
       for (ga_i64 c = lane; c < dv; c += 32) out[rowIndex * dv + c] = acc[c] * inverse;
     } else {
-      const float fill = mode == GA_MODE_OUTPUT_NAN ? GA_NAN : 0.f;
+      const float fill = (mode & GA_MODE_NAN) ? GA_NAN : 0.f;
       for (ga_i64 c = lane; c < dv; c += 32) out[rowIndex * dv + c] = fill;
     }
     __syncwarp();  // the next (batch, head) overwrites this warp's shared rows
@@ -486,5 +506,280 @@ __device__ __forceinline__ void ga_rows(const T* __restrict__ Q, const T* __rest
 GA_ROWS_KERNEL(ga_rows_f32, float)
 GA_ROWS_KERNEL(ga_rows_f16, ga_f16)
 GA_ROWS_KERNEL(ga_rows_bf16, ga_bf16)
+
+// ---------------------------------------------------------------------------------------------------
+// Tensor cores for contiguous runs (window, causal, full, blocked and dilated without dilation): a warp
+// takes 16 query rows and walks the 16-key tiles spanning their keys, S = Q K^T and O += P V with
+// mma.sync m16n8k16 (fp16 or bf16 inputs, fp32 accumulation), masking each element by membership in
+// the components `firstNew ..< componentCount` (all of a contiguous kind) and not in `0 ..< firstNew`.
+// The online softmax runs on the accumulator fragments; P is rounded to the input type for the second
+// product, and l sums the rounded weights so the output stays a convex combination of values.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 with .f16/.bf16 and .f32 accumulators), g = lane / 4,
+// t = lane % 4: A regs {A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]}; B regs
+// {B[2t..][g], B[2t+8..][g]}; C {C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]}; a register holds
+// two consecutive k (or columns), the lower index in the lower half.
+
+__device__ __forceinline__ ga_u16 ga_round_bits(ga_f16, float x) {
+#ifdef GA_HOST_EMULATION
+  return ga_emulated_float_to_half(x);
+#else
+  ga_u16 h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+  return h;
+#endif
+}
+__device__ __forceinline__ ga_u16 ga_round_bits(ga_bf16, float x) {
+#ifdef GA_HOST_EMULATION
+  return ga_emulated_float_to_bfloat16(x);
+#else
+  ga_u16 h;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
+  return h;
+#endif
+}
+__device__ __forceinline__ float ga_bits_to_float(ga_f16, ga_u16 bits) { ga_f16 x; x.bits = bits; return ga_to_float(x); }
+__device__ __forceinline__ float ga_bits_to_float(ga_bf16, ga_u16 bits) { ga_bf16 x; x.bits = bits; return ga_to_float(x); }
+
+// c += A B for one m16n8k16 tile.
+__device__ __forceinline__ void ga_mma(ga_f16, float* c, const ga_u32* a, ga_u32 b0, ga_u32 b1) {
+#ifdef GA_HOST_EMULATION
+  ga_emulated_mma(0, c, a, b0, b1);
+#else
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+__device__ __forceinline__ void ga_mma(ga_bf16, float* c, const ga_u32* a, ga_u32 b0, ga_u32 b1) {
+#ifdef GA_HOST_EMULATION
+  ga_emulated_mma(1, c, a, b0, b1);
+#else
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+__device__ __forceinline__ ga_u32 ga_pack(ga_u16 lo, ga_u16 hi) { return (ga_u32)lo | ((ga_u32)hi << 16); }
+
+// Membership for the contiguous kinds only (the host sends no other kind to the tile kernel), inlined
+// so the per-element test stays in registers.
+__device__ __forceinline__ bool ga_contains_contiguous(const ga_u64* __restrict__ w, ga_i64 i, ga_i64 j) {
+  const int kind = (int)(w[0] & 0xff);
+  const ga_i64 a = (ga_i64)w[1];
+  switch (kind) {
+  case GA_KIND_FULL:
+    return true;
+  case GA_KIND_CAUSAL:
+    return j <= i;
+  case GA_KIND_WINDOW:
+    if ((w[0] >> 8) & 1) return j <= i && i - j <= a;
+    return (i >= j ? i - j : j - i) <= a;
+  case GA_KIND_DILATED:  // dilation 0: a window
+    return (i >= j ? i - j : j - i) <= a;
+  case GA_KIND_BLOCKED: {  // dilation 0: the diagonal block
+    const ga_i64 base = (i / a) * a;
+    return j >= base && j - base < a;
+  }
+  }
+  return false;
+}
+
+// Whether (i, j) is an edge of the components [first, end) and of none of [0, first).
+__device__ __forceinline__ bool ga_tile_edge(const ga_u64* __restrict__ graph, int first, int end, ga_i64 i, ga_i64 j, ga_i64 n) {
+  bool inside = false;
+  for (int c = first; c < end && !inside; ++c) inside = ga_contains_contiguous(graph + 8 * c, i, j);
+  return inside && (first == 0 || !ga_in_earlier(graph, first, i, j, n));
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void ga_tile(const T* __restrict__ Q, const T* __restrict__ K, const T* __restrict__ V,
+                                        float* __restrict__ out, float* __restrict__ M, float* __restrict__ Lsum,
+                                        const ga_u64* __restrict__ graph, int componentCount, int firstNew,
+                                        ga_i64 batchHeads, ga_i64 qHeads, ga_i64 kvHeads, ga_i64 Lq, ga_i64 Lk,
+                                        float scale, int mode) {
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const ga_i64 r0 = ((ga_i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * 16;
+  if (r0 >= Lq) return;  // the whole warp leaves; no block-wide barrier follows
+  const ga_i64 n = Lk;
+  const ga_i64 rows[2] = {r0 + g, r0 + g + 8};
+  const ga_i64 group = qHeads / kvHeads;
+  const T tag = T();
+
+  for (ga_i64 bh = blockIdx.y; bh < batchHeads; bh += gridDim.y) {
+    const ga_i64 kvHead = (bh / qHeads) * kvHeads + (bh % qHeads) / group;
+    const ga_u16* q = (const ga_u16*)(Q + bh * Lq * D);
+    const ga_u16* k = (const ga_u16*)(K + kvHead * Lk * D);
+    const ga_u16* v = (const ga_u16*)(V + kvHead * Lk * D);
+
+    // Q fragments for the 16 rows (zero beyond L_q).
+    ga_u32 qa[D / 16][4];
+    #pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      #pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const bool live = rows[r] < Lq;
+        qa[ks][r] = live ? *(const ga_u32*)(q + rows[r] * D + ks * 16 + 2 * t) : 0u;
+        qa[ks][2 + r] = live ? *(const ga_u32*)(q + rows[r] * D + ks * 16 + 2 * t + 8) : 0u;
+      }
+    }
+
+    float m[2], l[2], acc[D / 8][4];
+    #pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const bool in = (mode & GA_MODE_STATE_IN) && rows[r] < Lq;
+      m[r] = in ? M[bh * Lq + rows[r]] : -GA_INFINITY;
+      l[r] = in ? Lsum[bh * Lq + rows[r]] : 0.f;
+      #pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt) {
+        #pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          acc[nt][2 * r + e] = in ? out[(bh * Lq + rows[r]) * D + nt * 8 + 2 * t + e] : 0.f;
+        }
+      }
+    }
+
+    // The keys the 16 rows can reach: the union of their components' spans. Lane x computes row r0 + x % 16.
+    ga_i64 lo = n, hi = -1;
+    const ga_i64 mine = r0 + (lane & 15);
+    if (mine < Lq) {
+      for (int c = firstNew; c < componentCount; ++c) {
+        const ga_row_keys rk = ga_component_row(ga_load_component(graph + 8 * c), mine, n);
+        if (rk.count > 0) {
+          lo = rk.start < lo ? rk.start : lo;
+          const ga_i64 last = rk.start + (rk.count - 1) * rk.stride;
+          hi = last > hi ? last : hi;
+        }
+      }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const ga_i64 otherLo = __shfl_xor_sync(GA_ALL_LANES, lo, o);
+      const ga_i64 otherHi = __shfl_xor_sync(GA_ALL_LANES, hi, o);
+      lo = otherLo < lo ? otherLo : lo;
+      hi = otherHi > hi ? otherHi : hi;
+    }
+
+    for (ga_i64 kb = lo & ~(ga_i64)15; kb <= hi; kb += 16) {
+      // Scores of the 16 x 16 tile, as two 16 x 8 accumulators.
+      float s[2][4];
+      #pragma unroll
+      for (int sub = 0; sub < 2; ++sub) {
+        s[sub][0] = s[sub][1] = s[sub][2] = s[sub][3] = 0.f;
+        const ga_i64 key = kb + sub * 8 + g;
+        #pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks) {
+          const bool live = key < n;
+          const ga_u32 b0 = live ? *(const ga_u32*)(k + key * D + ks * 16 + 2 * t) : 0u;
+          const ga_u32 b1 = live ? *(const ga_u32*)(k + key * D + ks * 16 + 2 * t + 8) : 0u;
+          ga_mma(tag, s[sub], qa[ks], b0, b1);
+        }
+      }
+
+      // Mask, scale, and the online softmax of the two rows this lane holds (a row lives in 4 lanes).
+      float p[2][4];
+      #pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float rowMax = -GA_INFINITY;
+        #pragma unroll
+        for (int sub = 0; sub < 2; ++sub) {
+          #pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const ga_i64 j = kb + sub * 8 + 2 * t + e;
+            const bool edge = rows[r] < Lq && j < n && ga_tile_edge(graph, firstNew, componentCount, rows[r], j, n);
+            const float x = edge ? s[sub][2 * r + e] * scale : -GA_INFINITY;
+            s[sub][2 * r + e] = x;
+            rowMax = fmaxf(rowMax, x);
+          }
+        }
+        rowMax = fmaxf(rowMax, __shfl_xor_sync(GA_ALL_LANES, rowMax, 1));
+        rowMax = fmaxf(rowMax, __shfl_xor_sync(GA_ALL_LANES, rowMax, 2));
+        const float newMax = fmaxf(m[r], rowMax);
+        float rowSum = 0.f;
+        #pragma unroll
+        for (int sub = 0; sub < 2; ++sub) {
+          #pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float w = newMax == -GA_INFINITY ? 0.f : expf(s[sub][2 * r + e] - newMax);
+            w = ga_bits_to_float(tag, ga_round_bits(tag, w));  // the weight the second product uses
+            p[sub][2 * r + e] = w;
+            rowSum += w;
+          }
+        }
+        rowSum += __shfl_xor_sync(GA_ALL_LANES, rowSum, 1);
+        rowSum += __shfl_xor_sync(GA_ALL_LANES, rowSum, 2);
+        if (newMax != -GA_INFINITY) {
+          const float factor = expf(m[r] - newMax);  // 0 when m was -inf
+          l[r] = l[r] * factor + rowSum;
+          #pragma unroll
+          for (int nt = 0; nt < D / 8; ++nt) {
+            acc[nt][2 * r] *= factor;
+            acc[nt][2 * r + 1] *= factor;
+          }
+          m[r] = newMax;
+        }
+      }
+
+      // O += P V: P's accumulator fragments are exactly the A fragment of a 16 x 16 (keys) operand.
+      ga_u32 pa[4];
+      pa[0] = ga_pack(ga_round_bits(tag, p[0][0]), ga_round_bits(tag, p[0][1]));
+      pa[1] = ga_pack(ga_round_bits(tag, p[0][2]), ga_round_bits(tag, p[0][3]));
+      pa[2] = ga_pack(ga_round_bits(tag, p[1][0]), ga_round_bits(tag, p[1][1]));
+      pa[3] = ga_pack(ga_round_bits(tag, p[1][2]), ga_round_bits(tag, p[1][3]));
+      const ga_i64 k0 = kb + 2 * t, k8 = kb + 2 * t + 8;
+      #pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt) {
+        const ga_i64 col = nt * 8 + g;
+        const ga_u32 b0 = ga_pack(k0 < n ? v[k0 * D + col] : (ga_u16)0, k0 + 1 < n ? v[(k0 + 1) * D + col] : (ga_u16)0);
+        const ga_u32 b1 = ga_pack(k8 < n ? v[k8 * D + col] : (ga_u16)0, k8 + 1 < n ? v[(k8 + 1) * D + col] : (ga_u16)0);
+        ga_mma(tag, acc[nt], pa, b0, b1);
+      }
+    }
+
+    #pragma unroll
+
+    for (int r = 0; r < 2; ++r) {
+      if (rows[r] >= Lq) continue;
+      const ga_i64 rowIndex = bh * Lq + rows[r];
+      if (mode & GA_MODE_STATE_OUT) {
+        if (t == 0) {
+          M[rowIndex] = m[r];
+          Lsum[rowIndex] = l[r];
+        }
+        #pragma unroll
+        for (int nt = 0; nt < D / 8; ++nt) {
+          out[rowIndex * D + nt * 8 + 2 * t] = acc[nt][2 * r];
+          out[rowIndex * D + nt * 8 + 2 * t + 1] = acc[nt][2 * r + 1];
+        }
+      } else {
+        const bool empty = !(l[r] > 0.f);
+        const float inverse = empty ? 0.f : 1.f / l[r];
+        const float fill = (mode & GA_MODE_NAN) ? GA_NAN : 0.f;
+        #pragma unroll
+        for (int nt = 0; nt < D / 8; ++nt) {
+          out[rowIndex * D + nt * 8 + 2 * t] = empty ? fill : acc[nt][2 * r] * inverse;
+          out[rowIndex * D + nt * 8 + 2 * t + 1] = empty ? fill : acc[nt][2 * r + 1] * inverse;
+        }
+      }
+    }
+  }
+}
+
+#define GA_TILE_KERNEL(NAME, T, D)                                                                          \
+  extern "C" __global__ void __launch_bounds__(128) NAME(                                                   \
+      const T* Q, const T* K, const T* V, float* out, float* M, float* Lsum, const ga_u64* graph,           \
+      int componentCount, int firstNew, ga_i64 batchHeads, ga_i64 qHeads, ga_i64 kvHeads, ga_i64 Lq,        \
+      ga_i64 Lk, ga_i64 dk, ga_i64 dv, float scale, int mode) {                                             \
+    ga_tile<T, D>(Q, K, V, out, M, Lsum, graph, componentCount, firstNew, batchHeads, qHeads, kvHeads, Lq, \
+                  Lk, scale, mode);                                                                         \
+  }
+
+GA_TILE_KERNEL(ga_tile_f16_d32, ga_f16, 32)
+GA_TILE_KERNEL(ga_tile_f16_d64, ga_f16, 64)
+GA_TILE_KERNEL(ga_tile_f16_d128, ga_f16, 128)
+GA_TILE_KERNEL(ga_tile_bf16_d32, ga_bf16, 32)
+GA_TILE_KERNEL(ga_tile_bf16_d64, ga_bf16, 64)
+GA_TILE_KERNEL(ga_tile_bf16_d128, ga_bf16, 128)
 """#
 }

@@ -31,9 +31,12 @@ struct ComputeOptions: ParsableArguments {
   @Option(help: "With --device cuda: how Q, K, V are stored on the GPU, fp32, fp16 or bf16 (arithmetic is fp32).")
   var storage: DeviceStorage = .float32
 
+  @Flag(inversion: .prefixedNo, help: "With --device cuda and fp16/bf16 storage: tensor cores for the contiguous part of the mask.")
+  var tensorCores = true
+
   /// The device the options select.
   var attentionDevice: AttentionDevice {
-    device == .cpu ? .cpu : .cuda(ordinal: cudaDevice, storage: storage)
+    device == .cpu ? .cpu : .cuda(ordinal: cudaDevice, storage: storage, tensorCores: tensorCores)
   }
 
   func validate() throws {

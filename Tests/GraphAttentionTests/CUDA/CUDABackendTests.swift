@@ -193,7 +193,7 @@ final class CUDABackendTests: XCTestCase {
     let launch = try XCTUnwrap(mockCUDA.launches.last)
     XCTAssertEqual(launch.arguments[7].load(as: Int32.self), 3)
     XCTAssertEqual(launch.arguments[8].load(as: Int32.self), 1, "the window, accumulated before, is excluded")
-    XCTAssertEqual(launch.arguments[17].load(as: Int32.self), 2, "state mode")
+    XCTAssertEqual(launch.arguments[17].load(as: Int32.self), 6, "state in and out")
     XCTAssertEqual([mockCUDA.lastGraphWords[0], mockCUDA.lastGraphWords[8], mockCUDA.lastGraphWords[16]], [2, 1, 6])
     XCTAssertEqual(state.visited?.description, "window:2+random:0.2:1+causal")
     // The mock kernel does nothing, so the state round-trips the device unchanged.

@@ -35,19 +35,21 @@ final class EmulatedKernelTests: XCTestCase {
   private func check(_ graph: Graph, tokens: Int = 40, batch: Int = 1, heads: Int = 2, kvHeads: Int = 1,
                      keyDim: Int = 8, valueDim: Int = 5, storage: DeviceStorage = .float32,
                      emptyRows: EmptyRowPolicy = .zero, scale: Float? = nil, seed: UInt64 = 1,
+                     tensorCores: Bool = false, tolerance: Double = 1e-5,
                      file: StaticString = #filePath, line: UInt = #line) throws {
     let q = Tensor.random(shape: [batch, heads, tokens, keyDim], seed: seed)
     let k = Tensor.random(shape: [batch, kvHeads, tokens, keyDim], seed: seed + 1)
     let v = Tensor.random(shape: [batch, kvHeads, tokens, valueDim], seed: seed + 2)
     let options = AttentionOptions(scale: scale, emptyRows: emptyRows)
-    let o = try cudaAttention(runtime: MockCUDA.runtime(), ordinal: 0, storage: storage, query: q, key: k, value: v,
-                              graph: graph, options: options)
+    let o = try cudaAttention(runtime: MockCUDA.runtime(), ordinal: 0, storage: storage, tensorCores: tensorCores,
+                              query: q, key: k, value: v, graph: graph, options: options)
     try assertMatchesReference(o, graph: graph, q: stored(q, storage), k: stored(k, storage), v: stored(v, storage),
-                               scale: scale, emptyRows: emptyRows, file: file, line: line)
+                               scale: scale, emptyRows: emptyRows, tolerance: tolerance, file: file, line: line)
   }
 
   private func assertMatchesReference(_ o: Tensor, graph: Graph, q: Tensor, k: Tensor, v: Tensor, scale: Float?,
-                                      emptyRows: EmptyRowPolicy, file: StaticString, line: UInt) throws {
+                                      emptyRows: EmptyRowPolicy, tolerance: Double = 1e-5,
+                                      file: StaticString, line: UInt) throws {
     let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
     let s = Double(scale ?? 1 / Float(shape.keyDim).squareRoot())
     var worst = 0.0
@@ -61,7 +63,7 @@ final class EmulatedKernelTests: XCTestCase {
         if !(error <= worst) { worst = error; worstAt = (head, row) }
       }
     }
-    XCTAssertLessThanOrEqual(worst, 1e-5, "\(graph): head \(worstAt.0) row \(worstAt.1)", file: file, line: line)
+    XCTAssertLessThanOrEqual(worst, tolerance, "\(graph): head \(worstAt.0) row \(worstAt.1)", file: file, line: line)
   }
 
   func testEveryGraphKind() throws {
@@ -133,5 +135,51 @@ final class EmulatedKernelTests: XCTestCase {
                                file: #filePath, line: #line)
     let cpu = try attention(query: q, key: k, value: v, graph: union)
     for (a, b) in zip(state.output().scalars, cpu.scalars) { XCTAssertEqual(a, b, accuracy: 2e-6) }
+  }
+
+  // MARK: - Tensor cores
+
+  /// The tile kernel (mma.sync, P rounded to the storage type) on contiguous graphs, alone and handing
+  /// its state to the row kernel for the rest of a union. Tolerances: the rounding of P, about 2^-9
+  /// relative for bf16 and 2^-12 for fp16, on top of the inputs' own rounding (in the reference).
+  func testTensorCoreTilesForContiguousGraphsAndTheirUnions() throws {
+    for (storage, tolerance) in [(DeviceStorage.bfloat16, 1e-2), (.float16, 2e-3)] {
+      for spec in ["window:5", "causal", "window:9:causal", "blocked:16:0", "dilated:3:0", "full+window:2",
+                   "window:4+global:0,39+random:0.1:5", "blocked:8:0+dilated:2:1+csr", "causal+random:0.2:4"] {
+        var graph = try Graph(parsing: spec.replacingOccurrences(of: "+csr", with: ""))
+        if spec.hasSuffix("+csr") {
+          graph = graph + .explicit(try ExplicitGraph(rows: [3, 3, 39], columns: [0, 30, 2], rowCount: 40, source: "coo:t"))
+        }
+        MockCUDA.reset()
+        mockCUDA.emulator = try KernelEmulator.launch.get()
+        try check(graph, keyDim: 32, valueDim: 32, storage: storage, tensorCores: true, tolerance: tolerance)
+        let type = storage == .float16 ? "f16" : "bf16"
+        XCTAssertTrue(mockCUDA.functionNames.contains("ga_tile_\(type)_d32"), "\(spec): \(mockCUDA.functionNames)")
+        XCTAssertEqual(mockCUDA.functionNames.contains("ga_rows_\(type)"), spec.contains("+") && !spec.hasPrefix("full"),
+                       "\(spec): the row kernel runs only for non-contiguous components")
+      }
+    }
+    // Empty rows with NaN, grouped-query heads, a batch, rows not a multiple of the 16-row tile.
+    try check(try Graph(parsing: "window:3+global:7"), tokens: 37, batch: 2, heads: 4, kvHeads: 2, keyDim: 64, valueDim: 64,
+              storage: .bfloat16, emptyRows: .nan, tensorCores: true, tolerance: 1e-2)
+    try check(try .blocked(block: 16, dilation: 0) + .window(1), tokens: 21, keyDim: 32, valueDim: 32,
+              storage: .float16, emptyRows: .nan, tensorCores: true, tolerance: 2e-3)
+  }
+
+  func testTensorCoreStateCompositionEqualsTheUnion() throws {
+    let q = Tensor.random(shape: [1, 35, 32], seed: 7)
+    let k = Tensor.random(shape: [1, 35, 32], seed: 8)
+    let v = Tensor.random(shape: [1, 35, 32], seed: 9)
+    let parts = ["global:3", "window:2", "causal+random:0.1:2"]
+    var state = try AttentionState(query: q, value: v)
+    for spec in parts {
+      try state.cudaAccumulate(runtime: MockCUDA.runtime(), ordinal: 0, storage: .bfloat16, tensorCores: true, query: q,
+                               key: k, value: v, graph: try Graph(parsing: spec), options: AttentionOptions())
+    }
+    XCTAssertTrue(mockCUDA.functionNames.contains("ga_tile_bf16_d32"))
+    let union = try Graph(parsing: parts.joined(separator: "+"))
+    try assertMatchesReference(state.output(), graph: union, q: stored(q, .bfloat16), k: stored(k, .bfloat16),
+                               v: stored(v, .bfloat16), scale: nil, emptyRows: .zero, tolerance: 1e-2,
+                               file: #filePath, line: #line)
   }
 }

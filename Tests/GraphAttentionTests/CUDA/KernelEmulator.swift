@@ -5,8 +5,8 @@ import Foundation
 ///
 /// `KernelSource.text` is compiled as host C++ (with `GA_HOST_EMULATION`) together with a prelude
 /// that supplies the CUDA built-ins: the double intrinsics as plain IEEE operations (compiled with
-/// `-ffp-contract=off`, so nothing is fused, as on the GPU), `threadIdx`/`blockIdx`, and a warp of
-/// 32 lanes as fibers (`ucontext`) that meet at every `__shfl_sync`/`__syncwarp`: each lane runs
+/// `-ffp-contract=off`, so nothing is fused, as on the GPU), `threadIdx`/`blockIdx`, `mma.sync` from
+/// its documented fragment layouts, and a warp of 32 lanes as fibers (`ucontext`) that meet at every `__shfl_sync`/`__syncwarp`: each lane runs
 /// until its next warp operation, then the next lane; a warp operation where some lanes have
 /// already returned is reported as a divergence error. The mock driver's `cuLaunchKernel` calls
 /// `ga_emulate`, so a test exercises the real host path (encoding, upload, arguments, download)
@@ -120,6 +120,46 @@ enum KernelEmulator {
       return __shfl_sync(mask, value, (ga_lane ^ laneMask) & 31);
     }
 
+    static inline unsigned short ga_emulated_float_to_half(float x) {
+      _Float16 h = (_Float16)x;  // round to nearest even, as cvt.rn.f16.f32
+      unsigned short bits;
+      memcpy(&bits, &h, 2);
+      return bits;
+    }
+    static inline unsigned short ga_emulated_float_to_bfloat16(float x) {
+      if (x != x) return 0x7FC0;
+      unsigned bits = ga_bits<unsigned>(x);
+      return (unsigned short)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+    }
+
+    // mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: the warp's fragments are exchanged, then each
+    // lane computes its four accumulator elements from the documented layouts (see the kernel source).
+    static unsigned ga_mma_a[32][4], ga_mma_b[32][2];
+    static void ga_emulated_mma(int bf16, float* c, const unsigned* a, unsigned b0, unsigned b1) {
+      for (int i = 0; i < 4; ++i) ga_mma_a[ga_lane][i] = a[i];
+      ga_mma_b[ga_lane][0] = b0;
+      ga_mma_b[ga_lane][1] = b1;
+      ga_yield();
+      auto value = [bf16](unsigned word, int high) {
+        unsigned short bits = (unsigned short)(high ? word >> 16 : word & 0xFFFF);
+        return bf16 ? ga_bits<float>((unsigned)bits << 16) : ga_emulated_half_to_float(bits);
+      };
+      auto A = [&](int r, int k) {
+        return value(ga_mma_a[(r % 8) * 4 + (k % 8) / 2][(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+      };
+      auto B = [&](int k, int n) { return value(ga_mma_b[n * 4 + (k % 8) / 2][k >= 8 ? 1 : 0], k % 2); };
+      const int g = ga_lane >> 2, t = ga_lane & 3;
+      float d[4];
+      for (int e = 0; e < 4; ++e) {
+        const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+        float sum = c[e];
+        for (int k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
+        d[e] = sum;
+      }
+      ga_yield();  // every lane has read the fragments before any writes again
+      for (int e = 0; e < 4; ++e) c[e] = d[e];
+    }
+
     """#
 
   static let launcher = #"""
@@ -173,6 +213,12 @@ enum KernelEmulator {
       GA_EMULATE(ga_rows_f32, float)
       GA_EMULATE(ga_rows_f16, ga_f16)
       GA_EMULATE(ga_rows_bf16, ga_bf16)
+      GA_EMULATE(ga_tile_f16_d32, ga_f16)
+      GA_EMULATE(ga_tile_f16_d64, ga_f16)
+      GA_EMULATE(ga_tile_f16_d128, ga_f16)
+      GA_EMULATE(ga_tile_bf16_d32, ga_bf16)
+      GA_EMULATE(ga_tile_bf16_d64, ga_bf16)
+      GA_EMULATE(ga_tile_bf16_d128, ga_bf16)
       if (!body) return 2;
       ga_body = body;
       std::vector<float> shared(sharedBytes / 4 + 1);
