@@ -102,23 +102,22 @@ public enum CUDABackend {
       return try architectures.map { architecture in
         let cubin = !architecture.hasPrefix("compute_")
         let image = try builder.build(architecture: architecture, cubin: cubin, useCache: false)
-        let missing = KernelSource.kernelNames.filter { !image.bytes.contains(subsequence: Array($0.utf8)) }
+        let missing = KernelSource.kernelNames.filter { !contains(image.bytes, Array($0.utf8)) }
         return Compilation(architecture: architecture, isCUBIN: image.isCUBIN, imageBytes: image.bytes.count,
                            log: image.log, missingKernels: missing,
                            compiler: "NVRTC \(compiler.version.major).\(compiler.version.minor) (\(compiler.library.path))")
       }
     }
   }
-}
 
-extension Array where Element == UInt8 {
-  /// Whether `needle` occurs in the array (a plain scan; images are a few hundred KiB).
-  func contains(subsequence needle: [UInt8]) -> Bool {
-    guard !needle.isEmpty, needle.count <= count else { return needle.isEmpty }
+  /// Whether `needle` occurs in `bytes` (a kernel's name in the image's symbol table or PTX; a plain
+  /// scan, images are about a megabyte).
+  private static func contains(_ bytes: [UInt8], _ needle: [UInt8]) -> Bool {
+    guard !needle.isEmpty, needle.count <= bytes.count else { return needle.isEmpty }
     let first = needle[0]
     var i = 0
-    while i <= count - needle.count {
-      if self[i] == first, self[i..<(i + needle.count)].elementsEqual(needle) { return true }
+    while i <= bytes.count - needle.count {
+      if bytes[i] == first, bytes[i..<(i + needle.count)].elementsEqual(needle) { return true }
       i += 1
     }
     return false

@@ -85,8 +85,9 @@ final class NVRTCCompiler: @unchecked Sendable {
     guard symbols.nvrtcGetProgramLogSize(program, &size) == 0, size > 1 else { return "" }
     var buffer = [CChar](repeating: 0, count: size)
     guard symbols.nvrtcGetProgramLog(program, &buffer) == 0 else { return "" }
-    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-      .trimmingTrailingWhitespace()
+    var log = Substring(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+    while let last = log.last, last.isWhitespace { log = log.dropLast() }
+    return String(log)
   }
 
   private func check(_ result: nvrtcResult, _ call: String, detail: @autoclosure () -> String = "") throws {
@@ -98,14 +99,6 @@ final class NVRTCCompiler: @unchecked Sendable {
   /// NVRTC's name for a result (`nvrtcGetErrorString` returns names such as `NVRTC_ERROR_COMPILATION`).
   static func name(of result: nvrtcResult, _ symbols: NVRTCSymbols) -> String {
     symbols.nvrtcGetErrorString(result).map { String(cString: $0) } ?? "nvrtcResult \(result)"
-  }
-}
-
-extension String {
-  func trimmingTrailingWhitespace() -> String {
-    var s = Substring(self)
-    while let last = s.last, last.isWhitespace || last == "\0" { s = s.dropLast() }
-    return String(s)
   }
 }
 
