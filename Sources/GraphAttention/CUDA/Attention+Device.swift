@@ -67,7 +67,10 @@ extension AttentionState {
   /// Folds the edges of `graph` that no earlier call visited into the state, on a chosen device.
   ///
   /// The state stays in host memory between calls; on `.cuda` it is copied to the GPU and back
-  /// around the kernel, which excludes the graphs accumulated before exactly as the CPU does.
+  /// around the kernel, which excludes the graphs accumulated before exactly as the CPU does. Each
+  /// new key is tested against the earlier graphs: O(1) for implicit kinds, a binary search for
+  /// global tokens and explicit rows, but a walk of the row (O(its degree)) for an earlier random
+  /// graph, so accumulate a random graph last when it is dense.
   /// - Throws: as `accumulate(query:key:value:graph:options:)` and `attention(...device:)`.
   public mutating func accumulate(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
                                   options: AttentionOptions = AttentionOptions(), device: AttentionDevice) throws {

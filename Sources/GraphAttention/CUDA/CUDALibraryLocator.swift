@@ -20,14 +20,18 @@ struct CUDALibraryLoader: Sendable {
       DynamicLibrary.open(firstOf: CUDALibraryLocator.driverCandidates())
     },
     openNVRTC: { accept in
-      let candidates = CUDALibraryLocator.nvrtcCandidates()
+      // python3 is asked for its site-packages only when the usual places have no acceptable NVRTC.
+      var tried: [String] = []
       var fallback: (any CUDASymbolSource)?
-      for candidate in candidates {
-        guard let library = DynamicLibrary.open(firstOf: [candidate]).library else { continue }
-        if accept(library) { return (library, candidates) }
-        if fallback == nil { fallback = library }
+      for candidates in [CUDALibraryLocator.nvrtcCandidates(), CUDALibraryLocator.pipNVRTCCandidates()] {
+        for candidate in candidates {
+          tried.append(candidate)
+          guard let library = DynamicLibrary.open(firstOf: [candidate]).library else { continue }
+          if accept(library) { return (library, tried) }
+          if fallback == nil { fallback = library }
+        }
       }
-      return (fallback, candidates)
+      return (fallback, tried)
     }
   )
 }
@@ -42,28 +46,30 @@ enum CUDALibraryLocator {
     return candidates
   }
 
+  static let nvrtcNames = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]
+
   /// NVRTC, in order: `$GRAPH_ATTENTION_NVRTC` (a directory or the library file), the dynamic linker's
-  /// search path (CUDA 13, 12, unversioned), `/usr/local/cuda`, then the pip wheels
-  /// (`nvidia-cuda-nvrtc`: `nvidia/cu13/lib`; `nvidia-cuda-nvrtc-cu12`: `nvidia/cuda_nvrtc/lib`)
-  /// in python3's site-packages.
+  /// search path (CUDA 13, 12, unversioned), `/usr/local/cuda`; then `pipNVRTCCandidates`.
   static func nvrtcCandidates() -> [String] {
-    let names = ["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]
     var candidates: [String] = []
     if let explicit = environment("GRAPH_ATTENTION_NVRTC"), !explicit.isEmpty {
       if explicit.hasSuffix(".so") || explicit.contains(".so.") {
         candidates.append(explicit)
       } else {
-        candidates += names.map { explicit + "/" + $0 }
+        candidates += nvrtcNames.map { explicit + "/" + $0 }
       }
     }
-    candidates += names
-    candidates += names.map { "/usr/local/cuda/lib64/" + $0 }
-    for site in pythonSitePackages() {
-      for folder in ["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"] {
-        candidates += names.map { "\(site)/\(folder)/\($0)" }
-      }
-    }
+    candidates += nvrtcNames
+    candidates += nvrtcNames.map { "/usr/local/cuda/lib64/" + $0 }
     return candidates
+  }
+
+  /// The pip wheels in python3's site-packages: `nvidia-cuda-nvrtc` (`nvidia/cu13/lib`) and
+  /// `nvidia-cuda-nvrtc-cu12` (`nvidia/cuda_nvrtc/lib`, which PyTorch's CUDA 12 wheels install).
+  static func pipNVRTCCandidates() -> [String] {
+    pythonSitePackages().flatMap { site in
+      ["nvidia/cu13/lib", "nvidia/cuda_nvrtc/lib"].flatMap { folder in nvrtcNames.map { "\(site)/\(folder)/\($0)" } }
+    }
   }
 
   static func environment(_ name: String) -> String? {

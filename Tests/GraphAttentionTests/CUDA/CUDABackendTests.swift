@@ -64,6 +64,28 @@ final class CUDABackendTests: XCTestCase {
     assertDeviceError({ _ = try self.run(runtime) }, contains: ["has no symbol nvrtcCompileProgram"])
   }
 
+  func testNVRTCNewerThanTheDriverIsPassedOverForAnOlderOne() throws {
+    // The driver supports CUDA 12.8 (12080); an NVRTC 13.0 would emit images it cannot load.
+    var newer = MockCUDA.nvrtcSymbols
+    newer["nvrtcVersion"] = MockCUDA.pointer({ major, minor in
+      major?.pointee = 13
+      minor?.pointee = 0
+      return 0
+    } as NVRTCSymbols.Version)
+    let tooNew = MockLibrary(path: "mock/libnvrtc.so.13", symbols: newer)
+    let fitting = MockLibrary(path: "mock/libnvrtc.so.12", symbols: MockCUDA.nvrtcSymbols)
+    let driver = MockLibrary(path: "mock/libcuda.so.1", symbols: MockCUDA.driverSymbols)
+    let loader = CUDALibraryLoader(
+      openDriver: { (driver, []) },
+      openNVRTC: { accept in
+        for library in [tooNew, fitting] where accept(library) { return (library, ["13", "12"]) }
+        return (tooNew, ["13", "12"])
+      })
+    let runtime = CUDARuntime(loader: loader, cache: KernelCache(directory: nil))
+    _ = try run(runtime)
+    XCTAssertEqual(runtime.locked { runtime.builds[0] }, "CUBIN sm_90, NVRTC 12.8")
+  }
+
   // MARK: - Failing calls
 
   func testLaunchFailureIsACUDAErrorNamedByTheDriverAndFreesEverything() throws {
