@@ -7,7 +7,8 @@ how the script itself was exercised (it checks the script, not the GPU).
 1. `verify --device cuda` for every graph kind, the reference paper's failure cases (a degree that is an
    exact multiple of a chunk, dilated windows longer than a chunk, COO graphs with empty trailing rows,
    empty rows with NaN), unions (Longformer, BigBird), fp32 (tolerance 1e-5) and fp16/bf16 storage
-   (1e-2), with the tensor cores on and off, at d = 32, 64, 128 and an odd d.
+   (1e-2), with the tensor cores on and off, at d = 32, 64, 128 and an odd d, in one call and composed
+   part by part through the carried state (`verify --compose`).
 2. `run --device cuda` against `run --device cpu` for batches, grouped-query heads (H_q = 8, H_kv = 2)
    and d_v != d_k, fp32 and bf16 (inputs rounded to bf16 first, so both engines see the same values).
 
@@ -88,6 +89,13 @@ def main():
             cases.append((f"window:40+global:3 d={dim} bf16", base + ["--mask", "window:40+global:3", "--dim", str(dim),
                                                                       "--storage", "bf16", "--tolerance", "1e-2"]))
     cases.append(("window:64 scale 0.3", base + ["--mask", "window:64", "--dim", "64", "--scale", "0.3"]))
+    # Composition through the carried state (m, l, acc), each part skipping the edges of those before.
+    for mask in [f"global:0,{last}+window:64+random:0.002:42", f"window:128+global:0,1,{last}", f"random:0.01:3+causal+{csr}",
+                 "blocked:6:2+window:3"]:
+        cases.append((f"{mask} composed fp32", base + ["--mask", mask, "--dim", "64", "--compose", "--empty-rows", "nan"]))
+        if cuda:
+            cases.append((f"{mask} composed bf16", base + ["--mask", mask, "--dim", "64", "--compose", "--empty-rows", "nan",
+                                                          "--storage", "bf16", "--tolerance", "1e-2"]))
 
     passed, failed, report = 0, 0, []
     for label, argv in cases:

@@ -42,6 +42,13 @@ final class CUDACommandLineTests: XCTestCase {
     XCTAssertEqual(try graphAttention(["verify", "--mask", "window:4", "--tokens", "32"]).status, 0)
   }
 
+  /// `verify --compose` accumulates the parts through AttentionState (how gpu_check tests the GPU's state path).
+  func testVerifyComposesThroughTheState() throws {
+    let result = try graphAttention(["verify", "--mask", "global:0,47+window:3+random:0.05:2", "--tokens", "48", "--compose"])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    XCTAssertTrue(result.stdout.hasPrefix("PASS global:0,47+window:3+random:0.05:2 composed L=48"), result.stdout)
+  }
+
   func testDeviceOptionsAreValidated() throws {
     let storageOnCPU = try graphAttention(["verify", "--mask", "full", "--tokens", "8", "--storage", "bf16"])
     XCTAssertNotEqual(storageOnCPU.status, 0)
