@@ -32,7 +32,8 @@ struct RunCommand: ParsableCommand {
 
     let start = monotonicSeconds()
     let o = try attention(query: q, key: k, value: v, graph: graph,
-                          options: compute.attentionOptions(progress: json ? nil : Console.progressBar("attention")))
+                          options: compute.attentionOptions(progress: json ? nil : Console.progressBar("attention")),
+                          device: compute.attentionDevice)
     let seconds = monotonicSeconds() - start
     try o.write(npyFile: output)
 

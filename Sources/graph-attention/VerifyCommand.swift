@@ -22,6 +22,8 @@ struct VerifyCommand: ParsableCommand {
   @Option(help: "Seed of the random inputs.") var seed: UInt64 = 1
   @Option(help: "Largest relative error that passes.") var tolerance: Double = 1e-5
   @OptionGroup var compute: ComputeOptions
+  @Flag(help: "Accumulate the mask's '+' components one at a time through AttentionState (each skipping the edges of those before it) instead of in one call.")
+  var compose = false
 
   func validate() throws {
     try requirePositive(tokens, "tokens", max: 1 << 31)
@@ -38,7 +40,18 @@ struct VerifyCommand: ParsableCommand {
     let q = Tensor.random(shape: shape, seed: seed)
     let k = Tensor.random(shape: shape, seed: seed &+ 1)
     let v = Tensor.random(shape: shape, seed: seed &+ 2)
-    let output = try attention(query: q, key: k, value: v, graph: graph, options: compute.attentionOptions())
+    let output: Tensor
+    if compose {
+      var state = try AttentionState(query: q, value: v)
+      for part in mask.split(separator: "+") {
+        try state.accumulate(query: q, key: k, value: v, graph: try Graph(parsing: String(part)),
+                             options: compute.attentionOptions(), device: compute.attentionDevice)
+      }
+      output = state.output(emptyRows: compute.emptyRows)
+    } else {
+      output = try attention(query: q, key: k, value: v, graph: graph, options: compute.attentionOptions(),
+                             device: compute.attentionDevice)
+    }
     let problem = try AttentionShape(query: shape, key: shape, value: shape)
     let scale = Double(compute.scale ?? 1 / Float(dim).squareRoot())
     let rows = sample.map { min($0, tokens) } ?? tokens
@@ -55,7 +68,7 @@ struct VerifyCommand: ParsableCommand {
       }
     }
     let verdict = worst <= tolerance ? "PASS" : "FAIL"
-    print("\(verdict) \(graph) L=\(tokens) d=\(dim) heads=\(heads): max relative error \(String(format: "%.3e", worst)) "
+    print("\(verdict) \(graph) \(compose ? "composed " : "")\(compute.device == .cpu ? "" : "on \(compute.attentionDevice) ")L=\(tokens) d=\(dim) heads=\(heads): max relative error \(String(format: "%.3e", worst)) "
       + "(head \(worstAt.0), row \(worstAt.1); \(rows * heads) rows checked, tolerance \(tolerance))")
     if worst > tolerance || worst.isNaN { throw ExitCode(1) }
   }

@@ -19,13 +19,13 @@ public struct AttentionState: Sendable {
   /// The problem's dimensions; later calls must use the same query shape and key count.
   public let shape: AttentionShape
   /// Running maxima `m`, `[B, H_q, L_q]`.
-  public private(set) var maxima: [Float]
+  public internal(set) var maxima: [Float]
   /// Running sums `l`, `[B, H_q, L_q]`.
-  public private(set) var sums: [Float]
+  public internal(set) var sums: [Float]
   /// Unnormalised accumulators, `[B, H_q, L_q, d_v]`.
-  public private(set) var accumulator: [Float]
+  public internal(set) var accumulator: [Float]
   /// The union of the graphs accumulated so far, or nil before the first.
-  public private(set) var visited: Graph?
+  public internal(set) var visited: Graph?
 
   /// An empty state (no edges seen) for the given query and value tensors.
   /// - Throws: `GraphAttentionError` (`.shape`) for unusable shapes.

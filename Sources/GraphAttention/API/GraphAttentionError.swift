@@ -29,6 +29,8 @@ public struct GraphAttentionError: Error, Equatable, CustomStringConvertible, Se
     case value
     /// The engine could not get memory or threads it needs.
     case resource
+    /// A compute device is missing or unusable: no CUDA driver or NVRTC, no GPU, too little device memory.
+    case device
   }
 
   /// The class of the problem.

@@ -3,6 +3,13 @@ import ArgumentParser
 import GraphAttention
 
 extension EmptyRowPolicy: ExpressibleByArgument {}
+extension DeviceStorage: ExpressibleByArgument {}
+
+/// `--device`: where attention runs.
+enum DeviceKind: String, ExpressibleByArgument, CaseIterable {
+  case cpu
+  case cuda
+}
 
 /// Options shared by the commands that compute attention.
 struct ComputeOptions: ParsableArguments {
@@ -15,7 +22,30 @@ struct ComputeOptions: ParsableArguments {
   @Option(help: "Worker threads (default: every processor).")
   var threads: Int?
 
+  @Option(help: "Where attention runs: cpu, or cuda (an NVIDIA GPU; needs the driver and NVRTC, loaded at run time).")
+  var device: DeviceKind = .cpu
+
+  @Option(help: "With --device cuda: the GPU ordinal.")
+  var cudaDevice: Int = 0
+
+  @Option(help: "With --device cuda: how Q, K, V are stored on the GPU, fp32, fp16 or bf16 (arithmetic is fp32).")
+  var storage: DeviceStorage = .float32
+
+  @Flag(inversion: .prefixedNo, help: "With --device cuda and fp16/bf16 storage: tensor cores for the contiguous part of the mask.")
+  var tensorCores = true
+
+  /// The device the options select.
+  var attentionDevice: AttentionDevice {
+    device == .cpu ? .cpu : .cuda(ordinal: cudaDevice, storage: storage, tensorCores: tensorCores)
+  }
+
   func validate() throws {
+    if device == .cpu, storage != .float32 {
+      throw ValidationError("--storage \(storage) applies to --device cuda; the CPU engine stores fp32.")
+    }
+    if cudaDevice < 0 {
+      throw ValidationError("--cuda-device must be >= 0, got \(cudaDevice).")
+    }
     if let threads, threads < 1 || threads > 4096 {
       throw ValidationError("--threads must be between 1 and 4096, got \(threads).")
     }

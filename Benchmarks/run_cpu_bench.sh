@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The committed CPU benchmark: builds in release, sweeps the masks of the issue over lengths, head
+# dimensions and head counts, and times PyTorch beside it where PyTorch can run. Results go to
+# bench/results/<name>/ (results.json, results.csv, results.svg) with the console table in table.txt.
+#   Benchmarks/run_cpu_bench.sh            # everything (about 30-40 minutes on the 2-core machine)
+#   QUICK=1 Benchmarks/run_cpu_bench.sh    # one length, d = 64, one head
+set -euo pipefail
+cd "$(dirname "$0")/.."
+swift build -c release >/dev/null
+bin=.build/release/graph-attention
+run() {  # name, then bench arguments
+  local name=$1; shift
+  mkdir -p "bench/results/$name"
+  echo "== $name: graph-attention bench $*" | tee "bench/results/$name/table.txt"
+  "$bin" bench "$@" --output-directory "bench/results/$name" | tee -a "bench/results/$name/table.txt"
+}
+if [ -n "${QUICK:-}" ]; then
+  run quick --tokens 65536 --dims 64 --heads 1 --repeats 3
+  exit 0
+fi
+[ -x Benchmarks/peers/.venv/bin/python ] || Benchmarks/peers/setup.sh
+# Against PyTorch, on the lengths where its peers can run at all.
+run cpu-vs-pytorch --tokens 4096,16384,65536 --dims 64 --heads 1 --repeats 5 --peers \
+  --masks window,causal-window,dilated,blocked,longformer,bigbird,random-1e-3,random-1e-2,causal
+# The roofline sweep: every mask, 4K..1M tokens, d = 64 and 128, 1 and 8 heads.
+run cpu-sweep --tokens 4096,65536,262144,1048576 --dims 64,128 --heads 1,8 --repeats 3 --max-row-seconds 40

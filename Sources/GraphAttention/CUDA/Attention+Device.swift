@@ -1,0 +1,107 @@
+/// Where attention is computed.
+///
+/// ```swift
+/// let o = try attention(query: q, key: k, value: v, graph: bigBird, device: .cuda())            // GPU 0, fp32
+/// let h = try attention(query: q, key: k, value: v, graph: bigBird, device: .cuda(storage: .bfloat16))
+/// ```
+public enum AttentionDevice: Sendable, Equatable, CustomStringConvertible {
+  /// The CPU engine, on all cores (the default everywhere).
+  case cpu
+  /// An NVIDIA GPU through the CUDA driver, loaded at run time: device `ordinal` (as the driver numbers
+  /// them, after `CUDA_VISIBLE_DEVICES`), with Q, K and V stored as `storage` on the device.
+  ///
+  /// With fp16/bf16 storage and `d_k == d_v` of 32, 64 or 128, `tensorCores` runs the contiguous part
+  /// of the graph (full, causal, window, blocked and dilated without dilation) as dense 16 x 16 tiles
+  /// on the tensor cores (mma.sync, fp32 accumulation, the softmax weights rounded to the storage
+  /// type for the second product); `false` keeps every edge on the fp32 CUDA-core kernel.
+  case cuda(ordinal: Int = 0, storage: DeviceStorage = .float32, tensorCores: Bool = true)
+
+  /// `cpu`, or `cuda:ORDINAL (STORAGE)`.
+  public var description: String {
+    switch self {
+    case .cpu: return "cpu"
+    case let .cuda(ordinal, storage, tensorCores):
+      return "cuda:\(ordinal) (\(storage)\(tensorCores || storage == .float32 ? "" : ", no tensor cores"))"
+    }
+  }
+}
+
+/// Sparse attention over a graph on a chosen device; see `attention(query:key:value:graph:options:)`.
+///
+/// On `.cuda`, the same semantics hold: the same graphs and unions (each edge visited once), scale,
+/// empty-row policy, grouped-query heads and `d_v != d_k`, with fp32 accumulation. Results agree with
+/// the CPU to fp32 rounding (about 1e-6 relative) for fp32 storage; fp16 and bf16 storage round the
+/// inputs first. The kernels are compiled by NVRTC for the GPU at first use and cached on disk
+/// (`~/.cache/graph-attention/cuda`), so the first call takes a few seconds longer.
+/// `options.threads` applies to the CPU only.
+///
+/// - Throws: `GraphAttentionError` as the CPU version; `.device` when there is no CUDA driver
+///   ("no CUDA driver found (libcuda.so.1); --device cpu works here"), no NVRTC, no such GPU, or too
+///   little free device memory (saying how many tokens would fit); `CUDAError` when a driver or NVRTC
+///   call fails, with the library's name for the error.
+/// - Complexity: as the CPU version, plus copying the inputs to the device and the output back.
+public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
+                      options: AttentionOptions = AttentionOptions(), device: AttentionDevice) throws -> Tensor {
+  switch device {
+  case .cpu:
+    return try attention(query: query, key: key, value: value, graph: graph, options: options)
+  case let .cuda(ordinal, storage, tensorCores):
+    return try cudaAttention(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                             query: query, key: key, value: value, graph: graph, options: options)
+  }
+}
+
+/// `attention` on a CUDA runtime (the shared one, or a test's runtime over mock libraries).
+func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true,
+                   query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws -> Tensor {
+  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  let call = try AttentionCall(shape: shape, graph: graph, options: options)
+  if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
+  let result = try CUDAExecutor.run(runtime: runtime, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                                    call: call, excluding: nil,
+                                    query: query, key: key, value: value, mode: .output(options.emptyRows))
+  options.progress?(1)
+  return Tensor(shape: shape.outputShape, scalars: result.values)
+}
+
+extension AttentionState {
+  /// Folds the edges of `graph` that no earlier call visited into the state, on a chosen device.
+  ///
+  /// The state stays in host memory between calls; on `.cuda` it is copied to the GPU and back
+  /// around the kernel, which excludes the graphs accumulated before exactly as the CPU does. Each
+  /// new key is tested against the earlier graphs: O(1) for implicit kinds, a binary search for
+  /// global tokens and explicit rows, but a walk of the row (O(its degree)) for an earlier random
+  /// graph, so accumulate a random graph last when it is dense.
+  /// - Throws: as `accumulate(query:key:value:graph:options:)` and `attention(...device:)`.
+  public mutating func accumulate(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
+                                  options: AttentionOptions = AttentionOptions(), device: AttentionDevice) throws {
+    switch device {
+    case .cpu:
+      try accumulate(query: query, key: key, value: value, graph: graph, options: options)
+    case let .cuda(ordinal, storage, tensorCores):
+      try cudaAccumulate(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                         query: query, key: key, value: value, graph: graph, options: options)
+    }
+  }
+
+  mutating func cudaAccumulate(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true,
+                               query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws {
+    let callShape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+    guard callShape.outputShape == shape.outputShape, callShape.keyCount == shape.keyCount else {
+      throw GraphAttentionError(
+        .shape, "tensors with output shape \(callShape.outputShape) and \(callShape.keyCount) keys do not match the state's \(shape.outputShape) and \(shape.keyCount) keys",
+        fix: "accumulate with the query, key and value the state was made for")
+    }
+    let call = try AttentionCall(shape: callShape, graph: graph, options: options)
+    if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
+    let result = try CUDAExecutor.run(runtime: runtime, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                                      call: call, excluding: visited,
+                                      query: query, key: key, value: value,
+                                      mode: .state(maxima: maxima, sums: sums, accumulator: accumulator))
+    accumulator = result.values
+    maxima = result.maxima ?? maxima
+    sums = result.sums ?? sums
+    visited = visited.map { $0 + graph } ?? graph
+    options.progress?(1)
+  }
+}

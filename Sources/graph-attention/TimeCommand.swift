@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import GraphAttention
+
+/// `graph-attention time`: time one mask on random inputs on a device (release builds only); `bench` sweeps.
+struct TimeCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "time",
+    abstract: "Time attention of a mask on random inputs, on the CPU or a CUDA GPU (release builds only).",
+    discussion: """
+      Runs --warmup untimed calls, then --repeat timed ones, on random Q, K, V of shape [B, H, L, D] (K and V with
+      --kv-heads heads). Reports the minimum and median wall time per call (for CUDA including the copies to and
+      from the GPU, not the first-use compilation, which the warm-up absorbs) and, for CUDA, the kernel time from
+      launch to completion. Useful GFLOP/s count 2 * edges * (d_k + d_v) per head over the kernel (CUDA) or call
+      (CPU) time.
+      """
+  )
+
+  @Option(help: "Mask specification.") var mask: String
+  @Option(help: "Sequence length L.") var tokens: Int
+  @Option(help: "Batch size.") var batch: Int = 1
+  @Option(help: "Query heads.") var heads: Int = 1
+  @Option(help: "Key/value heads (default: --heads); must divide --heads.") var kvHeads: Int?
+  @Option(help: "Head dimension d (d_k = d_v).") var dim: Int = 64
+  @Option(help: "Untimed calls first.") var warmup: Int = 2
+  @Option(name: .customLong("repeat"), help: "Timed calls.") var repetitions: Int = 10
+  @OptionGroup var compute: ComputeOptions
+  @Flag(help: "Print one JSON object.") var json = false
+
+  func validate() throws {
+    #if DEBUG
+    throw ValidationError("time refuses debug builds (timings would mislead): use swift build -c release.")
+    #else
+    try requirePositive(tokens, "tokens", max: 1 << 31)
+    try requirePositive(batch, "batch", max: 65_536)
+    try requirePositive(heads, "heads", max: 65_536)
+    try requirePositive(dim, "dim", max: 65_536)
+    try requirePositive(repetitions, "repeat", max: 100_000)
+    guard warmup >= 0 else { throw ValidationError("--warmup must be >= 0.") }
+    if let kvHeads {
+      try requirePositive(kvHeads, "kv-heads", max: 65_536)
+      guard heads % kvHeads == 0 else { throw ValidationError("--kv-heads \(kvHeads) must divide --heads \(heads).") }
+    }
+    #endif
+  }
+
+  func run() throws {
+    let graph = try Graph(parsing: mask)
+    try graph.validate(queryCount: tokens, keyCount: tokens)
+    let kv = kvHeads ?? heads
+    let q = Tensor.random(shape: [batch, heads, tokens, dim], seed: 1)
+    let k = Tensor.random(shape: [batch, kv, tokens, dim], seed: 2)
+    let v = Tensor.random(shape: [batch, kv, tokens, dim], seed: 3)
+    let options = compute.attentionOptions()
+    let device = compute.attentionDevice
+    var walls: [Double] = []
+    var kernels: [Double] = []
+    for iteration in 0..<(warmup + repetitions) {
+      let start = monotonicSeconds()
+      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, device: device)
+      let wall = monotonicSeconds() - start
+      if iteration >= warmup {
+        walls.append(wall)
+        if device != .cpu, let kernel = CUDABackend.lastKernelSeconds { kernels.append(kernel) }
+      }
+    }
+    let edges = graph.edgeCount(queryCount: tokens, keyCount: tokens)
+    let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
+    func median(_ x: [Double]) -> Double { let s = x.sorted(); return s.isEmpty ? .nan : s[s.count / 2] }
+    let timed = kernels.isEmpty ? walls : kernels
+    let gflops = shape.usefulFlops(edges: edges) / median(timed) / 1e9
+    let build = device == .cpu ? "" : (CUDABackend.build(ofDevice: compute.cudaDevice) ?? "")
+    if json {
+      print(Console.json([
+        "mask": graph.description, "tokens": tokens, "batch": batch, "heads": heads, "kv_heads": kv, "dim": dim,
+        "device": device.description, "edges": edges, "repeat": repetitions,
+        "seconds_min": walls.min() ?? .nan, "seconds_median": median(walls),
+        "kernel_seconds_min": kernels.min() ?? .nan, "kernel_seconds_median": median(kernels),
+        "gflops": gflops, "build": build,
+      ]))
+    } else {
+      print("""
+        mask             \(graph) (\(edges) edges per head)
+        shape            B=\(batch) H=\(heads) H_kv=\(kv) L=\(tokens) d=\(dim) on \(device)\(build.isEmpty ? "" : ", \(build)")
+        call             min \(Console.format(seconds: walls.min() ?? .nan)), median \(Console.format(seconds: median(walls))) over \(repetitions)
+        """ + (kernels.isEmpty ? "" : "\nkernel           min \(Console.format(seconds: kernels.min()!)), median \(Console.format(seconds: median(kernels)))")
+        + "\nuseful GFLOP/s   \(String(format: "%.1f", gflops))")
+    }
+  }
+}
