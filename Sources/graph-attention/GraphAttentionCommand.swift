@@ -14,7 +14,7 @@ struct GraphAttentionCommand: ParsableCommand {
       With no subcommand, runs the demo.
       """,
     subcommands: [DemoCommand.self, RunCommand.self, VerifyCommand.self, InspectCommand.self, BenchCommand.self,
-                  TimeCommand.self, CUDACompileCommand.self, CUDAInfoCommand.self],
+                  TimeCommand.self, GenerateCommand.self, PlanCommand.self, CUDACompileCommand.self, CUDAInfoCommand.self],
     defaultSubcommand: DemoCommand.self
   )
 }

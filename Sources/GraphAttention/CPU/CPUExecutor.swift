@@ -21,17 +21,10 @@ import Darwin
 /// outputs and 256 scores; nothing O(L^2) or O(edges).
 @usableFromInline
 enum CPUExecutor {
-  /// How tensors are stored, as the C kernel numbers them.
-  enum ElementType: Int32, Sendable {
-    case float32 = 0, float16 = 1, bfloat16 = 2
-
-    var byteCount: Int { self == .float32 ? 4 : 2 }
-  }
-
   /// Where row results go.
   enum Destination {
     /// Write `acc / l` (or the empty-row value) into a `[B, H_q, L_q, d_v]` output of the given type.
-    case output(UnsafeMutableRawPointer, type: ElementType, emptyRows: EmptyRowPolicy)
+    case output(UnsafeMutableRawPointer, type: StorageType, emptyRows: EmptyRowPolicy)
     /// Carry fp32 `(m, l, acc)` in and out of a state: `m`, `l` are `[B, H_q, L_q]`, `acc` is `[B, H_q, L_q, d_v]`.
     case state(maxima: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>, accumulator: UnsafeMutablePointer<Float>)
   }
@@ -47,10 +40,10 @@ enum CPUExecutor {
   /// Raw pointers handed to worker threads; the caller keeps the buffers alive for the whole call.
   struct Pointers: @unchecked Sendable {
     var query: UnsafeRawPointer
-    var queryType: ElementType = .float32
+    var queryType: StorageType = .float32
     var key: UnsafeRawPointer
     var value: UnsafeRawPointer
-    var keyValueType: ElementType = .float32
+    var keyValueType: StorageType = .float32
     var destination: Destination
   }
 
@@ -109,7 +102,7 @@ enum CPUExecutor {
         let batch = head / shape.queryHeads
         let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
         kernel.setHead(key: p.key + kvHead * shape.keyCount * kd * kvSize,
-                       value: p.value + kvHead * shape.keyCount * vd * kvSize, elementType: p.keyValueType.rawValue)
+                       value: p.value + kvHead * shape.keyCount * vd * kvSize, elementType: p.keyValueType)
         let headRows = head * shape.queryCount
         // A row may come in several tiles (its shared keys, then its scattered ones): its state starts
         // here and is normalised once all tiles of the item are done.
@@ -125,7 +118,7 @@ enum CPUExecutor {
             let rowIndex = headRows + row
             var query = (p.query + rowIndex * kd * qSize).assumingMemoryBound(to: Float.self)
             if p.queryType != .float32 {
-              ga_widen(p.query + rowIndex * kd * qSize, p.queryType.rawValue, Int64(kd), wideQueries + slot * kd)
+              TensorView.convert(p.query + rowIndex * kd * qSize, type: p.queryType, count: kd, to: wideQueries + slot * kd)
               query = UnsafePointer(wideQueries + slot * kd)
             }
             switch p.destination {
@@ -146,8 +139,8 @@ enum CPUExecutor {
             finish(acc: outputRows! + local * vd, sum: itemSums[local], count: vd, emptyRows: emptyRows)
           }
           if type != .float32 {
-            ga_narrow(itemOutputs, Int64((lastRow - firstRow) * vd), out + (headRows + firstRow) * vd * type.byteCount,
-                      type.rawValue)
+            TensorView.store(itemOutputs, count: (lastRow - firstRow) * vd, to: out + (headRows + firstRow) * vd * type.byteCount,
+                             type: type)
           }
         }
         if let progress {

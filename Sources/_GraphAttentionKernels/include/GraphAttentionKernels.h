@@ -58,12 +58,6 @@ void ga_tile_attend_portable(const ga_tile *tile);
 int ga_uses_avx2(void);
 
 
-/// Widens `count` elements of storage type `type` to fp32 (F16C for fp16 where available).
-void ga_widen(const void *src, int type, int64_t count, float *dst);
-
-/// Narrows `count` fp32 values to storage type `type`, rounding to nearest even (NaN stays NaN).
-void ga_narrow(const float *src, int64_t count, void *dst, int type);
-
 /// Runs `iterations` of ten independent 8-lane FMA chains (the machine's FMA peak loop); returns a
 /// value that depends on every chain, so it cannot be optimised away.
 double ga_fma_loop(int64_t iterations);

@@ -24,11 +24,15 @@ struct TileKernel {
     call.force_portable = portable ? 1 : 0
   }
 
-  /// Points the call at a head's key and value rows, stored as `elementType` (0 fp32, 1 fp16, 2 bf16).
-  mutating func setHead(key: UnsafeRawPointer, value: UnsafeRawPointer, elementType: Int32 = 0) {
+  /// Points the call at a head's key and value rows, stored as `elementType`.
+  mutating func setHead(key: UnsafeRawPointer, value: UnsafeRawPointer, elementType: StorageType = .float32) {
     call.key = key
     call.value = value
-    call.kv_type = elementType
+    switch elementType {
+    case .float32: call.kv_type = Int32(GA_FLOAT32)
+    case .float16: call.kv_type = Int32(GA_FLOAT16)
+    case .bfloat16: call.kv_type = Int32(GA_BFLOAT16)
+    }
   }
 
   /// Sets row `slot` of the tile: its query and its `(m, l, acc)` state.

@@ -1,0 +1,57 @@
+import _GraphAttentionKernels
+
+/// Typed wrappers over the C conversion and scan kernels (`_GraphAttentionKernels/Convert.c`).
+///
+/// The only place in the storage layer that names C symbols. Pointers are raw on the Swift side;
+/// the C code uses unaligned loads, so 16-bit data needs no particular alignment.
+enum StorageKernels {
+  /// Whether the F16C/AVX2 versions run on this CPU.
+  static var usesF16C: Bool { ga_convert_uses_f16c() != 0 }
+
+  /// `count` elements of `type` at `source` to fp32 at `destination`.
+  static func convert(_ source: UnsafeRawPointer, type: StorageType, count: Int,
+                      to destination: UnsafeMutablePointer<Float>, portable: Bool) {
+    guard count > 0 else { return }
+    let n = Int64(count)
+    switch type {
+    case .float32:
+      UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: count &* 4)
+    case .float16:
+      let halves = source.assumingMemoryBound(to: UInt16.self)
+      portable ? ga_f16_to_f32_portable(halves, destination, n) : ga_f16_to_f32(halves, destination, n)
+    case .bfloat16:
+      let halves = source.assumingMemoryBound(to: UInt16.self)
+      portable ? ga_bf16_to_f32_portable(halves, destination, n) : ga_bf16_to_f32(halves, destination, n)
+    }
+  }
+
+  /// `count` fp32 values at `source` rounded to `type` at `destination`.
+  static func store(_ source: UnsafePointer<Float>, count: Int, to destination: UnsafeMutableRawPointer,
+                    type: StorageType, portable: Bool) {
+    guard count > 0 else { return }
+    let n = Int64(count)
+    switch type {
+    case .float32:
+      destination.copyMemory(from: source, byteCount: count &* 4)
+    case .float16:
+      let halves = destination.assumingMemoryBound(to: UInt16.self)
+      portable ? ga_f32_to_f16_portable(source, halves, n) : ga_f32_to_f16(source, halves, n)
+    case .bfloat16:
+      let halves = destination.assumingMemoryBound(to: UInt16.self)
+      portable ? ga_f32_to_bf16_portable(source, halves, n) : ga_f32_to_bf16(source, halves, n)
+    }
+  }
+
+  /// Flat index of the first NaN or infinity among `count` elements, or nil.
+  static func firstNonFinite(_ source: UnsafeRawPointer, type: StorageType, count: Int) -> Int? {
+    guard count > 0 else { return nil }
+    let n = Int64(count)
+    let found: Int64
+    switch type {
+    case .float32: found = ga_first_nonfinite_f32(source.assumingMemoryBound(to: Float.self), n)
+    case .float16: found = ga_first_nonfinite_f16(source.assumingMemoryBound(to: UInt16.self), n)
+    case .bfloat16: found = ga_first_nonfinite_bf16(source.assumingMemoryBound(to: UInt16.self), n)
+    }
+    return found < 0 ? nil : Int(found)
+  }
+}

@@ -1,0 +1,603 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Opening and creating tensors in `.npy` and `.safetensors` files through memory mappings.
+///
+/// Nothing is loaded: `open` maps the file and validates its header, `create` sizes a sparse file
+/// and maps it read-write, so tensors far larger than RAM can be read and written with 64-bit offsets.
+///
+/// ```swift
+/// let q = try TensorFile.open("q.npy")                         // fp32 or fp16 .npy
+/// let k = try TensorFile.open("qkv.safetensors", name: "k")    // F32, F16 or BF16
+/// let output = try TensorFile.create("o.npy", shape: q.shape, type: .float16)
+/// // ... write output.view, dropping pages behind ...
+/// try output.commit()                                           // o.npy appears, complete
+/// ```
+///
+/// Formats: `.npy` versions 1.0-3.0, C order, little-endian `<f4` or `<f2`; `.safetensors` with
+/// `F32`, `F16` or `BF16` tensors. bfloat16 exists only in `.safetensors` (numpy has no such type).
+public enum TensorFile {
+  /// One tensor of a file to create.
+  public struct Entry: Sendable, Equatable {
+    /// The safetensors name (ignored for `.npy`).
+    public var name: String
+    /// Extents, outermost first.
+    public var shape: [Int]
+    /// Element type.
+    public var type: StorageType
+
+    /// Describes a tensor to create.
+    public init(name: String, shape: [Int], type: StorageType) {
+      self.name = name
+      self.shape = shape
+      self.type = type
+    }
+  }
+
+  /// A tensor found in a file, as `tensors(in:)` lists them.
+  public struct Description: Sendable, Equatable {
+    /// The tensor's name (`""` for `.npy`).
+    public var name: String
+    /// Extents, outermost first.
+    public var shape: [Int]
+    /// The dtype as the file writes it (`"<f2"`, `"BF16"`, `"I64"`...).
+    public var dtype: String
+    /// The storage type, or nil when the dtype is not one GraphAttention maps.
+    public var type: StorageType?
+    /// Absolute byte offset of the first element in the file.
+    public var offset: Int
+    /// Bytes of data.
+    public var byteCount: Int
+  }
+
+  /// Maps a .npy (fp32/fp16) or .safetensors (F32/F16/BF16) tensor; `name` selects the safetensors tensor
+  /// (errors list the names present). Validates header, dtype, shape and that the file is long enough.
+  ///
+  /// The format is recognised from the file's first bytes, not its name. For `.npy`, `name` is
+  /// ignored. For `.safetensors`, `name` may be omitted when the file holds a single tensor.
+  ///
+  /// - Returns: a read-only view whose owner is the `MappedFile`.
+  /// - Throws: `GraphAttentionError` `.file` (missing, unreadable, empty, truncated or malformed file;
+  ///   unknown tensor name, with the names present; misaligned data) or `.dtype` (fp64, integers or
+  ///   other types, with the conversion to use).
+  /// - Complexity: O(header size); no data is read.
+  public static func open(_ path: String, name: String? = nil) throws -> TensorView {
+    let file = try MappedFile(path: path)
+    let layouts = try tensorLayouts(file, path: path)
+    let chosen = try select(layouts, name: name, path: path)
+    guard let type = chosen.type else {
+      throw unsupportedType(chosen, path: path)
+    }
+    guard chosen.offset % type.byteCount == 0 else {
+      throw GraphAttentionError(
+        .file, "\(path): the data of \(chosen.label) starts at byte \(chosen.offset), not a multiple of its \(type.byteCount)-byte elements",
+        fix: "write the file again with numpy or safetensors, which align the data")
+    }
+    return TensorView(shape: chosen.shape, type: type, base: UnsafeRawPointer(file.base + chosen.offset), owner: file)
+  }
+
+  /// The tensors in a `.npy` (one, named `""`) or `.safetensors` file, in file order.
+  /// - Throws: `GraphAttentionError(.file)` for missing or malformed files.
+  /// - Complexity: O(header size).
+  public static func tensors(in path: String) throws -> [Description] {
+    let file = try MappedFile(path: path)
+    return try tensorLayouts(file, path: path).map {
+      Description(name: $0.name, shape: $0.shape, dtype: $0.dtype, type: $0.type, offset: $0.offset, byteCount: $0.byteCount)
+    }
+  }
+
+  /// Creates a file for an output of `shape` and `type` (.npy for f32/f16, .safetensors for any, chosen by extension;
+  /// bf16 to .npy is an error saying to use .safetensors), sized and with its header written, mapped read-write.
+  ///
+  /// The data is written at `temporaryPath`, renamed to `path` by `commit()`; `abandon()` (or deinit without commit)
+  /// removes it, so a failed run leaves an existing file untouched. Checks free disk space first (statvfs) and
+  /// fails with "needs X GiB, Y GiB free on <fs>" before creating anything. The file is sized with `ftruncate`, so
+  /// it is sparse: disk blocks are allocated as pages are written, and elements never written read as zero.
+  ///
+  /// - Parameters:
+  ///   - path: the final file; its extension (`.npy` or `.safetensors`, any case) picks the format. Its
+  ///     directory must exist. An existing file there is replaced only by `commit()`.
+  ///   - shape: extents, outermost first.
+  ///   - type: the element type.
+  ///   - name: the tensor's name in a `.safetensors` file (ignored for `.npy`).
+  ///   - resumable: when true the temporary file is `resumePath(for: path)` (replacing any file there)
+  ///     and is kept if the `OutputTensorFile` goes away without `commit()` or `abandon()`, so that
+  ///     `reopenForResume` can continue it.
+  /// - Throws: `GraphAttentionError` `.resource` (not enough disk space), `.dtype` (bf16 to `.npy`),
+  ///   `.shape` (a negative extent or a byte size overflowing 64 bits), `.file` (unknown extension,
+  ///   missing or unwritable directory, `path` is a directory, a failed system call with its `errno`).
+  /// - Complexity: O(header size); the data is not touched.
+  public static func create(_ path: String, shape: [Int], type: StorageType, name: String = "o",
+                            resumable: Bool = false) throws -> OutputTensorFile {
+    try create(path, tensors: [Entry(name: name, shape: shape, type: type)], resumable: resumable)
+  }
+
+  /// Creates a `.safetensors` file holding several tensors (back to back, in the order given), or a
+  /// `.npy` file from a single entry; otherwise as `create(_:shape:type:name:resumable:)`.
+  ///
+  /// - Throws: as the single-tensor form, and `GraphAttentionError(.option)` for an empty list, several
+  ///   tensors for `.npy`, or empty, duplicate or reserved (`__metadata__`) names.
+  public static func create(_ path: String, tensors: [Entry], resumable: Bool = false) throws -> OutputTensorFile {
+    let format = try TensorFileFormat(path: path)
+    guard !tensors.isEmpty else {
+      throw GraphAttentionError(.option, "no tensors to write to \(path)", fix: "pass at least one tensor")
+    }
+    for tensor in tensors {
+      guard let count = npyElementCount(tensor.shape),
+            !count.multipliedReportingOverflow(by: tensor.type.byteCount).overflow else {
+        throw GraphAttentionError(.shape, "tensor shape \(tensor.shape) has a negative extent or more than 2^63 bytes",
+                                  fix: "pass non-negative extents whose product fits in 64 bits")
+      }
+    }
+    let (header, offsets) = try headerBytes(format, tensors, path: path)
+    var total = header.count
+    for tensor in tensors {
+      let (sum, overflow) = total.addingReportingOverflow(tensor.shape.reduce(1, *) * tensor.type.byteCount)
+      guard !overflow else {
+        throw GraphAttentionError(.shape, "the tensors for \(path) total more than 2^63 bytes", fix: "use smaller shapes")
+      }
+      total = sum
+    }
+
+    let (directory, prefix, fileName) = try storageSplitPath(path)
+    try storageCheckOutputDirectory(directory, for: path)
+    var existing = stat()
+    let existingMode: mode_t?
+    if stat(path, &existing) == 0 {
+      if existing.st_mode & S_IFMT == S_IFDIR {
+        throw GraphAttentionError(.file, "cannot write \(path): it is a directory",
+                                  fix: "choose a file name inside it, e.g. \(path)/o.\(format.fileExtension)")
+      }
+      existingMode = existing.st_mode & S_IFMT == S_IFREG ? existing.st_mode & 0o7777 : nil
+    } else {
+      existingMode = nil
+    }
+    try DiskSpace.require(total, at: directory, for: "creating \(path)")
+
+    // The temporary file: created exclusively (or, when resumable, at a fixed name, replaced).
+    var temporary = ""
+    var fd: Int32 = -1
+    if resumable {
+      temporary = prefix + ".\(fileName).partial"
+      repeat { fd = storageOpenFile(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
+    } else {
+      for _ in 0..<16 {
+        temporary = prefix + ".\(fileName).tmp-\(getpid())-\(String(UInt64.random(in: .min ... .max), radix: 16))"
+        repeat { fd = storageOpenFile(temporary, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
+        if fd >= 0 || errno != EEXIST { break }
+      }
+    }
+    guard fd >= 0 else {
+      let code = errno
+      throw GraphAttentionError(.file, "cannot create a temporary file next to \(path): \(storageErrnoText(code))",
+                                fix: "check that \(directory) is writable and the disk is not full")
+    }
+    var keep = false
+    defer {
+      if !keep { unlink(temporary) }
+    }
+    if let existingMode { fchmod(fd, existingMode) }
+    guard ftruncate(fd, off_t(total)) == 0 else {
+      let code = errno
+      close(fd)
+      throw GraphAttentionError(
+        .file, "cannot size \(temporary) to \(total) bytes: \(storageErrnoText(code))",
+        fix: code == EFBIG ? "the file system limits file sizes; write to another file system (ext4 allows 16 TiB, xfs more)"
+          : "check free disk space and permissions")
+    }
+    do {
+      try storageWriteAll(fd, header, path: temporary)
+    } catch {
+      close(fd)
+      throw error
+    }
+    let mapping = try MappedFile(adopting: fd, path: temporary, access: .readWrite)
+    let views = zip(tensors, offsets).map { tensor, offset in
+      MutableTensorView(shape: tensor.shape, type: tensor.type, base: mapping.base + offset, owner: mapping)
+    }
+    keep = true
+    return OutputTensorFile(path: path, temporaryPath: temporary, directory: directory, names: tensors.map(\.name),
+                            views: views, mapping: mapping, keepsTemporaryFile: resumable)
+  }
+
+  /// The temporary path `create(..., resumable: true)` uses for `path`: `.<name>.partial` in the same directory.
+  public static func resumePath(for path: String) -> String {
+    guard let (_, prefix, name) = try? storageSplitPath(path) else { return path + ".partial" }
+    return prefix + ".\(name).partial"
+  }
+
+  /// Opens an existing, partially written output for resume: maps `temporaryPath` read-write after
+  /// checking that its header describes exactly `shape`, `type` (and, for `.safetensors`, `name`).
+  ///
+  /// The data already written is kept; which rows are complete is the caller's record to keep.
+  /// The returned file keeps `temporaryPath` if it goes away uncommitted (`abandon()` removes it).
+  ///
+  /// - Parameters:
+  ///   - temporaryPath: the file to continue, e.g. `TensorFile.resumePath(for: "o.npy")`.
+  ///   - path: where `commit()` renames it; by default derived from `temporaryPath`
+  ///     (`dir/.o.npy.partial` and `dir/.o.npy.tmp-<pid>-<random>` both give `dir/o.npy`).
+  /// - Throws: `GraphAttentionError(.file)` when the file is missing, malformed, or was created for
+  ///   another shape, type or name (the message says which), or `path` cannot be derived.
+  /// - Complexity: O(header size).
+  public static func reopenForResume(temporaryPath: String, shape: [Int], type: StorageType, name: String = "o",
+                                     path: String? = nil) throws -> OutputTensorFile {
+    let (directory, prefix, fileName) = try storageSplitPath(temporaryPath)
+    let finalPath: String
+    if let path {
+      finalPath = path
+    } else if let derived = storageFinalName(fromTemporary: fileName) {
+      finalPath = prefix + derived
+    } else {
+      throw GraphAttentionError(
+        .option, "cannot tell where \(temporaryPath) should be renamed to: it is not named .<name>.partial or .<name>.tmp-...",
+        fix: "pass the final path explicitly (path:)")
+    }
+    let format = try TensorFileFormat(path: finalPath)
+    let mapping = try MappedFile(path: temporaryPath, access: .readWrite)
+    let layouts = try tensorLayouts(mapping, path: temporaryPath)
+    let chosen = try select(layouts, name: format == .npy ? nil : name, path: temporaryPath)
+    guard chosen.type == type, chosen.shape == shape else {
+      throw GraphAttentionError(
+        .file, "\(temporaryPath) holds \(chosen.label) of shape \(chosen.shape) and dtype \(chosen.dtype), but shape \(shape) of \(type.shortName) is being resumed",
+        fix: "delete \(temporaryPath) to start the output over, or resume with the original shape and dtype")
+    }
+    let view = MutableTensorView(shape: shape, type: type, base: mapping.base + chosen.offset, owner: mapping)
+    return OutputTensorFile(path: finalPath, temporaryPath: temporaryPath, directory: directory, names: [chosen.name],
+                            views: [view], mapping: mapping, keepsTemporaryFile: true)
+  }
+
+  // MARK: - Implementation
+
+  /// A tensor's place in a mapped file.
+  struct Layout {
+    var name: String
+    var shape: [Int]
+    var dtype: String
+    var type: StorageType?
+    var offset: Int
+    var byteCount: Int
+    var isNPY: Bool
+
+    var label: String { isNPY ? "the array" : "tensor '\(name)'" }
+  }
+
+  /// Every tensor in a mapped `.npy` or `.safetensors` file, validated against the file's length.
+  static func tensorLayouts(_ file: MappedFile, path: String) throws -> [Layout] {
+    let bytes = UnsafeRawBufferPointer(start: file.base, count: file.byteCount)
+    let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+    if bytes.count >= 6, bytes.prefix(6).elementsEqual(magic) {
+      return [try npyLayout(bytes, path: path)]
+    }
+    if bytes.count >= 9, bytes[8] == UInt8(ascii: "{") {
+      let header = try SafetensorsHeader.parse(bytes, path: path)
+      return header.entries.map { entry in
+        Layout(name: entry.name, shape: entry.shape, dtype: entry.dtype, type: StorageType(safetensorsName: entry.dtype),
+               offset: header.dataStart + entry.begin, byteCount: entry.end - entry.begin, isNPY: false)
+      }
+    }
+    throw GraphAttentionError(
+      .file, "\(path) is neither a .npy file (it does not start with \\x93NUMPY) nor a .safetensors file (no JSON header after 8 bytes)",
+      fix: "pass a file written by np.save or safetensors' save_file")
+  }
+
+  /// The single array of a mapped `.npy` file.
+  private static func npyLayout(_ bytes: UnsafeRawBufferPointer, path: String) throws -> Layout {
+    guard bytes.count >= 10 else { throw npyTruncated(path) }
+    let major = bytes[6], minor = bytes[7]
+    let headerLength: Int, headerStart: Int
+    switch (major, minor) {
+    case (1, 0):
+      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+      headerStart = 10
+    case (2, 0), (3, 0):
+      guard bytes.count >= 12 else { throw npyTruncated(path) }
+      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+      headerStart = 12
+    default:
+      throw GraphAttentionError(.file, "\(path) uses .npy format version \(major).\(minor); only 1.0, 2.0 and 3.0 are supported",
+                                fix: "re-save the array with numpy's np.save")
+    }
+    guard headerLength <= 1 << 24 else {
+      throw GraphAttentionError(.file, "\(path) declares a .npy header of \(headerLength) bytes, which is not plausible",
+                                fix: "the file is corrupt; re-create it with np.save")
+    }
+    guard headerStart + headerLength <= bytes.count else { throw npyTruncated(path) }
+    var parser = NPYHeaderParser(bytes: Array(bytes[headerStart..<(headerStart + headerLength)]), path: path)
+    let fields = try parser.parse()
+    guard let count = npyElementCount(fields.shape),
+          case let (needed, false) = count.multipliedReportingOverflow(by: fields.elementType.byteCount) else {
+      throw GraphAttentionError(.file, "\(path) has shape \(npyShapeText(fields.shape)), whose byte size overflows a 64-bit integer",
+                                fix: "the header is corrupt; re-create the file with np.save")
+    }
+    let dataStart = headerStart + headerLength
+    guard bytes.count - dataStart >= needed else {
+      throw GraphAttentionError(
+        .file, "\(path) is truncated: shape \(npyShapeText(fields.shape)) of '\(fields.elementType.rawValue)' needs \(needed) bytes of data, but only \(bytes.count - dataStart) bytes follow the header",
+        fix: "the file is incomplete; re-create it")
+    }
+    let type: StorageType? = fields.elementType == .float32 ? .float32 : (fields.elementType == .float16 ? .float16 : nil)
+    return Layout(name: "", shape: fields.shape, dtype: fields.elementType.rawValue, type: type, offset: dataStart,
+                  byteCount: needed, isNPY: true)
+  }
+
+  private static func npyTruncated(_ path: String) -> GraphAttentionError {
+    GraphAttentionError(.file, "\(path) is truncated: the file ends inside its .npy header",
+                        fix: "the file is incomplete; re-create it with np.save")
+  }
+
+  /// The tensor `name` selects (any for `.npy`; the only one when `name` is nil).
+  private static func select(_ layouts: [Layout], name: String?, path: String) throws -> Layout {
+    if layouts.count == 1, layouts[0].isNPY { return layouts[0] }
+    let listing = layouts.prefix(20).map { "\($0.name) \($0.shape) \($0.dtype)" }.joined(separator: ", ")
+      + (layouts.count > 20 ? ", ... (\(layouts.count) in all)" : "")
+    guard let name else {
+      guard layouts.count == 1 else {
+        throw GraphAttentionError(
+          .option, layouts.isEmpty ? "\(path) holds no tensors" : "\(path) holds \(layouts.count) tensors (\(listing)); which one is meant is not said",
+          fix: layouts.isEmpty ? "pass a file that holds the tensor" : "name one, e.g. FILE.safetensors:\(layouts[0].name) or name: \"\(layouts[0].name)\"")
+      }
+      return layouts[0]
+    }
+    guard let found = layouts.first(where: { $0.name == name }) else {
+      throw GraphAttentionError(
+        .file, "\(path) has no tensor named '\(name)'; it holds \(layouts.isEmpty ? "none" : listing)",
+        fix: "use one of the names present")
+    }
+    return found
+  }
+
+  private static func unsupportedType(_ layout: Layout, path: String) -> GraphAttentionError {
+    let conversion = layout.isNPY ? "np.save(path, a.astype('<f4')) or a.astype('<f2')" : "store it as F32, F16 or BF16"
+    return GraphAttentionError(
+      .dtype, "\(path): \(layout.label) has dtype \(layout.dtype); memory-mapped tensors must be fp32, fp16 or bf16",
+      fix: "convert it: \(conversion)")
+  }
+
+  /// The header for `tensors` in `format`, and each tensor's absolute data offset.
+  private static func headerBytes(_ format: TensorFileFormat, _ tensors: [Entry], path: String) throws -> ([UInt8], [Int]) {
+    switch format {
+    case .npy:
+      guard tensors.count == 1 else {
+        throw GraphAttentionError(.option, "a .npy file holds one array, but \(tensors.count) tensors were to be written to \(path)",
+                                  fix: "write them to a .safetensors file, or to one .npy file each")
+      }
+      guard let descriptor = tensors[0].type.npyDescriptor else {
+        throw GraphAttentionError(.dtype, "\(path): .npy files cannot hold bfloat16 (numpy has no such type)",
+                                  fix: "write a .safetensors file instead (e.g. \(storageReplacingExtension(path, with: "safetensors"))), or use f16 or f32")
+      }
+      let header = npyHeader(descr: descriptor, shape: tensors[0].shape)
+      return (header, [header.count])
+    case .safetensors:
+      var names = Set<String>()
+      for tensor in tensors {
+        guard !tensor.name.isEmpty, tensor.name != "__metadata__", names.insert(tensor.name).inserted else {
+          throw GraphAttentionError(.option, "tensor name '\(tensor.name)' for \(path) is empty, reserved or repeated",
+                                    fix: "give every tensor a distinct, non-empty name other than __metadata__")
+        }
+      }
+      return SafetensorsHeader.encode(tensors.map { ($0.name, $0.shape, $0.type) })
+    }
+  }
+}
+
+/// An output being written through a read-write mapping of a temporary file, made visible at
+/// `path` by `commit()`.
+///
+/// Writers store through `view` (or `views` for several tensors) from any number of threads, on
+/// disjoint elements, and may call `view.dropPages(elements:)` behind them to keep memory bounded.
+/// `commit()` writes everything to disk and renames the file into place; `abandon()` deletes it.
+/// Going away uncommitted deletes it too, except for resumable outputs. The views stay valid after
+/// either (they keep the mapping alive).
+public final class OutputTensorFile: @unchecked Sendable {
+  /// The first (usually only) tensor.
+  public let view: MutableTensorView
+  /// Every tensor, in the order they were created.
+  public let views: [MutableTensorView]
+  /// The tensors' names, parallel to `views` (`.npy` files have one).
+  public let names: [String]
+  /// Where `commit()` puts the file.
+  public let path: String
+  /// Where the data is written until then.
+  public let temporaryPath: String
+  /// The read-write mapping of the temporary file.
+  public let mapping: MappedFile
+
+  private let directory: String
+  private let keepsTemporaryFile: Bool
+  private enum State { case open, committed, abandoned }
+  private var state = State.open
+  private let lock = StorageLock()
+
+  init(path: String, temporaryPath: String, directory: String, names: [String], views: [MutableTensorView],
+       mapping: MappedFile, keepsTemporaryFile: Bool) {
+    self.path = path
+    self.temporaryPath = temporaryPath
+    self.directory = directory
+    self.names = names
+    self.views = views
+    self.view = views[0]
+    self.mapping = mapping
+    self.keepsTemporaryFile = keepsTemporaryFile
+  }
+
+  deinit {
+    if state == .open && !keepsTemporaryFile { unlink(temporaryPath) }
+  }
+
+  /// The view of the tensor called `name`, or nil.
+  public func view(named name: String) -> MutableTensorView? {
+    names.firstIndex(of: name).map { views[$0] }
+  }
+
+  /// Writes every page to disk (`msync`, `fsync`), then renames the temporary file to `path`
+  /// (atomically replacing any file there) and syncs the directory. Calling it again does nothing.
+  ///
+  /// - Throws: `GraphAttentionError(.file)` with the `errno` text when writing or renaming fails (the
+  ///   previous file at `path`, if any, is then unchanged), or when the output was abandoned.
+  /// - Complexity: O(dirty pages): bounded by the disk's write speed.
+  public func commit() throws {
+    try lock.withLock {
+      switch state {
+      case .committed: return
+      case .abandoned:
+        throw GraphAttentionError(.file, "\(path) cannot be committed: it was abandoned and its temporary file removed",
+                                  fix: "create the output again")
+      case .open: break
+      }
+      try mapping.sync()
+      var status: Int32
+      repeat { status = fsync(mapping.descriptor) } while status != 0 && errno == EINTR
+      guard status == 0 else {
+        let code = errno
+        throw GraphAttentionError(.file, "cannot flush \(temporaryPath) to disk: \(storageErrnoText(code))",
+                                  fix: "check free disk space and the device; the previous \(path), if any, is unchanged")
+      }
+      guard rename(temporaryPath, path) == 0 else {
+        let code = errno
+        throw GraphAttentionError(.file, "cannot move \(temporaryPath) into place at \(path): \(storageErrnoText(code))",
+                                  fix: "check permissions on \(directory); the previous \(path), if any, is unchanged")
+      }
+      state = .committed
+      let fd = storageOpenFile(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+      if fd >= 0 {
+        fsync(fd)
+        close(fd)
+      }
+    }
+  }
+
+  /// Deletes the temporary file (unless already committed); `path` is left as it was.
+  /// Views stay readable and writable, but nothing written reaches any file. Idempotent.
+  public func abandon() {
+    lock.withLock {
+      guard state == .open else { return }
+      unlink(temporaryPath)
+      state = .abandoned
+    }
+  }
+
+  /// Whether `commit()` has succeeded.
+  public var isCommitted: Bool { lock.withLock { state == .committed } }
+}
+
+// MARK: - Helpers
+
+/// The two container formats, chosen by file extension when creating.
+enum TensorFileFormat: Equatable {
+  case npy, safetensors
+
+  init(path: String) throws {
+    let lower = path.lowercased()
+    if lower.hasSuffix(".npy") {
+      self = .npy
+    } else if lower.hasSuffix(".safetensors") {
+      self = .safetensors
+    } else {
+      throw GraphAttentionError(.file, "cannot tell the format of \(path) from its name",
+                                fix: "end the file name in .npy (fp32, fp16) or .safetensors (fp32, fp16, bf16)")
+    }
+  }
+
+  var fileExtension: String { self == .npy ? "npy" : "safetensors" }
+}
+
+/// `open(2)` with a mode, under a name that the static `TensorFile.open` does not shadow.
+func storageOpenFile(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
+  open(path, flags, mode)
+}
+
+/// A path's directory ("." when none), everything up to the last slash, and its last component.
+func storageSplitPath(_ path: String) throws -> (directory: String, prefix: String, name: String) {
+  let bytes = Array(path.utf8)
+  guard !bytes.isEmpty, bytes.last != UInt8(ascii: "/") else {
+    throw GraphAttentionError(.file, "'\(path)' does not name a file", fix: "give a file name, e.g. out.npy")
+  }
+  guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return (".", "", path) }
+  let directory = slash == 0 ? "/" : String(decoding: bytes[..<slash], as: UTF8.self)
+  return (directory, String(decoding: bytes[...slash], as: UTF8.self), String(decoding: bytes[(slash + 1)...], as: UTF8.self))
+}
+
+/// `o.npy` for `.o.npy.partial` or `.o.npy.tmp-123-abc`, else nil.
+func storageFinalName(fromTemporary name: String) -> String? {
+  guard name.hasPrefix("."), name.count > 1 else { return nil }
+  let body = String(name.dropFirst())
+  if body.hasSuffix(".partial"), body.count > 8 { return String(body.dropLast(8)) }
+  // The last ".tmp-" that is not at the start.
+  let bytes = Array(body.utf8), marker = Array(".tmp-".utf8)
+  var start = bytes.count - marker.count
+  while start > 0 {
+    if Array(bytes[start..<(start + marker.count)]) == marker {
+      return String(decoding: bytes[..<start], as: UTF8.self)
+    }
+    start -= 1
+  }
+  return nil
+}
+
+/// `path` with its extension replaced (`o.npy` -> `o.safetensors`).
+func storageReplacingExtension(_ path: String, with newExtension: String) -> String {
+  guard let dot = path.lastIndex(of: "."), !path[dot...].contains("/") else { return path + "." + newExtension }
+  return String(path[..<dot]) + "." + newExtension
+}
+
+/// Fails early, with advice, when `directory` cannot receive a new file for `path`.
+func storageCheckOutputDirectory(_ directory: String, for path: String) throws {
+  var info = stat()
+  guard stat(directory, &info) == 0 else {
+    let code = errno
+    throw GraphAttentionError(
+      .file, "cannot write \(path): directory \(directory) \(code == ENOENT ? "does not exist" : "is not accessible: \(storageErrnoText(code))")",
+      fix: code == ENOENT ? "create it (mkdir -p \(directory)) or choose another output" : "check the directory's permissions")
+  }
+  guard info.st_mode & S_IFMT == S_IFDIR else {
+    throw GraphAttentionError(.file, "cannot write \(path): \(directory) is not a directory", fix: "choose another output path")
+  }
+  guard access(directory, W_OK | X_OK) == 0 else {
+    let code = errno
+    throw GraphAttentionError(.file, "cannot write \(path): directory \(directory) is not writable: \(storageErrnoText(code))",
+                              fix: "make it writable (chmod u+w \(directory)) or choose another output")
+  }
+}
+
+/// Writes all of `bytes` at offset 0 of `fd` with `pwrite`.
+func storageWriteAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
+  try bytes.withUnsafeBytes { raw in
+    guard let base = raw.baseAddress else { return }
+    var done = 0
+    while done < raw.count {
+      let n = pwrite(fd, base + done, raw.count - done, off_t(done))
+      if n < 0 {
+        let code = errno
+        if code == EINTR { continue }
+        throw GraphAttentionError(.file, "cannot write the header of \(path): \(storageErrnoText(code))",
+                                  fix: "check free disk space and permissions")
+      }
+      done += n
+    }
+  }
+}
+
+/// A mutex for the rare state changes of `OutputTensorFile` (no Foundation in the library).
+final class StorageLock: @unchecked Sendable {
+  private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+  init() {
+    pthread_mutex_init(mutex, nil)
+  }
+
+  deinit {
+    pthread_mutex_destroy(mutex)
+    mutex.deallocate()
+  }
+
+  func withLock<R>(_ body: () throws -> R) rethrows -> R {
+    pthread_mutex_lock(mutex)
+    defer { pthread_mutex_unlock(mutex) }
+    return try body()
+  }
+}
