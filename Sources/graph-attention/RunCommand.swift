@@ -1,52 +1,186 @@
 import ArgumentParser
+import Foundation
 import GraphAttention
 
-/// `graph-attention run`: attention of .npy tensors over a mask, written to an .npy file.
+/// `graph-attention run`: attention of tensors in files over a mask, streamed through memory maps in row
+/// chunks, written to a memory-mapped output; resumable and interruptible.
 struct RunCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "run",
-    abstract: "Compute attention of Q, K, V (.npy, fp32 or fp16) over a mask and write O (.npy, fp32).",
+    abstract: "Compute attention of Q, K, V (.npy or .safetensors; fp32, fp16 or bf16) over a mask and write O.",
     discussion: """
       Q is [L_q, d_k], [H, L_q, d_k] or [B, H, L_q, d_k]; K and V have the same rank, H_kv heads dividing H
       (grouped-query attention), L_k tokens, and V's last dimension d_v. O has Q's leading shape and d_v.
-      The output is written to a temporary file and renamed, so a failed run leaves an existing file as it was.
+      Inputs are memory-mapped and never loaded whole; query rows are processed in chunks and the pages behind
+      each chunk are released, so the context is bounded by disk, not memory. O is written into a temporary file
+      beside --output and renamed at the end: a failed run leaves an existing file as it was. Ctrl-C stops after
+      the current chunk; a progress record beside the output lets `--resume` continue an interrupted or killed
+      run, giving the same bytes as an uninterrupted one.
       """
   )
 
-  @Option(help: "Query tensor (.npy).") var query: String
-  @Option(help: "Key tensor (.npy).") var key: String
-  @Option(help: "Value tensor (.npy).") var value: String
+  @Option(help: "Query tensor (.npy or .safetensors).") var query: String
+  @Option(help: "Key tensor (.npy or .safetensors).") var key: String
+  @Option(help: "Value tensor (.npy or .safetensors).") var value: String
   @Option(help: "Mask specification, e.g. window:256+global:0.") var mask: String
-  @Option(help: "Output tensor (.npy, fp32).") var output: String
+  @Option(help: "Output tensor (.npy, or .safetensors for bf16).") var output: String
+  @Option(help: "Tensor names inside .safetensors inputs.") var queryName = "q"
+  @Option(help: "") var keyName = "k"
+  @Option(help: "") var valueName = "v"
+  @Option(help: "Output storage type: f32, f16 or bf16.") var outputDtype = "f32"
+  @Option(help: "Query rows per chunk (default: about 2^26 edges per chunk).") var chunkRows: Int?
+  @Option(help: "After the run, check this many sampled rows against the float64 reference.") var checkRows = 0
+  @Flag(help: "Continue an interrupted run from its progress record.") var resume = false
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Print one JSON object with edges, seconds (attention only) and gflops.") var json = false
 
+  func validate() throws {
+    guard StorageType(parsing: outputDtype) != nil else {
+      throw ValidationError("--output-dtype must be f32, f16 or bf16, got '\(outputDtype)'.")
+    }
+    if let chunkRows { try requirePositive(chunkRows, "chunk-rows") }
+    guard checkRows >= 0 else { throw ValidationError("--check-rows must be >= 0.") }
+  }
+
   func run() throws {
     let graph = try Graph(parsing: mask)
-    let q = try Tensor(npyFile: query, name: "query")
-    let k = try Tensor(npyFile: key, name: "key")
-    let v = try Tensor(npyFile: value, name: "value")
+    let q = try TensorFile.open(query, name: queryName)
+    let k = try TensorFile.open(key, name: keyName)
+    let v = try TensorFile.open(value, name: valueName)
     let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
     try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
     try checkOutputWritable(output)
-
-    let start = monotonicSeconds()
-    let o = try attention(query: q, key: k, value: v, graph: graph,
-                          options: compute.attentionOptions(progress: json ? nil : Console.progressBar("attention")),
-                          device: compute.attentionDevice)
-    let seconds = monotonicSeconds() - start
-    try o.write(npyFile: output)
-
+    let outputType = StorageType(parsing: outputDtype)!
     let edges = graph.edgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount)
+    let chunk = chunkRows ?? max(1024, min(shape.queryCount, (1 << 26) / max(1, edges / shape.queryCount) / (shape.batch * shape.queryHeads) + 1))
+
+    let record = ProgressRecord(output: output, mask: graph.description, inputs: [query, key, value],
+                                names: [queryName, keyName, valueName], outputType: outputType.rawValue,
+                                chunkRows: chunk, scale: compute.scale, emptyRows: compute.emptyRows.rawValue,
+                                tokens: shape.queryCount)
+    let existing = try ProgressRecord.load(for: output)
+    let out: OutputTensorFile
+    var firstRow = 0
+    if resume {
+      guard let existing else {
+        throw GraphAttentionError(.option, "--resume given but there is no progress record \(ProgressRecord.path(for: output))",
+                                  fix: "run without --resume")
+      }
+      try existing.requireSameJob(as: record)
+      out = try TensorFile.reopenForResume(temporaryPath: existing.temporaryPath ?? "", shape: shape.outputShape,
+                                           type: outputType, name: "o")
+      firstRow = existing.completedRows
+      Console.note("resuming at row \(firstRow) of \(shape.queryCount)")
+    } else {
+      if existing != nil {
+        throw GraphAttentionError(.option, "an interrupted run left \(ProgressRecord.path(for: output))",
+                                  fix: "add --resume to continue it, or delete that file (and its temporary output) to start over")
+      }
+      out = try TensorFile.create(output, shape: shape.outputShape, type: outputType, name: "o", resumable: true)
+    }
+    var progressRecord = record
+    progressRecord.temporaryPath = out.temporaryPath
+
+    Interrupt.install()
+    let bar = json ? nil : Console.progressBar("attention")
+    let start = monotonicSeconds()
+    var attentionSeconds = 0.0
+    var row = firstRow
+    do {
+    while row < shape.queryCount {
+      let rows = row..<min(shape.queryCount, row + chunk)
+      try checkKeysAndValues(k, v, shape: shape, chunk: rows)
+      let chunkStart = monotonicSeconds()
+      try attention(query: q, key: k, value: v, output: out.view, graph: graph, options: compute.attentionOptions(), rows: rows)
+      attentionSeconds += monotonicSeconds() - chunkStart
+      releasePages(q: q, k: k, v: v, out: out.view, shape: shape, done: rows, graph: graph)
+      try out.view.mappedFile?.sync()
+      row = rows.upperBound
+      progressRecord.completedRows = row
+      try progressRecord.save()
+      bar?(Double(row) / Double(shape.queryCount))
+      if Interrupt.requested, row < shape.queryCount {
+        Console.note("interrupted at row \(row) of \(shape.queryCount); rerun the same command with --resume to continue")
+        throw ExitCode(130)
+      }
+    }
+    if checkRows > 0 { try checkSampledRows(q: q, k: k, v: v, out: out.view, shape: shape, graph: graph) }
+    try out.commit()
+    ProgressRecord.remove(for: output)
+    } catch let exit as ExitCode where exit == ExitCode(130) {
+      throw exit  // interrupted: the partial output and its record stay for --resume
+    } catch {
+      // A real failure: nothing of this run may remain, and an existing output stays as it was.
+      out.abandon()
+      ProgressRecord.remove(for: output)
+      throw error
+    }
+    let wall = monotonicSeconds() - start
     let flops = shape.usefulFlops(edges: edges)
     if json {
       print(Console.json([
-        "edges": edges, "edges_all_heads": edges * shape.batch * shape.queryHeads, "seconds": seconds,
-        "gflops": flops / seconds / 1e9, "output_shape": o.shape, "mask": graph.description,
+        "edges": edges, "edges_all_heads": edges * shape.batch * shape.queryHeads, "seconds": attentionSeconds,
+        "wall_seconds": wall, "gflops": flops / attentionSeconds / 1e9, "output_shape": shape.outputShape,
+        "mask": graph.description,
       ]))
     } else {
-      print("wrote \(output) \(o.shape): \(edges) edges per head, \(Console.format(seconds: seconds)), "
-        + "\(String(format: "%.2f", flops / seconds / 1e9)) useful GFLOP/s")
+      print("wrote \(output) \(shape.outputShape) \(outputType.rawValue): \(edges) edges per head, attention "
+        + "\(Console.format(seconds: attentionSeconds)) of \(Console.format(seconds: wall)), "
+        + "\(String(format: "%.2f", flops / attentionSeconds / 1e9)) useful GFLOP/s")
+    }
+  }
+
+  /// Scans the keys and values of the rows matching `chunk` for NaN and infinity, so each is scanned once
+  /// over the run while its pages are resident anyway. A key used before its own chunk is scanned can only
+  /// spoil rows of an output that is then never committed: the run stops at the scan with the error.
+  private func checkKeysAndValues(_ k: TensorView, _ v: TensorView, shape: AttentionShape, chunk: Range<Int>) throws {
+    let lo = chunk.lowerBound * shape.keyCount / shape.queryCount
+    let hi = chunk.upperBound == shape.queryCount ? shape.keyCount : chunk.upperBound * shape.keyCount / shape.queryCount
+    guard lo < hi else { return }
+    for head in 0..<(shape.batch * shape.keyValueHeads) {
+      for (name, view, dim) in [("key", k, shape.keyDim), ("value", v, shape.valueDim)] {
+        let first = (head * shape.keyCount + lo) * dim
+        try view.requireFinite(name: name, elements: first..<first + (hi - lo) * dim)
+      }
+    }
+  }
+
+  /// Releases the resident pages a finished chunk no longer needs: its query and output rows, and keys
+  /// and values more than the graph's reach behind the next chunk (global tokens simply fault back in).
+  private func releasePages(q: TensorView, k: TensorView, v: TensorView, out: MutableTensorView, shape: AttentionShape,
+                            done rows: Range<Int>, graph: Graph) {
+    let heads = shape.batch * shape.queryHeads
+    for head in 0..<heads {
+      q.dropPages(elements: (head * shape.queryCount + rows.lowerBound) * shape.keyDim..<(head * shape.queryCount + rows.upperBound) * shape.keyDim)
+      out.dropPages(elements: (head * shape.queryCount + rows.lowerBound) * shape.valueDim..<(head * shape.queryCount + rows.upperBound) * shape.valueDim)
+    }
+    let behind = max(0, rows.upperBound - graph.backwardReach(keyCount: shape.keyCount))
+    for head in 0..<(shape.batch * shape.keyValueHeads) where behind > 0 {
+      k.dropPages(elements: head * shape.keyCount * shape.keyDim..<(head * shape.keyCount + behind) * shape.keyDim)
+      v.dropPages(elements: head * shape.keyCount * shape.valueDim..<(head * shape.keyCount + behind) * shape.valueDim)
+    }
+  }
+
+  private func checkSampledRows(q: TensorView, k: TensorView, v: TensorView, out: MutableTensorView,
+                                shape: AttentionShape, graph: Graph) throws {
+    let scale = Double(compute.scale ?? 1 / Float(shape.keyDim).squareRoot())
+    var worst = 0.0
+    let heads = shape.batch * shape.queryHeads
+    for s in 0..<checkRows {
+      let head = s % heads
+      let row = checkRows == 1 ? 0 : Int((Double(s) / Double(checkRows - 1)) * Double(shape.queryCount - 1))
+      let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: shape, graph: graph, scale: scale)
+      let base = (head * shape.queryCount + row) * shape.valueDim
+      let computed = (0..<shape.valueDim).map { out.element(base + $0) }
+      worst = max(worst, ReferenceAttention.relativeError(computed: computed[...], reference: reference,
+                                                          expectNaN: compute.emptyRows == .nan))
+    }
+    let tolerance = out.type == .float32 ? 1e-5 : (out.type == .float16 ? 1e-3 : 8e-3)
+    Console.note(String(format: "check: max relative error %.2e over %d sampled rows vs float64 (%@, tolerance %.0e for %@ output)",
+                        worst, checkRows, worst <= tolerance ? "PASS" : "FAIL", tolerance, out.type.rawValue))
+    if !(worst <= tolerance) {
+      throw GraphAttentionError(.value, String(format: "sampled rows differ from the float64 reference by %.2e", worst),
+                                fix: "report this as a bug, with the command line")
     }
   }
 }

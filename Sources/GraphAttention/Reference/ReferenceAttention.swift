@@ -77,4 +77,4 @@ import Darwin
 #endif
 
 @inline(__always)
-private func libmExp(_ x: Double) -> Double { exp(x) }
+func libmExp(_ x: Double) -> Double { exp(x) }

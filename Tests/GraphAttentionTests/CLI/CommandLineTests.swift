@@ -137,3 +137,85 @@ final class CommandLineTests: XCTestCase {
     XCTAssertTrue(result.stdout.contains("PASS"), result.stdout)
   }
 }
+
+/// Streaming runs from memory-mapped files: storage types, interruption and resumption.
+final class StreamingRunTests: XCTestCase {
+  private var directory: StorageScratchDirectory!
+
+  override func setUpWithError() throws { directory = try StorageScratchDirectory() }
+  override func tearDown() { directory.remove() }
+
+  private func launch(_ arguments: [String]) throws -> Process {
+    let process = Process()
+    var url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 where !FileManager.default.isExecutableFile(atPath: url.appendingPathComponent("graph-attention").path) {
+      url.deleteLastPathComponent()
+    }
+    process.executableURL = url.appendingPathComponent("graph-attention")
+    process.arguments = arguments
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
+  }
+
+  private func run(_ arguments: [String]) throws -> Int32 {
+    let process = try launch(arguments)
+    process.waitUntilExit()
+    return process.terminationStatus
+  }
+
+  private func runArguments(output: String, extra: [String] = []) -> [String] {
+    ["run", "--query", directory.path("q.npy"), "--key", directory.path("k.npy"), "--value", directory.path("v.npy"),
+     "--mask", "window:48+global:0", "--output", output, "--chunk-rows", "128"] + extra
+  }
+
+  /// fp16 inputs and an fp16 output match the fp32 library on the same (widened) inputs within fp16 rounding.
+  func testHalfPrecisionFilesThroughTheRun() throws {
+    XCTAssertEqual(try run(["generate", "--tokens", "700", "--heads", "2", "--dim", "16", "--dtype", "f16", "--seed", "5",
+                            "--output", directory.path("")]), 0)
+    XCTAssertEqual(try run(runArguments(output: directory.path("o.npy"), extra: ["--output-dtype", "f16", "--check-rows", "6"])), 0)
+    let q = Tensor(try TensorFile.open(directory.path("q.npy")))
+    let k = Tensor(try TensorFile.open(directory.path("k.npy")))
+    let v = Tensor(try TensorFile.open(directory.path("v.npy")))
+    let expected = try attention(query: q, key: k, value: v, graph: try Graph(parsing: "window:48+global:0"))
+    let written = try TensorFile.open(directory.path("o.npy"))
+    XCTAssertEqual(written.type, .float16)
+    for i in 0..<expected.scalars.count {
+      XCTAssertEqual(written.element(i), TensorView.rounded(expected.scalars[i], to: .float16), accuracy: 1e-3, "element \(i)")
+    }
+  }
+
+  /// A run killed part-way resumes from its progress record to the same bytes as an uninterrupted run.
+  func testKilledRunResumesToTheSameBytes() throws {
+    XCTAssertEqual(try run(["generate", "--tokens", "30000", "--heads", "1", "--dim", "32", "--dtype", "f32", "--seed", "9",
+                            "--output", directory.path("")]), 0)
+    XCTAssertEqual(try run(runArguments(output: directory.path("whole.npy"))), 0)
+    let output = directory.path("o.npy")
+    let record = output + ".progress.json"
+    for signal in [SIGKILL, SIGINT] {
+      let process = try launch(runArguments(output: output))
+      var completed = 0
+      let deadline = Date().addingTimeInterval(60)
+      while completed == 0, process.isRunning, Date() < deadline {
+        usleep(5000)
+        if let data = FileManager.default.contents(atPath: record),
+           let fields = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+          completed = fields["completedRows"] as? Int ?? 0
+        }
+      }
+      guard process.isRunning else { return XCTFail("the run finished before it could be interrupted: make it longer") }
+      kill(process.processIdentifier, signal)
+      process.waitUntilExit()
+      XCTAssertNotEqual(process.terminationStatus, 0)
+      XCTAssertTrue(FileManager.default.fileExists(atPath: record), "no progress record after signal \(signal)")
+      XCTAssertFalse(FileManager.default.fileExists(atPath: output), "an interrupted run must not leave \(output)")
+      XCTAssertNotEqual(try run(runArguments(output: output)), 0, "a new run must refuse to overwrite a resumable one")
+      XCTAssertEqual(try run(runArguments(output: output, extra: ["--resume"])), 0)
+      XCTAssertEqual(FileManager.default.contents(atPath: output), FileManager.default.contents(atPath: directory.path("whole.npy")),
+                     "resumed output differs after signal \(signal)")
+      XCTAssertFalse(FileManager.default.fileExists(atPath: record))
+      try FileManager.default.removeItem(atPath: output)
+    }
+  }
+}

@@ -1,0 +1,46 @@
+extension ReferenceAttention {
+  /// Row `row` of flattened head `head`, exactly, from tensors in any storage (memory-mapped files included).
+  ///
+  /// Reads only the query row and the keys and values the row attends to.
+  /// - Complexity: O(L_k * cost of `contains` + degree * (d_k + d_v)).
+  public static func row(_ row: Int, head: Int, query: TensorView, key: TensorView, value: TensorView,
+                         shape: AttentionShape, graph: Graph, scale: Double) -> Row {
+    let batch = head / shape.queryHeads
+    let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
+    let qBase = (head * shape.queryCount + row) * shape.keyDim
+    let q = (0..<shape.keyDim).map { Double(query.element(qBase + $0)) }
+    var neighbours: [Int] = []
+    var scores: [Double] = []
+    var scratch = RowScratch()
+    graph.neighbourhood(row: row, queryCount: shape.queryCount, keyCount: shape.keyCount, into: &scratch)
+    // Candidates from the runs, confirmed one by one by the definitions (`contains`), so a key the runs
+    // invent is caught; keys the runs miss are caught by the tests that compare runs and definitions.
+    for run in scratch.runs {
+      var j = run.start
+      for _ in 0..<run.count {
+        defer { j += run.stride }
+        guard graph.contains(row: row, column: j, queryCount: shape.queryCount, keyCount: shape.keyCount) else { continue }
+        let kBase = (kvHead * shape.keyCount + j) * shape.keyDim
+        var s = 0.0
+        for c in 0..<shape.keyDim { s += q[c] * Double(key.element(kBase + c)) }
+        neighbours.append(j)
+        scores.append(s * scale)
+      }
+    }
+    var output = [Double](repeating: 0, count: shape.valueDim)
+    var magnitude = [Double](repeating: 0, count: shape.valueDim)
+    guard let m = scores.max() else { return Row(output: output, magnitude: magnitude, degree: 0) }
+    let weights = scores.map { libmExp($0 - m) }
+    let total = weights.reduce(0, +)
+    for (t, j) in neighbours.enumerated() {
+      let p = weights[t] / total
+      let vBase = (kvHead * shape.keyCount + j) * shape.valueDim
+      for c in 0..<shape.valueDim {
+        let x = Double(value.element(vBase + c))
+        output[c] += p * x
+        magnitude[c] += p * abs(x)
+      }
+    }
+    return Row(output: output, magnitude: magnitude, degree: neighbours.count)
+  }
+}
