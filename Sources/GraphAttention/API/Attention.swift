@@ -28,12 +28,17 @@ public struct AttentionOptions: Sendable {
   public var progress: (@Sendable (Double) -> Void)?
   /// The CPU kernel; `.automatic` unless comparing implementations.
   public var kernel: CPUKernel
+  /// Called from worker threads when a very long row (a global token's, over millions of keys) has
+  /// finished a span of keys of a key/value head: a caller streaming keys and values from memory-mapped
+  /// files releases those pages here, so one such row does not make the whole file resident.
+  public var keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)?
 
   /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked.
   public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
               checksFiniteInputs: Bool = true, progress: (@Sendable (Double) -> Void)? = nil,
               kernel: CPUKernel = .automatic) {
     self.kernel = kernel
+    self.keysFinished = nil
     self.scale = scale
     self.emptyRows = emptyRows
     self.threads = threads
@@ -104,6 +109,7 @@ struct AttentionCall {
   let edgesPerHead: Int
   let progress: (@Sendable (Double) -> Void)?
   let kernel: CPUKernel
+  let keysFinished: (@Sendable (Int, Range<Int>) -> Void)?
 
   init(shape: AttentionShape, graph: Graph, options: AttentionOptions, edgesPerHead: Int? = nil) throws {
     try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
@@ -121,6 +127,7 @@ struct AttentionCall {
     self.edgesPerHead = edgesPerHead ?? AttentionCall.estimateEdges(graph, shape)
     self.progress = options.progress
     self.kernel = options.kernel
+    self.keysFinished = options.keysFinished
   }
 
   /// Throws for the first NaN or infinity in the inputs, naming the tensor and the index.
@@ -148,6 +155,6 @@ struct AttentionCall {
   func run(excluding: Graph?, rows: Range<Int>? = nil, pointers: CPUExecutor.Pointers) -> Int {
     CPUExecutor.run(shape: shape, graph: graph, excluding: excluding, edgesPerHead: edgesPerHead, scale: scale,
                     threads: threads, forcePortable: kernel == .portable, rows: rows, pointers: pointers,
-                    progress: progress)
+                    progress: progress, keysFinished: keysFinished)
   }
 }

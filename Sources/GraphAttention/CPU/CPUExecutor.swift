@@ -57,7 +57,8 @@ enum CPUExecutor {
   @discardableResult
   static func run(shape: AttentionShape, graph: Graph, excluding: Graph?, edgesPerHead: Int, scale: Float,
                   threads: Int, forcePortable: Bool = false, rows: Range<Int>? = nil, pointers: Pointers,
-                  progress: (@Sendable (Double) -> Void)?) -> Int {
+                  progress: (@Sendable (Double) -> Void)?,
+                  keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)? = nil) -> Int {
     let rowRange = rows ?? 0..<shape.queryCount
     guard !rowRange.isEmpty else { return 0 }
     let averageDegree = max(1, edgesPerHead / shape.queryCount)
@@ -133,6 +134,7 @@ enum CPUExecutor {
           }
           for (group, range) in tile.groupRanges.enumerated() { kernel.setGroup(group, range: range) }
           kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask)
+          if let finished = tile.finishedKeys { keysFinished?(kvHead, finished) }
         })
         if case let .output(out, type, emptyRows) = p.destination {
           for local in 0..<(lastRow - firstRow) {

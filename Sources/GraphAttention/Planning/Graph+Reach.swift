@@ -1,7 +1,8 @@
 extension Graph {
-  /// How far behind its own index a query row may look, in keys: rows at or after `r` never need keys
-  /// below `r - backwardReach`, except global tokens (a few keys, cheap to fault back in). `keyCount` for
-  /// graphs whose rows reach arbitrarily far back (full, causal, random, explicit).
+  /// How far behind its own index a query row looks for the bulk of its keys: rows at or after `r` need
+  /// few keys below `r - backwardReach` — only scattered ones (global tokens, random and explicit edges),
+  /// cheap to fault back in after their pages were released. `keyCount` for full and causal graphs,
+  /// whose rows need every earlier key.
   ///
   /// Streaming uses this to release the pages of keys and values no later chunk needs.
   /// - Complexity: O(components).
@@ -12,10 +13,27 @@ extension Graph {
       case let .window(radius, _): reach = max(reach, radius)
       case let .dilated(radius, dilation): reach = max(reach, radius.multipliedReportingOverflow(by: dilation + 1).partialValue)
       case let .blocked(block, _): reach = max(reach, block)
-      case .global: continue
-      case .full, .causal, .random, .explicit: return keyCount
+      case .global, .random, .explicit: continue
+      case .full, .causal: return keyCount
       }
     }
     return min(reach, keyCount)
+  }
+
+  /// The expected number of a row's keys that lie outside its local reach and anywhere in the key
+  /// range (random and explicit edges; global keys are excluded, being the same few keys for every row).
+  ///
+  /// Each such key touches its own page of keys and values, so streaming sizes its chunks by it.
+  /// - Complexity: O(components).
+  public func scatteredKeysPerRow(queryCount: Int, keyCount: Int) -> Double {
+    var total = 0.0
+    for component in components {
+      switch component {
+      case let .random(graph): total += graph.probability * Double(keyCount)
+      case let .explicit(graph): total += Double(graph.edgeCount) / Double(max(1, queryCount))
+      default: continue
+      }
+    }
+    return total
   }
 }

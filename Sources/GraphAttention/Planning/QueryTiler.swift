@@ -20,7 +20,13 @@ struct QueryTiler {
     var keyCount: Int
     /// Bytes laid out `[group][key][row of group]`, 1 where the row attends to the key; nil for single-row tiles.
     var mask: UnsafePointer<UInt8>?
+    /// For one segment of a very long row: the key span this tile finishes, whose pages may be released.
+    var finishedKeys: Range<Int>? = nil
   }
+
+  /// Keys per tile of a single very long row (a global token's row): the row is split into segments so a
+  /// caller streaming keys from disk can release each segment's pages before the next.
+  static let segmentKeys = 1 << 22
 
   /// Extra scores a shared tile may compute, relative to its rows' edges (3%), plus a small constant
   /// per group for short rows whose union is a few keys wider.
@@ -209,20 +215,31 @@ struct QueryTiler {
   private mutating func emitSingle(_ row: Int, runs: [KeyRun], tile: (Tile) -> Void) {
     var count = 0
     for run in runs { count += run.count }
-    reserveKeys(count)
+    let segment = QueryTiler.segmentKeys
+    reserveKeys(min(count, segment))
+    tileRows[0] = row
+    scoresComputed += count
     var n = 0
+    var segmentStart = runs.first?.start ?? 0
+    func flush(_ n: Int, last: Bool, next: Int) {
+      guard n > 0 else { return }
+      tile(Tile(rows: UnsafeBufferPointer(start: tileRows, count: 1), groupRanges: UnsafeBufferPointer(start: tileRanges, count: 0),
+                keys: keys, keyCount: n, mask: nil, finishedKeys: count > segment ? segmentStart..<next : nil))
+    }
     for run in runs {
       var key = run.start
       for _ in 0..<run.count {
         keys[n] = Int64(key)
         n &+= 1
         key &+= run.stride
+        if n == segment {
+          flush(n, last: false, next: key)
+          segmentStart = key
+          n = 0
+        }
       }
     }
-    scoresComputed += count
-    tileRows[0] = row
-    tile(Tile(rows: UnsafeBufferPointer(start: tileRows, count: 1), groupRanges: UnsafeBufferPointer(start: tileRanges, count: 0),
-              keys: keys, keyCount: count, mask: nil))
+    flush(n, last: true, next: (runs.last?.last ?? 0) + 1)
   }
 
   /// The position of `key` (which is in the union) among the union's sorted keys.

@@ -167,7 +167,7 @@ final class StreamingRunTests: XCTestCase {
 
   private func runArguments(output: String, extra: [String] = []) -> [String] {
     ["run", "--query", directory.path("q.npy"), "--key", directory.path("k.npy"), "--value", directory.path("v.npy"),
-     "--mask", "window:48+global:0", "--output", output, "--chunk-rows", "128"] + extra
+     "--mask", "window:48+global:0", "--output", output, "--chunk-rows", "128", "--checkpoint-seconds", "0"] + extra
   }
 
   /// fp16 inputs and an fp16 output match the fp32 library on the same (widened) inputs within fp16 rounding.
