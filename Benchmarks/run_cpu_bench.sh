@@ -19,10 +19,13 @@ if [ -n "${QUICK:-}" ]; then
   exit 0
 fi
 [ -x Benchmarks/peers/.venv/bin/python ] || Benchmarks/peers/setup.sh
+if [ -n "${SWEEP_ONLY:-}" ]; then set -- sweep; fi
+if [ "${1:-}" != sweep ]; then
 # Against PyTorch, on the lengths where its peers can run at all.
 run cpu-vs-pytorch --tokens 16384 --dims 64 --heads 1 --repeats 5 --peers \
   --masks window,causal-window,dilated,blocked,longformer,bigbird,random-1e-2,causal
+fi
 # The roofline sweep: every mask, 64K and 1M tokens, d = 64 and 128, 1 and 8 heads (rows over the
 # time budget are listed as skipped, with their estimate).
-run cpu-sweep --tokens 65536,1048576 --dims 64,128 --heads 1,8 --repeats 3 --max-row-seconds 20 \
+run cpu-sweep --tokens 65536,1048576 --dims 64,128 --heads 1,8 --repeats 3 --max-row-seconds 30 \
   --masks window,causal-window,dilated,blocked,longformer,bigbird,random-1e-4,random-1e-3,random-1e-2,causal

@@ -31,6 +31,7 @@ struct RunCommand: ParsableCommand {
   @Option(help: "Query rows per chunk (default: about 2^26 edges per chunk).") var chunkRows: Int?
   @Option(help: "After the run, check this many sampled rows against the float64 reference.") var checkRows = 0
   @Flag(help: "Continue an interrupted run from its progress record.") var resume = false
+  @Flag(help: "Copy the inputs into memory first (to compare streaming with in-memory runs).") var inMemory = false
   @Option(help: "Seconds between checkpoints (output synced, progress record written); 0 = after every chunk.")
   var checkpointSeconds = 2.0
   @OptionGroup var compute: ComputeOptions
@@ -47,9 +48,18 @@ struct RunCommand: ParsableCommand {
 
   func run() throws {
     let graph = try Graph(parsing: mask)
-    let q = try TensorFile.open(query, name: queryName)
-    let k = try TensorFile.open(key, name: keyName)
-    let v = try TensorFile.open(value, name: valueName)
+    var (q, k, v) = (try TensorFile.open(query, name: queryName), try TensorFile.open(key, name: keyName),
+                     try TensorFile.open(value, name: valueName))
+    if inMemory {
+      func copied(_ view: TensorView) -> TensorView {
+        let heap = MutableTensorView(allocating: view.shape, type: view.type)
+        heap.base.copyMemory(from: view.base, byteCount: view.byteCount)
+        view.dropPages(elements: 0..<view.count)
+        return heap.readOnly
+      }
+      (q, k, v) = (copied(q), copied(k), copied(v))
+    }
+    let (keys, values) = (k, v)
     let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
     try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
     try checkOutputWritable(output)
@@ -100,10 +110,10 @@ struct RunCommand: ParsableCommand {
     progressRecord.temporaryPath = out.temporaryPath
 
     var options = compute.attentionOptions()
-    options.keysFinished = { kvHead, keys in
+    options.keysFinished = { kvHead, span in
       // A global token's row streams the whole key file: let its pages go as it passes.
-      k.dropPages(elements: (kvHead * shape.keyCount + keys.lowerBound) * shape.keyDim..<(kvHead * shape.keyCount + keys.upperBound) * shape.keyDim)
-      v.dropPages(elements: (kvHead * shape.keyCount + keys.lowerBound) * shape.valueDim..<(kvHead * shape.keyCount + keys.upperBound) * shape.valueDim)
+      keys.dropPages(elements: (kvHead * shape.keyCount + span.lowerBound) * shape.keyDim..<(kvHead * shape.keyCount + span.upperBound) * shape.keyDim)
+      values.dropPages(elements: (kvHead * shape.keyCount + span.lowerBound) * shape.valueDim..<(kvHead * shape.keyCount + span.upperBound) * shape.valueDim)
     }
     Interrupt.install()
     let bar = json ? nil : Console.progressBar("attention")

@@ -64,7 +64,9 @@ struct BenchCommand: ParsableCommand {
     var report = BenchReport(peakFlops: peak, readBandwidth: bandwidth, threads: threadCount,
                              command: CommandLine.arguments.joined(separator: " "))
     let physical = Double(ProcessInfo.processInfo.physicalMemory)
-    var secondsPerFlop = 1 / (0.3 * peak)  // refined from measured rows
+    // Seconds per useful FLOP, per mask, from its measured rows (gathers and dense tiles differ by 10x);
+    // masks not yet measured start at 30% of peak.
+    var secondsPerFlop: [String: Double] = [:]
     print(BenchReport.Row.tableHeader(peers: peers))
 
     for length in BenchCommand.integers(tokens)! {
@@ -81,7 +83,7 @@ struct BenchCommand: ParsableCommand {
               let edges = graph.edgeCount(queryCount: length, keyCount: length)
               row.edges = edges
               let flops = 4 * Double(edges) * Double(dim) * Double(headCount)
-              let estimate = flops * secondsPerFlop * Double(repeats + 1)
+              let estimate = flops * (secondsPerFlop[name] ?? 1 / (0.3 * peak)) * Double(repeats + 1)
               let graphBytes = BenchPreset.isExplicit(spec) ? 4.0 * Double(edges) : 0
               if tensorBytes + graphBytes > memoryFraction * physical {
                 row.skipped = String(format: "needs %.1f GiB, over %.0f%% of memory", (tensorBytes + graphBytes) / 1073741824, memoryFraction * 100)
@@ -96,7 +98,7 @@ struct BenchCommand: ParsableCommand {
                 }
                 let (q, k, v) = inputs!
                 try measure(&row, graph: runnable, q: q, k: k, v: v, threads: threadCount, peak: peak)
-                if let median = row.medianSeconds, flops > 0 { secondsPerFlop = max(median / flops, 1 / peak) }
+                if let median = row.medianSeconds, flops > 0 { secondsPerFlop[name] = max(median / flops, 1 / peak) }
               }
             } catch {
               row.skipped = "\(error)"
