@@ -13,7 +13,7 @@ let package = Package(
   ],
   targets: [
     // MARK: - Public API
-    // Graphs, planning, CPU kernels, storage and the float64 reference. No unsafeFlags: a user's
+    // Graphs, planning, CPU kernels, storage and the float64 reference. No unsafe compiler flags: a user's
     // `swift build -c release` must produce the fast code, and the package must stay usable as a dependency.
     .target(
       name: "GraphAttention",

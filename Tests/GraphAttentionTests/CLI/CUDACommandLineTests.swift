@@ -4,28 +4,9 @@ import XCTest
 
 /// `--device cuda` and the CUDA subcommands, run as a user runs them, on a machine without a GPU.
 final class CUDACommandLineTests: XCTestCase {
-  private static let executable: URL = {
-    var url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<4 {
-      let candidate = url.appendingPathComponent("graph-attention")
-      if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-      url.deleteLastPathComponent()
-    }
-    return URL(fileURLWithPath: ".build/debug/graph-attention")
-  }()
 
   private func graphAttention(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = Self.executable
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let stdout = out.fileHandleForReading.readDataToEndOfFile()
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    try CommandLineRunner.run(arguments)
   }
 
   func testDeviceCudaWithoutADriverIsAClearErrorAndExitOne() throws {

@@ -134,32 +134,8 @@ final class StorageCommandTests: XCTestCase {
     return formatter.string(from: NSNumber(value: value)) ?? "\(value)"
   }
 
-  /// The executable built next to the test bundle (`swift test` builds every product).
-  private static let executable: URL = {
-    var url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<4 {
-      let candidate = url.appendingPathComponent("graph-attention")
-      if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-      url.deleteLastPathComponent()
-    }
-    return URL(fileURLWithPath: ".build/debug/graph-attention")
-  }()
 
   private func graphAttention(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-    guard FileManager.default.isExecutableFile(atPath: Self.executable.path) else {
-      XCTFail("graph-attention not found at \(Self.executable.path): run `swift build` first")
-      return (-1, "", "")
-    }
-    let process = Process()
-    process.executableURL = Self.executable
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let stdout = out.fileHandleForReading.readDataToEndOfFile()
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    try CommandLineRunner.run(arguments)
   }
 }

@@ -1,0 +1,35 @@
+import Foundation
+import XCTest
+
+/// Runs the `graph-attention` executable built next to the test bundle (`swift test` builds every product).
+enum CommandLineRunner {
+  static let executable: URL = {
+    var url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+      let candidate = url.appendingPathComponent("graph-attention")
+      if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+      url.deleteLastPathComponent()
+    }
+    return URL(fileURLWithPath: ".build/debug/graph-attention")
+  }()
+
+  /// Runs the executable to completion; fails the test if it is missing.
+  static func run(_ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws
+    -> (status: Int32, stdout: String, stderr: String) {
+    guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+      XCTFail("graph-attention not found at \(executable.path): run `swift build` first", file: file, line: line)
+      return (-1, "", "")
+    }
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+  }
+}
