@@ -39,17 +39,7 @@ struct InspectCommand: ParsableCommand {
                                   fix: "use --edges-out on graphs of at most 200M edges")
       }
       try checkOutputWritable(edgesOut)
-      var pairs: [Int64] = []
-      pairs.reserveCapacity(2 * stats.edges)
-      var scratch = RowScratch()
-      for row in 0..<tokens {
-        graph.neighbourhood(row: row, queryCount: tokens, keyCount: keys, into: &scratch)
-        for run in scratch.runs {
-          var key = run.start
-          for _ in 0..<run.count { pairs.append(Int64(row)); pairs.append(Int64(key)); key += run.stride }
-        }
-      }
-      try NPYWriter.write(pairs, shape: [pairs.count / 2, 2], to: edgesOut)
+      try writeEdges(of: graph, queryCount: tokens, keyCount: keys, edges: stats.edges, to: edgesOut)
     }
     if json {
       print(Console.json([

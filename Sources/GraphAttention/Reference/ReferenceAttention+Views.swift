@@ -27,20 +27,8 @@ extension ReferenceAttention {
         scores.append(s * scale)
       }
     }
-    var output = [Double](repeating: 0, count: shape.valueDim)
-    var magnitude = [Double](repeating: 0, count: shape.valueDim)
-    guard let m = scores.max() else { return Row(output: output, magnitude: magnitude, degree: 0) }
-    let weights = scores.map { libmExp($0 - m) }
-    let total = weights.reduce(0, +)
-    for (t, j) in neighbours.enumerated() {
-      let p = weights[t] / total
-      let vBase = (kvHead * shape.keyCount + j) * shape.valueDim
-      for c in 0..<shape.valueDim {
-        let x = Double(value.element(vBase + c))
-        output[c] += p * x
-        magnitude[c] += p * abs(x)
-      }
+    return softmaxRow(scores: scores, neighbours: neighbours, valueDim: shape.valueDim) { j, c in
+      Double(value.element((kvHead * shape.keyCount + j) * shape.valueDim + c))
     }
-    return Row(output: output, magnitude: magnitude, degree: neighbours.count)
   }
 }

@@ -30,16 +30,23 @@ public enum ReferenceAttention {
       neighbours.append(j)
       scores.append(s * scale)
     }
-    var output = [Double](repeating: 0, count: shape.valueDim)
-    var magnitude = [Double](repeating: 0, count: shape.valueDim)
+    return softmaxRow(scores: scores, neighbours: neighbours, valueDim: shape.valueDim) { j, c in
+      Double(value.scalars[(kvHead * shape.keyCount + j) * shape.valueDim + c])
+    }
+  }
+
+  /// The float64 softmax of `scores` over `neighbours` and the weighted sum of their values
+  /// (`value(j, c)`), with the magnitudes `sum p |v|`. Shared by the row references.
+  static func softmaxRow(scores: [Double], neighbours: [Int], valueDim: Int, value: (Int, Int) -> Double) -> Row {
+    var output = [Double](repeating: 0, count: valueDim)
+    var magnitude = [Double](repeating: 0, count: valueDim)
     guard let m = scores.max() else { return Row(output: output, magnitude: magnitude, degree: 0) }
     let weights = scores.map { libmExp($0 - m) }
     let total = weights.reduce(0, +)
     for (t, j) in neighbours.enumerated() {
       let p = weights[t] / total
-      let vBase = (kvHead * shape.keyCount + j) * shape.valueDim
-      for c in 0..<shape.valueDim {
-        let v = Double(value.scalars[vBase + c])
+      for c in 0..<valueDim {
+        let v = value(j, c)
         output[c] += p * v
         magnitude[c] += p * abs(v)
       }

@@ -30,7 +30,7 @@ struct PeerRunner {
       // The peers cannot reproduce our random generator: hand them the edges.
       let path = NSTemporaryDirectory() + "graph-attention-peer-edges-\(getpid()).npy"
       do {
-        try writeEdges(spec: spec, tokens: tokens, to: path)
+        try writePeerEdges(spec: spec, tokens: tokens, to: path)
         edgesFile = path
         extra = ["--edges", path]
         if BenchPreset.isExplicit(spec) { mask = String(spec.dropFirst("explicit:".count)) }
@@ -57,22 +57,12 @@ struct PeerRunner {
     }
   }
 
-  private func writeEdges(spec: String, tokens: Int, to path: String) throws {
+  private func writePeerEdges(spec: String, tokens: Int, to path: String) throws {
     let graph = try BenchPreset.graph(spec, tokens: tokens)
     let edges = graph.edgeCount(queryCount: tokens, keyCount: tokens)
     guard edges <= 100_000_000 else {
       throw GraphAttentionError(.resource, "\(edges) edges are too many to hand to the peers", fix: "use fewer tokens")
     }
-    var pairs: [Int64] = []
-    pairs.reserveCapacity(2 * edges)
-    var scratch = RowScratch()
-    for row in 0..<tokens {
-      graph.neighbourhood(row: row, queryCount: tokens, keyCount: tokens, into: &scratch)
-      for run in scratch.runs {
-        var key = run.start
-        for _ in 0..<run.count { pairs.append(Int64(row)); pairs.append(Int64(key)); key += run.stride }
-      }
-    }
-    try NPYWriter.write(pairs, shape: [pairs.count / 2, 2], to: path)
+    try writeEdges(of: graph, queryCount: tokens, keyCount: tokens, edges: edges, to: path)
   }
 }

@@ -81,3 +81,19 @@ func checkOutputWritable(_ path: String) throws {
     throw GraphAttentionError(.file, "output \(path) is a directory", fix: "give a file name, e.g. \(path)/out.npy")
   }
 }
+
+/// Writes a graph's edges as an int64 `[E, 2]` (row, column) .npy file, row by row (for cross-checks).
+/// - Complexity: O(edges) time and memory (16 bytes per edge).
+func writeEdges(of graph: Graph, queryCount: Int, keyCount: Int, edges: Int, to path: String) throws {
+  var pairs: [Int64] = []
+  pairs.reserveCapacity(2 * edges)
+  var scratch = RowScratch()
+  for row in 0..<queryCount {
+    graph.neighbourhood(row: row, queryCount: queryCount, keyCount: keyCount, into: &scratch)
+    for run in scratch.runs {
+      var key = run.start
+      for _ in 0..<run.count { pairs.append(Int64(row)); pairs.append(Int64(key)); key += run.stride }
+    }
+  }
+  try NPYWriter.write(pairs, shape: [pairs.count / 2, 2], to: path)
+}
