@@ -8,6 +8,7 @@ enum DenseReference {
     var output: [Double]      // [B*H_q*L_q, d_v]
     var magnitude: [Double]   // per row: max_c sum_j p_j |v_jc|
     var empty: [Bool]         // per row
+    var maxAbsLogit = 0.0     // over all edges: fp32 scores carry about 2^-23 of it in rounding
   }
 
   static func attention(query: Tensor, key: Tensor, value: Tensor, shape: AttentionShape, mask: MaskCase,
@@ -17,6 +18,7 @@ enum DenseReference {
     var output = [Double](repeating: 0, count: rows * shape.valueDim)
     var magnitude = [Double](repeating: 0, count: rows)
     var empty = [Bool](repeating: false, count: rows)
+    var maxAbsLogit = 0.0
     let group = shape.queryHeads / shape.keyValueHeads
     for head in 0..<(shape.batch * shape.queryHeads) {
       let kv = (head / shape.queryHeads) * shape.keyValueHeads + (head % shape.queryHeads) / group
@@ -31,6 +33,7 @@ enum DenseReference {
           }
           keys.append(j)
           logits.append(dot * s)
+          maxAbsLogit = max(maxAbsLogit, abs(dot * s))
         }
         guard let m = logits.max() else { empty[row] = true; continue }
         let weights = logits.map { Foundation.exp($0 - m) }
@@ -47,7 +50,7 @@ enum DenseReference {
         magnitude[row] = size.max() ?? 0
       }
     }
-    return Result(output: output, magnitude: magnitude, empty: empty)
+    return Result(output: output, magnitude: magnitude, empty: empty, maxAbsLogit: maxAbsLogit)
   }
 
   /// Asserts every row is within `tolerance` relative error (normalised by the row's magnitude),
