@@ -25,7 +25,8 @@ struct PlanCommand: ParsableCommand {
   @Option(help: "Batch B.") var batch: Int = 1
   @Option(help: "Storage type of Q, K, V: f32, f16 or bf16.") var dtype: StorageType = .float32
   @Option(help: "Storage type of O (default: --dtype).") var outputDtype: StorageType?
-  @Option(help: "Memory for the process, BYTES (default: physical memory).") var memory: ByteCount?
+  @Option(help: "Memory for the process, BYTES (default: available memory, MemAvailable in /proc/meminfo).")
+  var memory: ByteCount?
   @Option(help: "Free disk for the files, BYTES (default: free space of the current directory's file system).")
   var disk: ByteCount?
   @Option(help: "Query rows per streamed chunk R.") var chunkRows: Int = 65_536
@@ -48,7 +49,8 @@ struct PlanCommand: ParsableCommand {
 
   func run() throws {
     let graph = try Graph(parsing: mask)
-    let memoryBytes = memory?.bytes ?? physicalMemory()
+    let available = availableMemory()
+    let memoryBytes = memory?.bytes ?? available?.bytes ?? physicalMemory()
     let diskSpace = disk == nil ? try DiskSpace(of: ".") : nil
     let diskBytes = disk?.bytes ?? diskSpace?.availableBytes ?? 0
     let request = ContextPlan.Request(
@@ -59,7 +61,7 @@ struct PlanCommand: ParsableCommand {
     if json {
       print(jsonReport(plan))
     } else {
-      print(textReport(plan, memorySource: memory == nil ? "physical memory" : "--memory",
+      print(textReport(plan, memorySource: memory != nil ? "--memory" : (available?.source ?? "physical memory"),
                        diskSource: diskSpace.map { "free on \($0.mountPoint), the file system of ." } ?? "--disk"))
     }
   }
@@ -165,6 +167,19 @@ struct PlanCommand: ParsableCommand {
       ]
     }
     return "{" + fields.map { "\(jsonQuoted($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+  }
+
+  /// Memory a new process can take without swapping: the kernel's `MemAvailable` (free memory plus
+  /// reclaimable page cache, less reserves). Physical memory overstates it by what the system and other
+  /// processes hold, and a plan at that length would be killed for memory.
+  private func availableMemory() -> (bytes: Int, source: String)? {
+    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+      let fields = line.split(separator: " ")
+      guard fields.count >= 2, let kib = Int(fields[1]) else { return nil }
+      return (kib * 1024, "available now: MemAvailable of /proc/meminfo")
+    }
+    return nil
   }
 
   private func physicalMemory() -> Int {

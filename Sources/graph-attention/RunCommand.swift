@@ -32,6 +32,10 @@ struct RunCommand: ParsableCommand {
   @Option(help: "After the run, check this many sampled rows against the float64 reference.") var checkRows = 0
   @Flag(help: "Continue an interrupted run from its progress record.") var resume = false
   @Flag(help: "Copy the inputs into memory first (to compare streaming with in-memory runs).") var inMemory = false
+  @Option(help: ArgumentHelp("How far keys (random, explicit edges) are read: read (pread, bounded memory) or mapped.",
+                             discussion: "mapped is faster while K and V fit in memory; read keeps them out of the resident set."))
+  var scatteredKeys = "read"
+
   @Option(help: "Seconds between checkpoints (output synced, progress record written); 0 = after every chunk.")
   var checkpointSeconds = 2.0
   @OptionGroup var compute: ComputeOptions
@@ -40,6 +44,9 @@ struct RunCommand: ParsableCommand {
   func validate() throws {
     guard StorageType(parsing: outputDtype) != nil else {
       throw ValidationError("--output-dtype must be f32, f16 or bf16, got '\(outputDtype)'.")
+    }
+    guard ScatteredKeyAccess(rawValue: scatteredKeys) != nil else {
+      throw ValidationError("--scattered-keys must be read or mapped, got '\(scatteredKeys)'.")
     }
     if let chunkRows { try requirePositive(chunkRows, "chunk-rows") }
     guard checkRows >= 0 else { throw ValidationError("--check-rows must be >= 0.") }
@@ -64,18 +71,29 @@ struct RunCommand: ParsableCommand {
     try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
     try checkOutputWritable(output)
     let outputType = StorageType(parsing: outputDtype)!
-    let edges = graph.edgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount)
-    // About 2^26 edges per chunk (seconds of work), and at most 32 MiB of query rows, so the pages a chunk
-    // holds stay small next to the 4 GiB a 160M-token run may use.
-    let rowsByWork = (1 << 26) / max(1, edges / shape.queryCount) / (shape.batch * shape.queryHeads) + 1
-    let rowsByBytes = (32 << 20) / (shape.batch * shape.queryHeads * shape.keyDim * q.type.byteCount)
-    // Scattered keys (random, explicit) each map a page of K and one of V, and Linux maps up to 16 cached
-    // neighbours with each fault ("fault-around", 64 KiB): keep that to ~512 MiB a chunk.
+    let scatteredAccess = inMemory ? ScatteredKeyAccess.mapped : ScatteredKeyAccess(rawValue: scatteredKeys)!
+    // The exact edge count is summed from the chunks as they run; sizing only needs an estimate (the exact
+    // count of a union with a random graph is a pass over every row).
+    let estimatedEdges = graph.estimatedEdgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount)
+    // Scattered keys read through the mapping (random, explicit) each map a page of K and one of V, and
+    // Linux maps up to 16 cached neighbours with each fault ("fault-around", 64 KiB): keep that to ~512 MiB
+    // a chunk. Read with pread (the default), they never enter the resident set.
     let scattered = graph.scatteredKeysPerRow(queryCount: shape.queryCount, keyCount: shape.keyCount)
       * Double(shape.batch * shape.keyValueHeads)
-    let rowsByScatter = scattered > 0 ? Int(Double(512 << 20) / (scattered * 2 * 65536)) : Int.max
+    let readsAhead = scattered > 0 && scatteredAccess == .read
+    // About 2^26 edges per chunk (seconds of work), and at most 32 MiB of query rows, so the pages a chunk
+    // holds stay small next to the 4 GiB a 160M-token run may use. Far keys read ahead are swept once per
+    // chunk at about one fault per 64 KiB of K and V however few keys there are: 8x larger chunks amortise
+    // that, up to the read-ahead budget.
+    let widen = readsAhead ? 8 : 1
+    let rowsByWork = widen * (1 << 26) / max(1, estimatedEdges / shape.queryCount) / (shape.batch * shape.queryHeads) + 1
+    let rowsByBytes = widen * (32 << 20) / (shape.batch * shape.queryHeads * shape.keyDim * q.type.byteCount)
+    let rowsByScatter = scattered > 0 && scatteredAccess == .mapped && !inMemory
+      ? Int(Double(512 << 20) / (scattered * 2 * 65536))
+      : readsAhead ? Int(Double(ScatteredKeyAccess.readAheadBytes) / (scattered * Double((shape.keyDim + shape.valueDim) * k.type.byteCount)))
+      : Int.max
     let chunk = chunkRows ?? max(1024, min(shape.queryCount, rowsByWork, rowsByBytes, rowsByScatter))
-    if scattered > 0 {
+    if scattered > 0 && scatteredAccess == .mapped {
       // Read-ahead around each scattered key would page in whole files; the chunk's own span is asked for
       // explicitly instead (willNeed below).
       k.mappedFile?.adviseRandom()
@@ -110,6 +128,7 @@ struct RunCommand: ParsableCommand {
     progressRecord.temporaryPath = out.temporaryPath
 
     var options = compute.attentionOptions()
+    options.scatteredKeys = scatteredAccess
     options.keysFinished = { kvHead, span in
       // A global token's row streams the whole key file: let its pages go as it passes.
       keys.dropPages(elements: (kvHead * shape.keyCount + span.lowerBound) * shape.keyDim..<(kvHead * shape.keyCount + span.upperBound) * shape.keyDim)
@@ -119,6 +138,7 @@ struct RunCommand: ParsableCommand {
     let bar = json ? nil : Console.progressBar("attention")
     let start = monotonicSeconds()
     var attentionSeconds = 0.0
+    var edgesAllHeads = 0
     var row = firstRow
     var lastCheckpoint = monotonicSeconds()
     do {
@@ -127,7 +147,7 @@ struct RunCommand: ParsableCommand {
       prefetch(q: q, k: k, v: v, shape: shape, rows: rows, reach: graph.backwardReach(keyCount: shape.keyCount))
       try checkKeysAndValues(k, v, shape: shape, chunk: rows)
       let chunkStart = monotonicSeconds()
-      try attention(query: q, key: k, value: v, output: out.view, graph: graph, options: options, rows: rows)
+      edgesAllHeads += try attention(query: q, key: k, value: v, output: out.view, graph: graph, options: options, rows: rows).edges
       attentionSeconds += monotonicSeconds() - chunkStart
       releasePages(q: q, k: k, v: v, out: out.view, shape: shape, done: rows, graph: graph)
       row = rows.upperBound
@@ -157,15 +177,18 @@ struct RunCommand: ParsableCommand {
       throw error
     }
     let wall = monotonicSeconds() - start
+    // Edges of the rows this invocation computed (a resumed run counts only its own rows).
+    let edges = edgesAllHeads / (shape.batch * shape.queryHeads)
     let flops = shape.usefulFlops(edges: edges)
     if json {
       print(Console.json([
-        "edges": edges, "edges_all_heads": edges * shape.batch * shape.queryHeads, "seconds": attentionSeconds,
+        "edges": edges, "edges_all_heads": edgesAllHeads, "seconds": attentionSeconds, "first_row": firstRow,
         "wall_seconds": wall, "gflops": flops / attentionSeconds / 1e9, "output_shape": shape.outputShape,
         "mask": graph.description,
       ]))
     } else {
-      print("wrote \(output) \(shape.outputShape) \(outputType.rawValue): \(edges) edges per head, attention "
+      print("wrote \(output) \(shape.outputShape) \(outputType.rawValue): \(edges) edges per head"
+        + (firstRow > 0 ? " (rows \(firstRow)..<\(shape.queryCount), resumed)" : "") + ", attention "
         + "\(Console.format(seconds: attentionSeconds)) of \(Console.format(seconds: wall)), "
         + "\(String(format: "%.2f", flops / attentionSeconds / 1e9)) useful GFLOP/s")
     }

@@ -12,7 +12,8 @@ struct TimeCommand: ParsableCommand {
       --kv-heads heads). Reports the minimum and median wall time per call (for CUDA including the copies to and
       from the GPU, not the first-use compilation, which the warm-up absorbs) and, for CUDA, the kernel time from
       launch to completion. Useful GFLOP/s count 2 * edges * (d_k + d_v) per head over the kernel (CUDA) or call
-      (CPU) time.
+      (CPU) time. With --dtype f16 or bf16 (CPU only), Q, K, V and O are held in memory in that type, as the
+      in-memory column of `plan` assumes; the peak resident memory is printed too.
       """
   )
 
@@ -22,6 +23,8 @@ struct TimeCommand: ParsableCommand {
   @Option(help: "Query heads.") var heads: Int = 1
   @Option(help: "Key/value heads (default: --heads); must divide --heads.") var kvHeads: Int?
   @Option(help: "Head dimension d (d_k = d_v).") var dim: Int = 64
+  @Option(help: "Storage type of Q, K, V and O in memory on the CPU: f32, f16 or bf16 (arithmetic is fp32).")
+  var dtype: StorageType = .float32
   @Option(help: "Untimed calls first.") var warmup: Int = 2
   @Option(name: .customLong("repeat"), help: "Timed calls.") var repetitions: Int = 10
   @OptionGroup var compute: ComputeOptions
@@ -41,12 +44,16 @@ struct TimeCommand: ParsableCommand {
       try requirePositive(kvHeads, "kv-heads", max: 65_536)
       guard heads % kvHeads == 0 else { throw ValidationError("--kv-heads \(kvHeads) must divide --heads \(heads).") }
     }
+    if dtype != .float32, compute.device != .cpu {
+      throw ValidationError("--dtype \(dtype.rawValue) is for the CPU; on CUDA use --storage.")
+    }
     #endif
   }
 
   func run() throws {
     let graph = try Graph(parsing: mask)
     try graph.validate(queryCount: tokens, keyCount: tokens)
+    if dtype != .float32 { return try runInMemoryViews(graph) }
     let kv = kvHeads ?? heads
     let q = Tensor.random(shape: [batch, heads, tokens, dim], seed: 1)
     let k = Tensor.random(shape: [batch, kv, tokens, dim], seed: 2)
@@ -85,6 +92,50 @@ struct TimeCommand: ParsableCommand {
         call             min \(Console.format(seconds: walls.min() ?? .nan)), median \(Console.format(seconds: median(walls))) over \(repetitions)
         """ + (kernels.isEmpty ? "" : "\nkernel           min \(Console.format(seconds: kernels.min()!)), median \(Console.format(seconds: median(kernels)))")
         + "\nuseful GFLOP/s   \(String(format: "%.1f", gflops))")
+    }
+  }
+
+  /// Q, K, V and O as heap views of `dtype`: the in-memory case of `plan` (nothing on disk).
+  private func runInMemoryViews(_ graph: Graph) throws {
+    let kv = kvHeads ?? heads
+    let start = monotonicSeconds()
+    let q = MutableTensorView(allocating: [batch, heads, tokens, dim], type: dtype)
+    let k = MutableTensorView(allocating: [batch, kv, tokens, dim], type: dtype)
+    let v = MutableTensorView(allocating: [batch, kv, tokens, dim], type: dtype)
+    let o = MutableTensorView(allocating: [batch, heads, tokens, dim], type: dtype)
+    for (stream, view) in [q, k, v].enumerated() {
+      RandomTensorGenerator(seed: 1, stream: stream).fill(view, threads: compute.threads)
+    }
+    let fillSeconds = monotonicSeconds() - start
+    let options = compute.attentionOptions()
+    var walls: [Double] = []
+    var work = AttentionWork(edges: 0, scoresComputed: 0)
+    for iteration in 0..<(warmup + repetitions) {
+      let begin = monotonicSeconds()
+      work = try attention(query: q.readOnly, key: k.readOnly, value: v.readOnly, output: o, graph: graph, options: options)
+      if iteration >= warmup { walls.append(monotonicSeconds() - begin) }
+    }
+    let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
+    let edges = work.edges / (batch * heads)
+    let sorted = walls.sorted()
+    let median = sorted[sorted.count / 2]
+    let gflops = shape.usefulFlops(edges: edges) / median / 1e9
+    let peak = Console.peakResidentBytes()
+    if json {
+      print(Console.json([
+        "mask": graph.description, "tokens": tokens, "batch": batch, "heads": heads, "kv_heads": kv, "dim": dim,
+        "dtype": dtype.rawValue, "device": "cpu", "edges": edges, "repeat": repetitions,
+        "seconds_min": sorted[0], "seconds_median": median, "gflops": gflops, "fill_seconds": fillSeconds,
+        "tensor_bytes": q.byteCount + k.byteCount + v.byteCount + o.byteCount, "peak_resident_bytes": peak,
+      ]))
+    } else {
+      print("""
+        mask             \(graph) (\(edges) edges per head)
+        shape            B=\(batch) H=\(heads) H_kv=\(kv) L=\(tokens) d=\(dim), Q K V O \(dtype.rawValue) in memory
+        call             min \(Console.format(seconds: sorted[0])), median \(Console.format(seconds: median)) over \(repetitions)
+        useful GFLOP/s   \(String(format: "%.1f", gflops))
+        memory           tensors \(Console.format(bytes: Double(q.byteCount + k.byteCount + v.byteCount + o.byteCount))), peak resident \(Console.format(bytes: Double(peak)))
+        """)
     }
   }
 }

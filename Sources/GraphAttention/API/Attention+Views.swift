@@ -10,13 +10,15 @@
 ///     storage type.
 ///   - output: shaped like the query with last dimension `d_v`.
 ///   - rows: the query rows to compute (all when nil); other rows of `output` are left as they are.
-/// - Returns: the number of scores the kernels computed.
+/// - Returns: the edges visited and the scores the kernels computed, over every head.
 /// - Throws: `GraphAttentionError` for mismatched shapes or types and, when checked, non-finite inputs
-///   (with `rows`, only those query rows are scanned: check keys and values once yourself).
+///   (with `rows`, only those query rows are scanned: check keys and values once yourself); with
+///   `options.scatteredKeys == .read`, `.file` if a key or value row cannot be read (the rows computed are
+///   then garbage and must not be used).
 /// - Complexity: O(edges of `rows` * (d_k + d_v)) per head.
 @discardableResult
 public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
-                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil) throws -> Int {
+                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil) throws -> AttentionWork {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   guard output.shape == shape.outputShape else {
     throw GraphAttentionError(.shape, "output has shape \(output.shape) but the result has shape \(shape.outputShape)",
@@ -42,8 +44,33 @@ public func attention(query: TensorView, key: TensorView, value: TensorView, out
       try value.requireFinite(name: "value")
     }
   }
-  return call.run(excluding: nil, rows: rows, pointers: .init(
+  let reader = options.scatteredKeys == .read
+    ? try ScatteredKeyReader(key: key, value: value, keyCount: shape.keyCount, keyDim: shape.keyDim,
+                             valueDim: shape.valueDim,
+                             near: NearKeys(reach: graph.backwardReach(keyCount: shape.keyCount), resident: graph.globalTokens))
+    : nil
+  reader?.prepare(graph: graph, rows: rows ?? 0..<shape.queryCount, queryCount: shape.queryCount,
+                  keyValueHeads: shape.batch * shape.keyValueHeads, threads: call.threads,
+                  budget: options.scatteredReadAheadBytes)
+  let work = call.run(excluding: nil, rows: rows, pointers: .init(
     query: query.base, queryType: query.type, key: key.base, value: value.base, keyValueType: key.type,
-    destination: .output(output.base, type: output.type, emptyRows: options.emptyRows)))
+    destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader))
+  if let failure = reader?.failure { throw failure }
+  return AttentionWork(edges: work.edges, scoresComputed: work.scores)
+}
+
+/// What one attention call did, over every head and batch.
+public struct AttentionWork: Sendable, Equatable {
+  /// Edges visited: the sum of the computed rows' degrees, times heads and batches.
+  public var edges: Int
+  /// `q . k` scores the kernels computed: at least `edges`; tiles of rows that share keys add a few
+  /// masked ones (at most ~3%), so `scoresComputed / edges` measures how close to work-optimal a run was.
+  public var scoresComputed: Int
+
+  /// A record of `edges` visited and `scoresComputed` scores.
+  public init(edges: Int, scoresComputed: Int) {
+    self.edges = edges
+    self.scoresComputed = scoresComputed
+  }
 }
 

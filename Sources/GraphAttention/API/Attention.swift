@@ -14,6 +14,23 @@ public enum CPUKernel: String, Sendable, CaseIterable {
   case portable
 }
 
+/// How keys far from their query row are read from memory-mapped key and value files.
+public enum ScatteredKeyAccess: String, Sendable, CaseIterable {
+  /// Through the mapping, like all other keys: fastest while the files' pages stay resident.
+  case mapped
+  /// With positioned reads (`pread`) into a per-thread buffer, for the far keys of single-row tiles
+  /// (random and explicit edges, rows that share no keys): those pages then stay in the page cache and
+  /// never enter this process's resident set, so memory stays bounded however scattered the keys are.
+  /// Keys within the graph's local reach (`Graph.backwardReach`) and global tokens
+  /// are still mapped. Each call first reads its rows' far keys ahead in key order, in one sweep through the
+  /// mapping that releases the pages behind it (up to `readAheadBytes` of key and value rows; beyond that,
+  /// one `pread` per key), which costs about one page fault per 64 KiB of keys and values swept.
+  case read
+
+  /// Bytes of far key and value rows one call with `.read` reads ahead (held during the call).
+  public static let readAheadBytes = ScatteredKeyReader.defaultReadAheadBytes
+}
+
 /// How attention is computed.
 public struct AttentionOptions: Sendable {
   /// The factor on `q . k` before the softmax; nil means `1 / sqrt(d_k)`.
@@ -32,6 +49,12 @@ public struct AttentionOptions: Sendable {
   /// finished a span of keys of a key/value head: a caller streaming keys and values from memory-mapped
   /// files releases those pages here, so one such row does not make the whole file resident.
   public var keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)?
+  /// How keys far from their query row (random and explicit edges) are read when keys and values are
+  /// memory-mapped files; ignored for heap tensors. `.mapped` unless streaming files larger than memory.
+  public var scatteredKeys: ScatteredKeyAccess = .mapped
+  /// With `.read`: bytes of far key and value rows read ahead in key order per call (tests set 0 to
+  /// exercise the one-`pread`-per-key path).
+  var scatteredReadAheadBytes = ScatteredKeyReader.defaultReadAheadBytes
 
   /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked.
   public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
@@ -92,7 +115,7 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph, o
         output.withUnsafeMutableBufferPointer { o in
           prepared.run(excluding: nil, pointers: .init(
             query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!,
-            destination: .output(UnsafeMutableRawPointer(o.baseAddress!), type: .float32, emptyRows: options.emptyRows)))
+            destination: .output(UnsafeMutableRawPointer(o.baseAddress!), type: .float32, emptyRows: options.emptyRows))).scores
         }
       }
     }
@@ -124,7 +147,7 @@ struct AttentionCall {
     self.scale = options.scale ?? 1 / Float(shape.keyDim).squareRoot()
     self.threads = options.threads ?? CPUExecutor.defaultThreadCount
     // A cheap estimate sizes work items; the exact count costs a pass over the rows for unions.
-    self.edgesPerHead = edgesPerHead ?? AttentionCall.estimateEdges(graph, shape)
+    self.edgesPerHead = edgesPerHead ?? max(1, graph.estimatedEdgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount))
     self.progress = options.progress
     self.kernel = options.kernel
     self.keysFinished = options.keysFinished
@@ -140,19 +163,8 @@ struct AttentionCall {
     }
   }
 
-  static func estimateEdges(_ graph: Graph, _ shape: AttentionShape) -> Int {
-    var scratch = RowScratch()
-    let samples = min(shape.queryCount, 64)
-    var total = 0
-    for s in 0..<samples {
-      let row = samples == 1 ? 0 : s * (shape.queryCount - 1) / (samples - 1)
-      total += graph.degree(row: row, queryCount: shape.queryCount, keyCount: shape.keyCount, scratch: &scratch)
-    }
-    return max(1, total / max(1, samples) * shape.queryCount)
-  }
-
   @discardableResult
-  func run(excluding: Graph?, rows: Range<Int>? = nil, pointers: CPUExecutor.Pointers) -> Int {
+  func run(excluding: Graph?, rows: Range<Int>? = nil, pointers: CPUExecutor.Pointers) -> CPUExecutor.Work {
     CPUExecutor.run(shape: shape, graph: graph, excluding: excluding, edgesPerHead: edgesPerHead, scale: scale,
                     threads: threads, forcePortable: kernel == .portable, rows: rows, pointers: pointers,
                     progress: progress, keysFinished: keysFinished)

@@ -45,6 +45,16 @@ enum CPUExecutor {
     var value: UnsafeRawPointer
     var keyValueType: StorageType = .float32
     var destination: Destination
+    /// Reads far keys of single-row tiles from the files (see `ScatteredKeyReader`); nil reads every key
+    /// through `key` and `value`.
+    var scatteredReader: ScatteredKeyReader? = nil
+  }
+
+  /// What a call did: the edges it visited and the scores its kernels computed (at least the edges,
+  /// more where tiles share keys), over every head.
+  struct Work {
+    var edges = 0
+    var scores = 0
   }
 
   /// Computes attention of `graph` (minus `excluding`) for every head and batch, over query rows `rows`
@@ -53,14 +63,14 @@ enum CPUExecutor {
   /// - Parameters:
   ///   - edgesPerHead: the graph's edge count (used to size work items); any positive estimate works.
   ///   - progress: called with the fraction of items done, from worker threads, at most ~100 times.
-  /// - Returns: the number of scores the kernels computed (at least the edges visited).
+  /// - Returns: the edges visited and the scores the kernels computed.
   @discardableResult
   static func run(shape: AttentionShape, graph: Graph, excluding: Graph?, edgesPerHead: Int, scale: Float,
                   threads: Int, forcePortable: Bool = false, rows: Range<Int>? = nil, pointers: Pointers,
                   progress: (@Sendable (Double) -> Void)?,
-                  keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)? = nil) -> Int {
+                  keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)? = nil) -> Work {
     let rowRange = rows ?? 0..<shape.queryCount
-    guard !rowRange.isEmpty else { return 0 }
+    guard !rowRange.isEmpty else { return Work() }
     let averageDegree = max(1, edgesPerHead / shape.queryCount)
     let rowsPerItem = max(1, min(4096, targetEdgesPerItem / averageDegree, (rowRange.count + 3) / 4))
     let blocksPerHead = (rowRange.count + rowsPerItem - 1) / rowsPerItem
@@ -71,10 +81,12 @@ enum CPUExecutor {
     let done = Atomic<Int>(0)
     let reportEvery = max(1, itemCount / 100)
     let scoresComputed = Atomic<Int>(0)
+    let edgesVisited = Atomic<Int>(0)
     let (kd, vd) = (shape.keyDim, shape.valueDim)
 
     DispatchQueue.concurrentPerform(iterations: workers) { _ in
       var tiler = QueryTiler(graph: graph, excluding: excluding, queryCount: shape.queryCount, keyCount: shape.keyCount)
+      tiler.nearKeys = pointers.scatteredReader?.near
       let scratch = UnsafeMutableRawPointer.allocate(byteCount: TileKernel.scratchFloats * 4, alignment: 64)
         .bindMemory(to: Float.self, capacity: TileKernel.scratchFloats)
       // m and l of the item's rows when writing an output (a state carries its own), the item's fp32
@@ -83,7 +95,15 @@ enum CPUExecutor {
       let itemSums = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerItem)
       let itemOutputs = UnsafeMutablePointer<Float>.allocate(capacity: rowsPerItem * vd)
       let wideQueries = UnsafeMutablePointer<Float>.allocate(capacity: TileKernel.maxRows * kd)
+      let p = pointers
+      let qSize = p.queryType.byteCount, kvSize = p.keyValueType.byteCount
+      // Far keys of single-row tiles, gathered from the files (empty unless a reader is set).
+      let gatherCapacity = p.scatteredReader == nil ? 0 : ScatteredKeyReader.pieceKeys
+      let gatheredKeys = UnsafeMutableRawPointer.allocate(byteCount: max(1, gatherCapacity * kd * kvSize), alignment: 64)
+      let gatheredValues = UnsafeMutableRawPointer.allocate(byteCount: max(1, gatherCapacity * vd * kvSize), alignment: 64)
       defer {
+        gatheredKeys.deallocate()
+        gatheredValues.deallocate()
         tiler.deallocate()
         scratch.deallocate()
         itemMaxima.deallocate()
@@ -92,8 +112,6 @@ enum CPUExecutor {
         wideQueries.deallocate()
       }
       var kernel = TileKernel(keyDim: kd, valueDim: vd, scale: scale, scratch: scratch, portable: forcePortable)
-      let p = pointers
-      let qSize = p.queryType.byteCount, kvSize = p.keyValueType.byteCount
       while true {
         let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
         guard item < itemCount else { break }
@@ -102,8 +120,9 @@ enum CPUExecutor {
         let lastRow = min(rowRange.upperBound, firstRow + rowsPerItem)
         let batch = head / shape.queryHeads
         let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
-        kernel.setHead(key: p.key + kvHead * shape.keyCount * kd * kvSize,
-                       value: p.value + kvHead * shape.keyCount * vd * kvSize, elementType: p.keyValueType)
+        let headKeys = p.key + kvHead * shape.keyCount * kd * kvSize
+        let headValues = p.value + kvHead * shape.keyCount * vd * kvSize
+        kernel.setHead(key: headKeys, value: headValues, elementType: p.keyValueType)
         let headRows = head * shape.queryCount
         // A row may come in several tiles (its shared keys, then its scattered ones): its state starts
         // here and is normalised once all tiles of the item are done.
@@ -133,7 +152,23 @@ enum CPUExecutor {
             }
           }
           for (group, range) in tile.groupRanges.enumerated() { kernel.setGroup(group, range: range) }
-          kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask)
+          if let reader = p.scatteredReader, tile.rows.count == 1, tile.finishedKeys == nil,
+             reader.hasFarKeys(row: tile.rows[0], keys: tile.keys, count: tile.keyCount) {
+            // Pieces of gathered rows fold into the same (m, l, acc) one after another.
+            kernel.setHead(key: gatheredKeys, value: gatheredValues, elementType: p.keyValueType)
+            var first = 0
+            while first < tile.keyCount {
+              let n = min(ScatteredKeyReader.pieceKeys, tile.keyCount - first)
+              reader.gather(row: tile.rows[0], kvHead: kvHead, keys: tile.keys + first, count: n,
+                            mappedKeys: headKeys, mappedValues: headValues,
+                            keyBuffer: gatheredKeys, valueBuffer: gatheredValues)
+              kernel.attend(rows: 1, keys: reader.positions, keyCount: n, mask: nil)
+              first += n
+            }
+            kernel.setHead(key: headKeys, value: headValues, elementType: p.keyValueType)
+          } else {
+            kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask)
+          }
           if let finished = tile.finishedKeys { keysFinished?(kvHead, finished) }
         })
         if case let .output(out, type, emptyRows) = p.destination {
@@ -151,8 +186,9 @@ enum CPUExecutor {
         }
       }
       scoresComputed.wrappingAdd(tiler.scoresComputed, ordering: .relaxed)
+      edgesVisited.wrappingAdd(tiler.edgesVisited, ordering: .relaxed)
     }
-    return scoresComputed.load(ordering: .relaxed)
+    return Work(edges: edgesVisited.load(ordering: .relaxed), scores: scoresComputed.load(ordering: .relaxed))
   }
 
   /// Normalises an accumulated row: `acc / l`, or zeros / NaN for a row without edges (`l == 0`).

@@ -41,7 +41,7 @@ public enum MachineLimits {
     defer { data.deallocate() }
     data.initialize(repeating: 1, count: count)
     let share = count / threads
-    let pointer = UnsafeSendablePointer(data)
+    let pointer = UnsafeSendable(data)
     var best = Double.infinity
     for _ in 0..<3 {
       let start = now()
@@ -51,11 +51,6 @@ public enum MachineLimits {
       best = min(best, now() - start)
     }
     return Double(share * threads * 4) / best
-  }
-
-  private struct UnsafeSendablePointer: @unchecked Sendable {
-    let value: UnsafeMutablePointer<Float>
-    init(_ value: UnsafeMutablePointer<Float>) { self.value = value }
   }
 
   @inline(never)

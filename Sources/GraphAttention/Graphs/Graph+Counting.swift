@@ -46,6 +46,25 @@ extension Graph {
     return total
   }
 
+  /// An estimate of `edgeCount` that costs no pass over the rows, for sizing work: the sum of the
+  /// components' closed-form counts (a random graph's expected `p * L_q * L_k`), capped at `L_q * L_k`.
+  /// Exact for a single implicit component; above the exact count by the edges components share.
+  ///
+  /// Why not sample rows: a few rows of a union can hold most of its edges (a global token's row attends
+  /// to every key), and a sample that hits one of them overstates the typical row a millionfold.
+  /// - Complexity: O(components).
+  public func estimatedEdgeCount(queryCount: Int, keyCount: Int) -> Int {
+    var total = 0.0
+    for component in components {
+      if case let .random(graph) = component {
+        total += graph.probability * Double(queryCount) * Double(keyCount)
+      } else if let count = component.closedFormEdgeCount(queryCount: queryCount, keyCount: keyCount) {
+        total += Double(count)
+      }
+    }
+    return Int(min(total, Double(queryCount) * Double(keyCount), 9e18).rounded())
+  }
+
   /// Row degrees summarised: the least, the mean and the largest number of keys a query attends to,
   /// and the number of rows with no keys.
   /// - Complexity: O(queryCount) for single implicit components, as `edgeCount` otherwise.

@@ -37,3 +37,28 @@ extension Graph {
     return total
   }
 }
+
+extension Graph {
+  /// The global tokens of every global component: keys every row attends to (and rows that attend to
+  /// every key), so their key and value rows are worth keeping resident when streaming.
+  /// - Complexity: O(global tokens).
+  public var globalTokens: [Int] {
+    var tokens: [Int] = []
+    for case let .global(list) in components { tokens += list }
+    return Array(Set(tokens)).sorted()
+  }
+}
+
+extension Graph {
+  /// The components whose keys lie anywhere in the key range (random and explicit graphs), as a graph,
+  /// or nil if there are none.
+  var scatteredComponents: Graph? {
+    let parts = components.filter {
+      switch $0 {
+      case .random, .explicit: return true
+      default: return false
+      }
+    }
+    return parts.isEmpty ? nil : Graph(components: parts)
+  }
+}

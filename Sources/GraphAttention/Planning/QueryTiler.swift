@@ -48,6 +48,11 @@ struct QueryTiler {
   private let tileRanges = UnsafeMutablePointer<Range<Int>>.allocate(capacity: QueryTiler.maxRows / QueryTiler.groupRows)
   /// Short runs set aside by `splitScatteredKeys`, per slot.
   private var scattered = [[KeyRun]](repeating: [], count: QueryTiler.maxRows)
+  /// When set, each row's runs with far keys become a single-row tile of their own, emitted before the row
+  /// joins a shared tile: a tile of several rows then never holds a far key, so a streaming caller can read
+  /// far keys from the file (single-row tiles) and never fault their pages in.
+  var nearKeys: NearKeys?
+  private var farRuns: [KeyRun] = []
   /// Key indices of the current tile (capacity grows to the widest tile: O(L) at most).
   private var keys: UnsafeMutablePointer<Int64>
   private var keysCapacity: Int
@@ -59,6 +64,8 @@ struct QueryTiler {
   private var intervalOffsets: [Int] = []
   /// Scores computed by the tiles built so far.
   private(set) var scoresComputed = 0
+  /// Edges of the rows tiled so far (each row's degree, less the excluded graph's edges).
+  private(set) var edgesVisited = 0
 
   /// How the current union is laid out, decided by `unionSize` and used by `fillUnion`.
   private enum UnionShape {
@@ -100,7 +107,16 @@ struct QueryTiler {
       while row < rows.upperBound {
         let slot = pending.count
         graph.neighbourhood(row: row, queryCount: queryCount, keyCount: keyCount, excluding: excluding, into: &scratch[slot])
-        let degree = scratch[slot].degree
+        var degree = scratch[slot].degree
+        edgesVisited += degree
+        if degree > 0, let near = nearKeys, splitFarRuns(slot: slot, row: row, near: near) {
+          emitSingle(row, runs: farRuns, tile: tile)
+          degree = scratch[slot].degree
+          if degree == 0 {
+            row += stride
+            continue
+          }
+        }
         if degree == 0 {
           empty(row)
         } else {
@@ -205,6 +221,23 @@ struct QueryTiler {
       scratch[slot].runs.removeLast(scratch[slot].runs.count - kept)
       degrees[slot] = degree
     }
+    return true
+  }
+
+  /// Moves the runs of `slot` with a far key into `farRuns`; returns whether there were any.
+  private mutating func splitFarRuns(slot: Int, row: Int, near: NearKeys) -> Bool {
+    farRuns.removeAll(keepingCapacity: true)
+    var kept = 0
+    for run in scratch[slot].runs {
+      if near.hasFarKey(run, row: row) {
+        farRuns.append(run)
+      } else {
+        scratch[slot].runs[kept] = run
+        kept += 1
+      }
+    }
+    guard !farRuns.isEmpty else { return false }
+    scratch[slot].runs.removeLast(scratch[slot].runs.count - kept)
     return true
   }
 

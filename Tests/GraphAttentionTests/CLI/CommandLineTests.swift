@@ -36,7 +36,9 @@ final class CommandLineTests: XCTestCase {
   func testRunWritesWhatTheLibraryComputes() throws {
     let (q, k, v) = try writeInputs()
     let mask = "window:5+global:0,47+random:0.05:9"
-    let result = try graphAttention(runArguments(mask: mask, output: directory.path("o.npy")) + ["--json"])
+    // Mapped far keys tile rows as the in-memory library does: the same bytes (the default, reading far
+    // keys from the file, is compared with the library in StreamingRunTests).
+    let result = try graphAttention(runArguments(mask: mask, output: directory.path("o.npy")) + ["--json", "--scattered-keys", "mapped"])
     XCTAssertEqual(result.status, 0, result.stderr)
     let fields = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
     let expectedEdges = try Graph(parsing: mask).edgeCount(queryCount: 48, keyCount: 48)
@@ -156,6 +158,41 @@ final class StreamingRunTests: XCTestCase {
     for i in 0..<expected.scalars.count {
       XCTAssertEqual(written.element(i), TensorView.rounded(expected.scalars[i], to: .float16), accuracy: 1e-3, "element \(i)")
     }
+  }
+
+  /// BigBird through `run`: far keys read from the file (the default) and through the mapping give the
+  /// library's result and the exact edge count summed over chunks.
+  func testBigBirdRunReadsFarKeysLikeTheMapping() throws {
+    let mask = "window:5+global:0,1+random:0.01:7"
+    XCTAssertEqual(try run(["generate", "--tokens", "900", "--heads", "2", "--dim", "16", "--dtype", "f16", "--seed", "3",
+                            "--output", directory.path("")]), 0)
+    var outputs: [Data?] = []
+    for access in ["read", "mapped"] {
+      let output = directory.path("o-\(access).npy")
+      let result = try CommandLineRunner.run(
+        ["run", "--query", directory.path("q.npy"), "--key", directory.path("k.npy"), "--value", directory.path("v.npy"),
+         "--mask", mask, "--output", output, "--chunk-rows", "100", "--scattered-keys", access, "--check-rows", "8", "--json"])
+      XCTAssertEqual(result.status, 0, result.stderr)
+      let fields = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+      XCTAssertEqual(fields?["edges"] as? Int, try Graph(parsing: mask).edgeCount(queryCount: 900, keyCount: 900), access)
+      outputs.append(FileManager.default.contents(atPath: output))
+    }
+    XCTAssertNotNil(outputs[0])
+    XCTAssertNotNil(outputs[1])
+    let q = Tensor(try TensorFile.open(directory.path("q.npy")))
+    let k = Tensor(try TensorFile.open(directory.path("k.npy")))
+    let v = Tensor(try TensorFile.open(directory.path("v.npy")))
+    let expected = try attention(query: q, key: k, value: v, graph: try Graph(parsing: mask))
+    for access in ["read", "mapped"] {
+      let written = try TensorFile.open(directory.path("o-\(access).npy"))
+      XCTAssertEqual(written.count, expected.scalars.count)
+      for i in 0..<expected.scalars.count {
+        XCTAssertEqual(written.element(i), expected.scalars[i], accuracy: 1e-5, "\(access) element \(i)")
+      }
+    }
+    XCTAssertNotEqual(try run(["run", "--query", directory.path("q.npy"), "--key", directory.path("k.npy"),
+                               "--value", directory.path("v.npy"), "--mask", mask, "--output", directory.path("x.npy"),
+                               "--scattered-keys", "sometimes"]), 0)
   }
 
   /// A run killed part-way resumes from its progress record to the same bytes as an uninterrupted run.

@@ -98,6 +98,20 @@ final class StorageCommandTests: XCTestCase {
     }
   }
 
+  /// Without --memory the plan budgets what can be allocated now, not the installed memory.
+  func testPlanDefaultsToAvailableMemory() throws {
+    let result = try graphAttention(["plan", "--mask", "window:8", "--disk", "1G", "--json"])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    let fields = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+    let memory = try XCTUnwrap(fields["memory_bytes"] as? Int)
+    XCTAssertGreaterThan(memory, 0)
+    XCTAssertLessThanOrEqual(memory, Int(ProcessInfo.processInfo.physicalMemory))
+    #if os(Linux)
+    let text = try graphAttention(["plan", "--mask", "window:8", "--disk", "1G"])
+    XCTAssertTrue(text.stdout.contains("MemAvailable"), text.stdout)
+    #endif
+  }
+
   func testPlanJSON() throws {
     let result = try graphAttention(["plan", "--mask", "window:64+global:0+random:1e-6:3", "--dim", "64", "--heads", "4",
                                      "--kv-heads", "2", "--dtype", "bf16", "--output-dtype", "f32", "--memory", "24e9",

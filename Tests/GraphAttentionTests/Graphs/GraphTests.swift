@@ -69,6 +69,24 @@ final class GraphTests: XCTestCase {
     XCTAssertEqual(try Graph(parsing: "blocked:4:1").edgeCount(queryCount: 10, keyCount: 10), 2 * 4 + 1)
   }
 
+  /// The estimate sizes work without a pass over the rows: exact for single implicit graphs, the sum of
+  /// the parts for unions (over by shared edges only), unmoved by global rows that hold most edges.
+  func testEstimatedEdgeCount() throws {
+    for spec in ["window:64", "window:3:causal", "dilated:2:3", "blocked:16:1", "global:0,9", "causal", "full"] {
+      let graph = try Graph(parsing: spec)
+      XCTAssertEqual(graph.estimatedEdgeCount(queryCount: 1000, keyCount: 1000), graph.edgeCount(queryCount: 1000, keyCount: 1000), spec)
+    }
+    let bigBird = try Graph(parsing: "window:64+global:0,1+random:0.001:7")
+    let l = 20_000
+    let exact = Double(bigBird.edgeCount(queryCount: l, keyCount: l))
+    let estimate = Double(bigBird.estimatedEdgeCount(queryCount: l, keyCount: l))
+    XCTAssertGreaterThanOrEqual(estimate, exact * 0.99)
+    XCTAssertLessThanOrEqual(estimate, exact * 1.02)
+    XCTAssertEqual(try Graph(parsing: "window:10+window:10").estimatedEdgeCount(queryCount: 100, keyCount: 100),
+                   2 * (try Graph.window(10)).edgeCount(queryCount: 100, keyCount: 100))
+    XCTAssertEqual(try Graph(parsing: "full+full").estimatedEdgeCount(queryCount: 100, keyCount: 100), 100 * 100, "capped at L^2")
+  }
+
   func testRandomGraphDensityIsRightAndSeedsDiffer() throws {
     let l = 2000, p = 0.01
     let a = try Graph(parsing: "random:\(p):1").edgeCount(queryCount: l, keyCount: l)
