@@ -120,7 +120,7 @@ struct TimeCommand: ParsableCommand {
     let sorted = walls.sorted()
     let median = sorted[sorted.count / 2]
     let gflops = shape.usefulFlops(edges: edges) / median / 1e9
-    let peak = Console.peakResidentBytes()
+    let peak = Int(PeakMemory.current() ?? 0)
     if json {
       print(Console.json([
         "mask": graph.description, "tokens": tokens, "batch": batch, "heads": heads, "kv_heads": kv, "dim": dim,

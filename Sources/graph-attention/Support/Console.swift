@@ -38,13 +38,6 @@ enum Console {
     seconds < 1 ? String(format: "%.0f ms", seconds * 1000) : String(format: "%.1f s", seconds)
   }
 
-  /// The process's peak resident set so far, in bytes (`getrusage`: the kernel's high-water mark).
-  static func peakResidentBytes() -> Int {
-    var usage = rusage()
-    guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return 0 }
-    return Int(usage.ru_maxrss) * 1024  // KiB on Linux
-  }
-
   static func format(bytes: Double) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
     var value = bytes

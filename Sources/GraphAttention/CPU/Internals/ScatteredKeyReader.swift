@@ -119,16 +119,16 @@ final class ScatteredKeyReader: @unchecked Sendable {
     var i = 0
     while i < count {
       let key = Int(keys[i])
+      // Near keys come from the mapping, read-ahead ones from its rows: either way row `index` of a source.
+      var source: (keys: UnsafeRawPointer, values: UnsafeRawPointer, index: Int)?
       if !near.isFar(key, row: row) {
-        (keyBuffer + i * keyRowBytes).copyMemory(from: mappedKeys + key * keyRowBytes, byteCount: keyRowBytes)
-        (valueBuffer + i * valueRowBytes).copyMemory(from: mappedValues + key * valueRowBytes, byteCount: valueRowBytes)
-        i += 1
-        continue
+        source = (mappedKeys, mappedValues, key)
+      } else if let ahead = readAhead, let slot = ahead.slot(row: row, key: key) {
+        source = (UnsafeRawPointer(ahead.keyRows), UnsafeRawPointer(ahead.valueRows), kvHead * ahead.uniqueCount + slot)
       }
-      if let ahead = readAhead, let slot = ahead.slot(row: row, key: key) {
-        let index = kvHead * ahead.uniqueCount + slot
-        (keyBuffer + i * keyRowBytes).copyMemory(from: ahead.keyRows + index * keyRowBytes, byteCount: keyRowBytes)
-        (valueBuffer + i * valueRowBytes).copyMemory(from: ahead.valueRows + index * valueRowBytes, byteCount: valueRowBytes)
+      if let (sourceKeys, sourceValues, index) = source {
+        (keyBuffer + i * keyRowBytes).copyMemory(from: sourceKeys + index * keyRowBytes, byteCount: keyRowBytes)
+        (valueBuffer + i * valueRowBytes).copyMemory(from: sourceValues + index * valueRowBytes, byteCount: valueRowBytes)
         i += 1
         continue
       }
