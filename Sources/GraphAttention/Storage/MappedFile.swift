@@ -24,7 +24,7 @@ import Darwin
 /// Writes through a read-only mapping crash (SIGSEGV): use `.readWrite` for outputs. If the file is
 /// truncated by another process while mapped, touching the missing pages raises SIGBUS; the same
 /// happens when a sparse output cannot get disk blocks, which is why `TensorFile.create` checks free
-/// space first.
+/// space first and reserves the blocks; `StreamingAttention` turns either into an error naming the file.
 public final class MappedFile: @unchecked Sendable {
   /// How the file is opened and mapped.
   public enum Access: Sendable, Equatable {
