@@ -15,3 +15,14 @@ int ga_reserve_file_blocks(int fd, int64_t length) {
   return EOPNOTSUPP;
 #endif
 }
+
+int ga_start_writeback(int fd, int64_t offset, int64_t length) {
+#ifdef __linux__
+  int status;
+  do { status = sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE); } while (status != 0 && errno == EINTR);
+  return status == 0 ? 0 : errno;
+#else
+  (void)fd; (void)offset; (void)length;
+  return 0;
+#endif
+}

@@ -42,7 +42,8 @@ struct RunCommand: ParsableCommand {
   @Option(help: "When stderr is not a terminal: seconds between plain progress lines (rows, rate, ETA).")
   var progressSeconds = 10.0
   @OptionGroup var compute: ComputeOptions
-  @Flag(help: "Print one JSON object with edges, seconds (attention only) and gflops.") var json = false
+  @Flag(help: "Print one JSON object with edges, seconds (attention only), gflops and peak_resident_bytes (VmHWM).")
+  var json = false
 
   func validate() throws {
     guard StorageType(parsing: outputDtype) != nil else {
@@ -88,6 +89,7 @@ struct RunCommand: ParsableCommand {
         "edges": result.edges, "edges_all_heads": result.edgesAllHeads, "seconds": result.attentionSeconds,
         "first_row": result.firstRow, "wall_seconds": result.wallSeconds, "gflops": flops / result.attentionSeconds / 1e9,
         "output_shape": result.shape.outputShape, "mask": job.graph.description, "chunk_rows": result.chunkRows,
+        "peak_resident_bytes": Int(PeakMemory.current() ?? 0),
       ]))
     } else {
       print("wrote \(output) \(result.shape.outputShape) \(result.outputType.rawValue): \(result.edges) edges per head"

@@ -35,10 +35,18 @@ struct StreamingPages: @unchecked Sendable {
   /// dirty pages are written back, `MappedFile.dropPages`), and keys and values outside the graph's reach
   /// around the next chunk. Scattered keys (global tokens, random and explicit edges) touch pages anywhere;
   /// those are released too and simply fault back in if needed.
+  ///
+  /// The output rows of the chunk before this one, whose write-back `dropPages` started a chunk ago, are
+  /// also dropped from the page cache, so dirty and written output pages do not accumulate there either.
   func release(done rows: Range<Int>) {
+    let previous = max(0, rows.lowerBound - rows.count)..<rows.lowerBound
     for head in 0..<(shape.batch * shape.queryHeads) {
       query.dropPages(elements: elements(head: head, count: shape.queryCount, rows: rows, dim: shape.keyDim))
       output.dropPages(elements: elements(head: head, count: shape.queryCount, rows: rows, dim: shape.valueDim))
+      if let file = output.mappedFile, !previous.isEmpty {
+        let range = elements(head: head, count: shape.queryCount, rows: previous, dim: shape.valueDim)
+        file.evictCleanPages(byteRange: storageByteRange(UnsafeRawPointer(output.base), in: file, range, output.type))
+      }
     }
     let keep = max(0, rows.upperBound - reach)..<min(shape.keyCount, rows.upperBound + reach + rows.count)
     for head in 0..<(shape.batch * shape.keyValueHeads) {

@@ -13,6 +13,11 @@ extern "C" {
 /// reserve (the file then stays sparse). Never writes data.
 int ga_reserve_file_blocks(int fd, int64_t length);
 
+/// Starts writing the dirty pages of bytes [offset, offset + length) of `fd` to disk without waiting
+/// (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`; `msync(MS_ASYNC)` does nothing on Linux). Returns 0
+/// or the errno; elsewhere a no-op returning 0.
+int ga_start_writeback(int fd, int64_t offset, int64_t length);
+
 #ifdef __cplusplus
 }
 #endif
