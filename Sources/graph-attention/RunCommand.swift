@@ -71,10 +71,7 @@ struct RunCommand: ParsableCommand {
     job.device = compute.attentionDevice
     Interrupt.install()
     let report = json ? nil : Console.rowProgress("attention", lineSeconds: progressSeconds)
-    let result = try job.run(resume: resume, progress: { progress in
-      if progress.firstRow > 0, progress.completedRows == progress.firstRow { return }
-      report?(progress)
-    }, isCancelled: { Interrupt.requested })
+    let result = try job.run(resume: resume, progress: { report?($0) }, isCancelled: { Interrupt.requested })
     guard result.isComplete else {
       Console.note("interrupted at row \(result.completedRows) of \(result.shape.queryCount); rerun the same command with --resume to continue")
       throw ExitCode(130)

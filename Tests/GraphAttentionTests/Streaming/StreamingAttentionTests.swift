@@ -139,9 +139,14 @@ final class StreamingAttentionTests: XCTestCase {
     chunks = 0
     let resumed = try relative.run(resume: true, progress: { _ in chunks += 1 }, isCancelled: { chunks >= 1 })
     XCTAssertEqual(resumed.firstRow, 128)
-    // The partial output deleted under the record.
+    // The partial output truncated, then deleted, under the record.
     let record = try XCTUnwrap(try ProgressRecord.load(for: directory.path("o.npy")))
-    try FileManager.default.removeItem(atPath: try XCTUnwrap(record.temporaryPath))
+    let partial = try XCTUnwrap(record.temporaryPath)
+    XCTAssertEqual(truncate(partial, 1000), 0)
+    XCTAssertThrowsError(try job("window:4").run(resume: true)) { error in
+      XCTAssertTrue("\(error)".contains("is damaged or truncated"), "\(error)")
+    }
+    try FileManager.default.removeItem(atPath: partial)
     XCTAssertThrowsError(try job("window:4").run(resume: true)) { error in
       XCTAssertTrue("\(error)".contains("is missing (deleted?)"), "\(error)")
       XCTAssertTrue("\(error)".contains("without --resume"), "\(error)")
