@@ -26,6 +26,11 @@ static long page_size = 4096;
 
 static void ga_fault_handler(int signal, siginfo_t *info, void *context) {
   uintptr_t address = (uintptr_t)info->si_addr;
+  if (info->si_code <= 0) {  // sent (kill, raise), not a fault: the previous action, now
+    sigaction(signal, &previous, NULL);
+    raise(signal);
+    return;
+  }
   for (int i = 0; i < GA_FAULT_SLOTS; i++) {
     uintptr_t base = atomic_load_explicit(&slots[i].base, memory_order_acquire);
     uintptr_t length = atomic_load_explicit(&slots[i].length, memory_order_acquire);

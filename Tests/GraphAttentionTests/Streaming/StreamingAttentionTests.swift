@@ -115,6 +115,22 @@ final class StreamingAttentionTests: XCTestCase {
     XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path("o.npy")))
   }
 
+  /// Issue 10.9, the output side: the partial output truncated under the run (or its blocks gone) is an
+  /// error naming it, not a bus error.
+  func testTruncatedOutputIsAnErrorNamingTheFile() throws {
+    _ = try writeInputs(heads: 1, tokens: 4096, dim: 16)
+    let partial = TensorFile.resumePath(for: directory.path("o.npy"))
+    var chunks = 0
+    XCTAssertThrowsError(try job("window:8", chunkRows: 512).run(progress: { _ in
+      chunks += 1
+      if chunks == 1 { XCTAssertEqual(truncate(partial, 4096), 0) }
+    })) { error in
+      XCTAssertEqual((error as? GraphAttentionError)?.kind, .file)
+      XCTAssertTrue("\(error)".contains(partial) && "\(error)".contains("SIGBUS"), "\(error)")
+    }
+    XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path("o.npy")))
+  }
+
   /// Issue 10.19: a refused resume lists what changed; the same output by a relative path is the same
   /// job; a deleted partial output gets a clear message.
   func testRefusedResumeSaysWhatChanged() throws {
