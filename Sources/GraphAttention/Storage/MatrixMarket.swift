@@ -44,9 +44,18 @@ public struct MatrixMarketPattern: Sendable {
   /// - Complexity: O(file size), one pass over the bytes.
   public init(contentsOf path: String) throws {
     var file = try StorageFileReader(path: path)
-    let bytes = try file.readBytes(upTo: Int.max)
+    try self.init(bytes: try file.readBytes(upTo: Int.max), name: path)
+  }
+
+  /// Parses the text of a Matrix Market coordinate file held in memory; see `init(contentsOf:)`.
+  ///
+  /// - Parameters:
+  ///   - bytes: the file's contents.
+  ///   - name: how messages name the text (in place of a path).
+  /// - Complexity: O(`bytes.count`); the entries never take more memory than the text justifies.
+  public init(bytes: [UInt8], name: String = "<Matrix Market text>") throws {
     self = try bytes.withUnsafeBufferPointer { text in
-      var parser = MatrixMarketParser(text: text, path: path)
+      var parser = MatrixMarketParser(text: text, path: name)
       return try parser.parse()
     }
   }
