@@ -189,14 +189,14 @@ extension Graph.Component {
       // Each residue class mod s is a plain window over its members; there are two class sizes.
       let s = dilation + 1
       let (q, r) = n.quotientAndRemainder(dividingBy: s)
-      let long = try EdgeCountOverflow.product(r, Graph.Component.windowEdges(q + 1, radius))
+      let long = r == 0 ? 0 : try EdgeCountOverflow.product(r, Graph.Component.windowEdges(q + 1, radius))
       let short = s > n ? 0 : try EdgeCountOverflow.product(s - r, Graph.Component.windowEdges(q, radius))
       return try EdgeCountOverflow.sum(long, short)
     case let .blocked(block, dilation):
       // A block of b keys has ceil(b/s) active rows, each attending to ceil(b/s) keys.
       let (full, perFull, perPartial) = Graph.Component.blockedShape(n, block: block, dilation: dilation)
       let fullEdges = try EdgeCountOverflow.product(full, EdgeCountOverflow.product(perFull, perFull))
-      return try EdgeCountOverflow.sum(fullEdges, perPartial * perPartial)
+      return try EdgeCountOverflow.sum(fullEdges, EdgeCountOverflow.product(perPartial, perPartial))
     case let .global(tokens):
       // g full rows plus g keys in each of the other n - g rows.
       let g = tokens.count

@@ -88,6 +88,12 @@ private struct MatrixMarketParser {
     let n = try sizeField("column count N")
     let nnz = try sizeField("entry count NNZ")
     try endOfLine("the size line must be 'M N NNZ' for a coordinate file")
+    if symmetry == .symmetric && m != n {
+      // A mirrored entry (j, i) would fall outside an M x N matrix with M != N.
+      line = sizeLine
+      throw problem("is symmetric but not square (\(m) x \(n))",
+                    fix: "declare a square size line, or write the file as 'general' with every entry listed")
+    }
 
     // Reserve no more than the file can hold (an entry takes at least 4 bytes) so a bogus NNZ
     // cannot force a huge allocation.

@@ -90,6 +90,10 @@ final class GraphLimitsTests: XCTestCase {
     XCTAssertEqual(Graph.causal.estimatedEdgeCount(queryCount: big, keyCount: big), 9_000_000_000_000_000_000)
     XCTAssertEqual(try Graph(parsing: "window:64+full").estimatedEdgeCount(queryCount: big, keyCount: big), 9_000_000_000_000_000_000)
     XCTAssertEqual(try Graph(parsing: "window:3").estimatedEdgeCount(queryCount: big, keyCount: big), 7 * big - 12)
+    // Found by the mask fuzzer: the dilated closed form took q + 1 of q = Int.max residue-class members.
+    for spec in ["dilated:3:0", "dilated:1:2", "blocked:\(1 << 40):0", "window:5:causal", "global:0"] {
+      XCTAssertGreaterThan(try Graph(parsing: spec).estimatedEdgeCount(queryCount: Int.max, keyCount: Int.max), 0, spec)
+    }
     let trillion = 1_000_000_000_000
     for spec in ["full", "causal", "window:4+full", "random:0.5:1", "window:\(Int.max)", "dilated:\(trillion):0",
                  "global:0,1,2+window:\(trillion / 2)"] {

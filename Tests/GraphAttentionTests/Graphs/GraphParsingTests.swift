@@ -111,6 +111,13 @@ final class GraphParsingTests: XCTestCase {
     }
   }
 
+  /// Found by the Matrix Market fuzzer: a symmetric 4 x 3 file mirrored entry (4, 1) into column 4 of 3.
+  func testSymmetricMatrixMarketFilesMustBeSquare() {
+    XCTAssertThrowsError(try MatrixMarketPattern(bytes: Array("%%MatrixMarket matrix coordinate real symmetric\n4 3 1\n4 1 0.5\n".utf8))) { error in
+      XCTAssertTrue("\(error)".contains("line 2: is symmetric but not square (4 x 3)"), "\(error)")
+    }
+  }
+
   func testMatrixMarketParsesFromMemory() throws {
     let pattern = try MatrixMarketPattern(bytes: Array("%%MatrixMarket matrix coordinate real symmetric\n3 3 2\n2 1 0.5\n3 3 1\n".utf8))
     XCTAssertEqual(pattern.rows, [1, 0, 2])
