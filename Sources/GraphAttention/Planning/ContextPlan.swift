@@ -336,7 +336,7 @@ public struct ContextPlan: Sendable {
   static func edges(_ component: Graph.Component, queries: Double, keys: Double) -> Double {
     // Exact closed forms while L_q·L_k fits in 64 bits; Double approximations beyond.
     if case let .random(random) = component { return random.probability * queries * keys }
-    if queries * keys < 9e18, let exact = component.closedFormEdgeCount(queryCount: Int(queries), keyCount: Int(keys)) {
+    if queries * keys < 9e18, let exact = try? component.closedFormEdgeCount(queryCount: Int(queries), keyCount: Int(keys)) {
       return Double(exact)
     }
     let n = keys
