@@ -132,11 +132,20 @@ GA_AVX512 __m512 exp_avx512(__m512 x) {
       ga[r] = t->grad_a[r0 + r];                                                                            \
       gb[r] = t->grad_b[r0 + r];                                                                            \
     }                                                                                                       \
-    for (int c = 0; c < da; c++) {                                                                          \
+    /* S and dP side by side: 2R independent FMA chains hide the FMA latency. */                            \
+    const int both = da < db ? da : db;                                                                     \
+    for (int c = 0; c < both; c++) {                                                                        \
+      const __m512 x = _mm512_load_ps(At + c * GA_BW_BLOCK), y = _mm512_load_ps(Bt + c * GA_BW_BLOCK);      \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        s[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r][c]), x, s[r]);                                           \
+        dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(b[r][c]), y, dp[r]);                                         \
+      }                                                                                                     \
+    }                                                                                                       \
+    for (int c = both; c < da; c++) {                                                                       \
       const __m512 x = _mm512_load_ps(At + c * GA_BW_BLOCK);                                                \
       for (int r = 0; r < (R); r++) s[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r][c]), x, s[r]);               \
     }                                                                                                       \
-    for (int c = 0; c < db; c++) {                                                                          \
+    for (int c = both; c < db; c++) {                                                                       \
       const __m512 x = _mm512_load_ps(Bt + c * GA_BW_BLOCK);                                                \
       for (int r = 0; r < (R); r++) dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(b[r][c]), x, dp[r]);             \
     }                                                                                                       \
@@ -157,6 +166,40 @@ GA_AVX512 __m512 exp_avx512(__m512 x) {
     if (gb[0]) GA_AVX512_UPDATE(R, gb, pw, t->B, db);                                                       \
   }
 
+// dst[c][0..16) = src[cols[j]][c] for j < count (zero beyond), c < dim: 16x16 in-register transposes
+// (unpack, shuffle, 128-bit lane shuffles), 16 loads and 16 stores per 256 elements.
+GA_AVX512 void pack_avx512(float *dst, const float *src, const int64_t *cols, int count, int dim) {
+  for (int c0 = 0; c0 < dim; c0 += 16) {
+    const int width = dim - c0 < 16 ? dim - c0 : 16;
+    const __mmask16 m = width == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << width) - 1);
+    __m512 r[16], t[16];
+    for (int j = 0; j < 16; j++) r[j] = j < count ? _mm512_maskz_loadu_ps(m, src + cols[j] * (int64_t)dim + c0) : _mm512_setzero_ps();
+    for (int i = 0; i < 8; i++) {
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+      r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+      r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+      t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+      t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+      t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+      t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+      r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+      r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+      r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+      r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
+    for (int i = 0; i < width; i++) _mm512_store_ps(dst + (int64_t)(c0 + i) * GA_BW_BLOCK, r[i]);
+  }
+}
+
 GA_AVX512_GROUP(1)
 GA_AVX512_GROUP(2)
 GA_AVX512_GROUP(3)
@@ -171,17 +214,12 @@ GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
     const int count = t->n - block < GA_BW_BLOCK ? (int)(t->n - block) : GA_BW_BLOCK;
     const int64_t *cols = t->columns + block;
     // Pack the block transposed, [dim][16], zero beyond `count` (masked, but kept finite).
-    if (count < GA_BW_BLOCK) {
-      memset(At, 0, sizeof(float) * GA_BW_BLOCK * (da + db));
-      memset(lse, 0, sizeof(float) * 2 * GA_BW_BLOCK);
-    }
-    for (int j = 0; j < count; j++) {
-      const float *x = t->A + cols[j] * da, *y = t->B + cols[j] * db;
-      for (int c = 0; c < da; c++) At[c * GA_BW_BLOCK + j] = x[c];
-      for (int c = 0; c < db; c++) Bt[c * GA_BW_BLOCK + j] = y[c];
-      if (t->col_lse) {
-        lse[j] = t->col_lse[cols[j]];
-        delta[j] = t->col_delta[cols[j]];
+    pack_avx512(At, t->A, cols, count, da);
+    pack_avx512(Bt, t->B, cols, count, db);
+    if (t->col_lse) {
+      for (int j = 0; j < GA_BW_BLOCK; j++) {
+        lse[j] = j < count ? t->col_lse[cols[j]] : 0;
+        delta[j] = j < count ? t->col_delta[cols[j]] : 0;
       }
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
@@ -280,11 +318,19 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
       ga[r] = t->grad_a[r0 + r];                                                                            \
       gb[r] = t->grad_b[r0 + r];                                                                            \
     }                                                                                                       \
-    for (int c = 0; c < da; c++) {                                                                          \
+    const int both = da < db ? da : db;                                                                     \
+    for (int c = 0; c < both; c++) {                                                                        \
+      const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK), y = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);  \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a[r] + c), x, s[r]);                                     \
+        dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(b[r] + c), y, dp[r]);                                   \
+      }                                                                                                     \
+    }                                                                                                       \
+    for (int c = both; c < da; c++) {                                                                       \
       const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK);                                              \
       for (int r = 0; r < (R); r++) s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a[r] + c), x, s[r]);         \
     }                                                                                                       \
-    for (int c = 0; c < db; c++) {                                                                          \
+    for (int c = both; c < db; c++) {                                                                       \
       const __m256 x = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);                                              \
       for (int r = 0; r < (R); r++) dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(b[r] + c), x, dp[r]);       \
     }                                                                                                       \
