@@ -196,7 +196,13 @@ GA_AVX512 void pack_avx512(float *dst, const float *src, const int64_t *cols, in
       r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
       r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
     }
-    for (int i = 0; i < width; i++) _mm512_store_ps(dst + (int64_t)(c0 + i) * GA_BW_BLOCK, r[i]);
+    float *out = dst + (int64_t)c0 * GA_BW_BLOCK;
+    if (width == 16) {  // a fixed count keeps r[] in registers (a variable one became a memcpy from the stack)
+      for (int i = 0; i < 16; i++) _mm512_store_ps(out + i * GA_BW_BLOCK, r[i]);
+    } else {
+      for (int i = 0; i < 16; i++)
+        if (i < width) _mm512_store_ps(out + i * GA_BW_BLOCK, r[i]);
+    }
   }
 }
 
@@ -338,8 +344,10 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
     for (int r = 0; r < (R); r++) {                                                                         \
       __m256 m = _mm256_castsi256_ps(valid);                                                                \
       if (t->mask) {                                                                                        \
+        const uint8_t *row = t->mask + (int64_t)(r0 + r) * t->n + block;                                   \
         uint64_t bytes = 0;                                                                                 \
-        memcpy(&bytes, t->mask + (int64_t)(r0 + r) * t->n + block, (size_t)count);                         \
+        if (count == GA_AVX2_BLOCK) memcpy(&bytes, row, 8); /* one 8-byte load */                           \
+        else for (int j = 0; j < count; j++) bytes |= (uint64_t)row[j] << (8 * j);                          \
         const __m256i wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes));                    \
         m = _mm256_and_ps(m, _mm256_castsi256_ps(_mm256_cmpgt_epi32(wide, _mm256_setzero_si256())));         \
       }                                                                                                     \
