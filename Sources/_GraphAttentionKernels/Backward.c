@@ -361,6 +361,37 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
     if (gb[0]) GA_AVX2_UPDATE(R, gb, pw, t->B, db);                                                         \
   }
 
+// dst[c][0..8) = src[cols[j]][c] for j < count (zero beyond), c < dim: 8x8 in-register transposes.
+GA_BW_AVX2 void pack_avx2(float *dst, const float *src, const int64_t *cols, int count, int dim) {
+  for (int c0 = 0; c0 < dim; c0 += 8) {
+    const int width = dim - c0 < 8 ? dim - c0 : 8;
+    const __m256i m = bw_lanes_avx2(width);
+    __m256 r[8], t[8];
+    for (int j = 0; j < 8; j++) r[j] = j < count ? _mm256_maskload_ps(src + cols[j] * (int64_t)dim + c0, m) : _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+      r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+      r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+      t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+      t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    float *out = dst + (int64_t)c0 * GA_AVX2_BLOCK;
+    if (width == 8) {
+      for (int i = 0; i < 8; i++) _mm256_store_ps(out + i * GA_AVX2_BLOCK, t[i]);
+    } else {
+      for (int i = 0; i < 8; i++)
+        if (i < width) _mm256_store_ps(out + i * GA_AVX2_BLOCK, t[i]);
+    }
+  }
+}
+
 GA_AVX2_GROUP(1)
 GA_AVX2_GROUP(2)
 GA_AVX2_GROUP(3)
@@ -374,17 +405,12 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
   for (int64_t block = 0; block < t->n; block += GA_AVX2_BLOCK) {
     const int count = t->n - block < GA_AVX2_BLOCK ? (int)(t->n - block) : GA_AVX2_BLOCK;
     const int64_t *cols = t->columns + block;
-    if (count < GA_AVX2_BLOCK) {
-      memset(At, 0, sizeof(float) * GA_BW_BLOCK * (da + db));
-      memset(lse, 0, sizeof(float) * 2 * GA_BW_BLOCK);
-    }
-    for (int j = 0; j < count; j++) {
-      const float *x = t->A + cols[j] * da, *y = t->B + cols[j] * db;
-      for (int c = 0; c < da; c++) At[c * GA_AVX2_BLOCK + j] = x[c];
-      for (int c = 0; c < db; c++) Bt[c * GA_AVX2_BLOCK + j] = y[c];
-      if (t->col_lse) {
-        lse[j] = t->col_lse[cols[j]];
-        delta[j] = t->col_delta[cols[j]];
+    pack_avx2(At, t->A, cols, count, da);
+    pack_avx2(Bt, t->B, cols, count, db);
+    if (t->col_lse) {
+      for (int j = 0; j < GA_AVX2_BLOCK; j++) {
+        lse[j] = j < count ? t->col_lse[cols[j]] : 0;
+        delta[j] = j < count ? t->col_delta[cols[j]] : 0;
       }
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
