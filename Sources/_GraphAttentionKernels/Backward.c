@@ -16,8 +16,9 @@
 #endif
 
 int64_t ga_backward_scratch_floats(int a_dim, int b_dim) {
-  // Packed A and B blocks, then lse, delta, and p and ds of four rows: 16-float vectors.
-  return (int64_t)GA_BW_BLOCK * (a_dim + b_dim) + 12 * GA_BW_BLOCK;
+  // Packed A and B blocks, then lse, delta, and p and ds of four rows: 16-float vectors; then the tile's
+  // rows interleaved by group, [group][c][4 rows], for a and b.
+  return (int64_t)GA_BW_BLOCK * (a_dim + b_dim) + 12 * GA_BW_BLOCK + (int64_t)GA_BW_MAX_ROWS * (a_dim + b_dim);
 }
 
 // MARK: - Portable kernel (plain C; the compiler may vectorise it for the baseline ISA)
@@ -51,6 +52,17 @@ static void backward_portable(const ga_backward_tile *t) {
 }
 
 #if GA_X86
+// The tile's rows, interleaved per group of four, [group][c][4]: the score loops then broadcast every
+// row's element from one pointer (eight row pointers left too few registers; they were reloaded per step).
+static void interleave_rows(const ga_backward_tile *t, float *ra, float *rb) {
+  const int da = t->a_dim, db = t->b_dim;
+  for (int r = 0; r < t->rows; r++) {
+    float *a = ra + (r / 4) * 4 * da + r % 4, *b = rb + (r / 4) * 4 * db + r % 4;
+    for (int c = 0; c < da; c++) a[c * 4] = t->a[r][c];
+    for (int c = 0; c < db; c++) b[c * 4] = t->b[r][c];
+  }
+}
+
 // MARK: - AVX-512 kernel (16 columns per block)
 
 #define GA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static inline
@@ -118,17 +130,14 @@ GA_AVX512 __m512 exp_avx512(__m512 x) {
 #define GA_AVX512_GROUP(R)                                                                                  \
   GA_AVX512 void group_avx512_##R(const ga_backward_tile *t, int r0, int64_t block, int count,              \
                                   const int64_t *cols, const float *At, const float *Bt, const float *lse,  \
-                                  const float *delta, float *pw, float *dsw) {                              \
+                                  const float *delta, float *pw, float *dsw, const float *ra, const float *rb) { \
     const int da = t->a_dim, db = t->b_dim;                                                                 \
     const __mmask16 valid = count == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);              \
     __m512 s[R], dp[R];                                                                                     \
-    const float *a[R], *b[R];                                                                               \
     float *ga[R], *gb[R];                                                                                   \
     for (int r = 0; r < (R); r++) {                                                                         \
       s[r] = _mm512_setzero_ps();                                                                           \
       dp[r] = _mm512_setzero_ps();                                                                          \
-      a[r] = t->a[r0 + r];                                                                                  \
-      b[r] = t->b[r0 + r];                                                                                  \
       ga[r] = t->grad_a[r0 + r];                                                                            \
       gb[r] = t->grad_b[r0 + r];                                                                            \
     }                                                                                                       \
@@ -137,17 +146,17 @@ GA_AVX512 __m512 exp_avx512(__m512 x) {
     for (int c = 0; c < both; c++) {                                                                        \
       const __m512 x = _mm512_load_ps(At + c * GA_BW_BLOCK), y = _mm512_load_ps(Bt + c * GA_BW_BLOCK);      \
       for (int r = 0; r < (R); r++) {                                                                       \
-        s[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r][c]), x, s[r]);                                           \
-        dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(b[r][c]), y, dp[r]);                                         \
+        s[r] = _mm512_fmadd_ps(_mm512_set1_ps(ra[c * 4 + r]), x, s[r]);                                     \
+        dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(rb[c * 4 + r]), y, dp[r]);                                   \
       }                                                                                                     \
     }                                                                                                       \
     for (int c = both; c < da; c++) {                                                                       \
       const __m512 x = _mm512_load_ps(At + c * GA_BW_BLOCK);                                                \
-      for (int r = 0; r < (R); r++) s[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r][c]), x, s[r]);               \
+      for (int r = 0; r < (R); r++) s[r] = _mm512_fmadd_ps(_mm512_set1_ps(ra[c * 4 + r]), x, s[r]);         \
     }                                                                                                       \
     for (int c = both; c < db; c++) {                                                                       \
       const __m512 x = _mm512_load_ps(Bt + c * GA_BW_BLOCK);                                                \
-      for (int r = 0; r < (R); r++) dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(b[r][c]), x, dp[r]);             \
+      for (int r = 0; r < (R); r++) dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(rb[c * 4 + r]), x, dp[r]);       \
     }                                                                                                       \
     const __m512 scale = _mm512_set1_ps(t->scale);                                                          \
     for (int r = 0; r < (R); r++) {                                                                         \
@@ -216,6 +225,8 @@ GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
   float *At = t->scratch, *Bt = At + GA_BW_BLOCK * da;
   float *lse = Bt + GA_BW_BLOCK * db, *delta = lse + GA_BW_BLOCK;
   float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;
+  float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
+  interleave_rows(t, ra, rb);
   for (int64_t block = 0; block < t->n; block += GA_BW_BLOCK) {
     const int count = t->n - block < GA_BW_BLOCK ? (int)(t->n - block) : GA_BW_BLOCK;
     const int64_t *cols = t->columns + block;
@@ -230,11 +241,11 @@ GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
     int r = 0;
-    for (; r + 4 <= t->rows; r += 4) group_avx512_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw);
+    for (; r + 4 <= t->rows; r += 4) group_avx512_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db);
     switch (t->rows - r) {
-      case 3: group_avx512_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw); break;
-      case 2: group_avx512_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw); break;
-      case 1: group_avx512_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw); break;
+      case 3: group_avx512_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 2: group_avx512_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 1: group_avx512_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
       default: break;
     }
   }
@@ -310,17 +321,14 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
 #define GA_AVX2_GROUP(R)                                                                                    \
   GA_BW_AVX2 void group_avx2_##R(const ga_backward_tile *t, int r0, int64_t block, int count,               \
                                  const int64_t *cols, const float *At, const float *Bt, const float *lse,   \
-                                 const float *delta, float *pw, float *dsw) {                               \
+                                 const float *delta, float *pw, float *dsw, const float *ra, const float *rb) { \
     const int da = t->a_dim, db = t->b_dim;                                                                 \
     const __m256i valid = bw_lanes_avx2(count);                                                             \
     __m256 s[R], dp[R];                                                                                     \
-    const float *a[R], *b[R];                                                                               \
     float *ga[R], *gb[R];                                                                               \
     for (int r = 0; r < (R); r++) {                                                                         \
       s[r] = _mm256_setzero_ps();                                                                           \
       dp[r] = _mm256_setzero_ps();                                                                          \
-      a[r] = t->a[r0 + r];                                                                                  \
-      b[r] = t->b[r0 + r];                                                                                  \
       ga[r] = t->grad_a[r0 + r];                                                                            \
       gb[r] = t->grad_b[r0 + r];                                                                            \
     }                                                                                                       \
@@ -328,17 +336,17 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
     for (int c = 0; c < both; c++) {                                                                        \
       const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK), y = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);  \
       for (int r = 0; r < (R); r++) {                                                                       \
-        s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a[r] + c), x, s[r]);                                     \
-        dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(b[r] + c), y, dp[r]);                                   \
+        s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]);                               \
+        dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), y, dp[r]);                             \
       }                                                                                                     \
     }                                                                                                       \
     for (int c = both; c < da; c++) {                                                                       \
       const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK);                                              \
-      for (int r = 0; r < (R); r++) s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(a[r] + c), x, s[r]);         \
+      for (int r = 0; r < (R); r++) s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]);   \
     }                                                                                                       \
     for (int c = both; c < db; c++) {                                                                       \
       const __m256 x = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);                                              \
-      for (int r = 0; r < (R); r++) dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(b[r] + c), x, dp[r]);       \
+      for (int r = 0; r < (R); r++) dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), x, dp[r]); \
     }                                                                                                       \
     const __m256 scale = _mm256_set1_ps(t->scale);                                                          \
     for (int r = 0; r < (R); r++) {                                                                         \
@@ -402,6 +410,8 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
   float *At = t->scratch, *Bt = At + GA_BW_BLOCK * da;
   float *lse = Bt + GA_BW_BLOCK * db, *delta = lse + GA_BW_BLOCK;
   float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;
+  float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
+  interleave_rows(t, ra, rb);
   for (int64_t block = 0; block < t->n; block += GA_AVX2_BLOCK) {
     const int count = t->n - block < GA_AVX2_BLOCK ? (int)(t->n - block) : GA_AVX2_BLOCK;
     const int64_t *cols = t->columns + block;
@@ -415,11 +425,11 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
     int r = 0;
-    for (; r + 4 <= t->rows; r += 4) group_avx2_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw);
+    for (; r + 4 <= t->rows; r += 4) group_avx2_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db);
     switch (t->rows - r) {
-      case 3: group_avx2_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw); break;
-      case 2: group_avx2_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw); break;
-      case 1: group_avx2_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw); break;
+      case 3: group_avx2_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 2: group_avx2_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 1: group_avx2_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
       default: break;
     }
   }
