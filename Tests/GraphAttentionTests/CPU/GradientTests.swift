@@ -68,76 +68,70 @@ final class GradientTests: XCTestCase {
     var worst = 0.0
     // Every kernel level this CPU runs (portable, AVX2, AVX-512) against the one reference.
     for level in BackwardKernel.supportedLevels {
-    var options = options
-    options.backwardKernelLevel = level
-    var lse: [Float] = []
-    let run = try GradientTests.gradients(q: q, k: k, v: v, dO: dO, graph: graph ?? Graph(parsing: mask.spec),
-                                          options: options, lseOut: &lse, storage: storage)
-    let context = "\(mask) q\(query) k\(key) v\(value) \(options.kernel) level \(BackwardKernel.name(ofLevel: level))"
-    for (row, expected) in reference.logSumExp.enumerated() {
-      let x = Double(lse[row])
-      if expected == -.infinity {
-        XCTAssertEqual(lse[row], -.infinity, "LSE of empty row \(row), \(context)", file: file, line: line)
-      } else if !(abs(x - expected) <= tolerance * max(1, abs(expected), reference.maxAbsLogit)) {
-        XCTFail("LSE row \(row): \(x) vs \(expected), \(context)", file: file, line: line)
-        break
+      var options = options
+      options.backwardKernelLevel = level
+      var lse: [Float] = []
+      let run = try GradientTests.gradients(q: q, k: k, v: v, dO: dO, graph: graph ?? Graph(parsing: mask.spec),
+                                            options: options, lseOut: &lse, storage: storage)
+      let context = "\(mask) q\(query) k\(key) v\(value) \(options.kernel) level \(BackwardKernel.name(ofLevel: level))"
+      for (row, expected) in reference.logSumExp.enumerated() {
+        let x = Double(lse[row])
+        if expected == -.infinity {
+          XCTAssertEqual(lse[row], -.infinity, "LSE of empty row \(row), \(context)", file: file, line: line)
+        } else if !(abs(x - expected) <= tolerance * max(1, abs(expected), reference.maxAbsLogit)) {
+          XCTFail("LSE row \(row): \(x) vs \(expected), \(context)", file: file, line: line)
+          break
+        }
       }
-    }
-    let emptyQueryRows = Set(reference.logSumExp.indices.filter { reference.logSumExp[$0] == -.infinity })
-    run.gradQuery.withUnsafeBufferPointer {
-      worst = max(worst, GradientReference.assertClose($0, reference.gradQuery, magnitude: reference.queryMagnitude, width: shape.keyDim,
-                                                       tolerance: tolerance, nanRows: options.emptyRows == .nan ? emptyQueryRows : [],
-                                                       "dQ \(context)", file: file, line: line))
-    }
-    run.gradKey.withUnsafeBufferPointer {
-      worst = max(worst, GradientReference.assertClose($0, reference.gradKey, magnitude: reference.keyMagnitude, width: shape.keyDim,
-                                                       tolerance: tolerance, "dK \(context)", file: file, line: line))
-    }
-    run.gradValue.withUnsafeBufferPointer {
-      worst = max(worst, GradientReference.assertClose($0, reference.gradValue, magnitude: reference.valueMagnitude, width: shape.valueDim,
-                                                       tolerance: tolerance, "dV \(context)", file: file, line: line))
-    }
-    let edges = Graph.edgeCountForTests(mask: mask, queryCount: shape.queryCount, keyCount: shape.keyCount)
-    XCTAssertEqual(run.work.edges, edges * shape.batch * shape.queryHeads, "edges, \(context)", file: file, line: line)
+      let emptyQueryRows = Set(reference.logSumExp.indices.filter { reference.logSumExp[$0] == -.infinity })
+      run.gradQuery.withUnsafeBufferPointer {
+        worst = max(worst, GradientReference.assertClose($0, reference.gradQuery, magnitude: reference.queryMagnitude, width: shape.keyDim,
+                                                         tolerance: tolerance, nanRows: options.emptyRows == .nan ? emptyQueryRows : [],
+                                                         "dQ \(context)", file: file, line: line))
+      }
+      run.gradKey.withUnsafeBufferPointer {
+        worst = max(worst, GradientReference.assertClose($0, reference.gradKey, magnitude: reference.keyMagnitude, width: shape.keyDim,
+                                                         tolerance: tolerance, "dK \(context)", file: file, line: line))
+      }
+      run.gradValue.withUnsafeBufferPointer {
+        worst = max(worst, GradientReference.assertClose($0, reference.gradValue, magnitude: reference.valueMagnitude, width: shape.valueDim,
+                                                         tolerance: tolerance, "dV \(context)", file: file, line: line))
+      }
+      let edges = Graph.edgeCountForTests(mask: mask, queryCount: shape.queryCount, keyCount: shape.keyCount)
+      XCTAssertEqual(run.work.edges, edges * shape.batch * shape.queryHeads, "edges, \(context)", file: file, line: line)
     }
     return worst
   }
 
-  /// `check` runs every kernel level; the tests give the other options.
-  private var levels: [AttentionOptions] { [AttentionOptions()] }
-
   func testEveryKindAtManyLengthsOnEveryKernel() throws {
-    for options in levels {
-      for l in [1, 2, 5, 17, 33, 64, 65, 130] {
-        for mask in GraphTests.masks(tokens: l) {
-          let d = [1, 3, 8, 17, 16, 64][l % 6]
-          try check(mask, query: [2, l, d], key: [2, l, d], value: [2, l, d], options: options)
-        }
+    let options = AttentionOptions()
+    for l in [1, 2, 5, 17, 33, 64, 65, 130] {
+      for mask in GraphTests.masks(tokens: l) {
+        let d = [1, 3, 8, 17, 16, 64][l % 6]
+        try check(mask, query: [2, l, d], key: [2, l, d], value: [2, l, d], options: options)
       }
     }
   }
 
   func testRowsLongerThanEveryTileAndWideHeads() throws {
-    for options in levels {
-      for mask in [MaskCase.full, .causal, .window(150), .causalWindow(200), .dilated(70, 2), .blocked(256, 1),
-                   .window(20) + .global([0, 299])] {
-        try check(mask, query: [300, 16], key: [300, 16], value: [300, 16], options: options)
-      }
-      for d in [64, 96, 128] {
-        try check(.window(40) + .global([3]), query: [90, d], key: [90, d], value: [90, d], options: options)
-      }
+    let options = AttentionOptions()
+    for mask in [MaskCase.full, .causal, .window(150), .causalWindow(200), .dilated(70, 2), .blocked(256, 1),
+                 .window(20) + .global([0, 299])] {
+      try check(mask, query: [300, 16], key: [300, 16], value: [300, 16], options: options)
+    }
+    for d in [64, 96, 128] {
+      try check(.window(40) + .global([3]), query: [90, d], key: [90, d], value: [90, d], options: options)
     }
   }
 
   func testGroupedQueriesValueWidthsAndBatches() throws {
     let mask = MaskCase.window(5) + .random(0.1, seed: 4)
-    for options in levels {
-      try check(mask, query: [2, 4, 40, 8], key: [2, 2, 40, 8], value: [2, 2, 40, 8], options: options)   // GQA
-      try check(mask, query: [2, 4, 40, 8], key: [2, 1, 40, 8], value: [2, 1, 40, 8], options: options)   // MQA
-      try check(mask, query: [4, 40, 16], key: [2, 40, 16], value: [2, 40, 5], options: options)          // d_v != d_k
-      try check(mask, query: [40, 3], key: [40, 3], value: [40, 70], options: options)
-      try check(mask, query: [3, 2, 40, 19], key: [3, 2, 40, 19], value: [3, 2, 40, 33], options: options)
-    }
+    let options = AttentionOptions()
+    try check(mask, query: [2, 4, 40, 8], key: [2, 2, 40, 8], value: [2, 2, 40, 8], options: options)   // GQA
+    try check(mask, query: [2, 4, 40, 8], key: [2, 1, 40, 8], value: [2, 1, 40, 8], options: options)   // MQA
+    try check(mask, query: [4, 40, 16], key: [2, 40, 16], value: [2, 40, 5], options: options)          // d_v != d_k
+    try check(mask, query: [40, 3], key: [40, 3], value: [40, 70], options: options)
+    try check(mask, query: [3, 2, 40, 19], key: [3, 2, 40, 19], value: [3, 2, 40, 33], options: options)
   }
 
   func testCrossAttentionEmptyRowsAndScale() throws {
@@ -152,27 +146,25 @@ final class GradientTests: XCTestCase {
       }
     }
     let explicit = Graph.explicit(try ExplicitGraph(rows: rows, columns: columns, rowCount: 30))
-    for var options in levels {
-      for emptyRows in EmptyRowPolicy.allCases {
-        options.emptyRows = emptyRows
-        try check(.pairs(pairs), query: [2, 30, 8], key: [2, 50, 8], value: [2, 50, 4], options: options, graph: explicit)
-      }
-      options.emptyRows = .zero
-      options.scale = 0.37
-      try check(.full, query: [2, 7, 8], key: [2, 50, 8], value: [2, 50, 12], options: options)
-      try check(.random(0.2, seed: 9), query: [20, 8], key: [70, 8], value: [70, 3], options: options)
+    var options = AttentionOptions()
+    for emptyRows in EmptyRowPolicy.allCases {
+      options.emptyRows = emptyRows
+      try check(.pairs(pairs), query: [2, 30, 8], key: [2, 50, 8], value: [2, 50, 4], options: options, graph: explicit)
     }
+    options.emptyRows = .zero
+    options.scale = 0.37
+    try check(.full, query: [2, 7, 8], key: [2, 50, 8], value: [2, 50, 12], options: options)
+    try check(.random(0.2, seed: 9), query: [20, 8], key: [70, 8], value: [70, 3], options: options)
   }
 
   func testLargeLogitsAndNarrowStorage() throws {
-    for options in levels {
-      for mask in [MaskCase.window(7) + .global([0]), .causal, .random(0.3, seed: 2)] {
-        try check(mask, query: [2, 60, 32], key: [2, 60, 32], value: [2, 60, 32], inputScale: 30, options: options)
-      }
-      for storage in [StorageType.float16, .bfloat16] {
-        try check(.window(9) + .global([1]), query: [2, 70, 24], key: [2, 70, 24], value: [2, 70, 24], options: options,
-                  storage: storage)
-      }
+    let options = AttentionOptions()
+    for mask in [MaskCase.window(7) + .global([0]), .causal, .random(0.3, seed: 2)] {
+      try check(mask, query: [2, 60, 32], key: [2, 60, 32], value: [2, 60, 32], inputScale: 30, options: options)
+    }
+    for storage in [StorageType.float16, .bfloat16] {
+      try check(.window(9) + .global([1]), query: [2, 70, 24], key: [2, 70, 24], value: [2, 70, 24], options: options,
+                storage: storage)
     }
   }
 
