@@ -90,18 +90,21 @@ struct BackwardTiler {
       // Mask: walk each row's columns against the union.
       ensureMask(slots.count * n)
       mask.update(repeating: 0, count: slots.count * n)
-      // A contiguous union (windows, causal): a key's position is its offset from the first key.
+      // A lattice union `first + t * step` (windows, causal, dilated, blocked): a key's position is
+      // `(key - first) / step`, and a run of the same step is one memset.
       let first = Int(columns[0])
-      let contiguous = Int(columns[n - 1]) - first == n - 1
+      let lattice = unionRuns.count == 1
+      let step = lattice ? unionRuns[0].stride : 1
       for (r, slot) in slots.enumerated() {
         var position = 0
         let rowMask = mask + r * n
-        if contiguous {
+        if lattice {
           for run in scratch[slot].runs {
-            if run.stride == 1 {
-              (rowMask + run.start - first).update(repeating: 1, count: run.count)
+            let offset = (run.start - first) / step
+            if run.stride == step || run.count == 1 {
+              (rowMask + offset).update(repeating: 1, count: run.count)
             } else {
-              for t in 0..<run.count { rowMask[run.start - first + t * run.stride] = 1 }
+              for t in 0..<run.count { rowMask[offset + t * (run.stride / step)] = 1 }
             }
           }
           continue
@@ -141,15 +144,38 @@ struct BackwardTiler {
   private mutating func union(slots: Range<Int>) -> Int? {
     var total = 0
     for slot in slots { total += degrees[slot] }
-    unionOperands.removeAll(keepingCapacity: true)
-    for slot in slots { unionOperands.append(contentsOf: scratch[slot].runs) }
     unionRuns.removeAll(keepingCapacity: true)
-    Graph.unite(&unionOperands, into: &unionRuns, keys: &unionKeys)
+    if let lattice = latticeUnion(slots: slots) {
+      // Rows of one run each on a common lattice (dilated, blocked): the union's span of that lattice,
+      // without merging keys (the gaps it may hold are masked and counted by the overhead test).
+      unionRuns.append(lattice)
+    } else {
+      unionOperands.removeAll(keepingCapacity: true)
+      for slot in slots { unionOperands.append(contentsOf: scratch[slot].runs) }
+      Graph.unite(&unionOperands, into: &unionRuns, keys: &unionKeys)
+    }
     var n = 0
     for run in unionRuns { n += run.count }
     let limit = Double(total) * (1 + BackwardTiler.maxOverhead) + Double(BackwardTiler.slackPerRow * slots.count)
     guard Double(n * slots.count) <= limit else { return nil }
     return expand(unionRuns)
+  }
+
+  /// The smallest run covering the slots' keys when each slot is one run with the same stride and residue.
+  private func latticeUnion(slots: Range<Int>) -> KeyRun? {
+    var stride = 0, lo = Int.max, hi = Int.min
+    for slot in slots {
+      guard scratch[slot].runs.count == 1 else { return nil }
+      let run = scratch[slot].runs[0]
+      if run.count > 1 {
+        if stride == 0 { stride = run.stride } else if stride != run.stride { return nil }
+      }
+      lo = min(lo, run.start)
+      hi = max(hi, run.last)
+    }
+    if stride == 0 { stride = 1 }
+    for slot in slots where (scratch[slot].runs[0].start - lo) % stride != 0 { return nil }
+    return KeyRun(start: lo, count: (hi - lo) / stride + 1, stride: stride)
   }
 
   /// Writes the runs' keys into `columns`; returns their count.
