@@ -42,6 +42,8 @@ struct RunCommand: ParsableCommand {
   @Option(help: "When stderr is not a terminal: seconds between plain progress lines (rows, rate, ETA).")
   var progressSeconds = 10.0
   @OptionGroup var compute: ComputeOptions
+  @Option(help: "Also write each row's log-sum-exp (fp32 .npy, Q's shape without d; -inf for empty rows), for `grad --lse`.")
+  var saveLse: String?
   @Flag(help: "Print one JSON object with edges, seconds (attention only), gflops and peak_resident_bytes (VmHWM).")
   var json = false
 
@@ -55,6 +57,7 @@ struct RunCommand: ParsableCommand {
     if let chunkRows { try requirePositive(chunkRows, "chunk-rows") }
     guard checkRows >= 0 else { throw ValidationError("--check-rows must be >= 0.") }
     guard checkpointSeconds >= 0, checkpointSeconds.isFinite else { throw ValidationError("--checkpoint-seconds must be >= 0.") }
+    if saveLse != nil, resume { throw ValidationError("--save-lse cannot be combined with --resume; rerun from the start.") }
     guard progressSeconds >= 0, progressSeconds.isFinite else { throw ValidationError("--progress-seconds must be >= 0.") }
   }
 
@@ -69,6 +72,7 @@ struct RunCommand: ParsableCommand {
     job.checkRows = checkRows
     job.inMemory = inMemory
     job.device = compute.attentionDevice
+    job.logSumExpOutput = saveLse
     Interrupt.install()
     let report = json ? nil : Console.rowProgress("attention", lineSeconds: progressSeconds)
     let result = try job.run(resume: resume, progress: { report?($0) }, isCancelled: { Interrupt.requested })

@@ -140,6 +140,10 @@ public struct StreamingAttention: Sendable {
   /// Where the attention runs. `.cuda` is not streamed: the inputs are read into memory and computed in
   /// one call on the GPU (they must fit in host and device memory); without a driver the run fails first.
   public var device = AttentionDevice.cpu
+  /// Where to write each row's log-sum-exp (fp32, Q's shape without its last dimension; `-inf` for rows
+  /// without edges), which `attentionGradients` takes; nil writes none. Committed with the output; a job
+  /// that writes it cannot be resumed (it is not checkpointed), and it is CPU only.
+  public var logSumExpOutput: String?
 
   /// A job computing `output` from tensors in files.
   public init(query: Source, key: Source, value: Source, graph: Graph, output: String) {
@@ -187,7 +191,15 @@ public struct StreamingAttention: Sendable {
                                 fix: "store key and value in the same type")
     }
     if case .cuda = device {
+      if logSumExpOutput != nil {
+        throw GraphAttentionError(.option, "the log-sum-exp output is written by the CPU engine only",
+                                  fix: "run on the CPU to save the log-sum-exp")
+      }
       try CUDARuntime.shared.locked { _ = try CUDARuntime.shared.loadDriver() }
+    }
+    if logSumExpOutput != nil, resume {
+      throw GraphAttentionError(.option, "a job that saves the log-sum-exp cannot be resumed (it is not checkpointed)",
+                                fix: "run again from the start without resume")
     }
     try refuseOutputAmongInputs([(query.path, q), (key.path, k), (value.path, v)])
     let lock = try OutputLock(output: output)
@@ -217,6 +229,9 @@ public struct StreamingAttention: Sendable {
 
     let (out, firstRow, recordTemplate) = try openOutput(shape: shape, chunk: chunk, resume: resume)
     var record = recordTemplate
+    let logSumExp = try logSumExpOutput.map {
+      try TensorFile.create($0, shape: Array(q.shape.dropLast()), type: .float32, name: "lse")
+    }
     let pages = StreamingPages(query: q, key: k, value: v, output: out.view, shape: shape, graph: graph)
     let guardToken = MappedFaultGuard.watch([q.mappedFile, k.mappedFile, v.mappedFile, out.mapping].compactMap { $0 })
     defer { MappedFaultGuard.unwatch(guardToken) }
@@ -237,7 +252,7 @@ public struct StreamingAttention: Sendable {
         chunkOptions.progress = nil
         edgesAllHeads += try viewAttention(
           query: q, key: k, value: v, output: out.view, graph: graph, options: chunkOptions, rows: rows,
-          streaming: StreamingKeys(access: access, keysFinished: keysFinished)).edges
+          streaming: StreamingKeys(access: access, keysFinished: keysFinished), logSumExp: logSumExp?.view).edges
         attentionSeconds += streamingSeconds() - chunkStart
         try MappedFaultGuard.check(guardToken)
         pages.release(done: rows)
@@ -260,17 +275,22 @@ public struct StreamingAttention: Sendable {
         if checkRows > 0 { check = try checkSampledRows(q, k, v, out.view, shape: shape) }
         try MappedFaultGuard.check(guardToken)
         try out.commit()
+        try logSumExp?.commit()
         ProgressRecord.remove(for: output)
+      } else {
+        logSumExp?.abandon()
       }
       return Result(shape: shape, output: output, outputType: outputType, firstRow: firstRow, completedRows: row,
                     isComplete: !cancelled, edgesAllHeads: edgesAllHeads, attentionSeconds: attentionSeconds,
                     wallSeconds: streamingSeconds() - start, check: check, chunkRows: chunk)
     } catch let error as MappedFaultGuard.Fault {
       // A file changed under the run: what the record vouches for is on disk, so it stays for resume.
+      logSumExp?.abandon()
       throw error.error(resumable: ProgressRecord.path(for: output))
     } catch {
       // A real failure: nothing of this run may remain, and an existing output stays as it was.
       out.abandon()
+      logSumExp?.abandon()
       ProgressRecord.remove(for: output)
       throw error
     }
