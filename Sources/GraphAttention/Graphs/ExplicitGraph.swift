@@ -206,7 +206,7 @@ public struct ExplicitGraph: Sendable {
     if rowCountIsExact ? rowCount != queryCount : rowCount > queryCount {
       throw GraphAttentionError(
         .shape, "graph \(source) has \(rowCount) rows but the query has \(queryCount) tokens",
-        fix: rowCountIsExact ? "use a graph with one row per query token (indptr of length L_q+1)"
+        fix: rowCountIsExact ? "use a graph with one row per query token (a CSR indptr of L_q+1 entries, or M = L_q on a Matrix Market size line)"
                              : "row indices must be below the number of query tokens")
     }
     if let declared = declaredColumnCount, declared != keyCount {
