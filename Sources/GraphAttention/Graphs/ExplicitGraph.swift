@@ -142,7 +142,9 @@ public struct ExplicitGraph: Sendable {
               exact: rowCount != nil, declaredColumns: columnCount, source: source)
   }
 
-  init(rowOffsets: [Int], rowIDs: [Int]?, columns: [UInt32], rowCount: Int, exact: Bool, declaredColumns: Int?,
+  /// A canonical pattern from its parts: dense offsets (`rowIDs` nil), or the sorted non-empty rows and one
+  /// offset per stored row plus one.
+  init(rowOffsets: [Int], rowIDs: [Int]? = nil, columns: [UInt32], rowCount: Int, exact: Bool, declaredColumns: Int?,
        source: String) {
     self.storage = Storage(rowOffsets: rowOffsets, rowIDs: rowIDs, columns: columns)
     self.rowCount = rowCount
