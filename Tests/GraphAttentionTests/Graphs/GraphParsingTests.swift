@@ -60,6 +60,16 @@ final class GraphParsingTests: XCTestCase {
     expectMaskError("window:3\\", "lone backslash")
   }
 
+  /// A graph's description parses back to the same description, quotes and escapes included.
+  func testDescriptionsParseBack() throws {
+    func load(_: ExplicitGraphSource, _ text: String) throws -> ExplicitGraph { try ExplicitGraph(rows: [0], columns: [1], source: text) }
+    for spec in [" local : 2 + global: 3,1,3 ", "random:1e-5:3", "random:-0:1", #"csr:"a+b":c\:d+window:1"#, "mtx: x.mtx ",
+                 #"coo:"q\"r":s"#, "blocked:4", "dilated:0:0+full"] {
+      let graph = try Graph(parsing: spec, explicit: load)
+      XCTAssertEqual(try Graph(parsing: graph.description, explicit: load).description, graph.description, spec)
+    }
+  }
+
   /// `window:99999999999999999999` was "not an integer".
   func testNumbersBeyondTheRangeAreTooLarge() {
     expectMaskError("window:99999999999999999999", "too large (at most 9223372036854775807)")
