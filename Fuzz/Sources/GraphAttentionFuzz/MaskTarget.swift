@@ -8,7 +8,7 @@ enum MaskTarget {
     let text = String(decoding: data, as: UTF8.self)
     let graph: Graph
     do {
-      graph = try Graph(parsing: text) { source, _ in
+      graph = try Graph(parsing: text) { source, specification in
         let name: String
         switch source {
         case let .csr(a, b), let .coo(a, b): name = a + b
@@ -17,7 +17,7 @@ enum MaskTarget {
         let bytes = Array(name.utf8)
         let pairs = bytes.count / 2
         return try ExplicitGraph(rows: (0..<pairs).map { Int64(bytes[2 * $0] % 16) },
-                                 columns: (0..<pairs).map { Int64(bytes[2 * $0 + 1] % 16) })
+                                 columns: (0..<pairs).map { Int64(bytes[2 * $0 + 1] % 16) }, source: specification)
       }
     } catch is GraphAttentionError {
       return
@@ -25,9 +25,15 @@ enum MaskTarget {
       fatalError("non-GraphAttentionError \(error) for \(text)")
     }
     GraphOracle.checkHugeLengths(graph)
-    // The description parses back to the same graph (explicit components are re-derived from their text).
-    if let again = try? Graph(parsing: graph.description, explicit: { _, _ in try ExplicitGraph(rows: [], columns: []) }) {
-      _ = again.description
+    // The description parses back to the same description (explicit components keep their text as written).
+    do {
+      let again = try Graph(parsing: graph.description) { _, specification in
+        try ExplicitGraph(rows: [], columns: [], source: specification)
+      }
+      GraphOracle.require(again.description == graph.description,
+                          "'\(text)' is described as '\(graph)', which parses to '\(again)'")
+    } catch {
+      fatalError("'\(text)' is described as '\(graph)', which does not parse: \(error)")
     }
     let length = 1 + Int(data.reduce(0) { ($0 &* 31 &+ Int($1)) & 0xFFFF } % 40)
     for (q, k) in [(length, length), (length, length + 3), (16, 16)] {

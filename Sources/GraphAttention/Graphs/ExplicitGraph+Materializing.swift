@@ -32,7 +32,7 @@ extension ExplicitGraph {
       }
       offsets[row + 1] = columns.count
     }
-    self.init(rowOffsets: offsets, rowIDs: nil, columns: columns, rowCount: queryCount, exact: true, declaredColumns: keyCount,
+    self.init(rowOffsets: offsets, columns: columns, rowCount: queryCount, exact: true, declaredColumns: keyCount,
               source: "csr(\(graph))")
   }
 }

@@ -142,7 +142,9 @@ public struct ExplicitGraph: Sendable {
               exact: rowCount != nil, declaredColumns: columnCount, source: source)
   }
 
-  init(rowOffsets: [Int], rowIDs: [Int]?, columns: [UInt32], rowCount: Int, exact: Bool, declaredColumns: Int?,
+  /// A canonical pattern from its parts: dense offsets (`rowIDs` nil), or the sorted non-empty rows and one
+  /// offset per stored row plus one.
+  init(rowOffsets: [Int], rowIDs: [Int]? = nil, columns: [UInt32], rowCount: Int, exact: Bool, declaredColumns: Int?,
        source: String) {
     self.storage = Storage(rowOffsets: rowOffsets, rowIDs: rowIDs, columns: columns)
     self.rowCount = rowCount
@@ -206,7 +208,7 @@ public struct ExplicitGraph: Sendable {
     if rowCountIsExact ? rowCount != queryCount : rowCount > queryCount {
       throw GraphAttentionError(
         .shape, "graph \(source) has \(rowCount) rows but the query has \(queryCount) tokens",
-        fix: rowCountIsExact ? "use a graph with one row per query token (indptr of length L_q+1)"
+        fix: rowCountIsExact ? "use a graph with one row per query token (a CSR indptr of L_q+1 entries, or M = L_q on a Matrix Market size line)"
                              : "row indices must be below the number of query tokens")
     }
     if let declared = declaredColumnCount, declared != keyCount {

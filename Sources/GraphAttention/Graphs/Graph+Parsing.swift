@@ -138,30 +138,57 @@ enum MaskTokenizer {
     var fields: [String]
   }
 
+  /// Text whose escaped characters survive trimming: blanks are trimmed only outside them.
+  struct EscapedText {
+    private var characters: [Character] = []
+    private var firstKept: Int?
+    private var lastKept = -1
+
+    mutating func append(_ c: Character, escaped: Bool = false) {
+      if escaped {
+        firstKept = firstKept ?? characters.count
+        lastKept = characters.count
+      }
+      characters.append(c)
+    }
+
+    var isBlank: Bool { trimmed.isEmpty }
+
+    /// The text without leading and trailing blanks that were not escaped.
+    var trimmed: String {
+      var lo = 0, hi = characters.count
+      while lo < hi, lo < (firstKept ?? hi), characters[lo].isWhitespace { lo += 1 }
+      while hi > lo, hi - 1 > lastKept, characters[hi - 1].isWhitespace { hi -= 1 }
+      return String(characters[lo..<hi])
+    }
+
+    var whole: String { String(characters) }
+  }
+
   static func components(of specification: String) throws -> [Component] {
     var components: [Component] = []
     var fields: [String] = []
-    var field = ""
-    var raw = ""
+    var field = EscapedText()
+    var raw = EscapedText()
     var quoted = false
     var wasQuoted = false
     var iterator = specification.makeIterator()
 
     func endField() {
-      fields.append(wasQuoted ? field : field.trimmingWhitespace())
-      field = ""
+      fields.append(wasQuoted ? field.whole : field.trimmed)
+      field = EscapedText()
       wasQuoted = false
     }
     func endComponent() throws {
       endField()
-      let text = raw.trimmingWhitespace()
+      let text = raw.trimmed
       guard !text.isEmpty else {
         throw GraphAttentionError(.mask, "mask '\(specification)' has an empty component",
                                   fix: "join components with single '+', e.g. window:64+global:0")
       }
       components.append(Component(text: text, fields: fields))
       fields = []
-      raw = ""
+      raw = EscapedText()
     }
 
     while let c = iterator.next() {
@@ -170,18 +197,18 @@ enum MaskTokenizer {
           throw GraphAttentionError(.mask, "mask '\(specification)' ends with a lone backslash",
                                     fix: "escape '+', ':' or '\"' as \\+, \\: or \\\", or quote the field")
         }
-        if quoted && next != "\"" && next != "\\" { field.append(c) }
-        field.append(next)
-        raw.append(c)
-        raw.append(next)
+        if quoted && next != "\"" && next != "\\" { field.append(c, escaped: true) }
+        field.append(next, escaped: true)
+        raw.append(c, escaped: true)
+        raw.append(next, escaped: true)
         continue
       }
       if c == "\"" {
-        if !quoted, !field.trimmingWhitespace().isEmpty {
+        if !quoted, !field.isBlank {
           throw GraphAttentionError(.mask, "mask '\(specification)' has a quote inside a field",
                                     fix: "quote a whole field, e.g. csr:\"my+ptr.npy\":indices.npy, or escape the quote as \\\"")
         }
-        if !quoted { field = "" }
+        if !quoted { field = EscapedText() }
         quoted.toggle()
         wasQuoted = true
         raw.append(c)
@@ -191,7 +218,7 @@ enum MaskTokenizer {
         try endComponent()
         continue
       }
-      raw.append(c)
+      raw.append(c, escaped: quoted)
       if !quoted && c == ":" {
         endField()
       } else if wasQuoted && !quoted {
