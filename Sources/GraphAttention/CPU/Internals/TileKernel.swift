@@ -15,13 +15,26 @@ struct TileKernel {
 
   private var call = ga_tile()
 
-  /// A call record for one head's keys and values.
-  init(keyDim: Int, valueDim: Int, scale: Float, scratch: UnsafeMutablePointer<Float>, portable: Bool) {
+  /// A call record for one head's keys and values, run by `kernel` (`.automatic`: the widest).
+  ///
+  /// For AVX-512 it owns a pack buffer (`ga_pack_floats`, about 256 KiB): free it with `deallocate()`.
+  init(keyDim: Int, valueDim: Int, scale: Float, scratch: UnsafeMutablePointer<Float>, kernel: CPUKernel) {
     call.key_dim = Int32(keyDim)
     call.value_dim = Int32(valueDim)
     call.scale = scale
     call.scratch = scratch
-    call.force_portable = portable ? 1 : 0
+    call.force_portable = kernel == .portable ? 1 : 0
+    call.isa = kernel.isa
+    let packs = kernel == .avx512 || (kernel == .automatic && CPUKernel.widest == .avx512)
+    if packs {
+      let floats = Int(ga_pack_floats(Int32(keyDim), Int32(valueDim)))
+      call.pack = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
+    }
+  }
+
+  /// Frees the pack buffer; the kernel must not be used afterwards.
+  func deallocate() {
+    call.pack?.deallocate()
   }
 
   /// Points the call at a head's key and value rows, stored as `elementType`.
