@@ -280,14 +280,9 @@ int ga_uses_avx2(void) { return 0; }
 
 int ga_isa_supported(int isa) { return isa <= ga_widest_isa(); }
 
-int64_t ga_pack_chunk_keys(int key_dim, int value_dim) {
-  const int64_t per_key = (int64_t)key_dim + ((value_dim + 15) & ~15);
-  const int64_t keys = (65536 / per_key) & ~(int64_t)63;
-  return keys < 64 ? 64 : keys;
-}
-
 int64_t ga_pack_floats(int key_dim, int value_dim) {
-  return ga_pack_chunk_keys(key_dim, value_dim) * ((int64_t)key_dim + ((value_dim + 15) & ~15));
+  // Q^T (16 x d), a block's scores (64 x 16), and fp32 copies of a block's fp16/bf16 K and V rows.
+  return 16 * (int64_t)key_dim + 64 * 16 + 64 * (int64_t)key_dim + 64 * (int64_t)((value_dim + 15) & ~15);
 }
 
 void ga_tile_attend(const ga_tile *tile) {

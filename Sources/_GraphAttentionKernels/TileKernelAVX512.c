@@ -1,18 +1,20 @@
-// The AVX-512 tile kernel, shaped like a GEMM micro-kernel.
+// The AVX-512 tile kernel, shaped like a GEMM micro-kernel with the tile's rows in the vector lanes.
 //
-// A tile is 4, 8, 12 or 16 query rows (groups of 4) against a shared sorted list of key positions. Keys
-// are taken in chunks (as many as keep the packed chunk in L2, about 256 KiB): each chunk's K is packed
-// once, transposed, into blocks [block][d][64 keys], and its V row-major [key][ldv], both widened to fp32
-// (fp16 with vcvtph2ps, bf16 by a shift), so contiguous, strided and gathered keys all run the same
-// loop and no conversion happens in it. Every group of the tile then walks its own key span over the
-// packed chunk, 64 keys (4 zmm columns) at a time, or 16, 32, 48 at the ends of its span:
-//   S = Q_group . K_block^T as 4 rows x W columns of zmm accumulators, built from outer products
-//       (broadcast q[r][c], one aligned load of K^T[c] per column, W*4 FMAs per c): no horizontal sums;
-//   scale, mask (the tile's [group][key][row] mask bytes become a 16-bit lane mask per row and column
-//       with one byte compare and a pext), online softmax per row with a vectorised exp, in registers;
-//   O[r] = O[r] * e^(m_old - m_new) + P . V_block, as 4 rows x 4 zmm accumulators (64 value columns)
-//       per pass, one row of V loaded per key and each weight broadcast from a 64-byte aligned buffer.
-// The packing costs one pass over the chunk's K and V for up to 16 rows (the tile's rows share them).
+// A tile is 4, 8, 12 or 16 query rows (groups of 4) against a shared sorted list of key positions. Row r of
+// the tile is lane r of every vector: Q is packed once per tile, transposed, as Q^T[c] = 16 lanes, and
+//   S^T[j] = sum over c of Q^T[c] * k_j[c]  (8 keys at a time: 8 zmm accumulators, one broadcast of
+//       k_j[c] and one FMA per key per c, one load of Q^T[c] shared by the 8): outer products, no
+//       horizontal sum; K rows are read in place through the tile's key list, so contiguous, strided
+//       and gathered keys run the same loop and no K is copied or transposed (each element of K is one
+//       broadcast for all 16 rows; a transposed pack would cost a load, shuffle and store per element
+//       for the same single use);
+//   scale, mask (per key, the tile's 4 mask bytes of each group become a 16-lane mask with one byte
+//       test), online softmax per lane over blocks of 64 keys: maxima, exp, sums are all vertical, and
+//       (m, l) of all 16 rows live in two registers for the whole tile;
+//   O[r] = O[r] * e^(m_old - m_new) + P . V per group of 4 rows, 4 x 4 zmm accumulators (64 value
+//       columns) per pass: one row of V loaded per key, each weight broadcast from the block's buffer.
+// fp16 and bf16 keys and values are widened into fp32 rows once per block (vcvtph2ps, or a shift), never
+// in the inner loops.
 #include "KernelsInternal.h"
 
 #include <math.h>
@@ -26,8 +28,10 @@
 #define GA_AVX512 GA_AVX512_TARGET static inline
 #define GA_AVX512_INLINE GA_AVX512_TARGET static inline __attribute__((always_inline))
 
-/// Keys per packed block: 4 zmm columns.
-#define GA_PACK_BLOCK 64
+/// Keys per softmax block (scores of a block are kept as 64 x 16 floats).
+#define GA_BLOCK_KEYS 64
+/// Keys per register block of scores.
+#define GA_SCORE_KEYS 8
 
 // e^x for x <= 0 (online-softmax arguments), the AVX2 kernel's polynomial on 16 lanes: relative error
 // below 2e-7; lanes below -87 and -inf give 0.
@@ -94,49 +98,45 @@ GA_AVX512_INLINE void transpose16(__m512 r[16]) {
   }
 }
 
-// Packs key positions [first, first + count) of the tile: K transposed into [block][d][64] and V into
-// [key][ldv], both fp32, padding (keys past the chunk, columns past d_v) zero.
-GA_AVX512 void pack_chunk(const ga_tile *t, int64_t first, int64_t count, float *kt, float *vp, int ldv) {
+// Widens key positions [first, first + count) of the tile's K and V into fp32 rows (K: d floats each,
+// V: ldv floats each) and points kp / vp at them.
+GA_AVX512 void widen_block(const ga_tile *t, int64_t first, int64_t count, float *kbuf, float *vbuf, int ldv,
+                           const float **kp, const float **vp) {
   const int d = t->key_dim, dv = t->value_dim;
-  const int64_t padded = (count + GA_PACK_BLOCK - 1) / GA_PACK_BLOCK * GA_PACK_BLOCK;
-  for (int64_t j0 = 0; j0 < padded; j0 += 16) {
-    float *dst = kt + (j0 / GA_PACK_BLOCK) * (int64_t)d * GA_PACK_BLOCK + j0 % GA_PACK_BLOCK;
-    const int live = count - j0 >= 16 ? 16 : (int)(count - j0 > 0 ? count - j0 : 0);
-    int64_t rows[16];
-    for (int i = 0; i < live; i++) rows[i] = t->keys[first + j0 + i];
-    for (int c0 = 0; c0 < d; c0 += 16) {
-      const int cc = d - c0 < 16 ? d - c0 : 16;
-      __m512 r[16];
-      for (int i = 0; i < 16; i++)
-        r[i] = i < live ? load16_kv(t->key, t->kv_type, rows[i] * d + c0, cc) : _mm512_setzero_ps();
-      transpose16(r);
-      for (int i = 0; i < cc; i++) _mm512_store_ps(dst + (int64_t)(c0 + i) * GA_PACK_BLOCK, r[i]);
+  for (int64_t j = 0; j < count; j++) {
+    const int64_t key = t->keys[first + j];
+    float *kr = kbuf + j * d, *vr = vbuf + j * ldv;
+    for (int c = 0; c < d; c += 16) {
+      const int cc = d - c < 16 ? d - c : 16;
+      _mm512_mask_storeu_ps(kr + c, cc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cc) - 1),
+                            load16_kv(t->key, t->kv_type, key * d + c, cc));
     }
-    for (int i = 0; i < 16; i++) {
-      float *row = vp + (j0 + i) * ldv;
-      if (i < live) {
-        for (int c = 0; c < ldv; c += 16)
-          _mm512_store_ps(row + c, load16_kv(t->value, t->kv_type, rows[i] * dv + c, dv - c));
-      } else {
-        for (int c = 0; c < ldv; c += 16) _mm512_store_ps(row + c, _mm512_setzero_ps());
-      }
-    }
+    for (int c = 0; c < ldv; c += 16) _mm512_storeu_ps(vr + c, load16_kv(t->value, t->kv_type, key * dv + c, dv - c));
+    kp[j] = kr;
+    vp[j] = vr;
   }
 }
 
-// Lanes of a 16-key column whose positions pos, pos+1, ... lie in [lo, hi).
-GA_AVX512_INLINE __mmask16 range_mask(int64_t pos, int64_t lo, int64_t hi) {
-  const int64_t a = lo - pos < 0 ? 0 : (lo - pos > 16 ? 16 : lo - pos);
-  const int64_t b = hi - pos < 0 ? 0 : (hi - pos > 16 ? 16 : hi - pos);
-  const uint32_t upto_b = b >= 16 ? 0xFFFFu : ((1u << b) - 1);
-  const uint32_t below_a = (1u << a) - 1;
-  return (__mmask16)(upto_b & ~below_a);
+// The 16 lanes (rows) that attend to key position `p`: the tile's mask bytes of each group (4 bytes per
+// group and key), or with no mask, the groups whose span holds p; `live` limits them to the tile's rows.
+GA_AVX512_INLINE __mmask16 key_lanes(const ga_tile *t, int groups, int64_t p, __mmask16 live) {
+  if (t->mask) {
+    uint32_t w[4] = {0, 0, 0, 0};
+    for (int g = 0; g < groups; g++) memcpy(&w[g], t->mask + ((int64_t)g * t->n + p) * 4, 4);
+    const __m128i bytes = _mm_loadu_si128((const __m128i *)w);
+    return _mm_test_epi8_mask(bytes, bytes) & live;
+  }
+  unsigned lanes = 0;
+  for (int g = 0; g < groups; g++)
+    if (t->group_begin[g] <= p && p < t->group_end[g]) lanes |= 0xFu << (4 * g);
+  return (__mmask16)lanes & live;
 }
 
-// One pass of O = O * factor + P . V over value columns [c0, c0 + 16 NZ) of a group's 4 rows: 4 x NZ zmm
-// accumulators; per key one row of packed V (NZ aligned loads) and 4 broadcast weights.
-GA_AVX512_INLINE void pv_pass(float *const o[4], int c0, int dv, const float factor[4],
-                              const float weights[4][GA_PACK_BLOCK], const float *vp, int ldv, int keys, const int NZ) {
+// One pass of O = O * factor + P . V over value columns [c0, c0 + 16 NZ) of rows r0..r0+3: 4 x NZ zmm
+// accumulators; per key one row of V (NZ loads, the last masked at the row's end) and 4 broadcast weights.
+GA_AVX512_INLINE void pv_pass(const ga_tile *t, int r0, int c0, const float *factor, const float *weights,
+                              const float *const *vp, int64_t count, const int NZ) {
+  const int dv = t->value_dim;
   __mmask16 cols[4];
   for (int z = 0; z < NZ; z++) {
     const int left = dv - c0 - 16 * z;
@@ -144,149 +144,118 @@ GA_AVX512_INLINE void pv_pass(float *const o[4], int c0, int dv, const float fac
   }
   __m512 a[4][4];
   for (int r = 0; r < 4; r++) {
-    const __m512 f = _mm512_set1_ps(factor[r]);
-    for (int z = 0; z < NZ; z++) a[r][z] = _mm512_mul_ps(_mm512_maskz_loadu_ps(cols[z], o[r] + c0 + 16 * z), f);
+    const __m512 f = _mm512_set1_ps(factor[r0 + r]);
+    for (int z = 0; z < NZ; z++) a[r][z] = _mm512_mul_ps(_mm512_maskz_loadu_ps(cols[z], t->acc[r0 + r] + c0 + 16 * z), f);
   }
-  const float *v = vp + c0;
-  for (int j = 0; j < keys; j++, v += ldv) {
+  for (int64_t j = 0; j < count; j++) {
+    const float *v = vp[j] + c0;
     __m512 x[4];
-    for (int z = 0; z < NZ; z++) x[z] = _mm512_load_ps(v + 16 * z);
+    for (int z = 0; z < NZ; z++) x[z] = _mm512_maskz_loadu_ps(cols[z], v + 16 * z);
+    const float *p = weights + j * 16 + r0;
     for (int r = 0; r < 4; r++) {
-      const __m512 p = _mm512_set1_ps(weights[r][j]);
-      for (int z = 0; z < NZ; z++) a[r][z] = _mm512_fmadd_ps(p, x[z], a[r][z]);
+      const __m512 w = _mm512_set1_ps(p[r]);
+      for (int z = 0; z < NZ; z++) a[r][z] = _mm512_fmadd_ps(w, x[z], a[r][z]);
     }
   }
   for (int r = 0; r < 4; r++)
-    for (int z = 0; z < NZ; z++) _mm512_mask_storeu_ps(o[r] + c0 + 16 * z, cols[z], a[r][z]);
+    for (int z = 0; z < NZ; z++) _mm512_mask_storeu_ps(t->acc[r0 + r] + c0 + 16 * z, cols[z], a[r][z]);
 }
 
-/// One group's rows against W (1..4) columns of 16 packed keys starting at tile position `pos`, restricted
-/// to positions [lo, hi). `kt` points at the first column's K^T[0], `vp` at its first V row.
-/// `m`, `l`: the group's 4 running maxima and sums; `acc`: its 4 output rows.
-GA_AVX512_INLINE void group_block(const ga_tile *t, int group, const float *kt, const float *vp, int ldv,
-                                  int64_t pos, int64_t lo, int64_t hi, float *m, float *l, const int W) {
-  const int d = t->key_dim, dv = t->value_dim;
-  const float *q0 = t->query[group * 4], *q1 = t->query[group * 4 + 1];
-  const float *q2 = t->query[group * 4 + 2], *q3 = t->query[group * 4 + 3];
-  __m512 s[4][4];
-  for (int r = 0; r < 4; r++)
-    for (int w = 0; w < W; w++) s[r][w] = _mm512_setzero_ps();
-  // S = Q . K^T: per dimension c, W aligned loads of K^T[c] and 4 broadcasts of q[r][c].
+// S^T for keys j0..j0+7 of the block (fewer at its end: the missing ones repeat the first), scaled,
+// masked and stored as 16-lane rows of `scores`.
+GA_AVX512_INLINE void score_keys(const ga_tile *t, int groups, const float *qt, const float *const *kp, int64_t first,
+                                 int64_t j0, int64_t count, __mmask16 live, float *scores) {
+  const int d = t->key_dim;
+  const float *k[GA_SCORE_KEYS];
+  for (int i = 0; i < GA_SCORE_KEYS; i++) k[i] = kp[j0 + i < count ? j0 + i : j0];
+  __m512 s[GA_SCORE_KEYS];
+  for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_setzero_ps();
   for (int c = 0; c < d; c++) {
-    const float *k = kt + (int64_t)c * GA_PACK_BLOCK;
-    __m512 kv[4];
-    for (int w = 0; w < W; w++) kv[w] = _mm512_load_ps(k + 16 * w);
-    const __m512 b0 = _mm512_set1_ps(q0[c]), b1 = _mm512_set1_ps(q1[c]);
-    const __m512 b2 = _mm512_set1_ps(q2[c]), b3 = _mm512_set1_ps(q3[c]);
-    for (int w = 0; w < W; w++) {
-      s[0][w] = _mm512_fmadd_ps(b0, kv[w], s[0][w]);
-      s[1][w] = _mm512_fmadd_ps(b1, kv[w], s[1][w]);
-      s[2][w] = _mm512_fmadd_ps(b2, kv[w], s[2][w]);
-      s[3][w] = _mm512_fmadd_ps(b3, kv[w], s[3][w]);
-    }
-  }
-  // Lane masks: the group's span, and the tile's mask bytes [group][key][row of group], 64 bytes per
-  // column of 16 keys; bit 4i + r of a column's byte mask is row r's key i.
-  uint64_t bytes[4];
-  __mmask16 span[4];
-  for (int w = 0; w < W; w++) {
-    const int64_t p = pos + 16 * w;
-    span[w] = range_mask(p, lo, hi);
-    if (t->mask) {
-      const int64_t left = (t->n - p) * 4;
-      const __mmask64 readable = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
-      const __m512i b = _mm512_maskz_loadu_epi8(readable, t->mask + ((int64_t)group * t->n + p) * 4);
-      bytes[w] = _mm512_test_epi8_mask(b, b);
-    }
+    const __m512 q = _mm512_load_ps(qt + c * 16);
+    for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c]), q, s[i]);
   }
   const __m512 scale = _mm512_set1_ps(t->scale), minus_inf = _mm512_set1_ps(-INFINITY);
-  __attribute__((aligned(64))) float weights[4][GA_PACK_BLOCK];
-  float factor[4];
-  for (int r = 0; r < 4; r++) {
-    __m512 mx = minus_inf;
-    for (int w = 0; w < W; w++) {
-      const __mmask16 lanes = t->mask ? (__mmask16)(span[w] & _pext_u64(bytes[w], 0x1111111111111111ull << r)) : span[w];
-      s[r][w] = _mm512_mask_mul_ps(minus_inf, lanes, s[r][w], scale);
-      mx = _mm512_max_ps(mx, s[r][w]);
-    }
-    const float block_max = _mm512_reduce_max_ps(mx);
-    const float m_old = m[r];
-    const float m_new = block_max > m_old ? block_max : m_old;
-    if (m_new == -INFINITY) {  // nothing attended yet: every weight is 0, the state stays empty
-      factor[r] = 1.0f;
-      for (int w = 0; w < W; w++) _mm512_store_ps(&weights[r][16 * w], _mm512_setzero_ps());
-      continue;
-    }
-    const __m512 shift = _mm512_set1_ps(m_new);
-    factor[r] = _mm512_cvtss_f32(exp_avx512(_mm512_set1_ps(m_old - m_new)));  // 0 from -inf, 1 if unchanged
-    __m512 sum = _mm512_setzero_ps();
-    for (int w = 0; w < W; w++) {
-      const __m512 p = exp_avx512(_mm512_sub_ps(s[r][w], shift));
-      _mm512_store_ps(&weights[r][16 * w], p);
-      sum = _mm512_add_ps(sum, p);
-    }
-    m[r] = m_new;
-    l[r] = l[r] * factor[r] + _mm512_reduce_add_ps(sum);
-  }
-  // O = O * factor + P . V, 64 value columns (4 zmm) per pass for the 4 rows: 16 accumulators.
-  float *o[4] = {t->acc[group * 4], t->acc[group * 4 + 1], t->acc[group * 4 + 2], t->acc[group * 4 + 3]};
-  int c0 = 0;
-  for (; c0 + 64 <= dv; c0 += 64) pv_pass(o, c0, dv, factor, weights, vp, ldv, 16 * W, 4);
-  switch ((dv - c0 + 15) / 16) {
-    case 1: pv_pass(o, c0, dv, factor, weights, vp, ldv, 16 * W, 1); break;
-    case 2: pv_pass(o, c0, dv, factor, weights, vp, ldv, 16 * W, 2); break;
-    case 3: pv_pass(o, c0, dv, factor, weights, vp, ldv, 16 * W, 3); break;
-    default: break;
-  }
-}
-
-GA_AVX512 void group_block_any(const ga_tile *t, int group, const float *kt, const float *vp, int ldv,
-                               int64_t pos, int64_t lo, int64_t hi, float *m, float *l, int W) {
-  switch (W) {
-    case 1: group_block(t, group, kt, vp, ldv, pos, lo, hi, m, l, 1); break;
-    case 2: group_block(t, group, kt, vp, ldv, pos, lo, hi, m, l, 2); break;
-    case 3: group_block(t, group, kt, vp, ldv, pos, lo, hi, m, l, 3); break;
-    default: group_block(t, group, kt, vp, ldv, pos, lo, hi, m, l, 4); break;
+  for (int i = 0; i < GA_SCORE_KEYS && j0 + i < count; i++) {
+    const __mmask16 lanes = key_lanes(t, groups, first + j0 + i, live);
+    _mm512_store_ps(scores + (j0 + i) * 16, _mm512_mask_mul_ps(minus_inf, lanes, s[i], scale));
   }
 }
 
 GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
-  const int d = t->key_dim, ldv = (t->value_dim + 15) & ~15;
-  const int groups = t->rows / 4;
-  const int64_t chunk = ga_pack_chunk_keys(t->key_dim, t->value_dim);
-  float m[GA_MAX_ROWS], l[GA_MAX_ROWS];
-  int64_t lo_all = INT64_MAX, hi_all = 0;
-  for (int r = 0; r < t->rows; r++) {
-    m[r] = *t->m[r];
-    l[r] = *t->l[r];
+  const int d = t->key_dim, dv = t->value_dim, ldv = (dv + 15) & ~15;
+  const int rows = t->rows, groups = rows / 4;
+  const __mmask16 live = rows >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rows) - 1);
+  float *qt = t->pack;                            // [d][16]
+  float *scores = qt + (int64_t)d * 16;           // [GA_BLOCK_KEYS][16]: scores, then weights
+  float *kbuf = scores + GA_BLOCK_KEYS * 16;      // [GA_BLOCK_KEYS][d], fp16/bf16 only
+  float *vbuf = kbuf + GA_BLOCK_KEYS * (int64_t)d; // [GA_BLOCK_KEYS][ldv], fp16/bf16 only
+  // Q^T: lane r of qt[c] is row r's q[c]; lanes past the tile's rows are 0 (and masked).
+  for (int c0 = 0; c0 < d; c0 += 16) {
+    const int cc = d - c0 < 16 ? d - c0 : 16;
+    const __mmask16 cm = cc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cc) - 1);
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(cm, t->query[i] + c0) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int i = 0; i < cc; i++) _mm512_store_ps(qt + (c0 + i) * 16, r[i]);
   }
+  __attribute__((aligned(64))) float state[16];
+  for (int r = 0; r < 16; r++) state[r] = r < rows ? *t->m[r] : -INFINITY;
+  __m512 m = _mm512_load_ps(state);
+  for (int r = 0; r < 16; r++) state[r] = r < rows ? *t->l[r] : 0.0f;
+  __m512 l = _mm512_load_ps(state);
+  int64_t lo_all = INT64_MAX, hi_all = 0;
   for (int g = 0; g < groups; g++) {
     if (t->group_begin[g] < lo_all) lo_all = t->group_begin[g];
     if (t->group_end[g] > hi_all) hi_all = t->group_end[g];
   }
   if (hi_all > t->n) hi_all = t->n;
-  float *kt = t->pack;
-  float *vp = t->pack + chunk * d;
-  for (int64_t first = lo_all; first < hi_all; first += chunk) {
-    const int64_t count = hi_all - first < chunk ? hi_all - first : chunk;
-    pack_chunk(t, first, count, kt, vp, ldv);
+  const float *kp[GA_BLOCK_KEYS], *vp[GA_BLOCK_KEYS];
+  const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
+  __attribute__((aligned(64))) float factor[16];
+  for (int64_t first = lo_all; first < hi_all; first += GA_BLOCK_KEYS) {
+    const int64_t count = hi_all - first < GA_BLOCK_KEYS ? hi_all - first : GA_BLOCK_KEYS;
+    if (t->kv_type == GA_FLOAT32) {
+      for (int64_t j = 0; j < count; j++) {
+        kp[j] = (const float *)t->key + t->keys[first + j] * d;
+        vp[j] = (const float *)t->value + t->keys[first + j] * dv;
+      }
+    } else {
+      widen_block(t, first, count, kbuf, vbuf, ldv, kp, vp);
+    }
+    for (int64_t j0 = 0; j0 < count; j0 += GA_SCORE_KEYS) score_keys(t, groups, qt, kp, first, j0, count, live, scores);
+    // Online softmax, all 16 rows at once.
+    __m512 mx = minus_inf;
+    for (int64_t j = 0; j < count; j++) mx = _mm512_max_ps(mx, _mm512_load_ps(scores + j * 16));
+    const __m512 m_new = _mm512_max_ps(m, mx);
+    // A row with nothing attended yet (m = -inf) shifts by 0: its scores are all -inf, so its weights are 0.
+    const __m512 shift = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m_new, minus_inf, _CMP_EQ_OQ), m_new, _mm512_setzero_ps());
+    const __m512 f = exp_avx512(_mm512_sub_ps(m, shift));  // 1 where m is unchanged, 0 from -inf
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < count; j++) {
+      const __m512 p = exp_avx512(_mm512_sub_ps(_mm512_load_ps(scores + j * 16), shift));
+      _mm512_store_ps(scores + j * 16, p);
+      sum = _mm512_add_ps(sum, p);
+    }
+    l = _mm512_fmadd_ps(l, f, sum);
+    m = m_new;
+    _mm512_store_ps(factor, f);
     for (int g = 0; g < groups; g++) {
-      const int64_t lo = t->group_begin[g] > first ? t->group_begin[g] : first;
-      const int64_t hi = t->group_end[g] < first + count ? t->group_end[g] : first + count;
-      if (lo >= hi) continue;
-      for (int64_t b = (lo - first) / GA_PACK_BLOCK; b * GA_PACK_BLOCK < hi - first; b++) {
-        const int64_t start = first + b * GA_PACK_BLOCK;
-        const int64_t from = (lo > start ? lo - start : 0) / 16;
-        const int64_t to = ((hi < start + GA_PACK_BLOCK ? hi - start : GA_PACK_BLOCK) + 15) / 16;
-        group_block_any(t, g, kt + b * (int64_t)d * GA_PACK_BLOCK + from * 16, vp + (b * GA_PACK_BLOCK + from * 16) * ldv,
-                        ldv, start + from * 16, lo, hi, m + 4 * g, l + 4 * g, (int)(to - from));
+      if (t->group_end[g] <= first || t->group_begin[g] >= first + count) continue;  // no key of this block
+      int c0 = 0;
+      for (; c0 + 64 <= dv; c0 += 64) pv_pass(t, 4 * g, c0, factor, scores, vp, count, 4);
+      switch ((dv - c0 + 15) / 16) {
+        case 1: pv_pass(t, 4 * g, c0, factor, scores, vp, count, 1); break;
+        case 2: pv_pass(t, 4 * g, c0, factor, scores, vp, count, 2); break;
+        case 3: pv_pass(t, 4 * g, c0, factor, scores, vp, count, 3); break;
+        default: break;
       }
     }
+    // Groups skipped above keep factor 1 only if their m did not move: it cannot, their lanes were masked.
   }
-  for (int r = 0; r < t->rows; r++) {
-    *t->m[r] = m[r];
-    *t->l[r] = l[r];
-  }
+  _mm512_store_ps(state, m);
+  for (int r = 0; r < rows; r++) *t->m[r] = state[r];
+  _mm512_store_ps(state, l);
+  for (int r = 0; r < rows; r++) *t->l[r] = state[r];
 }
 
 __attribute__((target("avx512f"))) double ga_fma_loop_avx512(int64_t iterations) {

@@ -42,7 +42,7 @@ extension CPUKernel {
   /// The concrete kernel a call runs: `.automatic` becomes `GRAPH_ATTENTION_KERNEL`'s choice or the widest.
   /// - Throws: `GraphAttentionError(.option)` for a kernel this CPU does not run, or an unknown name in
   ///   the environment variable.
-  func resolved() throws -> CPUKernel {
+  public func resolved() throws -> CPUKernel {
     var choice = self
     if self == .automatic, let raw = getenv(CPUKernel.environmentVariable) {
       let name = String(cString: raw)

@@ -49,8 +49,8 @@ typedef struct {
   /// The kernel: GA_ISA_AUTOMATIC (0: the widest this CPU runs), or one of GA_ISA_PORTABLE, GA_ISA_AVX2,
   /// GA_ISA_AVX512 (the caller checks `ga_isa_supported` first; an unsupported choice runs the widest).
   int isa;
-  /// At least `ga_pack_floats(key_dim, value_dim)` floats, 64-byte aligned: K and V of a chunk of keys,
-  /// packed for the AVX-512 kernel; NULL runs tiles of several rows on the AVX2 kernel instead.
+  /// At least `ga_pack_floats(key_dim, value_dim)` floats, 64-byte aligned: the AVX-512 kernel's packed
+  /// Q^T, scores and widened K/V rows; NULL runs tiles of several rows on the AVX2 kernel instead.
   float *pack;
 } ga_tile;
 
@@ -64,11 +64,7 @@ int ga_isa_supported(int isa);
 /// The widest instruction set this CPU and OS run: GA_ISA_AVX512, GA_ISA_AVX2 or GA_ISA_PORTABLE.
 int ga_widest_isa(void);
 
-/// Keys per packed chunk of the AVX-512 kernel for these dimensions (a multiple of 64; the chunk's K and V
-/// take about 256 KiB, at least 64 keys).
-int64_t ga_pack_chunk_keys(int key_dim, int value_dim);
-
-/// Floats the AVX-512 kernel's pack buffer needs for these dimensions.
+/// Floats the AVX-512 kernel's pack buffer needs for these dimensions: O((d_k + d_v) * 64).
 int64_t ga_pack_floats(int key_dim, int value_dim);
 
 /// Runs `iterations` of ten independent FMA chains as wide as `isa` (8 lanes for AVX2, 16 for AVX-512,
