@@ -117,9 +117,14 @@ GA_AVX512 void widen_block(const ga_tile *t, int64_t first, int64_t count, float
   }
 }
 
-// The 16 lanes (rows) that attend to key position `p`: the tile's mask bytes of each group (4 bytes per
-// group and key), or with no mask, the groups whose span holds p; `live` limits them to the tile's rows.
-GA_AVX512_INLINE __mmask16 key_lanes(const ga_tile *t, int groups, int64_t p, __mmask16 live) {
+// The 16 lanes (rows) that attend to key position `p`: from the rows' spans (two compares), the tile's
+// mask bytes of each group (4 bytes per group and key), or with neither, the groups whose span holds p;
+// `live` limits them to the tile's rows.
+GA_AVX512_INLINE __mmask16 key_lanes(const ga_tile *t, int groups, int64_t p, __mmask16 live, __m512i begin, __m512i end) {
+  if (!t->mask && t->has_row_spans) {
+    const __m512i position = _mm512_set1_epi32((int32_t)p);
+    return _mm512_mask_cmple_epi32_mask(_mm512_cmpgt_epi32_mask(end, position), begin, position) & live;
+  }
   if (t->mask) {
     uint32_t w[4] = {0, 0, 0, 0};
     for (int g = 0; g < groups; g++) memcpy(&w[g], t->mask + ((int64_t)g * t->n + p) * 4, 4);
@@ -175,8 +180,9 @@ GA_AVX512_INLINE void score_keys(const ga_tile *t, int groups, const float *qt, 
     for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c]), q, s[i]);
   }
   const __m512 scale = _mm512_set1_ps(t->scale), minus_inf = _mm512_set1_ps(-INFINITY);
+  const __m512i begin = _mm512_loadu_si512(t->row_begin), end = _mm512_loadu_si512(t->row_end);
   for (int i = 0; i < GA_SCORE_KEYS && j0 + i < count; i++) {
-    const __mmask16 lanes = key_lanes(t, groups, first + j0 + i, live);
+    const __mmask16 lanes = key_lanes(t, groups, first + j0 + i, live, begin, end);
     _mm512_store_ps(scores + (j0 + i) * 16, _mm512_mask_mul_ps(minus_inf, lanes, s[i], scale));
   }
 }

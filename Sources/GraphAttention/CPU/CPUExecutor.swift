@@ -117,6 +117,7 @@ enum CPUExecutor {
       var kernel = TileKernel(keyDim: kd, valueDim: vd, scale: scale, scratch: scratch,
                               kernel: forcePortable ? .portable : kernelChoice)
       defer { kernel.deallocate() }
+      tiler.spansSuffice = kernel.readsRowSpans
       while true {
         let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
         guard item < itemCount else { break }
@@ -172,7 +173,7 @@ enum CPUExecutor {
             }
             kernel.setHead(key: headKeys, value: headValues, elementType: p.keyValueType)
           } else {
-            kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask)
+            kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask, spans: tile.rowSpans)
           }
           if let finished = tile.finishedKeys { keysFinished?(kvHead, finished) }
         })

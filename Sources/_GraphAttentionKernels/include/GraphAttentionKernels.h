@@ -52,6 +52,11 @@ typedef struct {
   /// At least `ga_pack_floats(key_dim, value_dim)` floats, 64-byte aligned: the AVX-512 kernel's packed
   /// Q^T, scores and widened K/V rows; NULL runs tiles of several rows on the AVX2 kernel instead.
   float *pack;
+  /// Nonzero: with `mask` NULL, row r attends to exactly the key positions [row_begin[r], row_end[r]).
+  /// Only the AVX-512 kernel reads spans; a caller passes them only when that kernel runs the tile.
+  int has_row_spans;
+  int32_t row_begin[GA_MAX_ROWS];
+  int32_t row_end[GA_MAX_ROWS];
 } ga_tile;
 
 /// Kernel instruction sets, from the narrowest.

@@ -25,7 +25,7 @@ struct TileKernel {
     call.scratch = scratch
     call.force_portable = kernel == .portable ? 1 : 0
     call.isa = kernel.isa
-    let packs = kernel == .avx512 || (kernel == .automatic && CPUKernel.widest == .avx512)
+    let packs = (kernel == .avx512 || kernel == .automatic) && CPUKernel.widest == .avx512
     if packs {
       let floats = Int(ga_pack_floats(Int32(keyDim), Int32(valueDim)))
       call.pack = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
@@ -63,12 +63,29 @@ struct TileKernel {
     withUnsafeMutableBytes(of: &call.group_end) { $0.storeBytes(of: Int64(range.upperBound), toByteOffset: group * 8, as: Int64.self) }
   }
 
-  /// Folds `keyCount` keys into the first `rows` rows' states.
-  mutating func attend(rows: Int, keys: UnsafePointer<Int64>, keyCount: Int, mask: UnsafePointer<UInt8>?) {
+  /// Whether tiles may carry row spans instead of masks (`QueryTiler.spansSuffice`): only the AVX-512 kernel
+  /// reads them, and it runs every tile of several rows when it runs at all.
+  var readsRowSpans: Bool { call.pack != nil && call.force_portable == 0 }
+
+  /// Folds `keyCount` keys into the first `rows` rows' states; row r attends to the keys its `mask` bytes
+  /// mark, or with `spans` (and no mask), to positions `spans[r]`, or with neither, to all of them.
+  mutating func attend(rows: Int, keys: UnsafePointer<Int64>, keyCount: Int, mask: UnsafePointer<UInt8>?,
+                       spans: UnsafePointer<Range<Int>>? = nil) {
     call.rows = Int32(rows)
     call.keys = keys
     call.n = Int64(keyCount)
     call.mask = mask
+    call.has_row_spans = spans == nil ? 0 : 1
+    if let spans {
+      withUnsafeMutableBytes(of: &call.row_begin) { begin in
+        withUnsafeMutableBytes(of: &call.row_end) { end in
+          for r in 0..<rows {
+            begin.storeBytes(of: Int32(truncatingIfNeeded: spans[r].lowerBound), toByteOffset: r * 4, as: Int32.self)
+            end.storeBytes(of: Int32(truncatingIfNeeded: spans[r].upperBound), toByteOffset: r * 4, as: Int32.self)
+          }
+        }
+      }
+    }
     ga_tile_attend(&call)
   }
 }
