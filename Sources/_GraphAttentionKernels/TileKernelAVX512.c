@@ -173,12 +173,23 @@ GA_AVX512_INLINE void score_keys(const ga_tile *t, int groups, const float *qt, 
   const int d = t->key_dim;
   const float *k[GA_SCORE_KEYS];
   for (int i = 0; i < GA_SCORE_KEYS; i++) k[i] = kp[j0 + i < count ? j0 + i : j0];
-  __m512 s[GA_SCORE_KEYS];
-  for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_setzero_ps();
-  for (int c = 0; c < d; c++) {
-    const __m512 q = _mm512_load_ps(qt + c * 16);
-    for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c]), q, s[i]);
+  // Even and odd dimensions accumulate separately: 16 independent FMA chains cover the FMA latency (4
+  // cycles on 2 pipes needs 8) with room for the broadcast loads' latency.
+  __m512 s[GA_SCORE_KEYS], odd[GA_SCORE_KEYS];
+  for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = odd[i] = _mm512_setzero_ps();
+  int c = 0;
+  for (; c + 2 <= d; c += 2) {
+    const __m512 q0 = _mm512_load_ps(qt + c * 16), q1 = _mm512_load_ps(qt + c * 16 + 16);
+    for (int i = 0; i < GA_SCORE_KEYS; i++) {
+      s[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c]), q0, s[i]);
+      odd[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c + 1]), q1, odd[i]);
+    }
   }
+  if (c < d) {
+    const __m512 q0 = _mm512_load_ps(qt + c * 16);
+    for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c]), q0, s[i]);
+  }
+  for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_add_ps(s[i], odd[i]);
   const __m512 scale = _mm512_set1_ps(t->scale), minus_inf = _mm512_set1_ps(-INFINITY);
   const __m512i begin = _mm512_loadu_si512(t->row_begin), end = _mm512_loadu_si512(t->row_end);
   for (int i = 0; i < GA_SCORE_KEYS && j0 + i < count; i++) {

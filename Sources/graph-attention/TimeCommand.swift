@@ -80,7 +80,8 @@ struct TimeCommand: ParsableCommand {
     if json {
       print(Console.json([
         "mask": graph.description, "tokens": tokens, "batch": batch, "heads": heads, "kv_heads": kv, "dim": dim,
-        "device": device.description, "edges": edges, "repeat": repetitions,
+        "device": device.description, "kernel": device == .cpu ? try compute.kernel.resolved().rawValue : "cuda",
+        "edges": edges, "repeat": repetitions,
         "seconds_min": walls.min() ?? .nan, "seconds_median": median(walls),
         "kernel_seconds_min": kernels.min() ?? .nan, "kernel_seconds_median": median(kernels),
         "gflops": gflops, "build": build,

@@ -47,14 +47,14 @@ final class KernelPathTests: XCTestCase {
     }
   }
 
-  /// Long windows, causal windows, blocked and dilated graphs: tiles of 16 rows over several packed
-  /// chunks (a chunk holds 65536 / (d + d_v) keys), at common head dimensions.
+  /// Long windows, causal windows, blocked and dilated graphs: tiles of 16 rows over many 64-key softmax
+  /// blocks, at common head dimensions.
   func testEveryPathOnLongRunsAcrossPackedChunks() throws {
     var seed: UInt64 = 8000
     let dims = [(64, 64), (128, 128), (96, 40)]
-    for (i, (mask, l)) in [(MaskCase.window(300), 700), (.causalWindow(600), 700), (.blocked(256, 0), 600), (.blocked(128, 1), 600),
-                           (.dilated(200, 1), 600), (.window(40) + .global([0, 5]) + .random(0.01, seed: 2), 500), (.causal, 600),
-                           (.window(300), 640)].enumerated() {
+    for (i, (mask, l)) in [(MaskCase.window(300), 450), (.causalWindow(300), 450), (.blocked(256, 0), 512), (.blocked(128, 1), 512),
+                           (.dilated(200, 1), 450), (.window(40) + .global([0, 5]) + .random(0.01, seed: 2), 400), (.causal, 400),
+                           (.window(100), 333)].enumerated() {
       seed += 3
       try check(mask, tokens: l, keyDim: dims[i % 3].0, valueDim: dims[i % 3].1, seed: seed)
     }
@@ -101,5 +101,22 @@ final class KernelPathTests: XCTestCase {
     }
     XCTAssertTrue(CPUKernel.supported.contains(.portable))
     XCTAssertTrue(CPUKernel.widest.isSupported)
+  }
+
+  /// `GRAPH_ATTENTION_KERNEL` steers `.automatic` only; an unknown name is an option error naming the variable.
+  func testEnvironmentVariableChoosesTheAutomaticKernel() throws {
+    let name = CPUKernel.environmentVariable
+    let saved = getenv(name).map { String(cString: $0) }
+    defer { if let saved { setenv(name, saved, 1) } else { unsetenv(name) } }
+    setenv(name, "portable", 1)
+    XCTAssertEqual(try CPUKernel.automatic.resolved(), .portable)
+    XCTAssertEqual(try CPUKernel.widest.resolved(), CPUKernel.widest, "an explicit kernel ignores the variable")
+    setenv(name, "fastest-please", 1)
+    XCTAssertThrowsError(try CPUKernel.automatic.resolved()) { error in
+      XCTAssertEqual((error as? GraphAttentionError)?.kind, .option)
+      XCTAssertTrue("\(error)".contains(name), "\(error)")
+    }
+    unsetenv(name)
+    XCTAssertEqual(try CPUKernel.automatic.resolved(), CPUKernel.widest)
   }
 }
