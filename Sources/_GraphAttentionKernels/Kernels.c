@@ -247,6 +247,10 @@ GA_AVX2 __m256 load_tail_bf16(const uint16_t *p, int count) {
 #undef GA_LOAD8
 #undef GA_LOAD_TAIL
 
+// MARK: - The AVX2 kernel with rows in lanes, for tiles of several rows (a pack buffer given)
+
+#include "TileKernelAVX2Lanes.h"
+
 static int widest_isa = -1;
 
 // AVX-512 needs the CPU's features (CPUID leaf 7: F, BW, VL, DQ; BMI2 for pext) and the OS's consent:
@@ -289,13 +293,17 @@ void ga_tile_attend(const ga_tile *tile) {
   int isa = tile->force_portable ? GA_ISA_PORTABLE : tile->isa;
   if (isa == GA_ISA_AUTOMATIC || !ga_isa_supported(isa)) isa = ga_widest_isa();
 #if GA_X86
-  // Tiles of groups of 4 rows run packed on AVX-512; single rows (scattered keys, nothing to share a
-  // pack with) and tiles without a pack buffer take the AVX2 kernel.
+  // Tiles of groups of 4 rows run with the rows in the lanes (AVX-512, else AVX2) given a pack buffer;
+  // single rows (scattered keys, nothing to share a pack with) take the AVX2 dot-product kernel.
   if (isa == GA_ISA_AVX512 && tile->pack && tile->rows % 4 == 0) {
     ga_tile_attend_avx512(tile);
     return;
   }
-  // The AVX2 kernel handles 1 row or groups of 4; other row counts take the portable path.
+  if (isa >= GA_ISA_AVX2 && tile->pack && tile->rows % 4 == 0) {
+    attend_avx2_lanes(tile);
+    return;
+  }
+  // The AVX2 kernel with dot products handles 1 row or groups of 4; other row counts take the portable path.
   if (isa >= GA_ISA_AVX2 && (tile->rows == 1 || tile->rows % 4 == 0)) {
     switch (tile->kv_type) {
       case GA_FLOAT16: attend_avx2_f16(tile); return;

@@ -15,7 +15,8 @@ public enum CPUKernel: String, Sendable, CaseIterable {
   case automatic
   /// Plain C for the baseline instruction set (for comparisons and tests).
   case portable
-  /// AVX2 + FMA (8 lanes, 16 registers): dot-product register blocks over gathered keys.
+  /// AVX2 + FMA (8 lanes, 16 registers): tiles of several rows with the rows in the lanes of two vectors;
+  /// single-row tiles as dot-product register blocks.
   case avx2
   /// AVX-512 (16 lanes, 32 registers): tiles of several rows run as packed GEMM-shaped blocks; single-row
   /// tiles run the AVX2 kernel.

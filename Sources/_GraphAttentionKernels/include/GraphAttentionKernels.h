@@ -49,11 +49,12 @@ typedef struct {
   /// The kernel: GA_ISA_AUTOMATIC (0: the widest this CPU runs), or one of GA_ISA_PORTABLE, GA_ISA_AVX2,
   /// GA_ISA_AVX512 (the caller checks `ga_isa_supported` first; an unsupported choice runs the widest).
   int isa;
-  /// At least `ga_pack_floats(key_dim, value_dim)` floats, 64-byte aligned: the AVX-512 kernel's packed
-  /// Q^T, scores and widened K/V rows; NULL runs tiles of several rows on the AVX2 kernel instead.
+  /// At least `ga_pack_floats(key_dim, value_dim)` floats, 64-byte aligned: packed Q^T, scores and widened
+  /// K/V rows for the kernels with rows in the lanes (AVX-512, AVX2), which then run every tile of 4-16 rows;
+  /// NULL runs them on the AVX2 dot-product kernel (or the portable one).
   float *pack;
   /// Nonzero: with `mask` NULL, row r attends to exactly the key positions [row_begin[r], row_end[r]).
-  /// Only the AVX-512 kernel reads spans; a caller passes them only when that kernel runs the tile.
+  /// Only the kernels with rows in the lanes read spans: pass them only with a pack buffer and a SIMD isa.
   int has_row_spans;
   int32_t row_begin[GA_MAX_ROWS];
   int32_t row_end[GA_MAX_ROWS];

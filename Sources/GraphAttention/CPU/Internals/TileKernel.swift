@@ -17,7 +17,9 @@ struct TileKernel {
 
   /// A call record for one head's keys and values, run by `kernel` (`.automatic`: the widest).
   ///
-  /// For AVX-512 it owns a pack buffer (`ga_pack_floats`, about 256 KiB): free it with `deallocate()`.
+  /// For the AVX2 and AVX-512 kernels it owns a pack buffer (`ga_pack_floats`: (80 d_k + 64 d_v + 1024)
+  /// floats, 37 KiB at d = 64), which runs tiles of several rows with the rows in the lanes: free it with
+  /// `deallocate()`.
   init(keyDim: Int, valueDim: Int, scale: Float, scratch: UnsafeMutablePointer<Float>, kernel: CPUKernel) {
     call.key_dim = Int32(keyDim)
     call.value_dim = Int32(valueDim)
@@ -25,7 +27,7 @@ struct TileKernel {
     call.scratch = scratch
     call.force_portable = kernel == .portable ? 1 : 0
     call.isa = kernel.isa
-    let packs = (kernel == .avx512 || kernel == .automatic) && CPUKernel.widest == .avx512
+    let packs = kernel != .portable && kernel.isSupported && CPUKernel.widest != .portable
     if packs {
       let floats = Int(ga_pack_floats(Int32(keyDim), Int32(valueDim)))
       call.pack = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
@@ -63,8 +65,8 @@ struct TileKernel {
     withUnsafeMutableBytes(of: &call.group_end) { $0.storeBytes(of: Int64(range.upperBound), toByteOffset: group * 8, as: Int64.self) }
   }
 
-  /// Whether tiles may carry row spans instead of masks (`QueryTiler.spansSuffice`): only the AVX-512 kernel
-  /// reads them, and it runs every tile of several rows when it runs at all.
+  /// Whether tiles may carry row spans instead of masks (`QueryTiler.spansSuffice`): only the kernels with rows
+  /// in the lanes (AVX2, AVX-512) read them, and they run every tile of several rows given a pack buffer.
   var readsRowSpans: Bool { call.pack != nil && call.force_portable == 0 }
 
   /// Folds `keyCount` keys into the first `rows` rows' states; row r attends to the keys its `mask` bytes
