@@ -52,8 +52,9 @@ struct QueryTiler {
   private let tileRanges = UnsafeMutablePointer<Range<Int>>.allocate(capacity: QueryTiler.maxRows / QueryTiler.groupRows)
   /// Short runs set aside by `splitScatteredKeys`, per slot.
   private var scattered = [[KeyRun]](repeating: [], count: QueryTiler.maxRows)
-  /// Whether a tile of single-run rows may describe its rows by position spans instead of a mask (the AVX-512
-  /// kernel reads spans; the others need the mask). Saves writing rows x keys mask bytes per tile.
+  /// Whether a tile of single-run rows may describe its rows by position spans instead of a mask (the kernels
+  /// with rows in the lanes, AVX2 and AVX-512, read spans; the others need the mask). Saves writing rows x
+  /// keys mask bytes per tile.
   var spansSuffice = false
   private let tileSpans = UnsafeMutablePointer<Range<Int>>.allocate(capacity: QueryTiler.maxRows)
   /// When set, each row's runs with far keys become a single-row tile of their own, emitted before the row
