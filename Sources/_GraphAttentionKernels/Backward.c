@@ -438,28 +438,11 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
 
 // MARK: - Dispatch
 
-#if GA_X86
-static int best_isa = -1;
-
-int ga_backward_best_isa(void) {
-  if (best_isa < 0) {
-    __builtin_cpu_init();
-    int isa = GA_ISA_PORTABLE;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = GA_ISA_AVX2;
-    if (isa == GA_ISA_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
-      isa = GA_ISA_AVX512;
-    best_isa = isa;
-  }
-  return best_isa;
-}
-#else
-int ga_backward_best_isa(void) { return GA_ISA_PORTABLE; }
-#endif
-
 void ga_backward_tile_run(const ga_backward_tile *tile) {
 #if GA_X86
-  const int isa = tile->isa < ga_backward_best_isa() ? tile->isa : ga_backward_best_isa();
+  // The widest kernel when asked for none; a named one is never widened past what the CPU runs.
+  const int widest = ga_widest_isa();
+  const int isa = tile->isa == GA_ISA_AUTOMATIC || tile->isa > widest ? widest : tile->isa;
   if (isa >= GA_ISA_AVX512) { backward_avx512(tile); return; }
   if (isa >= GA_ISA_AVX2) { backward_avx2(tile); return; }
 #endif

@@ -3,14 +3,14 @@
 // Scores of a block are kept key-major, [key][row], so that one 8-lane vector holds two keys of four rows
 // (or eight keys of one row): the 8 dot products of a register block reduce into one vector with a
 // horizontal-add tree, the softmax runs on whole vectors, and P.V broadcasts one weight per (key, row).
-#include "GraphAttentionKernels.h"
+#include "KernelsInternal.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#define GA_X86 1
+#if GA_X86
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -247,23 +247,64 @@ GA_AVX2 __m256 load_tail_bf16(const uint16_t *p, int count) {
 #undef GA_LOAD8
 #undef GA_LOAD_TAIL
 
-static int avx2_available = -1;
+// MARK: - The AVX2 kernel with rows in lanes, for tiles of several rows (a pack buffer given)
 
-int ga_uses_avx2(void) {
-  if (avx2_available < 0) {
-    __builtin_cpu_init();
-    avx2_available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }
-  return avx2_available;
+#include "TileKernelAVX2Lanes.h"
+
+static int widest_isa = -1;
+
+// AVX-512 needs the CPU's features (CPUID leaf 7: F, BW, VL, DQ; BMI2 for pext) and the OS's consent:
+// OSXSAVE set and XCR0 enabling SSE, AVX, opmask, ZMM_Hi256 and Hi16_ZMM state (bits 1, 2, 5, 6, 7).
+static int detect_widest_isa(void) {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return GA_ISA_PORTABLE;
+  const int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1, avx = (c >> 28) & 1;
+  if (!osxsave || !avx) return GA_ISA_PORTABLE;
+  unsigned xcr0_lo, xcr0_hi;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  if ((xcr0_lo & 0x6) != 0x6) return GA_ISA_PORTABLE;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return GA_ISA_PORTABLE;
+  const int avx2 = (b >> 5) & 1, bmi2 = (b >> 8) & 1;
+  const int avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+  if (!(avx2 && fma && f16c)) return GA_ISA_PORTABLE;
+  if (avx512f && avx512dq && avx512bw && avx512vl && bmi2 && (xcr0_lo & 0xE0) == 0xE0) return GA_ISA_AVX512;
+  return GA_ISA_AVX2;
 }
+
+int ga_widest_isa(void) {
+  if (widest_isa < 0) widest_isa = detect_widest_isa();  // idempotent: a race writes the same value
+  return widest_isa;
+}
+
+int ga_uses_avx2(void) { return ga_widest_isa() >= GA_ISA_AVX2; }
 #else
+int ga_widest_isa(void) { return GA_ISA_PORTABLE; }
 int ga_uses_avx2(void) { return 0; }
 #endif
 
+int ga_isa_supported(int isa) { return isa <= ga_widest_isa(); }
+
+int64_t ga_pack_floats(int key_dim, int value_dim) {
+  // Q^T (16 x d), a block's scores (64 x 16), and fp32 copies of a block's fp16/bf16 K and V rows.
+  return 16 * (int64_t)key_dim + 64 * 16 + 64 * (int64_t)key_dim + 64 * (int64_t)((value_dim + 15) & ~15);
+}
+
 void ga_tile_attend(const ga_tile *tile) {
+  int isa = tile->force_portable ? GA_ISA_PORTABLE : tile->isa;
+  if (isa == GA_ISA_AUTOMATIC || !ga_isa_supported(isa)) isa = ga_widest_isa();
 #if GA_X86
-  // The AVX2 kernel handles 1 row or groups of 4; other row counts take the portable path.
-  if (!tile->force_portable && (tile->rows == 1 || tile->rows % 4 == 0) && ga_uses_avx2()) {
+  // Tiles of groups of 4 rows run with the rows in the lanes (AVX-512, else AVX2) given a pack buffer;
+  // single rows (scattered keys, nothing to share a pack with) take the AVX2 dot-product kernel.
+  if (isa == GA_ISA_AVX512 && tile->pack && tile->rows % 4 == 0) {
+    ga_tile_attend_avx512(tile);
+    return;
+  }
+  if (isa >= GA_ISA_AVX2 && tile->pack && tile->rows % 4 == 0) {
+    attend_avx2_lanes(tile);
+    return;
+  }
+  // The AVX2 kernel with dot products handles 1 row or groups of 4; other row counts take the portable path.
+  if (isa >= GA_ISA_AVX2 && (tile->rows == 1 || tile->rows % 4 == 0)) {
     switch (tile->kv_type) {
       case GA_FLOAT16: attend_avx2_f16(tile); return;
       case GA_BFLOAT16: attend_avx2_bf16(tile); return;
@@ -296,9 +337,10 @@ __attribute__((target("avx2,fma"))) static double fma_loop_avx2(int64_t iteratio
 }
 #endif
 
-double ga_fma_loop(int64_t iterations) {
+double ga_fma_loop_isa(int isa, int64_t iterations) {
 #if GA_X86
-  if (ga_uses_avx2()) return fma_loop_avx2(iterations);
+  if (isa == GA_ISA_AVX512 && ga_isa_supported(GA_ISA_AVX512)) return ga_fma_loop_avx512(iterations);
+  if (isa >= GA_ISA_AVX2 && ga_isa_supported(GA_ISA_AVX2)) return fma_loop_avx2(iterations);
 #endif
   float a[8] = {1, 1, 1, 1, 1, 1, 1, 1};
   for (int64_t i = 0; i < iterations * 10; i++)
@@ -306,7 +348,13 @@ double ga_fma_loop(int64_t iterations) {
   return a[0];
 }
 
-int64_t ga_fma_loop_flops_per_iteration(void) { return ga_uses_avx2() ? 10 * 8 * 2 : 10 * 8 * 2; }
+int64_t ga_fma_loop_isa_flops_per_iteration(int isa) {
+  return isa == GA_ISA_AVX512 && ga_isa_supported(GA_ISA_AVX512) ? 10 * 16 * 2 : 10 * 8 * 2;
+}
+
+double ga_fma_loop(int64_t iterations) { return ga_fma_loop_isa(ga_widest_isa(), iterations); }
+
+int64_t ga_fma_loop_flops_per_iteration(void) { return ga_fma_loop_isa_flops_per_iteration(ga_widest_isa()); }
 
 double ga_read_sum(const float *data, int64_t count) {
   float s0 = 0, s1 = 0, s2 = 0, s3 = 0;

@@ -80,7 +80,8 @@ struct TimeCommand: ParsableCommand {
     if json {
       print(Console.json([
         "mask": graph.description, "tokens": tokens, "batch": batch, "heads": heads, "kv_heads": kv, "dim": dim,
-        "device": device.description, "edges": edges, "repeat": repetitions,
+        "device": device.description, "kernel": device == .cpu ? try compute.kernel.resolved().rawValue : "cuda",
+        "edges": edges, "repeat": repetitions,
         "seconds_min": walls.min() ?? .nan, "seconds_median": median(walls),
         "kernel_seconds_min": kernels.min() ?? .nan, "kernel_seconds_median": median(kernels),
         "gflops": gflops, "build": build,
@@ -124,7 +125,8 @@ struct TimeCommand: ParsableCommand {
     if json {
       print(Console.json([
         "mask": graph.description, "tokens": tokens, "batch": batch, "heads": heads, "kv_heads": kv, "dim": dim,
-        "dtype": dtype.rawValue, "device": "cpu", "edges": edges, "repeat": repetitions,
+        "dtype": dtype.rawValue, "device": "cpu", "kernel": try compute.kernel.resolved().rawValue, "edges": edges,
+        "scores_per_edge": Double(work.scoresComputed) / Double(max(1, work.edges)), "repeat": repetitions,
         "seconds_min": sorted[0], "seconds_median": median, "gflops": gflops, "fill_seconds": fillSeconds,
         "tensor_bytes": q.byteCount + k.byteCount + v.byteCount + o.byteCount, "peak_resident_bytes": peak,
       ]))
@@ -132,6 +134,7 @@ struct TimeCommand: ParsableCommand {
       print("""
         mask             \(graph) (\(edges) edges per head)
         shape            B=\(batch) H=\(heads) H_kv=\(kv) L=\(tokens) d=\(dim), Q K V O \(dtype.rawValue) in memory
+        kernel           \(try compute.kernel.resolved().rawValue)
         call             min \(Console.format(seconds: sorted[0])), median \(Console.format(seconds: median)) over \(repetitions)
         useful GFLOP/s   \(String(format: "%.1f", gflops))
         memory           tensors \(Console.format(bytes: Double(q.byteCount + k.byteCount + v.byteCount + o.byteCount))), peak resident \(Console.format(bytes: Double(peak)))

@@ -92,8 +92,7 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
     gradQuery: gradQuery.base.assumingMemoryBound(to: Float.self),
     gradKey: gradKey.base.assumingMemoryBound(to: Float.self),
     gradValue: gradValue.base.assumingMemoryBound(to: Float.self))
-  let level = options.kernel == .portable ? 0 : (options.backwardKernelLevel ?? BackwardKernel.supportedLevels.last!)
-  let work = CPUBackward.run(shape: shape, graph: graph, scale: call.scale, threads: call.threads, level: level,
+  let work = CPUBackward.run(shape: shape, graph: graph, scale: call.scale, threads: call.threads, kernel: call.kernel,
                              emptyRows: options.emptyRows, edgesPerHead: call.edgesPerHead, buffers: buffers)
   return AttentionWork(edges: work.edges, scoresComputed: work.scores)
 }

@@ -7,11 +7,20 @@ public enum EmptyRowPolicy: String, Sendable, CaseIterable {
 }
 
 /// Which CPU kernel runs the tiles.
+///
+/// `.automatic` picks the widest kernel this CPU and OS run, unless the environment variable
+/// `GRAPH_ATTENTION_KERNEL` names another (`portable`, `avx2`, `avx512`; how tests run every path).
 public enum CPUKernel: String, Sendable, CaseIterable {
-  /// The fastest this CPU supports: AVX2 + FMA where present, else portable.
+  /// `GRAPH_ATTENTION_KERNEL` if set, else the widest this CPU supports: AVX-512, AVX2 + FMA, or portable.
   case automatic
   /// Plain C for the baseline instruction set (for comparisons and tests).
   case portable
+  /// AVX2 + FMA (8 lanes, 16 registers): tiles of several rows with the rows in the lanes of two vectors;
+  /// single-row tiles as dot-product register blocks.
+  case avx2
+  /// AVX-512 (16 lanes, 32 registers): tiles of several rows run as packed GEMM-shaped blocks; single-row
+  /// tiles run the AVX2 kernel.
+  case avx512
 }
 
 /// How keys far from their query row are read from memory-mapped key and value files by a streamed job
@@ -46,8 +55,6 @@ public struct AttentionOptions: Sendable {
   public var progress: (@Sendable (Double) -> Void)?
   /// The CPU kernel; `.automatic` unless comparing implementations.
   public var kernel: CPUKernel
-  /// The highest instruction set the backward kernels may use (`GA_ISA_*`; tests run each); nil: the best.
-  var backwardKernelLevel: Int? = nil
 
   /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked.
   public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
@@ -142,7 +149,7 @@ struct AttentionCall {
     // A cheap estimate sizes work items; the exact count costs a pass over the rows for unions.
     self.edgesPerHead = edgesPerHead ?? max(1, graph.estimatedEdgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount))
     self.progress = options.progress
-    self.kernel = options.kernel
+    self.kernel = try options.kernel.resolved()
   }
 
   /// Throws for the first NaN or infinity in the inputs, naming the tensor and the index.
@@ -158,7 +165,7 @@ struct AttentionCall {
   @discardableResult
   func run(excluding: Graph?, rows: Range<Int>? = nil, pointers: CPUExecutor.Pointers) -> CPUExecutor.Work {
     CPUExecutor.run(shape: shape, graph: graph, excluding: excluding, edgesPerHead: edgesPerHead, scale: scale,
-                    threads: threads, forcePortable: kernel == .portable, rows: rows, pointers: pointers,
+                    threads: threads, kernel: kernel, rows: rows, pointers: pointers,
                     progress: progress, keysFinished: keysFinished)
   }
 }

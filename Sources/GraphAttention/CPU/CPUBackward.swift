@@ -36,9 +36,9 @@ enum CPUBackward {
 
   /// Computes dQ, dK and dV (every element written).
   ///
-  /// - Parameter level: the highest kernel instruction set to use (`GA_ISA_*`).
+  /// - Parameter kernel: the tile kernel (resolved: not `.automatic`).
   /// - Returns: edges per pass over every query head, and the scores both passes computed.
-  static func run(shape: AttentionShape, graph: Graph, scale: Float, threads: Int, level: Int,
+  static func run(shape: AttentionShape, graph: Graph, scale: Float, threads: Int, kernel: CPUKernel,
                   emptyRows: EmptyRowPolicy, edgesPerHead: Int, buffers b: Buffers) -> (edges: Int, scores: Int) {
     let (lq, lk, kd, vd) = (shape.queryCount, shape.keyCount, shape.keyDim, shape.valueDim)
     let heads = shape.batch * shape.queryHeads
@@ -57,7 +57,7 @@ enum CPUBackward {
         var tiler = BackwardTiler(rowStride: graph.preferredRowStride) { row, scratch in
           graph.neighbourhood(row: row, queryCount: lq, keyCount: lk, into: &scratch)
         }
-        var kernel = BackwardKernel(aDim: kd, bDim: vd, scale: scale, level: level)
+        var kernel = BackwardKernel(aDim: kd, bDim: vd, scale: scale, kernel: kernel)
         defer { tiler.deallocate(); kernel.deallocate() }
         while true {
           let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
@@ -108,7 +108,7 @@ enum CPUBackward {
         var tiler = BackwardTiler(rowStride: transposed.preferredRowStride) { column, scratch in
           transposed.neighbourhood(column: column, into: &scratch)
         }
-        var kernel = BackwardKernel(aDim: kd, bDim: vd, scale: scale, level: level)
+        var kernel = BackwardKernel(aDim: kd, bDim: vd, scale: scale, kernel: kernel)
         defer { tiler.deallocate(); kernel.deallocate() }
         var passScores = 0
         while true {

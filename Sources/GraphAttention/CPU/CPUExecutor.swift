@@ -64,12 +64,15 @@ enum CPUExecutor {
   /// (all rows when nil).
   ///
   /// - Parameters:
+  ///   - forcePortable: runs the portable kernel whatever `kernel` says.
+  ///   - kernel: the C kernel (a resolved choice; `.automatic` runs the widest).
   ///   - edgesPerHead: the graph's edge count (used to size work items); any positive estimate works.
   ///   - progress: called with the fraction of items done, from worker threads, at most ~100 times.
   /// - Returns: the edges visited and the scores the kernels computed.
   @discardableResult
   static func run(shape: AttentionShape, graph: Graph, excluding: Graph?, edgesPerHead: Int, scale: Float,
-                  threads: Int, forcePortable: Bool = false, rows: Range<Int>? = nil, pointers: Pointers,
+                  threads: Int, forcePortable: Bool = false, kernel kernelChoice: CPUKernel = .automatic,
+                  rows: Range<Int>? = nil, pointers: Pointers,
                   progress: (@Sendable (Double) -> Void)?,
                   keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)? = nil) -> Work {
     let rowRange = rows ?? 0..<shape.queryCount
@@ -114,7 +117,10 @@ enum CPUExecutor {
         itemOutputs.deallocate()
         wideQueries.deallocate()
       }
-      var kernel = TileKernel(keyDim: kd, valueDim: vd, scale: scale, scratch: scratch, portable: forcePortable)
+      var kernel = TileKernel(keyDim: kd, valueDim: vd, scale: scale, scratch: scratch,
+                              kernel: forcePortable ? .portable : kernelChoice)
+      defer { kernel.deallocate() }
+      tiler.spansSuffice = kernel.readsRowSpans
       while true {
         let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
         guard item < itemCount else { break }
@@ -170,7 +176,7 @@ enum CPUExecutor {
             }
             kernel.setHead(key: headKeys, value: headValues, elementType: p.keyValueType)
           } else {
-            kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask)
+            kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask, spans: tile.rowSpans)
           }
           if let finished = tile.finishedKeys { keysFinished?(kvHead, finished) }
         })

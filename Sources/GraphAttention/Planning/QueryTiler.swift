@@ -18,8 +18,12 @@ struct QueryTiler {
     /// The tile's sorted keys; valid only during the callback.
     var keys: UnsafePointer<Int64>
     var keyCount: Int
-    /// Bytes laid out `[group][key][row of group]`, 1 where the row attends to the key; nil for single-row tiles.
+    /// Bytes laid out `[group][key][row of group]`, 1 where the row attends to the key; nil for single-row tiles
+    /// and for tiles with `rowSpans`.
     var mask: UnsafePointer<UInt8>?
+    /// With `spansSuffice`, for tiles of several rows that are each one run: row i attends to exactly the key
+    /// positions `rowSpans[i]` (and `mask` is nil); valid only during the callback.
+    var rowSpans: UnsafePointer<Range<Int>>? = nil
     /// For one segment of a very long row: the key span this tile finishes, whose pages may be released.
     var finishedKeys: Range<Int>? = nil
   }
@@ -48,6 +52,11 @@ struct QueryTiler {
   private let tileRanges = UnsafeMutablePointer<Range<Int>>.allocate(capacity: QueryTiler.maxRows / QueryTiler.groupRows)
   /// Short runs set aside by `splitScatteredKeys`, per slot.
   private var scattered = [[KeyRun]](repeating: [], count: QueryTiler.maxRows)
+  /// Whether a tile of single-run rows may describe its rows by position spans instead of a mask (the kernels
+  /// with rows in the lanes, AVX2 and AVX-512, read spans; the others need the mask). Saves writing rows x
+  /// keys mask bytes per tile.
+  var spansSuffice = false
+  private let tileSpans = UnsafeMutablePointer<Range<Int>>.allocate(capacity: QueryTiler.maxRows)
   /// When set, each row's runs with far keys become a single-row tile of their own, emitted before the row
   /// joins a shared tile: a tile of several rows then never holds a far key, so a streaming caller can read
   /// far keys from the file (single-row tiles) and never fault their pages in.
@@ -95,6 +104,7 @@ struct QueryTiler {
     mask.deallocate()
     tileRows.deallocate()
     tileRanges.deallocate()
+    tileSpans.deallocate()
   }
 
   /// Calls `empty(row)` for each row of `rows` without keys and `tile(tile)` for each tile.
@@ -145,7 +155,7 @@ struct QueryTiler {
     // an O(degree) merge of those two saves the union attempts, which sort all the rows' runs.
     let a = slots.lowerBound, b = slots.lowerBound + 1
     let pairLimit = Int(Double(max(degrees[a], degrees[b])) * (1 + 4 * QueryTiler.maxOverhead)) + QueryTiler.slackPerGroup
-    if mergedKeys(slots: a..<b + 1, limit: pairLimit, fill: false) == nil {
+    if !pairFits(a, b, limit: pairLimit) {
       for slot in slots { emitSingle(rows[slot], slot: slot, tile: tile) }
       return
     }
@@ -155,7 +165,7 @@ struct QueryTiler {
     let budget = Int(Double(edges) * (1 + QueryTiler.maxOverhead)) + QueryTiler.slackPerGroup * groups
     // Every union key lies in some group's span, so a union wider than budget / 4 cannot fit.
     if let union = unionSize(slots: slots, limit: budget / QueryTiler.groupRows) {
-      fillUnion(slots: slots, count: union)
+      let spans = fillUnion(slots: slots, count: union)
       var cost = 0
       for g in 0..<groups {
         var lo = Int.max, hi = 0
@@ -171,7 +181,8 @@ struct QueryTiler {
         scoresComputed += cost
         for (i, slot) in slots.enumerated() { tileRows[i] = rows[slot] }
         tile(Tile(rows: UnsafeBufferPointer(start: tileRows, count: slots.count),
-                  groupRanges: UnsafeBufferPointer(start: tileRanges, count: groups), keys: keys, keyCount: union, mask: mask))
+                  groupRanges: UnsafeBufferPointer(start: tileRanges, count: groups), keys: keys, keyCount: union,
+                  mask: spans ? nil : UnsafePointer(mask), rowSpans: spans ? UnsafePointer(tileSpans) : nil))
         return
       }
     }
@@ -189,6 +200,23 @@ struct QueryTiler {
     } else {
       for slot in slots { emitSingle(rows[slot], slot: slot, tile: tile) }
     }
+  }
+
+  /// Whether two rows' keys have a union of at most `limit` keys: O(1) for two runs on one lattice (windows,
+  /// causal, blocked, dilated rows), else an O(degree) merge.
+  private mutating func pairFits(_ a: Int, _ b: Int, limit: Int) -> Bool {
+    let ra = scratch[a].runs, rb = scratch[b].runs
+    if ra.count == 1, rb.count == 1 {
+      let x = ra[0], y = rb[0]
+      let stride = max(x.count == 1 ? 1 : x.stride, y.count == 1 ? 1 : y.stride)
+      if x.count == 1 || x.stride == stride, y.count == 1 || y.stride == stride, (x.start - y.start) % stride == 0 {
+        // Two runs on one lattice: their hull where they overlap or touch, else both.
+        let touching = max(x.start, y.start) <= min(x.last, y.last) + stride
+        let n = touching ? (max(x.last, y.last) - min(x.start, y.start)) / stride + 1 : x.count + y.count
+        return n <= limit
+      }
+    }
+    return mergedKeys(slots: a..<b + 1, limit: limit, fill: false) != nil
   }
 
   /// Moves each row's short runs (fewer than `longRun` keys) to `scattered`, keeping its long runs, when
@@ -336,40 +364,58 @@ struct QueryTiler {
     return mergedKeys(slots: slots, limit: limit, fill: false)
   }
 
-  /// Writes the union's `count` sorted keys and the per-row mask bytes.
-  private mutating func fillUnion(slots: Range<Int>, count: Int) {
+  /// Writes the union's `count` sorted keys, and the per-row mask bytes, or with `spansSuffice` and rows of
+  /// one run each (lattice and interval unions), the rows' position spans (`tileSpans`) instead of a mask.
+  /// Returns whether it wrote spans.
+  private mutating func fillUnion(slots: Range<Int>, count: Int) -> Bool {
     reserveKeys(count)
     let rows = slots.count
-    if maskCapacity < rows * count {
-      mask.deallocate()
-      maskCapacity = max(rows * count, 2 * maskCapacity)
-      mask = .allocate(capacity: maskCapacity)
+    if case .general = shape {
+      growMask(rows * count)
+      mask.update(repeating: 0, count: rows * count)
+      _ = mergedKeys(slots: slots, limit: count, fill: true, count: count)
+      return false
     }
-    mask.update(repeating: 0, count: rows * count)
+    // The position in the union of each row's first key, per run.
     switch shape {
     case let .lattice(start, stride):
       for n in 0..<count { keys[n] = Int64(start + n * stride) }
-      for (r, slot) in slots.enumerated() {
-        let run = scratch[slot].runs[0]
-        markMask(row: r, from: (run.start - start) / stride, count: run.count, keys: count)
-      }
-    case .intervals:
+    default:
       var n = 0
       intervalOffsets.removeAll(keepingCapacity: true)
       for interval in intervals {
         intervalOffsets.append(n)
         for key in interval.start...interval.last { keys[n] = Int64(key); n &+= 1 }
       }
+    }
+    func position(_ run: KeyRun, _ u: inout Int) -> Int {
+      if case let .lattice(start, stride) = shape { return (run.start - start) / stride }
+      while intervals[u].last < run.start { u += 1 }
+      return intervalOffsets[u] + run.start - intervals[u].start
+    }
+    if spansSuffice, count < Int(Int32.max), slots.allSatisfy({ scratch[$0].runs.count == 1 }) {
       for (r, slot) in slots.enumerated() {
         var u = 0
-        for run in scratch[slot].runs {
-          while intervals[u].last < run.start { u += 1 }
-          markMask(row: r, from: intervalOffsets[u] + run.start - intervals[u].start, count: run.count, keys: count)
-        }
+        let run = scratch[slot].runs[0]
+        let first = position(run, &u)
+        tileSpans[r] = first..<first + run.count
       }
-    case .general:
-      _ = mergedKeys(slots: slots, limit: count, fill: true, count: count)
+      return true
     }
+    growMask(rows * count)
+    mask.update(repeating: 0, count: rows * count)
+    for (r, slot) in slots.enumerated() {
+      var u = 0
+      for run in scratch[slot].runs { markMask(row: r, from: position(run, &u), count: run.count, keys: count) }
+    }
+    return false
+  }
+
+  private mutating func growMask(_ bytes: Int) {
+    guard maskCapacity < bytes else { return }
+    mask.deallocate()
+    maskCapacity = max(bytes, 2 * maskCapacity)
+    mask = .allocate(capacity: maskCapacity)
   }
 
   /// Merges the rows' keys one by one: counts distinct keys (nil past `limit`), and with `fill` writes them

@@ -3,6 +3,8 @@
 
 #include <stdint.h>
 
+#include "GraphAttentionKernels.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -11,9 +13,6 @@ extern "C" {
 #define GA_BW_MAX_ROWS 16
 /// Columns per packed block (the lanes of one AVX-512 vector; the AVX2 kernel uses two halves).
 #define GA_BW_BLOCK 16
-
-/// Instruction sets of the backward kernels, best last.
-enum { GA_ISA_PORTABLE = 0, GA_ISA_AVX2 = 1, GA_ISA_AVX512 = 2 };
 
 /// One backward tile: up to 16 "rows" against a shared sorted list of "columns". Both passes of the
 /// backward are this one shape (FlashAttention-2's formulation, with S and dP recomputed in each pass):
@@ -45,17 +44,15 @@ typedef struct {
   int b_dim;
   float scale;
   float *scratch;                         ///< ga_backward_scratch_floats(a_dim, b_dim) floats, 64-byte aligned
-  int isa;                                ///< highest GA_ISA_* to use (capped at what the CPU has)
+  int isa;                                ///< GA_ISA_* (GraphAttentionKernels.h); AUTOMATIC: the widest
 } ga_backward_tile;
 
-/// Runs one tile with the best kernel allowed by `tile->isa` and the CPU.
+/// Runs one tile with the kernel `tile->isa` names (GA_ISA_AUTOMATIC: the widest this CPU runs; the caller
+/// checks `ga_isa_supported` for the others).
 void ga_backward_tile_run(const ga_backward_tile *tile);
 
 /// Floats of scratch a tile needs for these dimensions.
 int64_t ga_backward_scratch_floats(int a_dim, int b_dim);
-
-/// The best GA_ISA_* this CPU runs (CPUID, read once).
-int ga_backward_best_isa(void);
 
 #ifdef __cplusplus
 }

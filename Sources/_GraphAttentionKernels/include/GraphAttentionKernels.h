@@ -46,7 +46,39 @@ typedef struct {
   float *acc[GA_MAX_ROWS];          ///< value_dim floats each
   float *scratch;                   ///< at least GA_GROUP_ROWS * GA_KEY_BLOCK floats, 32-byte aligned
   int force_portable;               ///< nonzero: use the portable kernel (tests compare the two)
+  /// The kernel: GA_ISA_AUTOMATIC (0: the widest this CPU runs), or one of GA_ISA_PORTABLE, GA_ISA_AVX2,
+  /// GA_ISA_AVX512 (the caller checks `ga_isa_supported` first; an unsupported choice runs the widest).
+  int isa;
+  /// At least `ga_pack_floats(key_dim, value_dim)` floats, 64-byte aligned: packed Q^T, scores and widened
+  /// K/V rows for the kernels with rows in the lanes (AVX-512, AVX2), which then run every tile of 4-16 rows;
+  /// NULL runs them on the AVX2 dot-product kernel (or the portable one).
+  float *pack;
+  /// Nonzero: with `mask` NULL, row r attends to exactly the key positions [row_begin[r], row_end[r]).
+  /// Only the kernels with rows in the lanes read spans: pass them only with a pack buffer and a SIMD isa.
+  int has_row_spans;
+  int32_t row_begin[GA_MAX_ROWS];
+  int32_t row_end[GA_MAX_ROWS];
 } ga_tile;
+
+/// Kernel instruction sets, from the narrowest.
+enum { GA_ISA_AUTOMATIC = 0, GA_ISA_PORTABLE = 1, GA_ISA_AVX2 = 2, GA_ISA_AVX512 = 3 };
+
+/// 1 if this CPU and its OS run kernels of `isa` (CPUID features, and for AVX-512 the ZMM and mask
+/// state enabled in XCR0), else 0. GA_ISA_AUTOMATIC and GA_ISA_PORTABLE are always supported.
+int ga_isa_supported(int isa);
+
+/// The widest instruction set this CPU and OS run: GA_ISA_AVX512, GA_ISA_AVX2 or GA_ISA_PORTABLE.
+int ga_widest_isa(void);
+
+/// Floats the AVX-512 kernel's pack buffer needs for these dimensions: O((d_k + d_v) * 64).
+int64_t ga_pack_floats(int key_dim, int value_dim);
+
+/// Runs `iterations` of ten independent FMA chains as wide as `isa` (8 lanes for AVX2, 16 for AVX-512,
+/// 8 scalar lanes for portable); returns a value that depends on every chain.
+double ga_fma_loop_isa(int isa, int64_t iterations);
+
+/// Floating-point operations per iteration of `ga_fma_loop_isa(isa, _)` (an FMA counts as 2).
+int64_t ga_fma_loop_isa_flops_per_iteration(int isa);
 
 /// Folds the tile's keys into its rows' states with the fastest kernel this CPU supports.
 void ga_tile_attend(const ga_tile *tile);
@@ -58,11 +90,11 @@ void ga_tile_attend_portable(const ga_tile *tile);
 int ga_uses_avx2(void);
 
 
-/// Runs `iterations` of ten independent 8-lane FMA chains (the machine's FMA peak loop); returns a
-/// value that depends on every chain, so it cannot be optimised away.
+/// Runs `iterations` of ten independent FMA chains of the widest instruction set (the machine's FMA peak
+/// loop); returns a value that depends on every chain, so it cannot be optimised away.
 double ga_fma_loop(int64_t iterations);
 
-/// Floating-point operations per iteration of `ga_fma_loop` (an FMA counts as 2).
+/// Floating-point operations per iteration of `ga_fma_loop` (an FMA counts as 2): 320 with AVX-512, else 160.
 int64_t ga_fma_loop_flops_per_iteration(void);
 
 /// Sums `count` floats (a streaming read, for measuring memory bandwidth).

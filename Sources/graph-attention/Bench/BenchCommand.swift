@@ -28,6 +28,8 @@ struct BenchCommand: ParsableCommand {
   @Option(help: "Skip rows estimated to take longer than this, in seconds for all repeats.") var maxRowSeconds = 30.0
   @Option(help: "Skip rows whose tensors need more than this fraction of physical memory.") var memoryFraction = 0.6
   @Option(help: "Worker threads (default: every processor).") var threads: Int?
+  @Option(help: "CPU kernel: automatic (GRAPH_ATTENTION_KERNEL, else the widest), portable, avx2 or avx512.")
+  var kernel: CPUKernel = .automatic
   @Option(help: "Write results.json, results.csv and results.svg into this directory.") var outputDirectory: String?
   @Flag(help: "Also time PyTorch (Benchmarks/peers) on the same shapes.") var peers = false
   @Option(help: "Python with PyTorch for --peers.") var peerPython = "Benchmarks/peers/.venv/bin/python"
@@ -60,10 +62,14 @@ struct BenchCommand: ParsableCommand {
     #else
     let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
     Console.note("measuring this machine's FMA peak and read bandwidth with \(threadCount) thread(s)...")
+    // The peak of the widest FMA this CPU runs: a percentage of a narrower one would overstate every row.
     let peak = (0..<3).map { _ in MachineLimits.measureFMAPeak(threads: threadCount) }.max() ?? 0
+    let isa = MachineLimits.instructionSetName(MachineLimits.fmaKernel)
     let bandwidth = MachineLimits.measureReadBandwidth(threads: threadCount)
-    Console.note(String(format: "FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s", peak / 1e9, bandwidth / 1e9))
-    var report = BenchReport(peakFlops: peak, readBandwidth: bandwidth, threads: threadCount,
+    let kernelName = try kernel.resolved().rawValue
+    Console.note("\(isa) FMA peak " + String(format: "%.1f GFLOP/s, read bandwidth %.1f GB/s", peak / 1e9, bandwidth / 1e9)
+                 + ", \(kernelName) kernel")
+    var report = BenchReport(peakFlops: peak, peakInstructionSet: isa, kernel: kernelName, readBandwidth: bandwidth, threads: threadCount,
                              command: CommandLine.arguments.joined(separator: " "))
     let physical = Double(ProcessInfo.processInfo.physicalMemory)
     // Seconds per useful FLOP, per mask, from its measured rows (gathers and dense tiles differ by 10x);
@@ -140,7 +146,7 @@ struct BenchCommand: ParsableCommand {
   }
 
   private func measure(_ row: inout BenchReport.Row, graph: Graph, q: Tensor, k: Tensor, v: Tensor, threads: Int, peak: Double) throws {
-    let options = AttentionOptions(threads: threads, checksFiniteInputs: false)
+    let options = AttentionOptions(threads: threads, checksFiniteInputs: false, kernel: kernel)
     var scores = 0
     _ = try attention(query: q, key: k, value: v, graph: graph, options: options, scoresComputed: &scores)  // warm-up
     PeakMemory.reset()

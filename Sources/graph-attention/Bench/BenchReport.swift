@@ -75,6 +75,10 @@ struct BenchReport: Encodable {
   }
 
   var peakFlops: Double
+  /// The instruction set whose FMA chains measured `peakFlops` (the widest this CPU runs), e.g. "AVX-512".
+  var peakInstructionSet: String
+  /// The CPU kernel the rows ran (`--kernel`, resolved), e.g. "avx512".
+  var kernel: String
   var readBandwidth: Double
   var threads: Int
   var command: String
@@ -147,7 +151,7 @@ struct BenchReport: Encodable {
     var out = """
       <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height + 22 * Double((names.count + 2) / 3)))" font-family="sans-serif" font-size="12">
       <rect width="100%" height="100%" fill="white"/>
-      <text x="20" y="24" font-size="15">graph-attention bench: \(escape(machine)), \(threads) threads, FMA peak \(String(format: "%.0f", peakFlops / 1e9)) GFLOP/s</text>
+      <text x="20" y="24" font-size="15">graph-attention bench: \(escape(machine)), \(threads) threads, \(peakInstructionSet) FMA peak \(String(format: "%.0f", peakFlops / 1e9)) GFLOP/s, \(kernel) kernel</text>
 
       """
     for (index, left) in [70.0, 660.0].enumerated() {

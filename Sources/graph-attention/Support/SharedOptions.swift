@@ -4,6 +4,7 @@ import GraphAttention
 
 extension EmptyRowPolicy: ExpressibleByArgument {}
 extension DeviceStorage: ExpressibleByArgument {}
+extension CPUKernel: ExpressibleByArgument {}
 
 /// `--device`: where attention runs.
 enum DeviceKind: String, ExpressibleByArgument, CaseIterable {
@@ -21,6 +22,9 @@ struct ComputeOptions: ParsableArguments {
 
   @Option(help: "Worker threads (default: every processor).")
   var threads: Int?
+
+  @Option(help: "CPU kernel: automatic (GRAPH_ATTENTION_KERNEL, else the widest this CPU runs), portable, avx2 or avx512.")
+  var kernel: CPUKernel = .automatic
 
   @Option(help: "Where attention runs: cpu, or cuda (an NVIDIA GPU; needs the driver and NVRTC, loaded at run time).")
   var device: DeviceKind = .cpu
@@ -55,7 +59,7 @@ struct ComputeOptions: ParsableArguments {
   }
 
   func attentionOptions(progress: (@Sendable (Double) -> Void)? = nil) -> AttentionOptions {
-    AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, progress: progress)
+    AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, progress: progress, kernel: kernel)
   }
 }
 

@@ -66,14 +66,14 @@ final class GradientTests: XCTestCase {
                                                 scale: options.scale.map(Double.init))
     let tolerance = inputScale == 1 ? 1e-5 : 1e-4
     var worst = 0.0
-    // Every kernel level this CPU runs (portable, AVX2, AVX-512) against the one reference.
-    for level in BackwardKernel.supportedLevels {
+    // Every kernel this CPU runs (portable, AVX2, AVX-512) against the one reference.
+    for kernel in CPUKernel.supported {
       var options = options
-      options.backwardKernelLevel = level
+      options.kernel = kernel
       var lse: [Float] = []
       let run = try GradientTests.gradients(q: q, k: k, v: v, dO: dO, graph: graph ?? Graph(parsing: mask.spec),
                                             options: options, lseOut: &lse, storage: storage)
-      let context = "\(mask) q\(query) k\(key) v\(value) \(options.kernel) level \(BackwardKernel.name(ofLevel: level))"
+      let context = "\(mask) q\(query) k\(key) v\(value) kernel \(kernel)"
       for (row, expected) in reference.logSumExp.enumerated() {
         let x = Double(lse[row])
         if expected == -.infinity {
@@ -173,17 +173,17 @@ final class GradientTests: XCTestCase {
     let q = Inputs.tensor([2, 2, 300, 24], seed: 1), k = Inputs.tensor([2, 1, 300, 24], seed: 2)
     let v = Inputs.tensor([2, 1, 300, 20], seed: 3), dO = Inputs.tensor([2, 2, 300, 20], seed: 4)
     for spec in ["window:33+global:5,200+random:0.01:3", "causal", "dilated:20:2+blocked:64:1"] {
-      for level in BackwardKernel.supportedLevels {
+      for kernel in CPUKernel.supported {
         var runs: [Run] = []
         for threads in [1, 2, 3] {
           var options = AttentionOptions(threads: threads)
-          options.backwardKernelLevel = level
+          options.kernel = kernel
           runs.append(try GradientTests.gradients(q: q, k: k, v: v, dO: dO, graph: try Graph(parsing: spec), options: options))
         }
         for run in runs.dropFirst() {
-          XCTAssertEqual(run.gradQuery.map(\.bitPattern), runs[0].gradQuery.map(\.bitPattern), "dQ \(spec) level \(level)")
-          XCTAssertEqual(run.gradKey.map(\.bitPattern), runs[0].gradKey.map(\.bitPattern), "dK \(spec) level \(level)")
-          XCTAssertEqual(run.gradValue.map(\.bitPattern), runs[0].gradValue.map(\.bitPattern), "dV \(spec) level \(level)")
+          XCTAssertEqual(run.gradQuery.map(\.bitPattern), runs[0].gradQuery.map(\.bitPattern), "dQ \(spec) kernel \(kernel)")
+          XCTAssertEqual(run.gradKey.map(\.bitPattern), runs[0].gradKey.map(\.bitPattern), "dK \(spec) kernel \(kernel)")
+          XCTAssertEqual(run.gradValue.map(\.bitPattern), runs[0].gradValue.map(\.bitPattern), "dV \(spec) kernel \(kernel)")
         }
       }
     }

@@ -7,32 +7,18 @@ import _GraphAttentionKernels
 struct BackwardKernel {
   static let maxRows = Int(GA_BW_MAX_ROWS)
 
-  /// The best instruction set the backward kernels use on this CPU: "avx512", "avx2" or "portable".
-  static var bestInstructionSet: String { name(ofLevel: Int(ga_backward_best_isa())) }
-
-  /// Kernel levels this CPU runs, portable first (tests run every one).
-  static var supportedLevels: [Int] { Array(0...Int(ga_backward_best_isa())) }
-
-  static func name(ofLevel level: Int) -> String {
-    switch Int32(level) {
-    case Int32(GA_ISA_AVX512): return "avx512"
-    case Int32(GA_ISA_AVX2): return "avx2"
-    default: return "portable"
-    }
-  }
-
   private var call = ga_backward_tile()
   private let scratch: UnsafeMutablePointer<Float>
 
-  /// A call record for dimensions `a_dim`, `b_dim`, using at most instruction set `level`.
-  init(aDim: Int, bDim: Int, scale: Float, level: Int) {
+  /// A call record for dimensions `a_dim`, `b_dim`, running `kernel` (resolved: not `.automatic`).
+  init(aDim: Int, bDim: Int, scale: Float, kernel: CPUKernel) {
     let floats = Int(ga_backward_scratch_floats(Int32(aDim), Int32(bDim)))
     scratch = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
     call.a_dim = Int32(aDim)
     call.b_dim = Int32(bDim)
     call.scale = scale
     call.scratch = scratch
-    call.isa = Int32(level)
+    call.isa = kernel.isa
   }
 
   /// Frees the scratch; the kernel must not be used afterwards.

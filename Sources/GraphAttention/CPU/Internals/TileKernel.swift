@@ -15,13 +15,28 @@ struct TileKernel {
 
   private var call = ga_tile()
 
-  /// A call record for one head's keys and values.
-  init(keyDim: Int, valueDim: Int, scale: Float, scratch: UnsafeMutablePointer<Float>, portable: Bool) {
+  /// A call record for one head's keys and values, run by `kernel` (`.automatic`: the widest).
+  ///
+  /// For the AVX2 and AVX-512 kernels it owns a pack buffer (`ga_pack_floats`: (80 d_k + 64 d_v + 1024)
+  /// floats, 40 KiB at d = 64), which runs tiles of several rows with the rows in the lanes: free it with
+  /// `deallocate()`.
+  init(keyDim: Int, valueDim: Int, scale: Float, scratch: UnsafeMutablePointer<Float>, kernel: CPUKernel) {
     call.key_dim = Int32(keyDim)
     call.value_dim = Int32(valueDim)
     call.scale = scale
     call.scratch = scratch
-    call.force_portable = portable ? 1 : 0
+    call.force_portable = kernel == .portable ? 1 : 0
+    call.isa = kernel.isa
+    let packs = kernel != .portable && kernel.isSupported && CPUKernel.widest != .portable
+    if packs {
+      let floats = Int(ga_pack_floats(Int32(keyDim), Int32(valueDim)))
+      call.pack = UnsafeMutableRawPointer.allocate(byteCount: floats * 4, alignment: 64).bindMemory(to: Float.self, capacity: floats)
+    }
+  }
+
+  /// Frees the pack buffer; the kernel must not be used afterwards.
+  func deallocate() {
+    call.pack?.deallocate()
   }
 
   /// Points the call at a head's key and value rows, stored as `elementType`.
@@ -50,12 +65,29 @@ struct TileKernel {
     withUnsafeMutableBytes(of: &call.group_end) { $0.storeBytes(of: Int64(range.upperBound), toByteOffset: group * 8, as: Int64.self) }
   }
 
-  /// Folds `keyCount` keys into the first `rows` rows' states.
-  mutating func attend(rows: Int, keys: UnsafePointer<Int64>, keyCount: Int, mask: UnsafePointer<UInt8>?) {
+  /// Whether tiles may carry row spans instead of masks (`QueryTiler.spansSuffice`): only the kernels with rows
+  /// in the lanes (AVX2, AVX-512) read them, and they run every tile of several rows given a pack buffer.
+  var readsRowSpans: Bool { call.pack != nil && call.force_portable == 0 }
+
+  /// Folds `keyCount` keys into the first `rows` rows' states; row r attends to the keys its `mask` bytes
+  /// mark, or with `spans` (and no mask), to positions `spans[r]`, or with neither, to all of them.
+  mutating func attend(rows: Int, keys: UnsafePointer<Int64>, keyCount: Int, mask: UnsafePointer<UInt8>?,
+                       spans: UnsafePointer<Range<Int>>? = nil) {
     call.rows = Int32(rows)
     call.keys = keys
     call.n = Int64(keyCount)
     call.mask = mask
+    call.has_row_spans = spans == nil ? 0 : 1
+    if let spans {
+      withUnsafeMutableBytes(of: &call.row_begin) { begin in
+        withUnsafeMutableBytes(of: &call.row_end) { end in
+          for r in 0..<rows {
+            begin.storeBytes(of: Int32(truncatingIfNeeded: spans[r].lowerBound), toByteOffset: r * 4, as: Int32.self)
+            end.storeBytes(of: Int32(truncatingIfNeeded: spans[r].upperBound), toByteOffset: r * 4, as: Int32.self)
+          }
+        }
+      }
+    }
     ga_tile_attend(&call)
   }
 }

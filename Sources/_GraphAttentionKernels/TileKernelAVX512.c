@@ -1,0 +1,295 @@
+// The AVX-512 tile kernel, shaped like a GEMM micro-kernel with the tile's rows in the vector lanes.
+//
+// A tile is 4, 8, 12 or 16 query rows (groups of 4) against a shared sorted list of key positions. Row r of
+// the tile is lane r of every vector: Q is packed once per tile, transposed, as Q^T[c] = 16 lanes, and
+//   S^T[j] = sum over c of Q^T[c] * k_j[c]  (8 keys at a time: 8 zmm accumulators, one broadcast of
+//       k_j[c] and one FMA per key per c, one load of Q^T[c] shared by the 8): outer products, no
+//       horizontal sum; K rows are read in place through the tile's key list, so contiguous, strided
+//       and gathered keys run the same loop and no K is copied or transposed (each element of K is one
+//       broadcast for all 16 rows; a transposed pack would cost a load, shuffle and store per element
+//       for the same single use);
+//   scale, mask (per key, the tile's 4 mask bytes of each group become a 16-lane mask with one byte
+//       test), online softmax per lane over blocks of 64 keys: maxima, exp, sums are all vertical, and
+//       (m, l) of all 16 rows live in two registers for the whole tile;
+//   O[r] = O[r] * e^(m_old - m_new) + P . V per group of 4 rows, 4 x 4 zmm accumulators (64 value
+//       columns) per pass: one row of V loaded per key, each weight broadcast from the block's buffer.
+// fp16 and bf16 keys and values are widened into fp32 rows once per block (vcvtph2ps, or a shift), never
+// in the inner loops.
+#include "KernelsInternal.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#if GA_X86
+#include <immintrin.h>
+
+#define GA_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,bmi2,fma,f16c")))
+#define GA_AVX512 GA_AVX512_TARGET static inline
+#define GA_AVX512_INLINE GA_AVX512_TARGET static inline __attribute__((always_inline))
+
+/// Keys per softmax block (scores of a block are kept as 64 x 16 floats).
+#define GA_BLOCK_KEYS 64
+/// Keys per register block of scores.
+#define GA_SCORE_KEYS 8
+
+// e^x for x <= 0 (online-softmax arguments), the AVX2 kernel's polynomial on 16 lanes: relative error
+// below 2e-7; lanes below -87 and -inf give 0.
+GA_AVX512_INLINE __m512 exp_avx512(__m512 x) {
+  const __m512 low = _mm512_set1_ps(-87.0f);
+  const __mmask16 under = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);
+  x = _mm512_max_ps(x, low);
+  const __m512 magic = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic);
+  const __m512 n = _mm512_sub_ps(t, magic);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i bits = _mm512_slli_epi32(
+      _mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(magic)), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(bits));
+}
+
+// `count` (<= 16) elements of a key or value row from element `offset`, widened to fp32, zeros after.
+GA_AVX512_INLINE __m512 load16_kv(const void *base, int type, int64_t offset, int count) {
+  const __mmask16 m = count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
+  switch (type) {
+    case GA_FLOAT16:
+      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + offset));
+    case GA_BFLOAT16:
+      return _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + offset)), 16));
+    default:
+      return _mm512_maskz_loadu_ps(m, (const float *)base + offset);
+  }
+}
+
+// In-register 16x16 transpose: r[i] holds row i on entry and column i on return.
+GA_AVX512_INLINE void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // Per 128-bit lane k: u[4i + j] holds column 4k + j of rows 4i..4i+3.
+  __m512 u[16];
+  for (int i = 0; i < 4; i++) {
+    const __m512d ab_lo = _mm512_castps_pd(t[4 * i]), ab_hi = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d cd_lo = _mm512_castps_pd(t[4 * i + 2]), cd_hi = _mm512_castps_pd(t[4 * i + 3]);
+    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_lo, cd_lo));
+    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_lo, cd_lo));
+    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_hi, cd_hi));
+    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_hi, cd_hi));
+  }
+  // A 4x4 transpose of 128-bit lanes for each j.
+  for (int j = 0; j < 4; j++) {
+    const __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44), x1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+    const __m512 x2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44), x3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_f32x4(x0, x2, 0x88);
+    r[4 + j] = _mm512_shuffle_f32x4(x0, x2, 0xDD);
+    r[8 + j] = _mm512_shuffle_f32x4(x1, x3, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(x1, x3, 0xDD);
+  }
+}
+
+// Widens key positions [first, first + count) of the tile's K and V into fp32 rows (K: d floats each,
+// V: ldv floats each) and points kp / vp at them.
+GA_AVX512 void widen_block(const ga_tile *t, int64_t first, int64_t count, float *kbuf, float *vbuf, int ldv,
+                           const float **kp, const float **vp) {
+  const int d = t->key_dim, dv = t->value_dim;
+  for (int64_t j = 0; j < count; j++) {
+    const int64_t key = t->keys[first + j];
+    float *kr = kbuf + j * d, *vr = vbuf + j * ldv;
+    for (int c = 0; c < d; c += 16) {
+      const int cc = d - c < 16 ? d - c : 16;
+      _mm512_mask_storeu_ps(kr + c, cc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cc) - 1),
+                            load16_kv(t->key, t->kv_type, key * d + c, cc));
+    }
+    for (int c = 0; c < ldv; c += 16) _mm512_storeu_ps(vr + c, load16_kv(t->value, t->kv_type, key * dv + c, dv - c));
+    kp[j] = kr;
+    vp[j] = vr;
+  }
+}
+
+// The 16 lanes (rows) that attend to key position `p`: from the rows' spans (two compares), the tile's
+// mask bytes of each group (4 bytes per group and key), or with neither, the groups whose span holds p;
+// `live` limits them to the tile's rows.
+GA_AVX512_INLINE __mmask16 key_lanes(const ga_tile *t, int groups, int64_t p, __mmask16 live, __m512i begin, __m512i end) {
+  if (!t->mask && t->has_row_spans) {
+    const __m512i position = _mm512_set1_epi32((int32_t)p);
+    return _mm512_mask_cmple_epi32_mask(_mm512_cmpgt_epi32_mask(end, position), begin, position) & live;
+  }
+  if (t->mask) {
+    uint32_t w[4] = {0, 0, 0, 0};
+    for (int g = 0; g < groups; g++) memcpy(&w[g], t->mask + ((int64_t)g * t->n + p) * 4, 4);
+    const __m128i bytes = _mm_loadu_si128((const __m128i *)w);
+    return _mm_test_epi8_mask(bytes, bytes) & live;
+  }
+  unsigned lanes = 0;
+  for (int g = 0; g < groups; g++)
+    if (t->group_begin[g] <= p && p < t->group_end[g]) lanes |= 0xFu << (4 * g);
+  return (__mmask16)lanes & live;
+}
+
+// One pass of O = O * factor + P . V over value columns [c0, c0 + 16 NZ) of rows r0..r0+3: 4 x NZ zmm
+// accumulators; per key one row of V (NZ loads, the last masked at the row's end) and 4 broadcast weights.
+GA_AVX512_INLINE void pv_pass(const ga_tile *t, int r0, int c0, const float *factor, const float *weights,
+                              const float *const *vp, int64_t count, const int NZ) {
+  const int dv = t->value_dim;
+  __mmask16 cols[4];
+  for (int z = 0; z < NZ; z++) {
+    const int left = dv - c0 - 16 * z;
+    cols[z] = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+  }
+  __m512 a[4][4];
+  for (int r = 0; r < 4; r++) {
+    const __m512 f = _mm512_set1_ps(factor[r0 + r]);
+    for (int z = 0; z < NZ; z++) a[r][z] = _mm512_mul_ps(_mm512_maskz_loadu_ps(cols[z], t->acc[r0 + r] + c0 + 16 * z), f);
+  }
+  for (int64_t j = 0; j < count; j++) {
+    const float *v = vp[j] + c0;
+    __m512 x[4];
+    for (int z = 0; z < NZ; z++) x[z] = _mm512_maskz_loadu_ps(cols[z], v + 16 * z);
+    const float *p = weights + j * 16 + r0;
+    for (int r = 0; r < 4; r++) {
+      const __m512 w = _mm512_set1_ps(p[r]);
+      for (int z = 0; z < NZ; z++) a[r][z] = _mm512_fmadd_ps(w, x[z], a[r][z]);
+    }
+  }
+  for (int r = 0; r < 4; r++)
+    for (int z = 0; z < NZ; z++) _mm512_mask_storeu_ps(t->acc[r0 + r] + c0 + 16 * z, cols[z], a[r][z]);
+}
+
+// S^T for keys j0..j0+7 of the block (fewer at its end: the missing ones repeat the first), scaled,
+// masked and stored as 16-lane rows of `scores`.
+GA_AVX512_INLINE void score_keys(const ga_tile *t, int groups, const float *qt, const float *const *kp, int64_t first,
+                                 int64_t j0, int64_t count, __mmask16 live, float *scores) {
+  const int d = t->key_dim;
+  const float *k[GA_SCORE_KEYS];
+  for (int i = 0; i < GA_SCORE_KEYS; i++) k[i] = kp[j0 + i < count ? j0 + i : j0];
+  // Even and odd dimensions accumulate separately: 16 independent FMA chains cover the FMA latency (4
+  // cycles on 2 pipes needs 8) with room for the broadcast loads' latency.
+  __m512 s[GA_SCORE_KEYS], odd[GA_SCORE_KEYS];
+  for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = odd[i] = _mm512_setzero_ps();
+  int c = 0;
+  for (; c + 2 <= d; c += 2) {
+    const __m512 q0 = _mm512_load_ps(qt + c * 16), q1 = _mm512_load_ps(qt + c * 16 + 16);
+    for (int i = 0; i < GA_SCORE_KEYS; i++) {
+      s[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c]), q0, s[i]);
+      odd[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c + 1]), q1, odd[i]);
+    }
+  }
+  if (c < d) {
+    const __m512 q0 = _mm512_load_ps(qt + c * 16);
+    for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c]), q0, s[i]);
+  }
+  for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_add_ps(s[i], odd[i]);
+  const __m512 scale = _mm512_set1_ps(t->scale), minus_inf = _mm512_set1_ps(-INFINITY);
+  const __m512i begin = _mm512_loadu_si512(t->row_begin), end = _mm512_loadu_si512(t->row_end);
+  for (int i = 0; i < GA_SCORE_KEYS && j0 + i < count; i++) {
+    const __mmask16 lanes = key_lanes(t, groups, first + j0 + i, live, begin, end);
+    _mm512_store_ps(scores + (j0 + i) * 16, _mm512_mask_mul_ps(minus_inf, lanes, s[i], scale));
+  }
+}
+
+GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
+  const int d = t->key_dim, dv = t->value_dim, ldv = (dv + 15) & ~15;
+  const int rows = t->rows, groups = rows / 4;
+  const __mmask16 live = rows >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rows) - 1);
+  float *qt = t->pack;                            // [d][16]
+  float *scores = qt + (int64_t)d * 16;           // [GA_BLOCK_KEYS][16]: scores, then weights
+  float *kbuf = scores + GA_BLOCK_KEYS * 16;      // [GA_BLOCK_KEYS][d], fp16/bf16 only
+  float *vbuf = kbuf + GA_BLOCK_KEYS * (int64_t)d; // [GA_BLOCK_KEYS][ldv], fp16/bf16 only
+  // Q^T: lane r of qt[c] is row r's q[c]; lanes past the tile's rows are 0 (and masked).
+  for (int c0 = 0; c0 < d; c0 += 16) {
+    const int cc = d - c0 < 16 ? d - c0 : 16;
+    const __mmask16 cm = cc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cc) - 1);
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(cm, t->query[i] + c0) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int i = 0; i < cc; i++) _mm512_store_ps(qt + (c0 + i) * 16, r[i]);
+  }
+  __attribute__((aligned(64))) float state[16];
+  for (int r = 0; r < 16; r++) state[r] = r < rows ? *t->m[r] : -INFINITY;
+  __m512 m = _mm512_load_ps(state);
+  for (int r = 0; r < 16; r++) state[r] = r < rows ? *t->l[r] : 0.0f;
+  __m512 l = _mm512_load_ps(state);
+  int64_t lo_all = INT64_MAX, hi_all = 0;
+  for (int g = 0; g < groups; g++) {
+    if (t->group_begin[g] < lo_all) lo_all = t->group_begin[g];
+    if (t->group_end[g] > hi_all) hi_all = t->group_end[g];
+  }
+  if (hi_all > t->n) hi_all = t->n;
+  const float *kp[GA_BLOCK_KEYS], *vp[GA_BLOCK_KEYS];
+  const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
+  __attribute__((aligned(64))) float factor[16];
+  for (int64_t first = lo_all; first < hi_all; first += GA_BLOCK_KEYS) {
+    const int64_t count = hi_all - first < GA_BLOCK_KEYS ? hi_all - first : GA_BLOCK_KEYS;
+    if (t->kv_type == GA_FLOAT32) {
+      for (int64_t j = 0; j < count; j++) {
+        kp[j] = (const float *)t->key + t->keys[first + j] * d;
+        vp[j] = (const float *)t->value + t->keys[first + j] * dv;
+      }
+    } else {
+      widen_block(t, first, count, kbuf, vbuf, ldv, kp, vp);
+    }
+    for (int64_t j0 = 0; j0 < count; j0 += GA_SCORE_KEYS) score_keys(t, groups, qt, kp, first, j0, count, live, scores);
+    // Online softmax, all 16 rows at once.
+    __m512 mx = minus_inf;
+    for (int64_t j = 0; j < count; j++) mx = _mm512_max_ps(mx, _mm512_load_ps(scores + j * 16));
+    const __m512 m_new = _mm512_max_ps(m, mx);
+    // A row with nothing attended yet (m = -inf) shifts by 0: its scores are all -inf, so its weights are 0.
+    const __m512 shift = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m_new, minus_inf, _CMP_EQ_OQ), m_new, _mm512_setzero_ps());
+    const __m512 f = exp_avx512(_mm512_sub_ps(m, shift));  // 1 where m is unchanged, 0 from -inf
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < count; j++) {
+      const __m512 p = exp_avx512(_mm512_sub_ps(_mm512_load_ps(scores + j * 16), shift));
+      _mm512_store_ps(scores + j * 16, p);
+      sum = _mm512_add_ps(sum, p);
+    }
+    l = _mm512_fmadd_ps(l, f, sum);
+    m = m_new;
+    _mm512_store_ps(factor, f);
+    for (int g = 0; g < groups; g++) {
+      if (t->group_end[g] <= first || t->group_begin[g] >= first + count) continue;  // no key of this block
+      int c0 = 0;
+      for (; c0 + 64 <= dv; c0 += 64) pv_pass(t, 4 * g, c0, factor, scores, vp, count, 4);
+      switch ((dv - c0 + 15) / 16) {
+        case 1: pv_pass(t, 4 * g, c0, factor, scores, vp, count, 1); break;
+        case 2: pv_pass(t, 4 * g, c0, factor, scores, vp, count, 2); break;
+        case 3: pv_pass(t, 4 * g, c0, factor, scores, vp, count, 3); break;
+        default: break;
+      }
+    }
+    // Groups skipped above keep factor 1 only if their m did not move: it cannot, their lanes were masked.
+  }
+  _mm512_store_ps(state, m);
+  for (int r = 0; r < rows; r++) *t->m[r] = state[r];
+  _mm512_store_ps(state, l);
+  for (int r = 0; r < rows; r++) *t->l[r] = state[r];
+}
+
+__attribute__((target("avx512f"))) double ga_fma_loop_avx512(int64_t iterations) {
+  // Ten independent 16-lane chains cover the FMA latency (4 cycles) on two 512-bit FMA pipes.
+  __m512 a0 = _mm512_set1_ps(1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0;
+  const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+  for (int64_t i = 0; i < iterations; i++) {
+    a0 = _mm512_fmadd_ps(a0, x, y); a1 = _mm512_fmadd_ps(a1, x, y); a2 = _mm512_fmadd_ps(a2, x, y);
+    a3 = _mm512_fmadd_ps(a3, x, y); a4 = _mm512_fmadd_ps(a4, x, y); a5 = _mm512_fmadd_ps(a5, x, y);
+    a6 = _mm512_fmadd_ps(a6, x, y); a7 = _mm512_fmadd_ps(a7, x, y); a8 = _mm512_fmadd_ps(a8, x, y);
+    a9 = _mm512_fmadd_ps(a9, x, y);
+  }
+  const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                                 _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)), _mm512_add_ps(a8, a9)));
+  return _mm512_reduce_add_ps(s);
+}
+#else
+void ga_tile_attend_avx512(const ga_tile *tile) { ga_tile_attend_portable(tile); }
+double ga_fma_loop_avx512(int64_t iterations) { return (double)iterations; }
+#endif
