@@ -10,6 +10,9 @@
 ///     storage type.
 ///   - output: shaped like the query with last dimension `d_v`.
 ///   - rows: the query rows to compute (all when nil); other rows of `output` are left as they are.
+///   - logSumExp: if given, receives each computed row's log-sum-exp `LSE = m + log(l)` (natural log of
+///     the scaled scores' softmax denominator; `-inf` for rows without edges), which the backward
+///     (`attentionGradients`) needs; fp32, shaped like the query without its last dimension.
 /// - Returns: the edges visited and the scores the kernels computed, over every head.
 /// - Throws: `GraphAttentionError` for mismatched shapes or types and, when checked, non-finite inputs
 ///   (with `rows`, only those query rows are scanned: check keys and values once yourself); with
@@ -18,7 +21,8 @@
 /// - Complexity: O(edges of `rows` * (d_k + d_v)) per head.
 @discardableResult
 public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
-                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil) throws -> AttentionWork {
+                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil,
+                      logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   guard output.shape == shape.outputShape else {
     throw GraphAttentionError(.shape, "output has shape \(output.shape) but the result has shape \(shape.outputShape)",
@@ -27,6 +31,15 @@ public func attention(query: TensorView, key: TensorView, value: TensorView, out
   guard key.type == value.type else {
     throw GraphAttentionError(.dtype, "key is \(key.type.rawValue) but value is \(value.type.rawValue)",
                               fix: "store key and value in the same type")
+  }
+  if let logSumExp {
+    guard logSumExp.shape == Array(query.shape.dropLast()) else {
+      throw GraphAttentionError(.shape, "logSumExp has shape \(logSumExp.shape) but should have shape \(Array(query.shape.dropLast()))",
+                                fix: "create the log-sum-exp with the query's shape without its last dimension")
+    }
+    guard logSumExp.type == .float32 else {
+      throw GraphAttentionError(.dtype, "logSumExp is \(logSumExp.type.rawValue), not fp32", fix: "create the log-sum-exp as fp32")
+    }
   }
   if let rows, rows.lowerBound < 0 || rows.upperBound > shape.queryCount {
     throw GraphAttentionError(.option, "rows \(rows) are outside 0..<\(shape.queryCount)", fix: "pass a range of query rows")
@@ -54,7 +67,8 @@ public func attention(query: TensorView, key: TensorView, value: TensorView, out
                   budget: options.scatteredReadAheadBytes)
   let work = call.run(excluding: nil, rows: rows, pointers: .init(
     query: query.base, queryType: query.type, key: key.base, value: value.base, keyValueType: key.type,
-    destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader))
+    destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader,
+    logSumExp: logSumExp?.base.assumingMemoryBound(to: Float.self)))
   if let failure = reader?.failure { throw failure }
   return AttentionWork(edges: work.edges, scoresComputed: work.scores)
 }

@@ -55,6 +55,8 @@ public struct AttentionOptions: Sendable {
   /// With `.read`: bytes of far key and value rows read ahead in key order per call (tests set 0 to
   /// exercise the one-`pread`-per-key path).
   var scatteredReadAheadBytes = ScatteredKeyReader.defaultReadAheadBytes
+  /// The highest instruction set the backward kernels may use (`GA_ISA_*`; tests run each); nil: the best.
+  var backwardKernelLevel: Int? = nil
 
   /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked.
   public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
