@@ -105,15 +105,12 @@ public func ga_attention_forward(
     let lse = logSumExp.map {
       MutableTensorView(shape: Array(q.shape.dropLast()), type: .float32, base: UnsafeMutableRawPointer($0), owner: nil)
     }
-    if lse != nil {  // PENDING-BACKWARD-MERGE
-      throw GraphAttentionError(.option, "this build has no log-sum-exp output", fix: "pass NULL for log_sum_exp")
-    }
     let done = try attention(
       query: TensorView(shape: q.shape, type: q.type, base: query!, owner: nil),
       key: TensorView(shape: k.shape, type: k.type, base: key!, owner: nil),
       value: TensorView(shape: v.shape, type: v.type, base: value!, owner: nil),
       output: MutableTensorView(shape: shape.outputShape, type: outputType, base: output, owner: nil),
-      graph: g, options: options)  // PENDING-BACKWARD-MERGE: logSumExp: lse
+      graph: g, options: options, logSumExp: lse)
     if let work {
       work[0] = Int64(done.edges)
       work[1] = Int64(done.scoresComputed)

@@ -44,9 +44,6 @@ def attention(query, key, value, mask="window:256+global:0", scale=None, empty_r
     Contiguous CPU inputs are read in place (no copy); others are copied once. The GIL is released while the
     engine runs.
     """
-    if return_lse and not _library.has_backward:
-        raise NotImplementedError("this build of graph_attention has no log-sum-exp output (the engine lacks "
-                                  "ga_attention_backward); rebuild from a GraphAttention with the backward pass")
     if _is_torch(query) or _is_torch(key) or _is_torch(value):
         from . import _torch
 
@@ -106,9 +103,6 @@ def forward_raw(graph, pointers, shapes, dtype, output, lse, scale, empty_rows_c
 
 def backward_raw(graph, pointers, shapes, dtype, output, lse, grad_output, grads, scale, threads, check_finite):
     """One ga_attention_backward call: fp32 gradients into `grads` (three addresses)."""
-    if not _library.has_backward:
-        raise NotImplementedError("this build of graph_attention has no backward pass (ga_attention_backward); "
-                                  "gradients need the engine's backward")
     code = DTYPE_CODES[dtype]
     flags = FLAG_CHECK_FINITE if check_finite else 0
     q, k, v = pointers

@@ -73,16 +73,12 @@ def _load():
         "ga_graph_dense_mask": (i32, [p, i64, i64, p]),
         "ga_attention_forward": (i32, [p, c_int64_p, i32, p, c_int64_p, i32, p, c_int64_p, i32, i32,
                                        p, i32, p, p, f32, i32, i32, u32, c_int64_p]),
-    }
-    optional = {
         "ga_attention_backward": (i32, [p, c_int64_p, i32, p, c_int64_p, i32, p, c_int64_p, i32, i32,
                                         p, i32, p, p, i32, p, p, p, p, f32, i32, u32]),
     }
-    for name, (restype, argtypes) in list(signatures.items()) + list(optional.items()):
+    for name, (restype, argtypes) in signatures.items():
         function = getattr(lib, name, None)
         if function is None:
-            if name in optional:
-                continue
             raise ImportError(f"{path} lacks {name}: it was built from another version. Fix: reinstall graph_attention")
         function.restype = restype
         function.argtypes = argtypes
@@ -90,7 +86,6 @@ def _load():
 
 
 lib, library_path = _load()
-has_backward = hasattr(lib, "ga_attention_backward")
 
 
 def error_for(status):

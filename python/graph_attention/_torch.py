@@ -35,11 +35,9 @@ def _attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
     shapes = [tuple(t.shape) for t in (q, k, v)]
     _, empty_code, _ = check_arguments(shapes, [_dtype_name(t.dtype) for t in (q, k, v)], scale, empty_rows, None)
     output = _new_tensor(shapes[0][:-1] + shapes[2][-1:], q.dtype)
-    lse = _new_tensor(shapes[0][:-1], torch.float32) if _library.has_backward else torch.full(shapes[0][:-1], float("nan"))
-    # A build without the backward has no LSE either: the LSE output then stays NaN and is never used.
+    lse = _new_tensor(shapes[0][:-1], torch.float32)
     forward_raw(cached_graph(mask), [t.data_ptr() for t in (q, k, v)], shapes, _dtype_name(q.dtype),
-                output.data_ptr(), lse.data_ptr() if _library.has_backward else None, scale, empty_code, threads,
-                check_finite)
+                output.data_ptr(), lse.data_ptr(), scale, empty_code, threads, check_finite)
     return output, lse
 
 

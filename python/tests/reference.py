@@ -21,13 +21,15 @@ from numpy_reference import parse_mask  # noqa: E402
 def dense_mask(spec, query_count, key_count=None, base_dir=None):
     """Dense bool mask [L_q, L_k] for a spec, built independently of the engine (random edges excepted)."""
     key_count = query_count if key_count is None else key_count
-    random_edges = {}
-    for component in spec.split("+"):
-        component = component.strip()
+    components = [c.strip() for c in spec.split("+")]
+    mask = np.zeros((query_count, key_count), dtype=bool)
+    for component in components:
         if component.startswith("random:"):
-            rows, cols = np.nonzero(graph_attention.Graph(component).to_dense(query_count, key_count))
-            random_edges[component] = np.stack([rows, cols], axis=1)
-    return parse_mask(spec, query_count, key_count, base_dir=base_dir, random_edges=random_edges)
+            mask |= graph_attention.Graph(component).to_dense(query_count, key_count)
+    others = [c for c in components if not c.startswith("random:")]
+    if others:
+        mask |= parse_mask("+".join(others), query_count, key_count, base_dir=base_dir)
+    return mask
 
 
 def random_inputs(shapes, dtype=torch.float32, seed=0):

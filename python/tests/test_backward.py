@@ -3,11 +3,8 @@ import pytest
 import torch
 
 import graph_attention
-from graph_attention import _library
 from masks import L, SELF_MASKS, write_explicit_graphs
 from reference import attention64, dense_mask, random_inputs, relative_error
-
-pytestmark = pytest.mark.skipif(not _library.has_backward, reason="the engine was built without the backward pass")
 
 FP32 = 1e-5
 

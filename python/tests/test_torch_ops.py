@@ -3,13 +3,9 @@ import pytest
 import torch
 
 import graph_attention
-from graph_attention import _library
 from reference import attention64, dense_mask, random_inputs, relative_error
 
-needs_backward = pytest.mark.skipif(not _library.has_backward, reason="the engine was built without the backward pass")
 
-
-@needs_backward
 @pytest.mark.parametrize("mask,shapes", [
     ("window:3+global:0", [(2, 24, 8)] * 3),
     ("causal", [(1, 4, 24, 8), (1, 2, 24, 8), (1, 2, 24, 12)]),
@@ -31,7 +27,6 @@ def test_opcheck_forward_without_grad():
                           test_utils=("test_schema", "test_faketensor"))
 
 
-@needs_backward
 def test_compile_fullgraph_forward_and_backward():
     torch._dynamo.reset()
 
