@@ -116,23 +116,31 @@ def _new_array(shape, dtype):
     return np.full(shape, np.nan, dtype=dtype) if _library.POISON_OUTPUTS else np.empty(shape, dtype=dtype)
 
 
+_NUMPY_DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
+
+
 def _numpy_dtype_name(array):
-    name = array.dtype.name
-    return name if name in DTYPE_CODES else str(array.dtype)
+    # A dict lookup: `dtype.name` alone costs about 4 us, a tenth of the call's overhead budget.
+    name = _NUMPY_DTYPE_NAMES.get(array.dtype)
+    return name if name is not None else array.dtype.name  # bfloat16 through ml_dtypes' dtype name
+
+
+def _address(array):
+    return array.__array_interface__["data"][0]  # cheaper than array.ctypes.data
 
 
 def _numpy_attention(query, key, value, mask, scale, empty_rows, return_lse, threads, check_finite):
     arrays = [np.asarray(x) for x in (query, key, value)]
-    shapes = [a.shape for a in arrays]
-    dtypes = [_numpy_dtype_name(a) for a in arrays]  # bfloat16 through ml_dtypes' dtype name
+    shapes = [tuple(a.shape) for a in arrays]
+    dtypes = [_numpy_dtype_name(a) for a in arrays]
     scale, empty_code, threads = check_arguments(shapes, dtypes, scale, empty_rows, threads)
     graph = cached_graph(mask)
     arrays = [np.ascontiguousarray(a) for a in arrays]  # no copy when already C-contiguous
     q, k, v = arrays
     output = _new_array(q.shape[:-1] + (v.shape[-1],), q.dtype)
     lse = _new_array(q.shape[:-1], np.float32) if return_lse else None
-    forward_raw(graph, [a.ctypes.data for a in arrays], shapes, dtypes[0], output.ctypes.data,
-                None if lse is None else lse.ctypes.data, scale, empty_code, threads, check_finite)
+    forward_raw(graph, [_address(a) for a in arrays], shapes, dtypes[0], _address(output),
+                None if lse is None else _address(lse), scale, empty_code, threads, check_finite)
     return (output, lse) if return_lse else output
 
 

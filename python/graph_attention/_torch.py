@@ -27,8 +27,7 @@ def _require_cpu(*tensors):
                 "not yet verified on a GPU). Fix: move the tensors to the CPU with .cpu().", "device")
 
 
-@torch.library.custom_op("graph_attention::attention", mutates_args=())
-def _attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: str, scale: float,
+def _attention_impl(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: str, scale: float,
                   empty_rows: str, threads: int, check_finite: bool) -> tuple[torch.Tensor, torch.Tensor]:
     _require_cpu(query, key, value)
     q, k, v = query.contiguous(), key.contiguous(), value.contiguous()  # no copy when contiguous
@@ -39,6 +38,9 @@ def _attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, m
     forward_raw(cached_graph(mask), [t.data_ptr() for t in (q, k, v)], shapes, _dtype_name(q.dtype),
                 output.data_ptr(), lse.data_ptr(), scale, empty_code, threads, check_finite)
     return output, lse
+
+
+_attention_op = torch.library.custom_op("graph_attention::attention", _attention_impl, mutates_args=())
 
 
 @_attention_op.register_fake
@@ -86,6 +88,29 @@ def _backward(ctx, grad_output, grad_lse):
 _attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerAttention(torch.autograd.Function):
+    """The op's autograd wiring (`_setup_context`, `_backward`) without the dispatcher: eager calls with
+    gradients skip about 150 us of custom-op overhead. torch.compile always sees the custom op."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _attention_impl(*inputs)
+        _setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1])
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_lse):
+        return _backward(ctx, grad_output, grad_lse)
+
+
+def _plain_eager(tensors):
+    """Whether the inputs are plain tensors outside torch.compile and functorch transforms, where calling the
+    implementation directly is exactly what the op would do."""
+    return (not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+            and all(type(t) is torch.Tensor for t in tensors))
+
+
 def attention(query, key, value, mask, scale, empty_rows, return_lse, threads, check_finite):
     """The torch path of graph_attention.attention (documented there)."""
     for name, t in (("query", query), ("key", key), ("value", value)):
@@ -99,5 +124,11 @@ def attention(query, key, value, mask, scale, empty_rows, return_lse, threads, c
         mask = mask.spec
     elif not isinstance(mask, str):
         raise TypeError(f"mask must be a specification string such as 'window:256+global:0' or a Graph, got {type(mask).__name__}")
-    output, lse = _attention_op(query, key, value, mask, scale, empty_rows, threads, bool(check_finite))
+    arguments = (query, key, value, mask, scale, empty_rows, threads, bool(check_finite))
+    if not _plain_eager((query, key, value)):
+        output, lse = _attention_op(*arguments)
+    elif torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
+        output, lse = _EagerAttention.apply(*arguments)
+    else:
+        output, lse = _attention_impl(*arguments)  # inference: no dispatcher, no autograd record
     return (output, lse.detach()) if return_lse else output

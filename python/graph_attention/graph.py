@@ -97,6 +97,7 @@ class Graph:
 
 
 _cache = OrderedDict()
+_implicit = {}  # spec -> Graph for specs that read no file (their graph never changes)
 _cache_lock = threading.Lock()
 _CACHE_SIZE = 64
 
@@ -121,9 +122,13 @@ def cached_graph(mask):
     (explicit graphs are keyed by their files' paths, times and sizes too)."""
     if isinstance(mask, Graph):
         return mask
+    graph = _implicit.get(mask)  # the common case: one dict lookup
+    if graph is not None:
+        return graph
     if not isinstance(mask, str):
         raise TypeError(f"mask must be a specification string such as 'window:256+global:0' or a Graph, got {type(mask).__name__}")
-    key = (mask, _file_stamps(mask)) if any(k in mask.lower() for k in _EXPLICIT_KINDS) else (mask,)
+    explicit = any(k in mask.lower() for k in _EXPLICIT_KINDS)
+    key = (mask, _file_stamps(mask)) if explicit else (mask,)
     with _cache_lock:
         graph = _cache.get(key)
         if graph is not None:
@@ -134,6 +139,10 @@ def cached_graph(mask):
         _cache[key] = graph
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
+        if not explicit:
+            if len(_implicit) >= _CACHE_SIZE:
+                _implicit.clear()
+            _implicit[mask] = graph
     return graph
 
 

@@ -67,3 +67,22 @@ def test_fake_tensor_shapes_without_engine():
         q, k, v = torch.empty(2, 4, 100, 16), torch.empty(2, 2, 100, 16), torch.empty(2, 2, 100, 24)
         out, lse = torch.ops.graph_attention.attention(q, k, v, "window:3", 0.25, "zero", 0, True)
     assert out.shape == (2, 4, 100, 24) and lse.shape == (2, 4, 100) and lse.dtype == torch.float32
+
+
+def test_eager_fast_path_matches_the_custom_op():
+    # Eager calls skip the dispatcher (autograd.Function or a direct call); the op path must agree exactly.
+    q, k, v = random_inputs([(2, 2, 40, 8), (2, 1, 40, 8), (2, 1, 40, 12)], seed=43)
+    grad = random_inputs([(2, 2, 40, 12)], seed=44)[0]
+    results = []
+    for use_op in (False, True):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        if use_op:
+            out, _ = torch.ops.graph_attention.attention(*leaves, "window:3+global:0", 0.35, "zero", 0, True)
+        else:
+            out = graph_attention.attention(*leaves, mask="window:3+global:0", scale=0.35)
+        out.backward(grad)
+        results.append([out.detach()] + [t.grad for t in leaves])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        assert torch.equal(graph_attention.attention(q, k, v, mask="window:3+global:0", scale=0.35), results[0][0])
