@@ -25,7 +25,8 @@ class SwiftLibraryBuildHook(BuildHookInterface):
         library = package_dir / LIBRARY
         prebuilt = os.environ.get("GRAPH_ATTENTION_PREBUILT_LIBRARY")
         if prebuilt:
-            shutil.copyfile(prebuilt, library)
+            if not library.exists() or not os.path.samefile(prebuilt, library):
+                shutil.copyfile(prebuilt, library)
         else:
             repository = Path(self.root).resolve().parent
             script = repository / "scripts" / "build_python_library.sh"

@@ -4,7 +4,8 @@ import GraphAttention
 /// `grad_key`, `grad_value` shaped like query, key and value (all written; deterministic for any thread count).
 ///
 /// - Parameters:
-///   - query, key, value, rank, graph, scale, threads, flags: as for `ga_attention_forward`.
+///   - query, key, value, rank, graph, scale, empty_rows, threads, flags: as for `ga_attention_forward`; with
+///     empty_rows 1 (NaN) the `grad_query` rows of queries without edges are NaN, as PyTorch gives, else zero.
 ///   - output: the forward's output (query shape with last extent `d_v`) of `output_dtype`.
 ///   - log_sum_exp: the forward's fp32 LSE (query shape without its last extent).
 ///   - grad_output: the gradient of the loss with respect to the output, shaped like it, of `grad_output_dtype`.
@@ -22,7 +23,7 @@ public func ga_attention_backward(
   _ gradQuery: UnsafeMutablePointer<Float>?, _ gradKey: UnsafeMutablePointer<Float>?,
   _ gradValue: UnsafeMutablePointer<Float>?,
   _ graph: UnsafeMutableRawPointer?,
-  _ scale: Float, _ threads: Int32, _ flags: UInt32
+  _ scale: Float, _ emptyRows: Int32, _ threads: Int32, _ flags: UInt32
 ) -> Int32 {
   withStatus {
     let q = try CTensor(name: "query", base: query, dtype: queryDtype, rank: rank, shape: queryShape)
@@ -34,7 +35,7 @@ public func ga_attention_backward(
     }
     let outputType = try storageType(code: outputDtype, name: "output")
     let gradOutputType = try storageType(code: gradOutputDtype, name: "grad_output")
-    let options = try attentionOptions(scale: scale, emptyRows: 0, threads: threads, flags: flags)
+    let options = try attentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, flags: flags)
     try attentionGradients(
       query: TensorView(shape: q.shape, type: q.type, base: query!, owner: nil),
       key: TensorView(shape: k.shape, type: k.type, base: key!, owner: nil),

@@ -36,14 +36,15 @@ int32_t ga_attention_forward(const void *query, const int64_t *query_shape, int3
                              ga_graph graph, float scale, int32_t empty_rows, int32_t threads, uint32_t flags,
                              int64_t *work);
 
-/* fp32 gradients shaped like query, key and value, from the forward's output and LSE. */
+/* fp32 gradients shaped like query, key and value, from the forward's output and LSE; flags bit 0 checks
+ * query, key, value and grad_output (output and LSE hold NaN / -inf on empty rows legitimately). */
 int32_t ga_attention_backward(const void *query, const int64_t *query_shape, int32_t query_dtype,
                               const void *key, const int64_t *key_shape, int32_t key_dtype,
                               const void *value, const int64_t *value_shape, int32_t value_dtype,
                               int32_t rank, const void *output, int32_t output_dtype, const float *log_sum_exp,
                               const void *grad_output, int32_t grad_output_dtype,
                               float *grad_query, float *grad_key, float *grad_value,
-                              ga_graph graph, float scale, int32_t threads, uint32_t flags);
+                              ga_graph graph, float scale, int32_t empty_rows, int32_t threads, uint32_t flags);
 
 #ifdef __cplusplus
 }

@@ -101,7 +101,8 @@ def forward_raw(graph, pointers, shapes, dtype, output, lse, scale, empty_rows_c
         len(shapes[0]), output, code, lse, graph._handle, scale, empty_rows_code, threads, flags, None))
 
 
-def backward_raw(graph, pointers, shapes, dtype, output, lse, grad_output, grads, scale, threads, check_finite):
+def backward_raw(graph, pointers, shapes, dtype, output, lse, grad_output, grads, scale, empty_rows_code, threads,
+                 check_finite):
     """One ga_attention_backward call: fp32 gradients into `grads` (three addresses)."""
     code = DTYPE_CODES[dtype]
     flags = FLAG_CHECK_FINITE if check_finite else 0
@@ -109,7 +110,7 @@ def backward_raw(graph, pointers, shapes, dtype, output, lse, grad_output, grads
     check(lib.ga_attention_backward(
         q, shape_array(shapes[0]), code, k, shape_array(shapes[1]), code, v, shape_array(shapes[2]), code,
         len(shapes[0]), output, code, lse, grad_output, code, grads[0], grads[1], grads[2], graph._handle,
-        scale, threads, flags))
+        scale, empty_rows_code, threads, flags))
 
 
 def _new_array(shape, dtype):

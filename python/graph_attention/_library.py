@@ -75,7 +75,7 @@ def _load():
         "ga_attention_forward": (i32, [p, c_int64_p, i32, p, c_int64_p, i32, p, c_int64_p, i32, i32,
                                        p, i32, p, p, f32, i32, i32, u32, c_int64_p]),
         "ga_attention_backward": (i32, [p, c_int64_p, i32, p, c_int64_p, i32, p, c_int64_p, i32, i32,
-                                        p, i32, p, p, i32, p, p, p, p, f32, i32, u32]),
+                                        p, i32, p, p, i32, p, p, p, p, f32, i32, i32, u32]),
     }
     for name, (restype, argtypes) in signatures.items():
         function = getattr(lib, name, None)

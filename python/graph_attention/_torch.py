@@ -4,7 +4,7 @@ autograd wired between them. The mask travels as a string argument, so compiled 
 import torch
 
 from . import _library
-from ._library import GraphAttentionError
+from ._library import EMPTY_ROWS_CODES, GraphAttentionError
 from ._attention import backward_raw, check_arguments, forward_raw
 from .graph import Graph, cached_graph
 
@@ -51,9 +51,10 @@ def _(query, key, value, mask, scale, empty_rows, threads, check_finite):
 
 @torch.library.custom_op("graph_attention::attention_backward", mutates_args=())
 def _attention_backward_op(grad_output: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                           output: torch.Tensor, lse: torch.Tensor, mask: str, scale: float, threads: int,
-                           check_finite: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                           output: torch.Tensor, lse: torch.Tensor, mask: str, scale: float, empty_rows: str,
+                           threads: int, check_finite: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _require_cpu(query, key, value, grad_output)
+    empty_code = EMPTY_ROWS_CODES[empty_rows]
     dtype = query.dtype
     q, k, v = query.contiguous(), key.contiguous(), value.contiguous()
     o, dout = output.contiguous(), grad_output.to(dtype).contiguous()
@@ -61,27 +62,30 @@ def _attention_backward_op(grad_output: torch.Tensor, query: torch.Tensor, key: 
     grads = [_new_tensor(t.shape, torch.float32) for t in (q, k, v)]
     backward_raw(cached_graph(mask), [t.data_ptr() for t in (q, k, v)], [tuple(t.shape) for t in (q, k, v)],
                  _dtype_name(dtype), o.data_ptr(), lse.data_ptr(), dout.data_ptr(), [g.data_ptr() for g in grads],
-                 scale, threads, check_finite)
+                 scale, empty_code, threads, check_finite)
     return tuple(g if dtype == torch.float32 else g.to(dtype) for g in grads)
 
 
 @_attention_backward_op.register_fake
-def _(grad_output, query, key, value, output, lse, mask, scale, threads, check_finite):
-    return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
+def _(grad_output, query, key, value, output, lse, mask, scale, empty_rows, threads, check_finite):
+    return query.new_empty(query.shape), key.new_empty(key.shape), value.new_empty(value.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    query, key, value, mask, scale, _, threads, check_finite = inputs
+    query, key, value, mask, scale, empty_rows, threads, _ = inputs
     out, lse = output
     ctx.save_for_backward(query, key, value, out, lse)
-    ctx.arguments = (mask, scale, threads, check_finite)
+    ctx.arguments = (mask, scale, empty_rows, threads)
 
 
 def _backward(ctx, grad_output, grad_lse):
     # The LSE is returned detached (see `attention`), so grad_lse carries nothing.
     query, key, value, out, lse = ctx.saved_tensors
-    mask, scale, threads, check_finite = ctx.arguments
-    dq, dk, dv = _attention_backward_op(grad_output, query, key, value, out, lse, mask, scale, threads, check_finite)
+    mask, scale, empty_rows, threads = ctx.arguments
+    # No finite check here: the forward checked q, k and v, and a NaN in grad_output (from NaN empty rows, say)
+    # propagates as in any torch op.
+    dq, dk, dv = _attention_backward_op(grad_output, query, key, value, out, lse, mask, scale, empty_rows, threads,
+                                        False)
     return dq, dk, dv, None, None, None, None, None
 
 

@@ -77,3 +77,20 @@ def test_only_some_inputs_require_grad():
     q.requires_grad_()
     graph_attention.attention(q, k, v, mask="causal").sum().backward()
     assert q.grad is not None and k.grad is None
+
+
+def test_nan_empty_rows_give_nan_query_gradients_as_torch(tmp_path, monkeypatch):
+    # SDPA's convention: fully masked rows give NaN outputs and NaN dq; dk and dv stay finite and exact.
+    monkeypatch.chdir(tmp_path)
+    spec = write_explicit_graphs(tmp_path, L, L)[0]
+    mask = torch.as_tensor(dense_mask(spec, L))
+    empty = ~mask.any(dim=1)
+    q, k, v = (t.requires_grad_() for t in random_inputs([(2, L, 16)] * 3, seed=30))
+    out = graph_attention.attention(q, k, v, mask=spec, empty_rows="nan")
+    assert torch.isnan(out[:, empty]).all() and not torch.isnan(out[:, ~empty]).any()
+    out.nan_to_num().sum().backward()
+    q64, k64, v64 = (t.detach().to(torch.float64).requires_grad_() for t in (q, k, v))
+    attention64(q64, k64, v64, mask)[0].sum().backward()
+    assert torch.isnan(q.grad[:, empty]).all()
+    assert relative_error(q.grad[:, ~empty], q64.grad[:, ~empty]) < FP32
+    assert relative_error(k.grad, k64.grad) < FP32 and relative_error(v.grad, v64.grad) < FP32

@@ -18,7 +18,8 @@ def test_opcheck(mask, shapes):
     out, lse = torch.ops.graph_attention.attention(q, k, v, mask, scale, "zero", 0, True)
     grad = torch.randn_like(out)
     torch.library.opcheck(torch.ops.graph_attention.attention_backward.default,
-                          (grad, q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(), mask, scale, 0, False))
+                          (grad, q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(), mask, scale, "zero", 0,
+                           False))
 
 
 def test_opcheck_forward_without_grad():
