@@ -40,6 +40,8 @@ struct RunCommand: ParsableCommand {
   var checkpointSeconds = 2.0
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Print one JSON object with edges, seconds (attention only) and gflops.") var json = false
+  @Option(help: "Also write each row's log-sum-exp (fp32 .npy, Q's shape without d; -inf for empty rows), for `grad --lse`.")
+  var saveLse: String?
 
   func validate() throws {
     guard StorageType(parsing: outputDtype) != nil else {
@@ -51,6 +53,7 @@ struct RunCommand: ParsableCommand {
     if let chunkRows { try requirePositive(chunkRows, "chunk-rows") }
     guard checkRows >= 0 else { throw ValidationError("--check-rows must be >= 0.") }
     guard checkpointSeconds >= 0, checkpointSeconds.isFinite else { throw ValidationError("--checkpoint-seconds must be >= 0.") }
+    if saveLse != nil, resume { throw ValidationError("--save-lse cannot be combined with --resume; rerun from the start.") }
   }
 
   func run() throws {
@@ -124,6 +127,9 @@ struct RunCommand: ParsableCommand {
       }
       out = try TensorFile.create(output, shape: shape.outputShape, type: outputType, name: "o", resumable: true)
     }
+    // --save-lse: the rows' log-sum-exp, written beside the output chunk by chunk, committed with it.
+    if let saveLse { try checkOutputWritable(saveLse) }
+    let lseFile = try saveLse.map { try TensorFile.create($0, shape: Array(q.shape.dropLast()), type: .float32, name: "lse") }
     var progressRecord = record
     progressRecord.temporaryPath = out.temporaryPath
 
@@ -147,7 +153,8 @@ struct RunCommand: ParsableCommand {
       prefetch(q: q, k: k, v: v, shape: shape, rows: rows, reach: graph.backwardReach(keyCount: shape.keyCount))
       try checkKeysAndValues(k, v, shape: shape, chunk: rows)
       let chunkStart = monotonicSeconds()
-      edgesAllHeads += try attention(query: q, key: k, value: v, output: out.view, graph: graph, options: options, rows: rows).edges
+      edgesAllHeads += try attention(query: q, key: k, value: v, output: out.view, graph: graph, options: options, rows: rows,
+                                     logSumExp: lseFile?.view).edges
       attentionSeconds += monotonicSeconds() - chunkStart
       releasePages(q: q, k: k, v: v, out: out.view, shape: shape, done: rows, graph: graph)
       row = rows.upperBound
@@ -166,6 +173,7 @@ struct RunCommand: ParsableCommand {
       }
     }
     if checkRows > 0 { try checkSampledRows(q: q, k: k, v: v, out: out.view, shape: shape, graph: graph) }
+    try lseFile?.commit()
     try out.commit()
     ProgressRecord.remove(for: output)
     } catch let exit as ExitCode where exit == ExitCode(130) {
@@ -173,6 +181,7 @@ struct RunCommand: ParsableCommand {
     } catch {
       // A real failure: nothing of this run may remain, and an existing output stays as it was.
       out.abandon()
+      lseFile?.abandon()
       ProgressRecord.remove(for: output)
       throw error
     }

@@ -117,6 +117,8 @@ extension TransposedGraph {
   /// - Complexity: two enumerations of the pattern; 4 bytes per edge plus 8 per key.
   static func compressedColumns(queryCount: Int, keyCount: Int,
                                 forEachKey: (_ row: Int, _ body: (Int) -> Void) -> Void) -> ExplicitGraph {
+    // Query indices are stored as UInt32, like explicit graphs' columns.
+    precondition(queryCount <= Int(UInt32.max) + 1, "the transpose of an explicit or random graph holds at most 2^32 queries")
     var offsets = [Int](repeating: 0, count: keyCount + 1)
     for row in 0..<queryCount { forEachKey(row) { offsets[$0 + 1] += 1 } }
     for j in 0..<keyCount { offsets[j + 1] += offsets[j] }

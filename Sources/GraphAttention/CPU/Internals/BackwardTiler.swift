@@ -90,9 +90,22 @@ struct BackwardTiler {
       // Mask: walk each row's columns against the union.
       ensureMask(slots.count * n)
       mask.update(repeating: 0, count: slots.count * n)
+      // A contiguous union (windows, causal): a key's position is its offset from the first key.
+      let first = Int(columns[0])
+      let contiguous = Int(columns[n - 1]) - first == n - 1
       for (r, slot) in slots.enumerated() {
         var position = 0
         let rowMask = mask + r * n
+        if contiguous {
+          for run in scratch[slot].runs {
+            if run.stride == 1 {
+              (rowMask + run.start - first).update(repeating: 1, count: run.count)
+            } else {
+              for t in 0..<run.count { rowMask[run.start - first + t * run.stride] = 1 }
+            }
+          }
+          continue
+        }
         for run in scratch[slot].runs {
           var key = run.start
           for _ in 0..<run.count {
