@@ -5,7 +5,7 @@ import numpy as np
 
 from . import _library
 from ._library import DTYPE_CODES, EMPTY_ROWS_CODES, FLAG_CHECK_FINITE, GraphAttentionError, check, lib, shape_array
-from .graph import Graph, cached_graph
+from .graph import cached_graph
 
 __all__ = ["attention"]
 
@@ -144,5 +144,3 @@ def _numpy_attention(query, key, value, mask, scale, empty_rows, return_lse, thr
                 None if lse is None else _address(lse), scale, empty_code, threads, check_finite)
     return (output, lse) if return_lse else output
 
-
-_ = Graph  # re-exported by the package
