@@ -46,3 +46,15 @@ let package = Package(
     ),
   ]
 )
+
+// MARK: - C ABI for Python (issue 13)
+// `ga_*` C functions over the library for the Python package (python/). A static library product: SwiftPM
+// links the Swift runtime statically only into executables, so scripts/build_python_library.sh links the
+// .so itself with `swiftc -emit-library -static-stdlib`. No stable API beyond the C functions.
+package.products.append(.library(name: "GraphAttentionCABI", type: .static, targets: ["_GraphAttentionCABI"]))
+package.targets.append(.target(
+  name: "_GraphAttentionCABI",
+  dependencies: ["GraphAttention"],
+  path: "Sources/_GraphAttentionCABI",
+  exclude: ["README.md", "graph_attention.h"]
+))

@@ -1,0 +1,52 @@
+/* C ABI of libgraph_attention.so (the GraphAttention engine for other languages; Python binds it with ctypes).
+ *
+ * Every function returns a status: 0 on success, else 1 file, 2 shape, 3 dtype, 4 mask, 5 index, 6 option,
+ * 7 value (NaN/inf input), 8 resource, 9 device, 10 a broken C contract (NULL pointer, unknown code),
+ * 11 unclassified; ga_last_error() then gives "<kind>: <problem>. Fix: <fix>." for the calling thread.
+ * No Swift error or trap crosses this boundary for any argument values (pointers must be valid for the
+ * extents given). Tensors are C-contiguous; dtype codes: 0 fp32, 1 fp16, 2 bf16. Shapes hold `rank` (2..4)
+ * extents: [L, d], [H, L, d] or [B, H, L, d], key/value heads dividing query heads. */
+#ifndef GRAPH_ATTENTION_H
+#define GRAPH_ATTENTION_H
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef void *ga_graph;  /* owned by the caller from ga_graph_parse until ga_graph_free */
+
+const char *ga_version(void);     /* static "MAJOR.MINOR.PATCH" */
+const char *ga_last_error(void);  /* this thread's last error, NULL after a success; valid until its next call */
+
+int32_t ga_graph_parse(const char *specification, ga_graph *out);
+void ga_graph_free(ga_graph graph);
+int32_t ga_graph_validate(ga_graph graph, int64_t query_count, int64_t key_count);
+int32_t ga_graph_edge_count(ga_graph graph, int64_t query_count, int64_t key_count, int64_t *out);
+int32_t ga_graph_degree(ga_graph graph, int64_t query_count, int64_t key_count, int64_t row, int64_t *out);
+int32_t ga_graph_describe(ga_graph graph, char *buffer, int64_t capacity, int64_t *length);
+int32_t ga_graph_dense_mask(ga_graph graph, int64_t query_count, int64_t key_count, uint8_t *out);
+
+/* flags: bit 0 scans inputs for NaN/inf first. scale: NaN for 1/sqrt(d_k). threads: 0 for all processors.
+ * empty_rows: 0 zeros, 1 NaN. log_sum_exp (nullable): fp32, query shape without its last extent.
+ * work (nullable): two int64, edges visited and scores computed. */
+int32_t ga_attention_forward(const void *query, const int64_t *query_shape, int32_t query_dtype,
+                             const void *key, const int64_t *key_shape, int32_t key_dtype,
+                             const void *value, const int64_t *value_shape, int32_t value_dtype,
+                             int32_t rank, void *output, int32_t output_dtype, float *log_sum_exp,
+                             ga_graph graph, float scale, int32_t empty_rows, int32_t threads, uint32_t flags,
+                             int64_t *work);
+
+/* fp32 gradients shaped like query, key and value, from the forward's output and LSE; flags bit 0 checks
+ * query, key, value and grad_output (output and LSE hold NaN / -inf on empty rows legitimately). */
+int32_t ga_attention_backward(const void *query, const int64_t *query_shape, int32_t query_dtype,
+                              const void *key, const int64_t *key_shape, int32_t key_dtype,
+                              const void *value, const int64_t *value_shape, int32_t value_dtype,
+                              int32_t rank, const void *output, int32_t output_dtype, const float *log_sum_exp,
+                              const void *grad_output, int32_t grad_output_dtype,
+                              float *grad_query, float *grad_key, float *grad_value,
+                              ga_graph graph, float scale, int32_t empty_rows, int32_t threads, uint32_t flags);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,146 @@
+"""`attention`: sparse attention over a mask graph for NumPy arrays and PyTorch tensors."""
+import math
+
+import numpy as np
+
+from . import _library
+from ._library import DTYPE_CODES, EMPTY_ROWS_CODES, FLAG_CHECK_FINITE, GraphAttentionError, check, lib, shape_array
+from .graph import cached_graph
+
+__all__ = ["attention"]
+
+_LAYOUTS = "[L, d], [H, L, d] or [B, H, L, d]"
+
+
+def attention(query, key, value, mask="window:256+global:0", scale=None, empty_rows="zero", return_lse=False,
+              threads=None, check_finite=True):
+    """Exact attention restricted to a graph: `out_i = sum over keys j of row i's mask of softmax_j(scale q_i.k_j) v_j`.
+
+    The softmax of each query row runs over that row's edges only, in fp32 with an online maximum (no score
+    matrix is formed): O(edges * (d_k + d_v)) time per head and O(output) memory, on every CPU core.
+
+    Args:
+        query: `[L_q, d_k]`, `[H_q, L_q, d_k]` or `[B, H_q, L_q, d_k]` (SDPA's layout), fp32, fp16 or bf16;
+            a NumPy array or a CPU torch tensor (then differentiable in query, key and value).
+        key: `[..., H_kv, L_k, d_k]` with `H_kv` dividing `H_q` (grouped-query attention), same dtype.
+        value: `[..., H_kv, L_k, d_v]`; `d_v` may differ from `d_k`.
+        mask: a mask specification (see `Graph`) or a `Graph`. Self-attention kinds need `L_q == L_k`;
+            `full`, `random` and explicit graphs (csr, coo, mtx) allow cross-attention.
+        scale: the factor on `q . k`; None for `1 / sqrt(d_k)`.
+        empty_rows: "zero" (rows with no edge give zeros, their gradients are zero) or "nan" (as SDPA).
+        return_lse: also return the log-sum-exp per row and head, fp32 of shape `query.shape[:-1]`:
+            `log sum_j exp(scale q_i.k_j)`, -inf for empty rows (not differentiable).
+        threads: worker threads; None for every processor.
+        check_finite: scan the inputs for NaN and infinity first and raise naming the first one.
+
+    Returns:
+        The output, shaped like the query with last dimension `d_v`, of the query's dtype and kind (NumPy or
+        torch); with `return_lse`, the pair `(output, lse)`.
+
+    Raises:
+        ValueError (`GraphAttentionError`) with the engine's problem and fix for bad shapes, dtypes, masks,
+        options or non-finite inputs; OSError for an unreadable graph file. CUDA tensors are refused.
+
+    Contiguous CPU inputs are read in place (no copy); others are copied once. The GIL is released while the
+    engine runs.
+    """
+    if _is_torch(query) or _is_torch(key) or _is_torch(value):
+        from . import _torch
+
+        return _torch.attention(query, key, value, mask, scale, empty_rows, return_lse, threads, check_finite)
+    return _numpy_attention(query, key, value, mask, scale, empty_rows, return_lse, threads, check_finite)
+
+
+def _is_torch(x):
+    return type(x).__module__.startswith("torch")
+
+
+def check_arguments(shapes, dtype_names, scale, empty_rows, threads):
+    """Checks what the C call cannot express (one rank for all three, dtype names) and the Python options,
+    raising GraphAttentionError in the engine's words. Returns (scale, empty_rows code, threads)."""
+    for name, shape in zip(("query", "key", "value"), shapes):
+        if not 2 <= len(shape) <= 4:
+            raise GraphAttentionError(f"shape: {name} has rank {len(shape)} (shape {list(shape)}). "
+                                      f"Fix: use a tensor of shape {_LAYOUTS}.", "shape")
+    if not len(shapes[0]) == len(shapes[1]) == len(shapes[2]):
+        raise GraphAttentionError(f"shape: query, key and value have ranks {len(shapes[0])}, {len(shapes[1])}, "
+                                  f"{len(shapes[2])}. Fix: give all three the same layout, {_LAYOUTS}.", "shape")
+    for name, dtype in zip(("query", "key", "value"), dtype_names):
+        if dtype not in DTYPE_CODES:
+            raise GraphAttentionError(f"dtype: {name} is {dtype}. Fix: convert query, key and value to float32, "
+                                      "float16 or bfloat16.", "dtype")
+    if len(set(dtype_names)) != 1:
+        raise GraphAttentionError(f"dtype: query, key and value are {', '.join(dtype_names)}. Fix: give all three "
+                                  "the same dtype.", "dtype")
+    if empty_rows not in EMPTY_ROWS_CODES:
+        raise GraphAttentionError(f"option: empty_rows is {empty_rows!r}. Fix: pass 'zero' or 'nan'.", "option")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise GraphAttentionError(f"option: threads is {threads!r}. Fix: pass a positive integer, or None for "
+                                  "every processor.", "option")
+    if scale is None:
+        scale = 1.0 / math.sqrt(shapes[0][-1]) if shapes[0][-1] > 0 else 1.0
+    else:
+        try:
+            scale = float(scale)
+        except (TypeError, ValueError):
+            raise GraphAttentionError(f"option: scale is {scale!r}. Fix: pass a finite number, or None for "
+                                      "1/sqrt(d_k).", "option") from None
+        if not math.isfinite(scale):
+            raise GraphAttentionError(f"option: scale {scale} is not finite. Fix: pass a finite number, or None "
+                                      "for 1/sqrt(d_k).", "option")
+    return scale, EMPTY_ROWS_CODES[empty_rows], threads or 0
+
+
+def forward_raw(graph, pointers, shapes, dtype, output, lse, scale, empty_rows_code, threads, check_finite):
+    """One ga_attention_forward call over contiguous buffers (addresses as ints) of one dtype name."""
+    code = DTYPE_CODES[dtype]
+    flags = FLAG_CHECK_FINITE if check_finite else 0
+    q, k, v = pointers
+    check(lib.ga_attention_forward(
+        q, shape_array(shapes[0]), code, k, shape_array(shapes[1]), code, v, shape_array(shapes[2]), code,
+        len(shapes[0]), output, code, lse, graph._handle, scale, empty_rows_code, threads, flags, None))
+
+
+def backward_raw(graph, pointers, shapes, dtype, output, lse, grad_output, grads, scale, empty_rows_code, threads,
+                 check_finite):
+    """One ga_attention_backward call: fp32 gradients into `grads` (three addresses)."""
+    code = DTYPE_CODES[dtype]
+    flags = FLAG_CHECK_FINITE if check_finite else 0
+    q, k, v = pointers
+    check(lib.ga_attention_backward(
+        q, shape_array(shapes[0]), code, k, shape_array(shapes[1]), code, v, shape_array(shapes[2]), code,
+        len(shapes[0]), output, code, lse, grad_output, code, grads[0], grads[1], grads[2], graph._handle,
+        scale, empty_rows_code, threads, flags))
+
+
+def _new_array(shape, dtype):
+    return np.full(shape, np.nan, dtype=dtype) if _library.POISON_OUTPUTS else np.empty(shape, dtype=dtype)
+
+
+_NUMPY_DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
+
+
+def _numpy_dtype_name(array):
+    # A dict lookup: `dtype.name` alone costs about 4 us, a tenth of the call's overhead budget.
+    name = _NUMPY_DTYPE_NAMES.get(array.dtype)
+    return name if name is not None else array.dtype.name  # bfloat16 through ml_dtypes' dtype name
+
+
+def _address(array):
+    return array.__array_interface__["data"][0]  # cheaper than array.ctypes.data
+
+
+def _numpy_attention(query, key, value, mask, scale, empty_rows, return_lse, threads, check_finite):
+    arrays = [np.asarray(x) for x in (query, key, value)]
+    shapes = [tuple(a.shape) for a in arrays]
+    dtypes = [_numpy_dtype_name(a) for a in arrays]
+    scale, empty_code, threads = check_arguments(shapes, dtypes, scale, empty_rows, threads)
+    graph = cached_graph(mask)
+    arrays = [np.ascontiguousarray(a) for a in arrays]  # no copy when already C-contiguous
+    q, k, v = arrays
+    output = _new_array(q.shape[:-1] + (v.shape[-1],), q.dtype)
+    lse = _new_array(q.shape[:-1], np.float32) if return_lse else None
+    forward_raw(graph, [_address(a) for a in arrays], shapes, dtypes[0], _address(output),
+                None if lse is None else _address(lse), scale, empty_code, threads, check_finite)
+    return (output, lse) if return_lse else output
+
