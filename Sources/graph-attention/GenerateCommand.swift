@@ -91,23 +91,18 @@ struct GenerateCommand: ParsableCommand {
       throw ValidationError("--format npy does not apply to a .safetensors --output.")
     }
 
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-      throw GraphAttentionError(.file, "cannot write \(output): directory \(directory) does not exist",
-                                fix: "create it (mkdir -p \(directory)) or choose another --output")
-    }
+    // The directory receiving the files (or the new directory) must exist and be writable.
+    try checkOutputWritable(makeDirectory ? output : files[0].path)
 
     // Space for all three tensors (and headers), before anything is created.
     let totalBytes = 3 * tensorBytes
     try DiskSpace.require(totalBytes + 3 * 4096, at: directory,
-                          for: "q, k and v (3 x \(Console.format(bytes: Double(tensorBytes))))")
-    if makeDirectory {
-      do {
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: false)
-      } catch {
-        throw GraphAttentionError(.file, "cannot create the directory \(output): \(error.localizedDescription)",
-                                  fix: "create its parent directory first, or choose another --output")
-      }
+                          for: "q, k and v (3 x \(Console.format(bytes: Double(tensorBytes))))",
+                          advice: "or use a smaller shape or a 16-bit --dtype")
+    if makeDirectory, mkdir(output, 0o777) != 0 {
+      let code = errno
+      throw GraphAttentionError(.file, "cannot create the directory \(output): \(String(cString: strerror(code)))",
+                                fix: "choose another --output, or create the directory yourself")
     }
 
     if !json {
@@ -122,13 +117,8 @@ struct GenerateCommand: ParsableCommand {
     for output in outputs {
       for (name, view) in zip(output.names, output.views) {
         let stream = names.firstIndex(of: name) ?? 0
-        let reported = LockedValue(0)
         RandomTensorGenerator(seed: seed, stream: stream).fill(view, threads: threads) { done in
-          let delta = reported.withLock { last -> Int in
-            defer { last = max(last, done) }
-            return max(0, done - last)
-          }
-          progress?.advance(by: delta * dtype.byteCount)
+          progress?.update(part: stream, doneBytes: done * dtype.byteCount)
         }
       }
     }

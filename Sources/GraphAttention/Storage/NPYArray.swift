@@ -204,7 +204,7 @@ public struct NPYArray: Sendable {
       return [Float](unsafeUninitializedCapacity: n) { out, initialized in
         bytes.withUnsafeBytes { raw in
           if n > 0, let dst = out.baseAddress, let src = raw.baseAddress {
-            npyConvertHalves(src, to: dst, count: n)
+            StorageKernels.convert(src, type: .float16, count: n, to: dst, portable: false)
           }
         }
         initialized = n
@@ -291,28 +291,6 @@ private func npyWidenIntegers<T: FixedWidthInteger>(_ bytes: [UInt8], count n: I
       }
     }
     initialized = n
-  }
-}
-
-/// Converts IEEE binary16 bit patterns to `Float`.
-///
-/// Done with integer arithmetic rather than `Float(Float16)` because, without F16C enabled at
-/// compile time (the package uses no unsafeFlags), the latter is a library call per element; this
-/// form is branch-free, so the compiler vectorizes it.
-private func npyConvertHalves(_ src: UnsafeRawPointer, to dst: UnsafeMutablePointer<Float>, count n: Int) {
-  for i in 0..<n {
-    let h = UInt32(src.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))
-    let sign = (h & 0x8000) &<< 16
-    let magnitude = h & 0x7FFF
-    let exponent = magnitude & 0x7C00
-    // Normal numbers: move exponent and mantissa into place and rebias the exponent by 127 - 15.
-    let normal = (magnitude &<< 13) &+ 0x3800_0000
-    // Infinity and NaN: the exponent becomes all ones, the mantissa (NaN payload) is kept.
-    let special = (magnitude &<< 13) | 0x7F80_0000
-    // Zero and subnormals: mantissa * 2^-24, exact in Float.
-    let subnormal = (Float(Int32(bitPattern: magnitude)) * 0x1p-24).bitPattern
-    let bits = exponent == 0x7C00 ? special : (exponent == 0 ? subnormal : normal)
-    dst[i] = Float(bitPattern: bits | sign)
   }
 }
 
@@ -594,18 +572,12 @@ private func npyIsIdentifierByte(_ b: UInt8) -> Bool {
 
 // MARK: - POSIX file reading
 
-/// The message for an `errno` value, e.g. "No such file or directory".
-func storageErrnoText(_ code: Int32) -> String {
-  guard let text = strerror(code) else { return "error \(code)" }
-  return String(cString: text)
-}
-
 /// Advice for the usual reasons `open` fails on an input file.
-private func storageOpenFix(_ code: Int32) -> String {
+private func storageOpenFix(_ code: Errno) -> String {
   switch code {
-  case ENOENT, ENOTDIR: return "check the path; no file exists there"
-  case EACCES, EPERM: return "make the file readable (chmod +r) or run as a user who can read it"
-  case EISDIR: return "pass a file, not a directory"
+  case .noSuchFileOrDirectory, .notDirectory: return "check the path; no file exists there"
+  case .permissionDenied, .notPermitted: return "make the file readable (chmod +r) or run as a user who can read it"
+  case .isDirectory: return "pass a file, not a directory"
   default: return "check that the file exists and is readable"
   }
 }
@@ -621,23 +593,20 @@ struct StorageFileReader: ~Copyable {
   private var offset = 0
 
   init(path: String) throws {
-    var fd: Int32
-    repeat {
-      fd = open(path, O_RDONLY | O_CLOEXEC)
-    } while fd < 0 && errno == EINTR
-    guard fd >= 0 else {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot open \(path): \(storageErrnoText(code))", fix: storageOpenFix(code))
+    let fd: Int32
+    switch valueOrErrno({ open(path, O_RDONLY | O_CLOEXEC) }) {
+    case .success(let opened): fd = opened
+    case .failure(let code):
+      throw GraphAttentionError(.file, "cannot open \(path): \(code)", fix: storageOpenFix(code), errno: code)
     }
     var info = stat()
-    guard fstat(fd, &info) == 0 else {
-      let code = errno
+    if case .failure(let code) = nothingOrErrno({ fstat(fd, &info) }) {
       close(fd)
-      throw GraphAttentionError(.file, "cannot inspect \(path): \(storageErrnoText(code))", fix: storageOpenFix(code))
+      throw GraphAttentionError(.file, "cannot inspect \(path): \(code)", fix: storageOpenFix(code), errno: code)
     }
     if info.st_mode & S_IFMT == S_IFDIR {
       close(fd)
-      throw GraphAttentionError(.file, "cannot read \(path): \(storageErrnoText(EISDIR))", fix: storageOpenFix(EISDIR))
+      throw GraphAttentionError(.file, "cannot read \(path): \(Errno.isDirectory)", fix: storageOpenFix(.isDirectory), errno: .isDirectory)
     }
     self.path = path
     self.descriptor = fd
@@ -651,18 +620,13 @@ struct StorageFileReader: ~Copyable {
   /// Fills `buffer` from the current offset until it is full or the file ends; returns bytes read.
   private mutating func fill(_ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
     guard let base = buffer.baseAddress else { return 0 }
-    var filled = 0
-    while filled < buffer.count {
-      // Linux transfers at most about 2 GiB per call; asking for 1 GiB keeps every call valid.
-      let n = read(descriptor, base + filled, min(buffer.count - filled, 1 << 30))
-      if n < 0 {
-        let code = errno
-        if code == EINTR { continue }
-        throw GraphAttentionError(.file, "cannot read \(path): \(storageErrnoText(code))",
-                                  fix: "check that the file is readable and the device is healthy")
-      }
-      if n == 0 { break }
-      filled += n
+    let descriptor = self.descriptor
+    let filled: Int
+    switch transferAll(buffer.count, { done, chunk in read(descriptor, base + done, chunk) }) {
+    case .success(let count): filled = count
+    case .failure(let code):
+      throw GraphAttentionError(.file, "cannot read \(path): \(code)",
+                                fix: "check that the file is readable and the device is healthy", errno: code)
     }
     offset += filled
     return filled

@@ -22,17 +22,13 @@ public struct Tensor: Sendable, Equatable {
     self.init(shape: shape, scalars: [Float](repeating: value, count: shape.reduce(1, *)))
   }
 
-  /// A tensor of uniformly distributed values in `[-1, 1)` from a seeded SplitMix64 stream.
+  /// A tensor of uniformly distributed values in `[-1, 1]`: `RandomTensorGenerator(seed: seed)`'s
+  /// elements, in C order. Different seeds give independent streams.
   /// - Complexity: O(count), about 1 ns per element.
   public static func random(shape: [Int], seed: UInt64) -> Tensor {
     let count = shape.reduce(1, *)
-    var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x2545_F491_4F6C_DD1D
     let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-      for i in 0..<count {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        let bits = RandomGraph.mix64(state)
-        buffer[i] = Float(Int32(truncatingIfNeeded: bits >> 32)) * 0x1p-31
-      }
+      if let base = buffer.baseAddress { RandomTensorGenerator(seed: seed).fill(base, elements: 0..<count) }
       initialized = count
     }
     return Tensor(shape: shape, scalars: scalars)

@@ -6,6 +6,8 @@ import Musl
 import Darwin
 #endif
 
+import Synchronization
+
 /// Opening and creating tensors in `.npy` and `.safetensors` files through memory mappings.
 ///
 /// Nothing is loaded: `open` maps the file and validates its header, `create` sizes a sparse file
@@ -144,54 +146,35 @@ public enum TensorFile {
       total = sum
     }
 
-    let (directory, prefix, fileName) = try storageSplitPath(path)
-    try storageCheckOutputDirectory(directory, for: path)
-    var existing = stat()
-    let existingMode: mode_t?
-    if stat(path, &existing) == 0 {
-      if existing.st_mode & S_IFMT == S_IFDIR {
-        throw GraphAttentionError(.file, "cannot write \(path): it is a directory",
-                                  fix: "choose a file name inside it, e.g. \(path)/o.\(format.fileExtension)")
-      }
-      existingMode = existing.st_mode & S_IFMT == S_IFREG ? existing.st_mode & 0o7777 : nil
-    } else {
-      existingMode = nil
-    }
-    try DiskSpace.require(total, at: directory, for: "creating \(path)")
+    let output = try OutputPath(path)
+    let directory = output.directory
+    let existingMode = try output.checkWritable()
+    try DiskSpace.require(total, at: directory, for: "creating \(path)",
+                          advice: "or write a 16-bit output (run: --output-dtype f16 or bf16)")
 
     // The temporary file: created exclusively (or, when resumable, at a fixed name, replaced).
-    var temporary = ""
-    var fd: Int32 = -1
+    let temporary: String
+    let fd: Int32
     if resumable {
-      temporary = prefix + ".\(fileName).partial"
-      repeat { fd = storageOpenFile(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
+      temporary = resumePath(for: path)
+      fd = try output.createFixedTemporary(temporary, flags: O_RDWR)
     } else {
-      for _ in 0..<16 {
-        temporary = prefix + ".\(fileName).tmp-\(getpid())-\(String(UInt64.random(in: .min ... .max), radix: 16))"
-        repeat { fd = storageOpenFile(temporary, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
-        if fd >= 0 || errno != EEXIST { break }
-      }
-    }
-    guard fd >= 0 else {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot create a temporary file next to \(path): \(storageErrnoText(code))",
-                                fix: "check that \(directory) is writable and the disk is not full")
+      (fd, temporary) = try output.createTemporary(flags: O_RDWR)
     }
     var keep = false
     defer {
       if !keep { unlink(temporary) }
     }
     if let existingMode { fchmod(fd, existingMode) }
-    guard ftruncate(fd, off_t(total)) == 0 else {
-      let code = errno
+    if case .failure(let code) = nothingOrErrno({ ftruncate(fd, off_t(total)) }) {
       close(fd)
       throw GraphAttentionError(
-        .file, "cannot size \(temporary) to \(total) bytes: \(storageErrnoText(code))",
-        fix: code == EFBIG ? "the file system limits file sizes; write to another file system (ext4 allows 16 TiB, xfs more)"
-          : "check free disk space and permissions")
+        .file, "cannot size \(temporary) to \(total) bytes: \(code)",
+        fix: code == .fileTooLarge ? "the file system limits file sizes; write to another file system (ext4 allows 16 TiB, xfs more)"
+          : "check free disk space and permissions", errno: code)
     }
     do {
-      try storageWriteAll(fd, header, path: temporary)
+      try header.withUnsafeBytes { try storageWriteAll(fd, $0, path: temporary) }
     } catch {
       close(fd)
       throw error
@@ -201,14 +184,14 @@ public enum TensorFile {
       MutableTensorView(shape: tensor.shape, type: tensor.type, base: mapping.base + offset, owner: mapping)
     }
     keep = true
-    return OutputTensorFile(path: path, temporaryPath: temporary, directory: directory, names: tensors.map(\.name),
+    return OutputTensorFile(path: path, temporaryPath: temporary, names: tensors.map(\.name),
                             views: views, mapping: mapping, keepsTemporaryFile: resumable)
   }
 
   /// The temporary path `create(..., resumable: true)` uses for `path`: `.<name>.partial` in the same directory.
   public static func resumePath(for path: String) -> String {
-    guard let (_, prefix, name) = try? storageSplitPath(path) else { return path + ".partial" }
-    return prefix + ".\(name).partial"
+    guard let output = try? OutputPath(path) else { return path + ".partial" }
+    return output.sibling(".\(output.name).partial")
   }
 
   /// Opens an existing, partially written output for resume: maps `temporaryPath` read-write after
@@ -226,12 +209,12 @@ public enum TensorFile {
   /// - Complexity: O(header size).
   public static func reopenForResume(temporaryPath: String, shape: [Int], type: StorageType, name: String = "o",
                                      path: String? = nil) throws -> OutputTensorFile {
-    let (directory, prefix, fileName) = try storageSplitPath(temporaryPath)
+    let temporary = try OutputPath(temporaryPath)
     let finalPath: String
     if let path {
       finalPath = path
-    } else if let derived = storageFinalName(fromTemporary: fileName) {
-      finalPath = prefix + derived
+    } else if let derived = storageFinalName(fromTemporary: temporary.name) {
+      finalPath = temporary.sibling(derived)
     } else {
       throw GraphAttentionError(
         .option, "cannot tell where \(temporaryPath) should be renamed to: it is not named .<name>.partial or .<name>.tmp-...",
@@ -247,7 +230,7 @@ public enum TensorFile {
         fix: "delete \(temporaryPath) to start the output over, or resume with the original shape and dtype")
     }
     let view = MutableTensorView(shape: shape, type: type, base: mapping.base + chosen.offset, owner: mapping)
-    return OutputTensorFile(path: finalPath, temporaryPath: temporaryPath, directory: directory, names: [chosen.name],
+    return OutputTensorFile(path: finalPath, temporaryPath: temporaryPath, names: [chosen.name],
                             views: [view], mapping: mapping, keepsTemporaryFile: true)
   }
 
@@ -407,17 +390,14 @@ public final class OutputTensorFile: @unchecked Sendable {
   /// The read-write mapping of the temporary file.
   public let mapping: MappedFile
 
-  private let directory: String
   private let keepsTemporaryFile: Bool
   private enum State { case open, committed, abandoned }
-  private var state = State.open
-  private let lock = StorageLock()
+  private let state = Mutex(State.open)
 
-  init(path: String, temporaryPath: String, directory: String, names: [String], views: [MutableTensorView],
+  init(path: String, temporaryPath: String, names: [String], views: [MutableTensorView],
        mapping: MappedFile, keepsTemporaryFile: Bool) {
     self.path = path
     self.temporaryPath = temporaryPath
-    self.directory = directory
     self.names = names
     self.views = views
     self.view = views[0]
@@ -426,7 +406,7 @@ public final class OutputTensorFile: @unchecked Sendable {
   }
 
   deinit {
-    if state == .open && !keepsTemporaryFile { unlink(temporaryPath) }
+    if state.withLock({ $0 }) == .open && !keepsTemporaryFile { unlink(temporaryPath) }
   }
 
   /// The view of the tensor called `name`, or nil.
@@ -441,7 +421,7 @@ public final class OutputTensorFile: @unchecked Sendable {
   ///   previous file at `path`, if any, is then unchanged), or when the output was abandoned.
   /// - Complexity: O(dirty pages): bounded by the disk's write speed.
   public func commit() throws {
-    try lock.withLock {
+    try state.withLock { state in
       switch state {
       case .committed: return
       case .abandoned:
@@ -450,31 +430,15 @@ public final class OutputTensorFile: @unchecked Sendable {
       case .open: break
       }
       try mapping.sync()
-      var status: Int32
-      repeat { status = fsync(mapping.descriptor) } while status != 0 && errno == EINTR
-      guard status == 0 else {
-        let code = errno
-        throw GraphAttentionError(.file, "cannot flush \(temporaryPath) to disk: \(storageErrnoText(code))",
-                                  fix: "check free disk space and the device; the previous \(path), if any, is unchanged")
-      }
-      guard rename(temporaryPath, path) == 0 else {
-        let code = errno
-        throw GraphAttentionError(.file, "cannot move \(temporaryPath) into place at \(path): \(storageErrnoText(code))",
-                                  fix: "check permissions on \(directory); the previous \(path), if any, is unchanged")
-      }
+      try OutputPath(path).commit(descriptor: mapping.descriptor, temporary: temporaryPath)
       state = .committed
-      let fd = storageOpenFile(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
-      if fd >= 0 {
-        fsync(fd)
-        close(fd)
-      }
     }
   }
 
   /// Deletes the temporary file (unless already committed); `path` is left as it was.
   /// Views stay readable and writable, but nothing written reaches any file. Idempotent.
   public func abandon() {
-    lock.withLock {
+    state.withLock { state in
       guard state == .open else { return }
       unlink(temporaryPath)
       state = .abandoned
@@ -482,7 +446,7 @@ public final class OutputTensorFile: @unchecked Sendable {
   }
 
   /// Whether `commit()` has succeeded.
-  public var isCommitted: Bool { lock.withLock { state == .committed } }
+  public var isCommitted: Bool { state.withLock { $0 == .committed } }
 }
 
 // MARK: - Helpers
@@ -504,22 +468,6 @@ enum TensorFileFormat: Equatable {
   }
 
   var fileExtension: String { self == .npy ? "npy" : "safetensors" }
-}
-
-/// `open(2)` with a mode, under a name that the static `TensorFile.open` does not shadow.
-func storageOpenFile(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
-  open(path, flags, mode)
-}
-
-/// A path's directory ("." when none), everything up to the last slash, and its last component.
-func storageSplitPath(_ path: String) throws -> (directory: String, prefix: String, name: String) {
-  let bytes = Array(path.utf8)
-  guard !bytes.isEmpty, bytes.last != UInt8(ascii: "/") else {
-    throw GraphAttentionError(.file, "'\(path)' does not name a file", fix: "give a file name, e.g. out.npy")
-  }
-  guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return (".", "", path) }
-  let directory = slash == 0 ? "/" : String(decoding: bytes[..<slash], as: UTF8.self)
-  return (directory, String(decoding: bytes[...slash], as: UTF8.self), String(decoding: bytes[(slash + 1)...], as: UTF8.self))
 }
 
 /// `o.npy` for `.o.npy.partial` or `.o.npy.tmp-123-abc`, else nil.
@@ -545,59 +493,3 @@ func storageReplacingExtension(_ path: String, with newExtension: String) -> Str
   return String(path[..<dot]) + "." + newExtension
 }
 
-/// Fails early, with advice, when `directory` cannot receive a new file for `path`.
-func storageCheckOutputDirectory(_ directory: String, for path: String) throws {
-  var info = stat()
-  guard stat(directory, &info) == 0 else {
-    let code = errno
-    throw GraphAttentionError(
-      .file, "cannot write \(path): directory \(directory) \(code == ENOENT ? "does not exist" : "is not accessible: \(storageErrnoText(code))")",
-      fix: code == ENOENT ? "create it (mkdir -p \(directory)) or choose another output" : "check the directory's permissions")
-  }
-  guard info.st_mode & S_IFMT == S_IFDIR else {
-    throw GraphAttentionError(.file, "cannot write \(path): \(directory) is not a directory", fix: "choose another output path")
-  }
-  guard access(directory, W_OK | X_OK) == 0 else {
-    let code = errno
-    throw GraphAttentionError(.file, "cannot write \(path): directory \(directory) is not writable: \(storageErrnoText(code))",
-                              fix: "make it writable (chmod u+w \(directory)) or choose another output")
-  }
-}
-
-/// Writes all of `bytes` at offset 0 of `fd` with `pwrite`.
-func storageWriteAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
-  try bytes.withUnsafeBytes { raw in
-    guard let base = raw.baseAddress else { return }
-    var done = 0
-    while done < raw.count {
-      let n = pwrite(fd, base + done, raw.count - done, off_t(done))
-      if n < 0 {
-        let code = errno
-        if code == EINTR { continue }
-        throw GraphAttentionError(.file, "cannot write the header of \(path): \(storageErrnoText(code))",
-                                  fix: "check free disk space and permissions")
-      }
-      done += n
-    }
-  }
-}
-
-/// A mutex for the rare state changes of `OutputTensorFile` (no Foundation in the library).
-final class StorageLock: @unchecked Sendable {
-  private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-
-  init() {
-    pthread_mutex_init(mutex, nil)
-  }
-
-  deinit {
-    pthread_mutex_destroy(mutex)
-    mutex.deallocate()
-  }
-
-  func withLock<R>(_ body: () throws -> R) rethrows -> R {
-    pthread_mutex_lock(mutex)
-    defer { pthread_mutex_unlock(mutex) }
-    return try body()
-  }
-}

@@ -66,20 +66,9 @@ func requirePositive(_ value: Int, _ name: String, max: Int = 1 << 40) throws {
   }
 }
 
-/// Fails early, before any work, if `path`'s directory is missing or not writable, or `path` is a directory.
+/// Fails early, before any work, if `path` cannot be written (the library's checks, as every output makes them).
 func checkOutputWritable(_ path: String) throws {
-  let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-  let dir = directory.isEmpty ? "/" : directory
-  var isDirectory: ObjCBool = false
-  guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
-    throw GraphAttentionError(.file, "output directory \(dir) does not exist", fix: "create it, or choose another --output")
-  }
-  guard access(dir, W_OK) == 0 else {
-    throw GraphAttentionError(.file, "output directory \(dir) is not writable", fix: "choose another --output")
-  }
-  if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-    throw GraphAttentionError(.file, "output \(path) is a directory", fix: "give a file name, e.g. \(path)/out.npy")
-  }
+  try AtomicFile.checkDestination(path)
 }
 
 /// Writes a graph's edges as an int64 `[E, 2]` (row, column) .npy file, row by row (for cross-checks).

@@ -1,0 +1,48 @@
+// The one place where the library handles EINTR and turns -1 returns into typed errors
+// (swift-system 1.8.1 Sources/System/Util.swift).
+
+/// Runs a system call that returns -1 and sets `errno` on failure, retrying it while it fails with
+/// `EINTR` when `retryOnInterrupt` is true (swift-system's `valueOrErrno(retryOnInterrupt:)`).
+///
+/// The one place in the library where `EINTR` is handled: call sites never loop on it themselves.
+/// - Returns: the call's result, or the `Errno` it failed with.
+@inline(__always)
+func valueOrErrno<I: FixedWidthInteger>(retryOnInterrupt: Bool = true, _ call: () -> I) -> Result<I, Errno> {
+  while true {
+    let result = call()
+    if result != -1 { return .success(result) }
+    let code = Errno.current
+    if retryOnInterrupt && code == .interrupted { continue }
+    return .failure(code)
+  }
+}
+
+/// `valueOrErrno` for calls whose success value carries nothing (`fsync`, `ftruncate`, `rename`).
+@inline(__always)
+func nothingOrErrno<I: FixedWidthInteger>(retryOnInterrupt: Bool = true, _ call: () -> I) -> Result<Void, Errno> {
+  valueOrErrno(retryOnInterrupt: retryOnInterrupt, call).map { _ in () }
+}
+
+/// Transfers all of `count` bytes with a call that may transfer fewer (`read`, `write`, `pread`, `pwrite`),
+/// retrying on `EINTR`; `transfer(done, chunk)` moves up to `chunk` bytes starting `done` bytes in.
+///
+/// Each call asks for at most 1 GiB, because Linux transfers at most about 2 GiB per call.
+/// - Returns: bytes transferred (less than `count` only when a call returned 0, the end of a file),
+///   or the `Errno` of the failed call.
+func transferAll(_ count: Int, _ transfer: (_ done: Int, _ chunk: Int) -> Int) -> Result<Int, Errno> {
+  var done = 0
+  while done < count {
+    switch valueOrErrno({ transfer(done, min(count - done, 1 << 30)) }) {
+    case .success(0): return .success(done)
+    case .success(let n): done += n
+    case .failure(let code): return .failure(code)
+    }
+  }
+  return .success(done)
+}
+
+/// `strerror`'s text for a raw errno, for the call sites (MappedFile, ScatteredKeyReader) that still
+/// keep errno as an `Int32`; new code uses `Errno` and its `description`.
+func storageErrnoText(_ code: Int32) -> String {
+  Errno(rawValue: code).description
+}
