@@ -12,8 +12,8 @@ struct TimeCommand: ParsableCommand {
       --kv-heads heads). Reports the minimum and median wall time per call (for CUDA including the copies to and
       from the GPU, not the first-use compilation, which the warm-up absorbs) and, for CUDA, the kernel time from
       launch to completion. Useful GFLOP/s count 2 * edges * (d_k + d_v) per head over the kernel (CUDA) or call
-      (CPU) time. With --dtype f16 or bf16 (CPU only), Q, K, V and O are held in memory in that type, as the
-      in-memory column of `plan` assumes; the peak resident memory is printed too.
+      (CPU) time. With --dtype f16 or bf16 on the CPU, Q, K, V and O are held in memory in that type, as the
+      in-memory column of `plan` assumes, and the peak resident memory is printed too; on CUDA --dtype is --storage.
       """
   )
 
@@ -23,7 +23,7 @@ struct TimeCommand: ParsableCommand {
   @Option(help: "Query heads.") var heads: Int = 1
   @Option(help: "Key/value heads (default: --heads); must divide --heads.") var kvHeads: Int?
   @Option(help: "Head dimension d (d_k = d_v).") var dim: Int = 64
-  @Option(help: "Storage type of Q, K, V and O in memory on the CPU: f32, f16 or bf16 (arithmetic is fp32).")
+  @Option(help: "Storage type of Q, K, V: f32, f16 or bf16 (arithmetic is fp32). On the CPU, Q, K, V and O are held in memory in this type; with --device cuda, the same as --storage.")
   var dtype: StorageType = .float32
   @Option(help: "Untimed calls first.") var warmup: Int = 2
   @Option(name: .customLong("repeat"), help: "Timed calls.") var repetitions: Int = 10
@@ -44,8 +44,8 @@ struct TimeCommand: ParsableCommand {
       try requirePositive(kvHeads, "kv-heads", max: 65_536)
       guard heads % kvHeads == 0 else { throw ValidationError("--kv-heads \(kvHeads) must divide --heads \(heads).") }
     }
-    if dtype != .float32, compute.device != .cpu {
-      throw ValidationError("--dtype \(dtype.rawValue) is for the CPU; on CUDA use --storage.")
+    if dtype != .float32, compute.device != .cpu, compute.storage != .float32, compute.storage != dtype {
+      throw ValidationError("--dtype \(dtype.shortName) and --storage \(compute.storage.shortName) disagree; give one of them.")
     }
     #endif
   }
@@ -53,13 +53,16 @@ struct TimeCommand: ParsableCommand {
   func run() throws {
     let graph = try Graph(parsing: mask)
     try graph.validate(queryCount: tokens, keyCount: tokens)
-    if dtype != .float32 { return try runInMemoryViews(graph) }
+    if dtype != .float32, compute.device == .cpu { return try runInMemoryViews(graph) }
     let kv = kvHeads ?? heads
     let q = Tensor.random(shape: [batch, heads, tokens, dim], seed: 1)
     let k = Tensor.random(shape: [batch, kv, tokens, dim], seed: 2)
     let v = Tensor.random(shape: [batch, kv, tokens, dim], seed: 3)
     let options = compute.attentionOptions()
-    let device = compute.attentionDevice
+    var device = compute.attentionDevice
+    if case let .cuda(ordinal, .float32, tensorCores) = device, dtype != .float32 {
+      device = .cuda(ordinal: ordinal, storage: dtype, tensorCores: tensorCores)
+    }
     var walls: [Double] = []
     var kernels: [Double] = []
     for iteration in 0..<(warmup + repetitions) {
@@ -124,14 +127,14 @@ struct TimeCommand: ParsableCommand {
     if json {
       print(Console.json([
         "mask": graph.description, "tokens": tokens, "batch": batch, "heads": heads, "kv_heads": kv, "dim": dim,
-        "dtype": dtype.rawValue, "device": "cpu", "edges": edges, "repeat": repetitions,
+        "dtype": dtype.shortName, "device": "cpu", "edges": edges, "repeat": repetitions,
         "seconds_min": sorted[0], "seconds_median": median, "gflops": gflops, "fill_seconds": fillSeconds,
         "tensor_bytes": q.byteCount + k.byteCount + v.byteCount + o.byteCount, "peak_resident_bytes": peak,
       ]))
     } else {
       print("""
         mask             \(graph) (\(edges) edges per head)
-        shape            B=\(batch) H=\(heads) H_kv=\(kv) L=\(tokens) d=\(dim), Q K V O \(dtype.rawValue) in memory
+        shape            B=\(batch) H=\(heads) H_kv=\(kv) L=\(tokens) d=\(dim), Q K V O \(dtype.shortName) in memory
         call             min \(Console.format(seconds: sorted[0])), median \(Console.format(seconds: median)) over \(repetitions)
         useful GFLOP/s   \(String(format: "%.1f", gflops))
         memory           tensors \(Console.format(bytes: Double(q.byteCount + k.byteCount + v.byteCount + o.byteCount))), peak resident \(Console.format(bytes: Double(peak)))

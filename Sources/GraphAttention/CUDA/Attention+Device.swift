@@ -14,14 +14,14 @@ public enum AttentionDevice: Sendable, Equatable, CustomStringConvertible {
   /// of the graph (full, causal, window, blocked and dilated without dilation) as dense 16 x 16 tiles
   /// on the tensor cores (mma.sync, fp32 accumulation, the softmax weights rounded to the storage
   /// type for the second product); `false` keeps every edge on the fp32 CUDA-core kernel.
-  case cuda(ordinal: Int = 0, storage: DeviceStorage = .float32, tensorCores: Bool = true)
+  case cuda(ordinal: Int = 0, storage: StorageType = .float32, tensorCores: Bool = true)
 
   /// `cpu`, or `cuda:ORDINAL (STORAGE)`.
   public var description: String {
     switch self {
     case .cpu: return "cpu"
     case let .cuda(ordinal, storage, tensorCores):
-      return "cuda:\(ordinal) (\(storage)\(tensorCores || storage == .float32 ? "" : ", no tensor cores"))"
+      return "cuda:\(ordinal) (\(storage.shortName)\(tensorCores || storage == .float32 ? "" : ", no tensor cores"))"
     }
   }
 }
@@ -52,7 +52,7 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
 }
 
 /// `attention` on a CUDA runtime (the shared one, or a test's runtime over mock libraries).
-func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true,
+func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true,
                    query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws -> Tensor {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   let call = try AttentionCall(shape: shape, graph: graph, options: options)
@@ -84,7 +84,7 @@ extension AttentionState {
     }
   }
 
-  mutating func cudaAccumulate(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true,
+  mutating func cudaAccumulate(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true,
                                query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws {
     let callShape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
     guard callShape.outputShape == shape.outputShape, callShape.keyCount == shape.keyCount else {

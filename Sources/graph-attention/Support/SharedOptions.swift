@@ -3,7 +3,6 @@ import ArgumentParser
 import GraphAttention
 
 extension EmptyRowPolicy: ExpressibleByArgument {}
-extension DeviceStorage: ExpressibleByArgument {}
 
 /// `--device`: where attention runs.
 enum DeviceKind: String, ExpressibleByArgument, CaseIterable {
@@ -28,8 +27,8 @@ struct ComputeOptions: ParsableArguments {
   @Option(help: "With --device cuda: the GPU ordinal.")
   var cudaDevice: Int = 0
 
-  @Option(help: "With --device cuda: how Q, K, V are stored on the GPU, fp32, fp16 or bf16 (arithmetic is fp32).")
-  var storage: DeviceStorage = .float32
+  @Option(help: "With --device cuda: how Q, K, V are stored on the GPU, f32, f16 or bf16 (fp32, fp16 also accepted; arithmetic is fp32).")
+  var storage: StorageType = .float32
 
   @Flag(inversion: .prefixedNo, help: "With --device cuda and fp16/bf16 storage: tensor cores for the contiguous part of the mask.")
   var tensorCores = true
@@ -41,7 +40,7 @@ struct ComputeOptions: ParsableArguments {
 
   func validate() throws {
     if device == .cpu, storage != .float32 {
-      throw ValidationError("--storage \(storage) applies to --device cuda; the CPU engine stores fp32.")
+      throw ValidationError("--storage \(storage.shortName) applies to --device cuda; the CPU engine computes from f32 inputs.")
     }
     if cudaDevice < 0 {
       throw ValidationError("--cuda-device must be >= 0, got \(cudaDevice).")

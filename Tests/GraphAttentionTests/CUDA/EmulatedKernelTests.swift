@@ -18,22 +18,14 @@ final class EmulatedKernelTests: XCTestCase {
   }
 
   /// The tensor as the device stores it, read back as fp32 (the reference's input).
-  private func stored(_ t: Tensor, _ storage: DeviceStorage) throws -> Tensor {
-    let bytes = try DeviceStorage.encode(t, as: storage, name: "input")
-    switch storage {
-    case .float32: return t
-    case .float16:
-      let bits = bytes.withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
-      return Tensor(shape: t.shape, scalars: bits.map { Float(Float16(bitPattern: $0)) })
-    case .bfloat16:
-      let bits = bytes.withUnsafeBytes { Array($0.bindMemory(to: UInt16.self)) }
-      return Tensor(shape: t.shape, scalars: bits.map { DeviceStorage.float(bfloat16: $0) })
-    }
+  private func stored(_ t: Tensor, _ storage: StorageType) throws -> Tensor {
+    _ = try storage.encode(t, name: "input")  // throws where the device upload would
+    return Tensor(shape: t.shape, scalars: t.scalars.map { TensorView.rounded($0, to: storage) })
   }
 
   /// Runs `graph` on the emulated GPU and checks every row against the float64 reference.
   private func check(_ graph: Graph, tokens: Int = 40, batch: Int = 1, heads: Int = 2, kvHeads: Int = 1,
-                     keyDim: Int = 8, valueDim: Int = 5, storage: DeviceStorage = .float32,
+                     keyDim: Int = 8, valueDim: Int = 5, storage: StorageType = .float32,
                      emptyRows: EmptyRowPolicy = .zero, scale: Float? = nil, seed: UInt64 = 1,
                      tensorCores: Bool = false, tolerance: Double = 1e-5,
                      file: StaticString = #filePath, line: UInt = #line) throws {
@@ -115,7 +107,7 @@ final class EmulatedKernelTests: XCTestCase {
   }
 
   func testHalfAndBFloat16Storage() throws {
-    for storage in [DeviceStorage.float16, .bfloat16] {
+    for storage in [StorageType.float16, .bfloat16] {
       try check(try Graph(parsing: "window:3+random:0.1:2"), storage: storage)
     }
   }
@@ -143,7 +135,7 @@ final class EmulatedKernelTests: XCTestCase {
   /// its state to the row kernel for the rest of a union. Tolerances: the rounding of P, about 2^-9
   /// relative for bf16 and 2^-12 for fp16, on top of the inputs' own rounding (in the reference).
   func testTensorCoreTilesForContiguousGraphsAndTheirUnions() throws {
-    for (storage, tolerance) in [(DeviceStorage.bfloat16, 1e-2), (.float16, 2e-3)] {
+    for (storage, tolerance) in [(StorageType.bfloat16, 1e-2), (.float16, 2e-3)] {
       for spec in ["window:5", "causal", "window:9:causal", "blocked:16:0", "dilated:3:0", "full+window:2",
                    "window:4+global:0,39+random:0.1:5", "blocked:8:0+dilated:2:1+csr", "causal+random:0.2:4"] {
         var graph = try Graph(parsing: spec.replacingOccurrences(of: "+csr", with: ""))
