@@ -112,37 +112,8 @@ public struct NPYArray: Sendable {
   public init(contentsOf path: String) throws {
     var file = try StorageFileReader(path: path)
     let prefix = try file.readBytes(upTo: 12)
-    let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // "\x93NUMPY"
-    guard prefix.count >= 10, Array(prefix[0..<6]) == magic else {
-      if prefix.count < 6 || Array(prefix[0..<6]) != magic {
-        throw GraphAttentionError(
-          .file, "\(path) is not a .npy file (it does not start with the magic string \\x93NUMPY)",
-          fix: "pass a file written by numpy's np.save, e.g. np.save(path, a.astype('<f4'))")
-      }
-      throw npyTruncatedHeader(path)
-    }
-    let major = prefix[6], minor = prefix[7]
-    let headerLength: Int
-    let headerStart: Int
-    switch (major, minor) {
-    case (1, 0):
-      headerLength = Int(prefix[8]) | Int(prefix[9]) << 8
-      headerStart = 10
-    case (2, 0), (3, 0):
-      guard prefix.count >= 12 else { throw npyTruncatedHeader(path) }
-      headerLength = Int(prefix[8]) | Int(prefix[9]) << 8 | Int(prefix[10]) << 16 | Int(prefix[11]) << 24
-      headerStart = 12
-    default:
-      throw GraphAttentionError(
-        .file, "\(path) uses .npy format version \(major).\(minor); only 1.0, 2.0 and 3.0 are supported",
-        fix: "re-save the array with numpy's np.save")
-    }
-    // Bound the header before allocating for it: real headers are under a kilobyte.
-    guard headerLength <= 1 << 24 else {
-      throw GraphAttentionError(
-        .file, "\(path) declares a .npy header of \(headerLength) bytes, which is not plausible",
-        fix: "the file is corrupt; re-create it with np.save")
-    }
+    let preamble = try NPYPreamble(prefix, path: path)
+    let headerStart = preamble.headerStart, headerLength = preamble.headerLength
     if let size = file.regularFileSize, size < headerStart + headerLength {
       throw npyTruncatedHeader(path)
     }
@@ -156,17 +127,7 @@ public struct NPYArray: Sendable {
     var parser = NPYHeaderParser(bytes: header, path: path)
     let fields = try parser.parse()
 
-    guard let elements = npyElementCount(fields.shape) else {
-      throw GraphAttentionError(
-        .file, "\(path) has shape \(npyShapeText(fields.shape)), whose element count overflows a 64-bit integer",
-        fix: "the header is corrupt; re-create the file with np.save")
-    }
-    let (needed, overflow) = elements.multipliedReportingOverflow(by: fields.elementType.byteCount)
-    guard !overflow else {
-      throw GraphAttentionError(
-        .file, "\(path) has shape \(npyShapeText(fields.shape)) whose byte size overflows a 64-bit integer",
-        fix: "the header is corrupt; re-create the file with np.save")
-    }
+    let needed = try fields.dataByteCount(path: path)
     let dataStart = headerStart + headerLength
     if let size = file.regularFileSize, size - dataStart < needed {
       throw npyShortData(path, fields, needed: needed, found: max(0, size - dataStart))
@@ -296,10 +257,68 @@ private func npyWidenIntegers<T: FixedWidthInteger>(_ bytes: [UInt8], count n: I
 
 // MARK: - Header
 
+/// The fixed start of a `.npy` file: magic string, format version and header length, parsed once for
+/// both readers (`NPYArray` and the memory-mapped `TensorFile`).
+struct NPYPreamble {
+  /// Offset of the header dictionary: 10 for version 1.0, 12 for 2.0 and 3.0.
+  var headerStart: Int
+  /// Length of the header dictionary in bytes (padding included).
+  var headerLength: Int
+  /// Offset of the first element.
+  var dataStart: Int { headerStart + headerLength }
+
+  /// Real headers are under a kilobyte; a larger claim is a corrupt file, refused before allocating.
+  static let maximumHeaderLength = 1 << 24
+
+  /// Parses the first bytes of a file (at least 12 when the file has them).
+  /// - Throws: `GraphAttentionError(.file)` when the magic string is missing, the file ends inside the
+  ///   preamble, the version is not 1.0, 2.0 or 3.0, or the header length is implausible.
+  init(_ prefix: some RandomAccessCollection<UInt8>, path: String) throws {
+    let bytes = Array(prefix.prefix(12))
+    let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // "\x93NUMPY"
+    guard bytes.count >= 6, Array(bytes[0..<6]) == magic else {
+      throw GraphAttentionError(
+        .file, "\(path) is not a .npy file (it does not start with the magic string \\x93NUMPY)",
+        fix: "pass a file written by numpy's np.save, e.g. np.save(path, a.astype('<f4'))")
+    }
+    guard bytes.count >= 10 else { throw npyTruncatedHeader(path) }
+    let major = bytes[6], minor = bytes[7]
+    switch (major, minor) {
+    case (1, 0):
+      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+      headerStart = 10
+    case (2, 0), (3, 0):
+      guard bytes.count >= 12 else { throw npyTruncatedHeader(path) }
+      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+      headerStart = 12
+    default:
+      throw GraphAttentionError(
+        .file, "\(path) uses .npy format version \(major).\(minor); only 1.0, 2.0 and 3.0 are supported",
+        fix: "re-save the array with numpy's np.save")
+    }
+    guard headerLength <= Self.maximumHeaderLength else {
+      throw GraphAttentionError(
+        .file, "\(path) declares a .npy header of \(headerLength) bytes, which is not plausible",
+        fix: "the file is corrupt; re-create it with np.save")
+    }
+  }
+}
+
 /// The three fields of a `.npy` header that GraphAttention uses.
 struct NPYHeaderFields {
   var elementType: NPYElementType
   var shape: [Int]
+
+  /// Bytes of data the shape and type need.
+  /// - Throws: `GraphAttentionError(.file)` when a count overflows 64 bits (a corrupt header).
+  func dataByteCount(path: String) throws -> Int {
+    guard let count = npyElementCount(shape),
+          case let (needed, false) = count.multipliedReportingOverflow(by: elementType.byteCount) else {
+      throw GraphAttentionError(.file, "\(path) has shape \(npyShapeText(shape)), whose byte size overflows a 64-bit integer",
+                                fix: "the header is corrupt; re-create the file with np.save")
+    }
+    return needed
+  }
 }
 
 /// Product of the extents, or nil if one is negative or the product overflows `Int`.
@@ -319,7 +338,7 @@ func npyShapeText(_ shape: [Int]) -> String {
   shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
 }
 
-private func npyTruncatedHeader(_ path: String) -> GraphAttentionError {
+func npyTruncatedHeader(_ path: String) -> GraphAttentionError {
   GraphAttentionError(.file, "\(path) is truncated: the file ends inside its .npy header",
                       fix: "the file is incomplete; re-create it with np.save")
 }
@@ -428,6 +447,11 @@ struct NPYHeaderParser {
       throw GraphAttentionError(
         .file, "\(path) holds a structured or raw-bytes array (dtype '\(descr)'), which GraphAttention cannot use",
         fix: "save a plain numeric array, e.g. np.save(path, a.astype('<f4'))")
+    }
+    if code.first == "c" {
+      throw GraphAttentionError(
+        .dtype, "\(path) holds complex numbers (dtype '\(descr)'); attention needs real values",
+        fix: "save the real part (or whichever real values are meant), e.g. np.save(path, a.real.astype('<f4'))")
     }
     guard let known, let order, order == "<" || order == "=" || order == "|" || order == ">" else {
       throw GraphAttentionError(

@@ -64,23 +64,45 @@ public enum TensorFile {
   /// ignored. For `.safetensors`, `name` may be omitted when the file holds a single tensor.
   ///
   /// - Returns: a read-only view whose owner is the `MappedFile`.
+  /// fp64 tensors (`<f8`, safetensors `F64`) are rounded to fp32 into memory (4 bytes per element, not
+  /// mapped), and so are tensors whose data is not aligned to their element size (a safetensors header
+  /// not padded to it) copied; everything else stays mapped.
+  ///
   /// - Throws: `GraphAttentionError` `.file` (missing, unreadable, empty, truncated or malformed file;
-  ///   unknown tensor name, with the names present; misaligned data) or `.dtype` (fp64, integers or
-  ///   other types, with the conversion to use).
+  ///   unknown tensor name, with the names present) or `.dtype` (integers, complex or other types,
+  ///   with the conversion to use).
   /// - Complexity: O(header size); no data is read.
   public static func open(_ path: String, name: String? = nil) throws -> TensorView {
     let file = try MappedFile(path: path)
     let layouts = try tensorLayouts(file, path: path)
     let chosen = try select(layouts, name: name, path: path)
+    let source = UnsafeRawPointer(file.base + chosen.offset)
     guard let type = chosen.type else {
-      throw unsupportedType(chosen, path: path)
+      guard chosen.dtype == NPYElementType.float64.rawValue || chosen.dtype == "F64" else {
+        throw unsupportedType(chosen, path: path)
+      }
+      return widenedFloat64(source, shape: chosen.shape)
     }
-    guard chosen.offset % type.byteCount == 0 else {
-      throw GraphAttentionError(
-        .file, "\(path): the data of \(chosen.label) starts at byte \(chosen.offset), not a multiple of its \(type.byteCount)-byte elements",
-        fix: "write the file again with numpy or safetensors, which align the data")
+    guard Int(bitPattern: source) % type.byteCount == 0 else {
+      // safetensors writers need not pad the header to the element size (MLX does not): copy the
+      // tensor to aligned memory rather than hand the kernels misaligned elements.
+      let copy = MutableTensorView(allocating: chosen.shape, type: type)
+      copy.base.copyMemory(from: source, byteCount: chosen.byteCount)
+      return copy.readOnly
     }
-    return TensorView(shape: chosen.shape, type: type, base: UnsafeRawPointer(file.base + chosen.offset), owner: file)
+    return TensorView(shape: chosen.shape, type: type, base: source, owner: file)
+  }
+
+  /// fp64 elements (`<f8`, `F64`) rounded to fp32 (nearest, ties to even) into a heap tensor: the
+  /// engine computes in fp32, so the rounding happens once, here, as the README promises.
+  /// - Complexity: O(elements) time, 4 bytes per element of memory.
+  private static func widenedFloat64(_ source: UnsafeRawPointer, shape: [Int]) -> TensorView {
+    let output = MutableTensorView(allocating: shape, type: .float32)
+    let destination = output.base.assumingMemoryBound(to: Float.self)
+    for i in 0..<output.count {
+      destination[i] = Float(Double(bitPattern: UInt64(littleEndian: source.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self))))
+    }
+    return output.readOnly
   }
 
   /// The tensors in a `.npy` (one, named `""`) or `.safetensors` file, in file order.
@@ -270,33 +292,12 @@ public enum TensorFile {
 
   /// The single array of a mapped `.npy` file.
   private static func npyLayout(_ bytes: UnsafeRawBufferPointer, path: String) throws -> Layout {
-    guard bytes.count >= 10 else { throw npyTruncated(path) }
-    let major = bytes[6], minor = bytes[7]
-    let headerLength: Int, headerStart: Int
-    switch (major, minor) {
-    case (1, 0):
-      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
-      headerStart = 10
-    case (2, 0), (3, 0):
-      guard bytes.count >= 12 else { throw npyTruncated(path) }
-      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
-      headerStart = 12
-    default:
-      throw GraphAttentionError(.file, "\(path) uses .npy format version \(major).\(minor); only 1.0, 2.0 and 3.0 are supported",
-                                fix: "re-save the array with numpy's np.save")
-    }
-    guard headerLength <= 1 << 24 else {
-      throw GraphAttentionError(.file, "\(path) declares a .npy header of \(headerLength) bytes, which is not plausible",
-                                fix: "the file is corrupt; re-create it with np.save")
-    }
-    guard headerStart + headerLength <= bytes.count else { throw npyTruncated(path) }
+    let preamble = try NPYPreamble(bytes, path: path)
+    let headerStart = preamble.headerStart, headerLength = preamble.headerLength
+    guard headerStart + headerLength <= bytes.count else { throw npyTruncatedHeader(path) }
     var parser = NPYHeaderParser(bytes: Array(bytes[headerStart..<(headerStart + headerLength)]), path: path)
     let fields = try parser.parse()
-    guard let count = npyElementCount(fields.shape),
-          case let (needed, false) = count.multipliedReportingOverflow(by: fields.elementType.byteCount) else {
-      throw GraphAttentionError(.file, "\(path) has shape \(npyShapeText(fields.shape)), whose byte size overflows a 64-bit integer",
-                                fix: "the header is corrupt; re-create the file with np.save")
-    }
+    let needed = try fields.dataByteCount(path: path)
     let dataStart = headerStart + headerLength
     guard bytes.count - dataStart >= needed else {
       throw GraphAttentionError(
@@ -306,11 +307,6 @@ public enum TensorFile {
     let type: StorageType? = fields.elementType == .float32 ? .float32 : (fields.elementType == .float16 ? .float16 : nil)
     return Layout(name: "", shape: fields.shape, dtype: fields.elementType.rawValue, type: type, offset: dataStart,
                   byteCount: needed, isNPY: true)
-  }
-
-  private static func npyTruncated(_ path: String) -> GraphAttentionError {
-    GraphAttentionError(.file, "\(path) is truncated: the file ends inside its .npy header",
-                        fix: "the file is incomplete; re-create it with np.save")
   }
 
   /// The tensor `name` selects (any for `.npy`; the only one when `name` is nil).
@@ -335,9 +331,12 @@ public enum TensorFile {
   }
 
   private static func unsupportedType(_ layout: Layout, path: String) -> GraphAttentionError {
-    let conversion = layout.isNPY ? "np.save(path, a.astype('<f4')) or a.astype('<f2')" : "store it as F32, F16 or BF16"
+    let complex = layout.dtype.hasPrefix("<c") || layout.dtype.hasPrefix("C")
+    let conversion = layout.isNPY
+      ? (complex ? "keep the real part, np.save(path, a.real.astype('<f4'))" : "np.save(path, a.astype('<f4')) or a.astype('<f2')")
+      : "store it as F32, F16, BF16 or F64"
     return GraphAttentionError(
-      .dtype, "\(path): \(layout.label) has dtype \(layout.dtype); memory-mapped tensors must be fp32, fp16 or bf16",
+      .dtype, "\(path): \(layout.label) has dtype \(layout.dtype)\(complex ? " (complex numbers)" : ""); tensors must be real: fp32, fp16, bf16 or fp64",
       fix: "convert it: \(conversion)")
   }
 

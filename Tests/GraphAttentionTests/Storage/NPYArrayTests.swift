@@ -315,7 +315,8 @@ final class NPYArrayTests: XCTestCase {
       let path = try scratch.write(
         storageNPYFileBytes(header: "{'descr': '\(descr)', 'fortran_order': False, 'shape': (1,), }", data: [UInt8](repeating: 0, count: 16)),
         to: "t\(index).npy")
-      assertStorageError(.dtype, mentions: [descr, "not supported", path]) { _ = try NPYArray(contentsOf: path) }
+      let mentions = descr == "<c8" ? ["complex", "a.real"] : ["not supported"]
+      assertStorageError(.dtype, mentions: [descr, path] + mentions) { _ = try NPYArray(contentsOf: path) }
     }
   }
 
