@@ -8,16 +8,16 @@ struct GenerateCommand: ParsableCommand {
     commandName: "generate",
     abstract: "Write seeded random Q, K, V (.npy or .safetensors) of any size in constant memory.",
     discussion: """
-      Shapes are [H, L, d], or [B, H, L, d] with --batch. Values are uniform in [-1, 1], exactly those of
-      Tensor.random and RandomTensorGenerator: Q uses seed S, K S+1, V S+2 (the inputs `verify --seed S`
-      uses), rounded to nearest even for f16 and bf16. Any element can be recomputed alone, so sampled rows
+      Shapes are [H, L, d], or [B, H, L, d] with --batch. Values are uniform in [-1, 1], exactly those of \
+      Tensor.random and RandomTensorGenerator: Q uses seed S, K S+1, V S+2 (the inputs `verify --seed S` \
+      uses), rounded to nearest even for f16 and bf16. Any element can be recomputed alone, so sampled rows \
       of a run can be checked without reading the files.
 
-      --output DIR writes DIR/q.npy, DIR/k.npy, DIR/v.npy (DIR is created if its parent exists), or
-      q.safetensors, k.safetensors, v.safetensors (one tensor each, named q, k, v) with --format safetensors,
-      the default for bf16, which .npy cannot hold. --output FILE.safetensors writes one file with tensors
-      q, k and v. Free disk space is checked before anything is created; files are written in 64 MiB chunks
-      on all cores through the mapping, dropping pages behind, and appear (atomically, replacing older
+      --output DIR writes DIR/q.npy, DIR/k.npy, DIR/v.npy (DIR is created if its parent exists), or \
+      q.safetensors, k.safetensors, v.safetensors (one tensor each, named q, k, v) with --format safetensors, \
+      the default for bf16, which .npy cannot hold. --output FILE.safetensors writes one file with tensors \
+      q, k and v. Free disk space is checked before anything is created; files are written in 64 MiB chunks \
+      on all cores through the mapping, dropping pages behind, and appear (atomically, replacing older \
       ones) only when all three are complete.
       """
   )
@@ -27,22 +27,21 @@ struct GenerateCommand: ParsableCommand {
     case npy, safetensors
   }
 
-  @Option(help: "Tokens L.") var tokens: Int
-  @Option(help: "Heads H.") var heads: Int = 1
-  @Option(help: "Head dimension d.") var dim: Int = 64
+  @OptionGroup var shape: ShapeOptions
   @Option(help: "Element type: f32, f16 or bf16.") var dtype: StorageType = .float32
-  @Option(help: "Seed S: Q uses S, K S+1, V S+2.") var seed: UInt64 = 1
+  @Option(parsing: .unconditional, help: "Seed S: Q uses S, K S+1, V S+2 (independent streams).") var seed: UInt64 = 1
   @Option(help: "A directory for q, k, v files, or FILE.safetensors for one file holding q, k and v.") var output: String
-  @Option(help: "Batch B: shapes [B, H, L, d] instead of [H, L, d].") var batch: Int?
+  @Option(parsing: .unconditional, help: "Batch B: shapes [B, H, L, d] instead of [H, L, d].") var batch: Int?
   @Option(help: "Format of the files in a directory: npy or safetensors (default: npy; safetensors for bf16).")
   var format: Format?
-  @Option(help: "Worker threads (default: every processor).") var threads: Int?
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
   @Flag(help: "Print one JSON object (files, shape, dtype, seed, bytes, seconds).") var json = false
 
+  var tokens: Int { shape.tokens }
+  var heads: Int { shape.heads }
+  var dim: Int { shape.dim }
+
   func validate() throws {
-    try requirePositive(tokens, "tokens", max: 1 << 40)
-    try requirePositive(heads, "heads", max: 1 << 20)
-    try requirePositive(dim, "dim", max: 1 << 20)
     if let batch { try requirePositive(batch, "batch", max: 1 << 20) }
     if let threads { try requirePositive(threads, "threads", max: 4096) }
     if dtype == .bfloat16 && format == .npy {

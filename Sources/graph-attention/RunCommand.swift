@@ -25,8 +25,8 @@ struct RunCommand: ParsableCommand {
   @Option(help: "Mask specification, e.g. window:256+global:0.") var mask: String
   @Option(help: "Output tensor (.npy, or .safetensors for bf16).") var output: String
   @Option(help: "Tensor names inside .safetensors inputs.") var queryName = "q"
-  @Option(help: "") var keyName = "k"
-  @Option(help: "") var valueName = "v"
+  @Option(help: "Tensor name of the key inside a .safetensors --key.") var keyName = "k"
+  @Option(help: "Tensor name of the value inside a .safetensors --value.") var valueName = "v"
   @Option(help: "Output storage type: f32, f16 or bf16.") var outputDtype = "f32"
   @Option(help: "Query rows per chunk (default: about 2^26 edges per chunk).") var chunkRows: Int?
   @Option(help: "After the run, check this many sampled rows against the float64 reference.") var checkRows = 0

@@ -8,27 +8,30 @@ struct TimeCommand: ParsableCommand {
     commandName: "time",
     abstract: "Time attention of a mask on random inputs, on the CPU or a CUDA GPU (release builds only).",
     discussion: """
-      Runs --warmup untimed calls, then --repeat timed ones, on random Q, K, V of shape [B, H, L, D] (K and V with
-      --kv-heads heads). Reports the minimum and median wall time per call (for CUDA including the copies to and
-      from the GPU, not the first-use compilation, which the warm-up absorbs) and, for CUDA, the kernel time from
-      launch to completion. Useful GFLOP/s count 2 * edges * (d_k + d_v) per head over the kernel (CUDA) or call
-      (CPU) time. With --dtype f16 or bf16 on the CPU, Q, K, V and O are held in memory in that type, as the
+      Runs --warmup untimed calls, then --repeat timed ones, on random Q, K, V of shape [B, H, L, D] (K and V with \
+      --kv-heads heads). Reports the minimum and median wall time per call (for CUDA including the copies to and \
+      from the GPU, not the first-use compilation, which the warm-up absorbs) and, for CUDA, the kernel time from \
+      launch to completion. Useful GFLOP/s count 2 * edges * (d_k + d_v) per head over the kernel (CUDA) or call \
+      (CPU) time. With --dtype f16 or bf16 on the CPU, Q, K, V and O are held in memory in that type, as the \
       in-memory column of `plan` assumes, and the peak resident memory is printed too; on CUDA --dtype is --storage.
       """
   )
 
-  @Option(help: "Mask specification.") var mask: String
-  @Option(help: "Sequence length L.") var tokens: Int
-  @Option(help: "Batch size.") var batch: Int = 1
-  @Option(help: "Query heads.") var heads: Int = 1
-  @Option(help: "Key/value heads (default: --heads); must divide --heads.") var kvHeads: Int?
-  @Option(help: "Head dimension d (d_k = d_v).") var dim: Int = 64
+  @OptionGroup var maskOptions: MaskOptions
+  @OptionGroup var shape: ShapeOptions
+  @Option(parsing: .unconditional, help: "Batch size.") var batch: Int = 1
+  @Option(parsing: .unconditional, help: "Key/value heads (default: --heads); must divide --heads.") var kvHeads: Int?
   @Option(help: "Storage type of Q, K, V: f32, f16 or bf16 (arithmetic is fp32). On the CPU, Q, K, V and O are held in memory in this type; with --device cuda, the same as --storage.")
   var dtype: StorageType = .float32
-  @Option(help: "Untimed calls first.") var warmup: Int = 2
-  @Option(name: .customLong("repeat"), help: "Timed calls.") var repetitions: Int = 10
+  @Option(parsing: .unconditional, help: "Untimed calls first.") var warmup: Int = 2
+  @Option(name: .customLong("repeat"), parsing: .unconditional, help: "Timed calls.") var repetitions: Int = 10
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Print one JSON object.") var json = false
+
+  var mask: String { maskOptions.mask }
+  var tokens: Int { shape.tokens }
+  var heads: Int { shape.heads }
+  var dim: Int { shape.dim }
 
   func validate() throws {
     #if DEBUG

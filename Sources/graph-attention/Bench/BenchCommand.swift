@@ -10,11 +10,11 @@ struct BenchCommand: ParsableCommand {
     commandName: "bench",
     abstract: "Benchmark masks over lengths against this machine's measured FMA peak (and PyTorch with --peers).",
     discussion: """
-      Masks are presets or specifications: window (window:256), causal-window (window:256:causal),
-      dilated (dilated:128:1), blocked (blocked:256:0), longformer (window:256+global:0,1,2,3),
-      bigbird (window:128+global:0,1+random with ~3 keys per row), random-1e-4 ... random-1e-1 (a random
-      graph stored as an explicit CSR pattern, run through the gather path), causal (dense causal), or any
-      mask specification. Rows whose estimated time exceeds --max-row-seconds or whose tensors exceed
+      Masks are presets or specifications: window (window:256), causal-window (window:256:causal), \
+      dilated (dilated:128:1), blocked (blocked:256:0), longformer (window:256+global:0,1,2,3), \
+      bigbird (window:128+global:0,1+random with ~3 keys per row), random-1e-4 ... random-1e-1 (a random \
+      graph stored as an explicit CSR pattern, run through the gather path), causal (dense causal), or any \
+      mask specification. Rows whose estimated time exceeds --max-row-seconds or whose tensors exceed \
       --memory-fraction of physical memory are listed as skipped, with the reason. Refuses debug builds.
       """
   )
@@ -24,15 +24,15 @@ struct BenchCommand: ParsableCommand {
   @Option(help: "Comma-separated sequence lengths.") var tokens = "4096,16384,65536,262144,1048576"
   @Option(help: "Comma-separated head dimensions (d_k = d_v).") var dims = "64,128"
   @Option(help: "Comma-separated head counts.") var heads = "1,8"
-  @Option(help: "Timed runs per row (the median is reported).") var repeats = 5
-  @Option(help: "Skip rows estimated to take longer than this, in seconds for all repeats.") var maxRowSeconds = 30.0
-  @Option(help: "Skip rows whose tensors need more than this fraction of physical memory.") var memoryFraction = 0.6
-  @Option(help: "Worker threads (default: every processor).") var threads: Int?
+  @Option(parsing: .unconditional, help: "Timed runs per row (the median is reported).") var repeats = 5
+  @Option(parsing: .unconditional, help: "Skip rows estimated to take longer than this, in seconds for all repeats.") var maxRowSeconds = 30.0
+  @Option(parsing: .unconditional, help: "Skip rows whose tensors need more than this fraction of physical memory.") var memoryFraction = 0.6
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
   @Option(help: "Write results.json, results.csv and results.svg into this directory.") var outputDirectory: String?
   @Flag(help: "Also time PyTorch (Benchmarks/peers) on the same shapes.") var peers = false
   @Option(help: "Python with PyTorch for --peers.") var peerPython = "Benchmarks/peers/.venv/bin/python"
   @Option(help: "The peer script for --peers.") var peerScript = "Benchmarks/peers/torch_peers.py"
-  @Option(help: "Run peers only up to this length.") var peerMaxTokens = 65536
+  @Option(parsing: .unconditional, help: "Run peers only up to this length.") var peerMaxTokens = 65536
 
   func validate() throws {
     guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1.") }
@@ -44,6 +44,18 @@ struct BenchCommand: ParsableCommand {
         throw ValidationError("--\(name) must be a comma-separated list of positive integers, got '\(list)'.")
       }
     }
+    // Everything that can fail is checked here, before minutes of measuring.
+    for name in masks.split(separator: ",") {
+      let (_, spec) = BenchPreset.specification(String(name), tokens: 4096)
+      do {
+        _ = try BenchPreset.graph(spec, tokens: 4096)
+      } catch {
+        throw ValidationError("--masks: '\(name)' is neither a preset (\(BenchPreset.names.joined(separator: ", "))) "
+          + "nor a mask specification: \(error)")
+      }
+    }
+    if let outputDirectory { try BenchReport.checkDirectory(outputDirectory) }
+    if peers { try PeerRunner(python: peerPython, script: peerScript).checkAvailable() }
   }
 
   static func integers(_ list: String) -> [Int]? {
@@ -146,6 +158,9 @@ struct BenchCommand: ParsableCommand {
 
 /// The benchmark's named masks.
 enum BenchPreset {
+  /// The preset names (`random-P` takes any probability P).
+  static let names = ["window", "causal-window", "dilated", "blocked", "longformer", "bigbird", "causal", "random-P"]
+
   /// `(display name, specification)` for a preset name or a specification given as is.
   static func specification(_ name: String, tokens: Int) -> (String, String) {
     switch name {

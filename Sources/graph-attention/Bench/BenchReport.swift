@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import GraphAttention
 
@@ -95,6 +96,26 @@ struct BenchReport: Encodable {
   }
 
   /// Writes results.json, results.csv and results.svg into `directory` (created if missing), atomically.
+  /// Throws unless `directory` can receive the results: an existing directory that is writable, or a
+  /// path whose nearest existing ancestor is a writable directory (the rest is created when writing).
+  static func checkDirectory(_ directory: String) throws {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+      guard isDirectory.boolValue else {
+        throw ValidationError("--output-directory \(directory) is a file; give a directory (it is created if missing).")
+      }
+      return try checkOutputWritable(directory + "/results.json")
+    }
+    // The first missing component is created inside its parent, which must be a writable directory.
+    var missing = directory
+    while true {
+      let parent = (missing as NSString).deletingLastPathComponent
+      if parent.isEmpty || FileManager.default.fileExists(atPath: parent) { break }
+      missing = parent
+    }
+    try checkOutputWritable(missing)
+  }
+
   func write(to directory: String) throws {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let encoder = JSONEncoder()

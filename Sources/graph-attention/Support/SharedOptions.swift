@@ -15,16 +15,16 @@ struct ComputeOptions: ParsableArguments {
   @Option(help: "Output of rows with no edges: zero or nan.")
   var emptyRows: EmptyRowPolicy = .zero
 
-  @Option(help: "Factor on q.k before the softmax (default 1/sqrt(d_k)).")
+  @Option(parsing: .unconditional, help: "Factor on q.k before the softmax (default 1/sqrt(d_k)); may be negative.")
   var scale: Float?
 
-  @Option(help: "Worker threads (default: every processor).")
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).")
   var threads: Int?
 
   @Option(help: "Where attention runs: cpu, or cuda (an NVIDIA GPU; needs the driver and NVRTC, loaded at run time).")
   var device: DeviceKind = .cpu
 
-  @Option(help: "With --device cuda: the GPU ordinal.")
+  @Option(parsing: .unconditional, help: "With --device cuda: the GPU ordinal.")
   var cudaDevice: Int = 0
 
   @Option(help: "With --device cuda: how Q, K, V are stored on the GPU, f32, f16 or bf16 (fp32, fp16 also accepted; arithmetic is fp32).")
@@ -56,6 +56,59 @@ struct ComputeOptions: ParsableArguments {
   func attentionOptions(progress: (@Sendable (Double) -> Void)? = nil) -> AttentionOptions {
     AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, progress: progress)
   }
+}
+
+/// `--tokens`, `--heads`, `--dim`: the extents of Q, K and V ([H, L, d]), declared once for the commands
+/// that make or size tensors (generate, verify, inspect, time).
+///
+/// Numeric options here and elsewhere parse `.unconditional`ly, so a negative value after the option
+/// (`--tokens -1`) reaches validation and gets a range message instead of "Missing value".
+struct ShapeOptions: ParsableArguments {
+  @Option(parsing: .unconditional, help: "Tokens L (the sequence length).")
+  var tokens: Int
+
+  @Option(parsing: .unconditional, help: "Heads H.")
+  var heads: Int = 1
+
+  @Option(parsing: .unconditional, help: "Head dimension d (d_k = d_v).")
+  var dim: Int = 64
+
+  /// Limits every command shares (64-bit offsets hold 2^40 tokens of 2^20 dimensions); commands with
+  /// tighter limits check those in their own `validate()`.
+  static let maximumTokens = 1 << 40
+  static let maximumHeads = 1 << 20
+  static let maximumDim = 1 << 20
+
+  func validate() throws {
+    try requirePositive(tokens, "tokens", max: Self.maximumTokens)
+    try requirePositive(heads, "heads", max: Self.maximumHeads)
+    try requirePositive(dim, "dim", max: Self.maximumDim)
+  }
+}
+
+/// `--mask`, declared once for the commands that compute over a graph (verify, inspect, time).
+struct MaskOptions: ParsableArguments {
+  @Option(help: "Mask specification, e.g. window:256+global:0 (see graph-attention --help for the grammar).")
+  var mask: String
+}
+
+/// The options given more than once that would silently keep only the last value (`--mask a --mask b`),
+/// before `--` ends the options. `GraphAttentionCommand.main` refuses them.
+func repeatedSingleValueOptions(in arguments: [String], options: [String] = ["--mask"]) -> [(option: String, values: [String])] {
+  var seen: [String: [String]] = [:]
+  var index = 0
+  while index < arguments.count, arguments[index] != "--" {
+    let argument = arguments[index]
+    for option in options {
+      if argument == option, index + 1 < arguments.count {
+        seen[option, default: []].append(arguments[index + 1])
+      } else if argument.hasPrefix(option + "=") {
+        seen[option, default: []].append(String(argument.dropFirst(option.count + 1)))
+      }
+    }
+    index += 1
+  }
+  return options.compactMap { option in seen[option].flatMap { $0.count > 1 ? (option, $0) : nil } }
 }
 
 /// Checks a token or dimension count given on the command line.

@@ -9,7 +9,13 @@ extension StorageType: ExpressibleByArgument {
     self.init(parsing: argument)
   }
 
-  public static var allValueStrings: [String] { ["f32", "f16", "bf16"] }
+  public static var allValueStrings: [String] { StorageType.allCases.map(\.shortName) }
+
+  /// Shown under the option in help: each spelling and its aliases.
+  public static var allValueDescriptions: [String: String] {
+    ["f32": "IEEE binary32; also fp32, float32", "f16": "IEEE binary16; also fp16, float16, half",
+     "bf16": "bfloat16, fp32's range with 8 significant bits; also bfloat16"]
+  }
 
   public var defaultValueDescription: String { shortName }
 }
