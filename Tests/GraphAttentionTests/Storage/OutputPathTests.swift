@@ -93,6 +93,14 @@ final class OutputPathTests: XCTestCase {
     XCTAssertEqual(OutputPath.notWritableForTesting(.permissionDenied).errno, .permissionDenied)
   }
 
+  /// Too little space names the option that helps on `run` (it has --output-dtype, not --dtype).
+  func testNotEnoughSpaceNamesRunsOutputDtype() throws {
+    let found = error { _ = try TensorFile.create(scratch.path("o.npy"), shape: [1 << 50], type: .float32) }
+    XCTAssertEqual(found?.kind, .resource)
+    XCTAssertTrue(found?.fix.contains("--output-dtype f16") ?? false, found?.description ?? "")
+    XCTAssertEqual(try scratch.entries(), [], "nothing is created")
+  }
+
   func testRetriesInterruptedCallsOnly() {
     var calls = 0
     let retried = valueOrErrno { () -> Int32 in
