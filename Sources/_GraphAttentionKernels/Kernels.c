@@ -1,4 +1,5 @@
-// The CPU tile kernel: up to four query rows against a shared key list, online softmax in 64-key blocks.
+// The CPU tile kernel: up to GA_MAX_ROWS query rows against a shared key list, online softmax in blocks of
+// GA_KEY_BLOCK keys (GraphAttentionKernels.h).
 //
 // Scores of a block are kept key-major, [key][row], so that one 8-lane vector holds two keys of four rows
 // (or eight keys of one row): the 8 dot products of a register block reduce into one vector with a

@@ -50,21 +50,9 @@ public struct Tensor: Sendable, Equatable {
   /// The position and kind of the first NaN or infinity, or nil if all values are finite.
   /// - Complexity: O(count).
   public func firstNonFinite() -> (index: [Int], value: Float)? {
-    let found: Int? = scalars.withUnsafeBufferPointer { buffer in
-      var i = 0
-      let n = buffer.count
-      // Fast scan: x - x is 0 for finite x and NaN otherwise.
-      while i &+ 8 <= n {
-        let v = VectorMath.load8(buffer.baseAddress! + i)
-        let z = v - v
-        if any(z .!= 0) { break }
-        i &+= 8
-      }
-      while i < n {
-        if !buffer[i].isFinite { return i }
-        i &+= 1
-      }
-      return nil
+    // The storage layer's one non-finite scan (vectorised C, the same for every storage type).
+    let found: Int? = scalars.withUnsafeBytes { raw in
+      raw.baseAddress.flatMap { StorageKernels.firstNonFinite($0, type: .float32, count: scalars.count) }
     }
     guard let flat = found else { return nil }
     var index = [Int](repeating: 0, count: shape.count)

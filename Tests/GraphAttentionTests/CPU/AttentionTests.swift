@@ -39,10 +39,10 @@ final class AttentionTests: XCTestCase {
     }
   }
 
-  /// Row degrees that are exact multiples of the kernel's 64-key chunk (where the paper's kernels drop a chunk),
-  /// and windows and dilated spans much longer than a chunk.
+  /// Row degrees that are exact multiples of the kernel's key block (`GA_KEY_BLOCK`, 32 keys: where the paper's
+  /// kernels drop a chunk), and windows and dilated spans much longer than a block.
   func testDegreesAtChunkMultiplesAndLongSpans() throws {
-    for mask in [MaskCase.causalWindow(63), .causalWindow(127), .window(32), .blocked(128, 0), .blocked(256, 1), .full,
+    for mask in [MaskCase.causalWindow(31), .causalWindow(63), .causalWindow(127), .window(32), .blocked(128, 0), .blocked(256, 1), .full,
                  .dilated(100, 2), .dilated(64, 1), .window(300)] {
       try run(mask, query: [300, 16], key: [300, 16], value: [300, 16])
     }
