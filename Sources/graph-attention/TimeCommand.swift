@@ -70,11 +70,12 @@ struct TimeCommand: ParsableCommand {
     var kernels: [Double] = []
     for iteration in 0..<(warmup + repetitions) {
       let start = monotonicSeconds()
-      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, device: device)
+      var work = AttentionWork(edges: 0, scoresComputed: 0)
+      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, device: device, work: &work)
       let wall = monotonicSeconds() - start
       if iteration >= warmup {
         walls.append(wall)
-        if device != .cpu, let kernel = CUDABackend.lastKernelSeconds { kernels.append(kernel) }
+        if let kernel = work.kernelSeconds { kernels.append(kernel) }
       }
     }
     let edges = graph.edgeCount(queryCount: tokens, keyCount: tokens)

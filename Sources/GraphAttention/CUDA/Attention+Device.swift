@@ -42,18 +42,15 @@ public enum AttentionDevice: Sendable, Equatable, CustomStringConvertible {
 /// - Complexity: as the CPU version, plus copying the inputs to the device and the output back.
 public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
                       options: AttentionOptions = AttentionOptions(), device: AttentionDevice) throws -> Tensor {
-  switch device {
-  case .cpu:
-    return try attention(query: query, key: key, value: value, graph: graph, options: options)
-  case let .cuda(ordinal, storage, tensorCores):
-    return try cudaAttention(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
-                             query: query, key: key, value: value, graph: graph, options: options)
-  }
+  var work = AttentionWork(edges: 0, scoresComputed: 0)
+  return try attention(query: query, key: key, value: value, graph: graph, options: options, device: device, work: &work)
 }
 
-/// `attention` on a CUDA runtime (the shared one, or a test's runtime over mock libraries).
+/// `attention` on a CUDA runtime (the shared one, or a test's runtime over mock libraries), with its work:
+/// edges (exact, counted on the host) and the kernel time.
 func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true,
-                   query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws -> Tensor {
+                   query: Tensor, key: Tensor, value: Tensor, graph: Graph,
+                   options: AttentionOptions) throws -> (output: Tensor, work: AttentionWork) {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   let call = try AttentionCall(shape: shape, graph: graph, options: options)
   if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
@@ -61,7 +58,9 @@ func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: StorageType, ten
                                     call: call, excluding: nil,
                                     query: query, key: key, value: value, mode: .output(options.emptyRows))
   options.progress?(1)
-  return Tensor(shape: shape.outputShape, scalars: result.values)
+  let edges = graph.edgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount) * shape.batch * shape.queryHeads
+  return (Tensor(shape: shape.outputShape, scalars: result.values),
+          AttentionWork(edges: edges, scoresComputed: edges, kernelSeconds: result.kernelSeconds))
 }
 
 extension AttentionState {

@@ -25,6 +25,8 @@ enum CUDAExecutor {
     var values: [Float]
     var maxima: [Float]?
     var sums: [Float]?
+    /// Seconds from the first launch to the synchronisation after the last kernel.
+    var kernelSeconds: Double = 0
   }
 
   /// Warps (query rows) per block; each warp needs `(d_k + d_v) * 4` bytes of shared memory.
@@ -166,9 +168,9 @@ enum CUDAExecutor {
                              firstNew: split ? rowsAfterTile : encoding.firstNew, mode: rowMode))
       }
       try context.synchronize()
-      runtime.lastKernelSeconds = CUDAExecutor.monotonicSeconds() - started
+      let kernelSeconds = CUDAExecutor.monotonicSeconds() - started
 
-      var result = Result(values: try download(out, count: queryRows * shape.valueDim))
+      var result = Result(values: try download(out, count: queryRows * shape.valueDim), kernelSeconds: kernelSeconds)
       if case .state = mode, let maxima, let sums {
         result.maxima = try download(maxima, count: queryRows)
         result.sums = try download(sums, count: queryRows)

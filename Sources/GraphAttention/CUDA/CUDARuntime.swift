@@ -25,8 +25,6 @@ final class CUDARuntime: @unchecked Sendable {
   private var modules: [Int: CUDAModule] = [:]
   /// How each device's module was built (CUBIN or PTX, architecture, NVRTC), for `CUDABackend`.
   private(set) var builds: [Int: String] = [:]
-  /// Seconds from launch to completion of the last kernel (set under the lock).
-  var lastKernelSeconds: Double?
 
   init(loader: CUDALibraryLoader, cache: KernelCache) {
     self.loader = loader

@@ -134,13 +134,13 @@ struct BenchCommand: ParsableCommand {
 
   private func measure(_ row: inout BenchReport.Row, graph: Graph, q: Tensor, k: Tensor, v: Tensor, threads: Int, peak: Double) throws {
     let options = AttentionOptions(threads: threads, checksFiniteInputs: false)
-    var scores = 0
-    _ = try attention(query: q, key: k, value: v, graph: graph, options: options, scoresComputed: &scores)  // warm-up
+    var work = AttentionWork(edges: 0, scoresComputed: 0)
+    _ = try attention(query: q, key: k, value: v, graph: graph, options: options, work: &work)  // warm-up
     PeakMemory.reset()
     var times: [Double] = []
     for _ in 0..<repeats {
       let start = monotonicSeconds()
-      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, scoresComputed: &scores)
+      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, work: &work)
       times.append(monotonicSeconds() - start)
     }
     times.sort()
@@ -151,7 +151,7 @@ struct BenchCommand: ParsableCommand {
     row.gflops = 4 * edgesAllHeads * Double(row.dim) / median / 1e9
     row.percentOfPeak = 100 * row.gflops! * 1e9 / peak
     row.edgesPerSecond = edgesAllHeads / median
-    row.scoresPerEdge = edgesAllHeads > 0 ? Double(scores) / edgesAllHeads : 1
+    row.scoresPerEdge = edgesAllHeads > 0 ? Double(work.scoresComputed) / edgesAllHeads : 1
     row.peakResidentBytes = PeakMemory.current()
   }
 }

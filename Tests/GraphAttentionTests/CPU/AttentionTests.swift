@@ -174,9 +174,13 @@ final class KernelTests: XCTestCase {
                  "window:128+global:0,4095"] {
       let graph = try Graph(parsing: spec)
       let q = Inputs.tensor([l, 8], seed: 1), k = Inputs.tensor([l, 8], seed: 2), v = Inputs.tensor([l, 8], seed: 3)
-      var scores = 0
-      _ = try attention(query: q, key: k, value: v, graph: graph, options: AttentionOptions(), scoresComputed: &scores)
+      var work = AttentionWork(edges: 0, scoresComputed: 0)
+      let o = try attention(query: q, key: k, value: v, graph: graph, work: &work)
+      let scores = work.scoresComputed
       let edges = graph.edgeCount(queryCount: l, keyCount: l)
+      XCTAssertEqual(work.edges, edges, spec)
+      XCTAssertNil(work.kernelSeconds, "no GPU time on the CPU")
+      XCTAssertEqual(o, try attention(query: q, key: k, value: v, graph: graph), "the work form computes the same output")
       XCTAssertGreaterThanOrEqual(scores, edges, spec)
       XCTAssertLessThanOrEqual(Double(scores), Double(edges) * 1.03 + Double(l / 4 * 8), "\(spec): \(scores) scores for \(edges) edges")
     }

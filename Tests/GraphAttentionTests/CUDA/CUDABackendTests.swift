@@ -23,7 +23,7 @@ final class CUDABackendTests: XCTestCase {
 
   private func run(_ runtime: CUDARuntime, graph: Graph = .causal, storage: StorageType = .float32,
                    options: AttentionOptions = AttentionOptions()) throws -> Tensor {
-    try cudaAttention(runtime: runtime, ordinal: 0, storage: storage, query: q, key: k, value: v, graph: graph, options: options)
+    try cudaAttention(runtime: runtime, ordinal: 0, storage: storage, query: q, key: k, value: v, graph: graph, options: options).output
   }
 
   private func assertDeviceError(_ body: () throws -> Void, contains texts: [String], file: StaticString = #filePath, line: UInt = #line) {

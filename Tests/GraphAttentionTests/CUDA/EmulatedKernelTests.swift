@@ -35,8 +35,11 @@ final class EmulatedKernelTests: XCTestCase {
     let k = Tensor.random(shape: [batch, kvHeads, tokens, keyDim], seed: seed + 1)
     let v = Tensor.random(shape: [batch, kvHeads, tokens, valueDim], seed: seed + 2)
     let options = AttentionOptions(scale: scale, emptyRows: emptyRows)
-    let o = try cudaAttention(runtime: MockCUDA.runtime(), ordinal: 0, storage: storage, tensorCores: tensorCores,
-                              query: q, key: k, value: v, graph: graph, options: options)
+    let (o, work) = try cudaAttention(runtime: MockCUDA.runtime(), ordinal: 0, storage: storage, tensorCores: tensorCores,
+                                      query: q, key: k, value: v, graph: graph, options: options)
+    // The call reports its own work and kernel time (there is no process-wide "last call" state).
+    XCTAssertEqual(work.edges, graph.edgeCount(queryCount: tokens, keyCount: tokens) * batch * heads, file: file, line: line)
+    XCTAssertGreaterThanOrEqual(work.kernelSeconds ?? -1, 0, file: file, line: line)
     try assertMatchesReference(o, graph: graph, q: stored(q, storage), k: stored(k, storage), v: stored(v, storage),
                                scale: scale, emptyRows: emptyRows, tolerance: tolerance, file: file, line: line)
   }
