@@ -25,7 +25,8 @@ struct GraphAttentionCommand: ParsableCommand {
 
   /// Refuses what the parser would silently misread, then parses and runs as usual: a first word that
   /// names no subcommand (the default subcommand, demo, would otherwise report it as its own unexpected
-  /// argument), and a `--mask` given twice (the parser keeps the last).
+  /// argument), a `--mask` given twice (the parser keeps the last), and `run --query-name` (or
+  /// `--key-name`, `--value-name`) with a `.npy` input, which has no names.
   static func main() {
     let arguments = Array(CommandLine.arguments.dropFirst())
     if let problem = argumentProblem(arguments) {
@@ -43,6 +44,9 @@ struct GraphAttentionCommand: ParsableCommand {
       return "unknown subcommand '\(first)'"
         + (close.isEmpty ? "" : " (did you mean \(close.map { "'\($0)'" }.joined(separator: " or "))?)")
         + ". The subcommands are: \(names.dropLast().joined(separator: ", ")). See 'graph-attention --help'."
+    }
+    if arguments.first == "run", let ignored = ignoredTensorNames(in: arguments) {
+      return ignored
     }
     if let (option, values) = repeatedSingleValueOptions(in: arguments).first {
       return "\(option) was given \(values.count) times (\(values.joined(separator: ", "))), but only one is used. "

@@ -111,6 +111,33 @@ func repeatedSingleValueOptions(in arguments: [String], options: [String] = ["--
   return options.compactMap { option in seen[option].flatMap { $0.count > 1 ? (option, $0) : nil } }
 }
 
+/// The value of the last `option VALUE` or `option=VALUE` before `--`, or nil.
+func optionValue(_ option: String, in arguments: [String]) -> String? {
+  var found: String?
+  var index = 0
+  while index < arguments.count, arguments[index] != "--" {
+    if arguments[index] == option, index + 1 < arguments.count {
+      found = arguments[index + 1]
+    } else if arguments[index].hasPrefix(option + "=") {
+      found = String(arguments[index].dropFirst(option.count + 1))
+    }
+    index += 1
+  }
+  return found
+}
+
+/// `run`'s tensor-name options given for a `.npy` input, which holds one unnamed array: the name would
+/// be ignored, so say so (e.g. "--query-name x applies to .safetensors inputs, but --query q.npy is a .npy file").
+func ignoredTensorNames(in arguments: [String]) -> String? {
+  for tensor in ["query", "key", "value"] {
+    guard let name = optionValue("--\(tensor)-name", in: arguments),
+          let path = optionValue("--\(tensor)", in: arguments), path.lowercased().hasSuffix(".npy") else { continue }
+    return "--\(tensor)-name \(name) names a tensor inside a .safetensors file, but --\(tensor) \(path) is a .npy file "
+      + "(one unnamed array), so the name would be ignored. Drop --\(tensor)-name, or pass the .safetensors file."
+  }
+  return nil
+}
+
 /// Checks a token or dimension count given on the command line.
 func requirePositive(_ value: Int, _ name: String, max: Int = 1 << 40) throws {
   guard value >= 1, value <= max else {

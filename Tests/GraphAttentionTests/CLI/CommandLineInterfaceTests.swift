@@ -113,6 +113,21 @@ final class CommandLineInterfaceTests: XCTestCase {
     }
   }
 
+  func testTensorNamesWithNPYInputsAreRefusedNotIgnored() throws {
+    for (option, input) in [("--query-name", "--query"), ("--key-name", "--key"), ("--value-name", "--value")] {
+      var arguments = ["run", "--query", "q.npy", "--key", "k.npy", "--value", "v.npy", "--mask", "causal", "--output", "o.npy"]
+      arguments += [option, "x"]
+      let result = try graphAttention(arguments)
+      XCTAssertEqual(result.status, 64, "\(arguments)")
+      XCTAssertTrue(result.stderr.contains("\(option) x names a tensor inside a .safetensors file, but \(input)"), result.stderr)
+      XCTAssertTrue(result.stderr.contains("would be ignored"), result.stderr)
+    }
+    // With .safetensors inputs the names are used: the error is about the missing file, not the name.
+    let named = try graphAttention(["run", "--query", "qkv.safetensors", "--key", "qkv.safetensors", "--value", "qkv.safetensors",
+                                    "--query-name", "q", "--mask", "causal", "--output", directory.path("o.npy")])
+    XCTAssertFalse(named.stderr.contains("would be ignored"), named.stderr)
+  }
+
   func testNegativeNumbersAfterAnOptionReachValidation() throws {
     // Each of these used to say "Missing value for '--option <value>'".
     let cases: [([String], String)] = [
