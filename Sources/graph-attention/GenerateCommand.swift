@@ -3,7 +3,7 @@ import Foundation
 import GraphAttention
 
 /// `graph-attention generate`: seeded random Q, K, V written straight into memory-mapped files.
-struct GenerateCommand: ParsableCommand {
+struct GenerateCommand: ParsableCommand, ShapedCommand {
   static let configuration = CommandConfiguration(
     commandName: "generate",
     abstract: "Write seeded random Q, K, V (.npy or .safetensors) of any size in constant memory.",
@@ -36,10 +36,6 @@ struct GenerateCommand: ParsableCommand {
   var format: Format?
   @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
   @Flag(help: "Print one JSON object (files, shape, dtype, seed, bytes, seconds).") var json = false
-
-  var tokens: Int { shape.tokens }
-  var heads: Int { shape.heads }
-  var dim: Int { shape.dim }
 
   func validate() throws {
     if let batch { try requirePositive(batch, "batch", max: 1 << 20) }

@@ -3,7 +3,7 @@ import Foundation
 import GraphAttention
 
 /// `graph-attention inspect`: a mask's size without running attention.
-struct InspectCommand: ParsableCommand {
+struct InspectCommand: ParsableCommand, MaskedCommand {
   static let configuration = CommandConfiguration(
     commandName: "inspect",
     abstract: "Edges, density, degrees and memory of a mask over L tokens (heads and d size the memory estimate).",
@@ -16,11 +16,6 @@ struct InspectCommand: ParsableCommand {
   @Option(help: "Also write the edges as an int64 [E, 2] (row, column) .npy file (for cross-checks; small graphs).")
   var edgesOut: String?
   @Flag(help: "Print one JSON object.") var json = false
-
-  var mask: String { maskOptions.mask }
-  var tokens: Int { shape.tokens }
-  var heads: Int { shape.heads }
-  var dim: Int { shape.dim }
 
   func validate() throws {
     if let keyTokens { try requirePositive(keyTokens, "key-tokens", max: ShapeOptions.maximumTokens) }

@@ -3,7 +3,7 @@ import Foundation
 import GraphAttention
 
 /// `graph-attention time`: time one mask on random inputs on a device (release builds only); `bench` sweeps.
-struct TimeCommand: ParsableCommand {
+struct TimeCommand: ParsableCommand, MaskedCommand {
   static let configuration = CommandConfiguration(
     commandName: "time",
     abstract: "Time attention of a mask on random inputs, on the CPU or a CUDA GPU (release builds only).",
@@ -27,11 +27,6 @@ struct TimeCommand: ParsableCommand {
   @Option(name: .customLong("repeat"), parsing: .unconditional, help: "Timed calls.") var repetitions: Int = 10
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Print one JSON object.") var json = false
-
-  var mask: String { maskOptions.mask }
-  var tokens: Int { shape.tokens }
-  var heads: Int { shape.heads }
-  var dim: Int { shape.dim }
 
   func validate() throws {
     #if DEBUG

@@ -3,7 +3,7 @@ import Foundation
 import GraphAttention
 
 /// `graph-attention verify`: the engine against the float64 reference on random inputs.
-struct VerifyCommand: ParsableCommand {
+struct VerifyCommand: ParsableCommand, MaskedCommand {
   static let configuration = CommandConfiguration(
     commandName: "verify",
     abstract: "Check the engine against the float64 reference on fresh random inputs.",
@@ -22,11 +22,6 @@ struct VerifyCommand: ParsableCommand {
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Accumulate the mask's '+' components one at a time through AttentionState (each skipping the edges of those before it) instead of in one call.")
   var compose = false
-
-  var mask: String { maskOptions.mask }
-  var tokens: Int { shape.tokens }
-  var heads: Int { shape.heads }
-  var dim: Int { shape.dim }
 
   func validate() throws {
     try requirePositive(tokens, "tokens", max: 1 << 31)

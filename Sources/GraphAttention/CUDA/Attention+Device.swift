@@ -85,14 +85,7 @@ extension AttentionState {
 
   mutating func cudaAccumulate(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true,
                                query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws {
-    let callShape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-    guard callShape.outputShape == shape.outputShape, callShape.keyCount == shape.keyCount else {
-      throw GraphAttentionError(
-        .shape, "tensors with output shape \(callShape.outputShape) and \(callShape.keyCount) keys do not match the state's \(shape.outputShape) and \(shape.keyCount) keys",
-        fix: "accumulate with the query, key and value the state was made for")
-    }
-    let call = try AttentionCall(shape: callShape, graph: graph, options: options)
-    if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
+    let call = try accumulationCall(query: query, key: key, value: value, graph: graph, options: options)
     let result = try CUDAExecutor.run(runtime: runtime, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
                                       call: call, excluding: visited,
                                       query: query, key: key, value: value,

@@ -92,6 +92,26 @@ struct MaskOptions: ParsableArguments {
   var mask: String
 }
 
+/// A command with the shared `ShapeOptions` group: reads its extents by their option names.
+protocol ShapedCommand {
+  var shape: ShapeOptions { get }
+}
+
+extension ShapedCommand {
+  var tokens: Int { shape.tokens }
+  var heads: Int { shape.heads }
+  var dim: Int { shape.dim }
+}
+
+/// A command with the shared `MaskOptions` group too.
+protocol MaskedCommand: ShapedCommand {
+  var maskOptions: MaskOptions { get }
+}
+
+extension MaskedCommand {
+  var mask: String { maskOptions.mask }
+}
+
 /// The options given more than once that would silently keep only the last value (`--mask a --mask b`),
 /// before `--` ends the options. `GraphAttentionCommand.main` refuses them.
 func repeatedSingleValueOptions(in arguments: [String], options: [String] = ["--mask"]) -> [(option: String, values: [String])] {
