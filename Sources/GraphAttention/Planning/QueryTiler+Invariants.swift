@@ -2,8 +2,8 @@
 /// reach the C kernel (as swift-collections' `Heap+Invariants.swift` checks a heap): a wrong index
 /// there is an out-of-bounds read in C, not a Swift trap, so it is caught here first.
 extension QueryTiler.Tile {
-  /// Traps (debug builds only; a no-op in release builds) unless the tile is well formed for a graph
-  /// over `queryCount` query rows and `keyCount` keys:
+  /// Traps unless the tile is well formed for a graph over `queryCount` query rows and `keyCount` keys
+  /// (`forEachTile` calls it on every tile in debug builds only):
   /// - 1 row, or a multiple of `groupRows` up to `maxRows`, every row in `0 ..< queryCount`, rows distinct;
   /// - keys strictly increasing and in `0 ..< keyCount`, at least one;
   /// - a multi-row tile has one group range per group, each inside `0 ..< keyCount` of the tile, and a
@@ -13,9 +13,8 @@ extension QueryTiler.Tile {
   /// The mask is read in full for tiles of up to `fullMaskCheckBytes` bytes, and outside each group's
   /// range otherwise (debug-build tests would slow down several times for no extra coverage: the
   /// small tiles exercise the same code).
-  /// - Complexity: O(keys + min(mask bytes, fullMaskCheckBytes)) when it runs; nothing in release builds.
+  /// - Complexity: O(keys + min(mask bytes, fullMaskCheckBytes)).
   func _checkInvariants(queryCount: Int, keyCount: Int) {
-    guard _isDebugAssertConfiguration() else { return }
     let rowCount = rows.count
     precondition(rowCount == 1 || (rowCount % QueryTiler.groupRows == 0 && rowCount <= QueryTiler.maxRows),
                  "tile of \(rowCount) rows")

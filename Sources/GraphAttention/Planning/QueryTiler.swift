@@ -110,13 +110,16 @@ struct QueryTiler {
   /// Calls `tile(tile)` for each tile of `rows`; rows without keys produce no tile (their output is
   /// the empty-row value, which the caller writes from the untouched row state).
   mutating func forEachTile(rows: Range<Int>, tile: (Tile) -> Void) {
-    guard _isDebugAssertConfiguration() else { return tiles(rows: rows, tile: tile) }
+    #if DEBUG
     // Debug builds check every tile before its indices reach C (QueryTiler+Invariants.swift).
     let queryCount = self.queryCount, keyCount = self.keyCount
     tiles(rows: rows) { checked in
       checked._checkInvariants(queryCount: queryCount, keyCount: keyCount)
       tile(checked)
     }
+    #else
+    tiles(rows: rows, tile: tile)
+    #endif
   }
 
   private mutating func tiles(rows: Range<Int>, tile: (Tile) -> Void) {
