@@ -220,6 +220,38 @@ final class CommandLineInterfaceTests: XCTestCase {
     }
   }
 
+  /// A read-only file system is named as such (generate used to say "create its parent directory first").
+  /// Needs permission to mount a tmpfs (root in a container); skipped elsewhere.
+  func testReadOnlyFileSystemIsNamed() throws {
+    let mountPoint = directory.path("ro")
+    try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: false)
+    let mount = Process()
+    mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+    mount.arguments = ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", mountPoint]
+    mount.standardError = FileHandle.nullDevice
+    guard (try? mount.run()) != nil else { throw XCTSkip("cannot run mount") }
+    mount.waitUntilExit()
+    guard mount.terminationStatus == 0 else { throw XCTSkip("cannot mount a tmpfs here (not root?)") }
+    defer {
+      let unmount = Process()
+      unmount.executableURL = URL(fileURLWithPath: "/bin/umount")
+      unmount.arguments = [mountPoint]
+      try? unmount.run()
+      unmount.waitUntilExit()
+    }
+    let q = try directory.write(storageNPYFileBytes(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2), }",
+                                                    data: storageLittleEndianBytes([Float](repeating: 0.5, count: 8))), to: "q.npy")
+    for arguments in [["generate", "--tokens", "4", "--output", mountPoint + "/qkv"],
+                      ["generate", "--tokens", "4", "--output", mountPoint],
+                      ["generate", "--tokens", "4", "--output", mountPoint + "/qkv.safetensors"],
+                      ["run", "--query", q, "--key", q, "--value", q, "--mask", "causal", "--output", mountPoint + "/o.npy"]] {
+      let result = try graphAttention(arguments)
+      XCTAssertEqual(result.status, 1, "\(arguments)")
+      XCTAssertTrue(result.stderr.contains("read-only file system"), "\(arguments): \(result.stderr)")
+      XCTAssertFalse(result.stderr.contains("create its parent directory"), result.stderr)
+    }
+  }
+
   /// `run` reads fp64 .npy inputs, rounding them to fp32 as it reads: the result equals the run on the
   /// same values stored as fp32.
   func testRunAcceptsFloat64Inputs() throws {
