@@ -7,7 +7,10 @@ struct InspectCommand: ParsableCommand, MaskedCommand {
   static let configuration = CommandConfiguration(
     commandName: "inspect",
     abstract: "Edges, density, degrees and memory of a mask over L tokens (heads and d size the memory estimate).",
-    discussion: "Edge counts are exact, in closed form for single implicit graphs and row by row for unions."
+    discussion: """
+      Edge counts are exact: in closed form for single implicit graphs (any length), row by row for unions and \
+      random graphs, with progress on stderr. Masks whose edge count cannot fit in 64 bits are refused.
+      """
   )
 
   @OptionGroup var maskOptions: MaskOptions
@@ -24,10 +27,10 @@ struct InspectCommand: ParsableCommand, MaskedCommand {
   }
 
   func run() throws {
-    let graph = try Graph(parsing: mask)
     let keys = keyTokens ?? tokens
+    let graph = try Graph(parsing: mask, queryCount: tokens, keyCount: keys)
     try graph.validate(queryCount: tokens, keyCount: keys)
-    let stats = graph.degreeStatistics(queryCount: tokens, keyCount: keys)
+    let stats = graph.degreeStatistics(queryCount: tokens, keyCount: keys, progress: InspectCommand.rowProgress(total: tokens))
     let density = Double(stats.edges) / (Double(tokens) * Double(keys))
     let tensorBytes = 4.0 * Double(heads) * Double(dim) * Double(2 * tokens + 2 * keys)
     if let edgesOut {
@@ -54,5 +57,23 @@ struct InspectCommand: ParsableCommand, MaskedCommand {
       memory        \(Console.format(bytes: tensorBytes)) for fp32 Q, K, V, O at d=\(dim), \(heads) head(s); the mask itself needs none
       useful work   \(String(format: "%.3g", 4 * Double(stats.edges) * Double(dim) * Double(heads))) FLOP (4 x edges x d x heads)
       """)
+  }
+}
+
+extension InspectCommand {
+  /// Progress of a row-by-row count: a bar on a terminal, else a plain line every 10 s (rows, rate, ETA).
+  static func rowProgress(total: Int) -> (Int) -> Void {
+    let bar = Console.progressBar("counting rows")
+    let start = monotonicSeconds()
+    var lastLine = start
+    return { done in
+      if let bar { return bar(Double(done) / Double(total)) }
+      let now = monotonicSeconds()
+      guard now - lastLine >= 10 || (done == total && now - start >= 10) else { return }
+      lastLine = now
+      let rate = Double(done) / max(now - start, 1e-9)
+      Console.note("inspect: \(done) of \(total) rows (\(String(format: "%.1f", 100 * Double(done) / Double(total)))%), "
+        + "\(String(format: "%.3g", rate)) rows/s, ETA \(Console.format(seconds: Double(total - done) / rate))")
+    }
   }
 }

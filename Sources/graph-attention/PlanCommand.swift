@@ -10,8 +10,9 @@ struct PlanCommand: ParsableCommand {
     discussion: """
       In memory: Q, K, V, O, the graph (explicit graphs only; implicit and random graphs are computed per
       row) and the engine's working memory (64 MiB + 1 MiB per thread). Streamed: Q, K, V, O are files on
-      disk, processed in chunks of R query rows of one head; the resident set is the engine, the chunk and
-      the K/V rows the chunk reaches, which is bounded independently of L for local masks. The arithmetic is
+      disk, processed as `run` does: in chunks of R query rows of every head (R as `run` picks it, about 2^26
+      edges, unless --chunk-rows is given); the resident set is the engine, the chunk and the K/V rows the
+      chunk reaches, which is bounded independently of L for local masks. The arithmetic is
       printed line by line. BYTES accept suffixes: 24G, 512MiB, 1.5T (powers of 1024), 100GB (powers of
       1000), 1e9.
       """
@@ -29,7 +30,7 @@ struct PlanCommand: ParsableCommand {
   var memory: ByteCount?
   @Option(help: "Free disk for the files, BYTES (default: free space of the current directory's file system).")
   var disk: ByteCount?
-  @Option(help: "Query rows per streamed chunk R.") var chunkRows: Int = 65_536
+  @Option(help: "Query rows per streamed chunk R (default: what `run` picks for this shape).") var chunkRows: Int?
   @Option(help: "Worker threads (default: every processor).") var threads: Int?
   @Option(help: "Also evaluate this context length L.") var tokens: Int?
   @Option(help: "Sustained useful GFLOP/s, to estimate compute time (e.g. from `graph-attention bench`).") var gflops: Double?
@@ -41,7 +42,7 @@ struct PlanCommand: ParsableCommand {
     try requirePositive(heads, "heads", max: 1 << 20)
     if let kvHeads { try requirePositive(kvHeads, "kv-heads", max: 1 << 20) }
     try requirePositive(batch, "batch", max: 1 << 20)
-    try requirePositive(chunkRows, "chunk-rows", max: 1 << 32)
+    if let chunkRows { try requirePositive(chunkRows, "chunk-rows", max: 1 << 32) }
     if let threads { try requirePositive(threads, "threads", max: 4096) }
     if let tokens { try requirePositive(tokens, "tokens", max: 1 << 50) }
     if let gflops, !(gflops > 0 && gflops.isFinite) { throw ValidationError("--gflops must be a positive number, got \(gflops).") }
@@ -96,7 +97,7 @@ struct PlanCommand: ParsableCommand {
     }
     appendWork(&lines, plan, tokens: plan.maxTokensInMemory)
     lines.append("")
-    line("streamed", "Q, K, V, O as files; chunks of R = \(groupedDigits(min(r.chunkRows, max(plan.maxTokensStreamed, 1)))) query rows of one head, "
+    line("streamed", "Q, K, V, O as files; chunks of R = \(groupedDigits(plan.chunkRows(tokens: max(plan.maxTokensStreamed, 1)))) query rows of every head (as run), "
       + "pages behind dropped")
     line("  disk", "\(b(r.diskBytes)) (\(diskSource))")
     if let fixed = plan.fixedLength {
@@ -145,7 +146,7 @@ struct PlanCommand: ParsableCommand {
       ("heads", "\(r.heads)"), ("kv_heads", "\(r.keyValueHeads)"), ("batch", "\(r.batch)"),
       ("dtype", jsonQuoted(r.storage.shortName)), ("output_dtype", jsonQuoted(r.output.shortName)),
       ("memory_bytes", "\(r.memoryBytes)"), ("disk_bytes", "\(r.diskBytes)"), ("threads", "\(r.threads)"),
-      ("chunk_rows", "\(r.chunkRows)"),
+      ("chunk_rows", "\(plan.chunkRows(tokens: max(plan.maxTokensStreamed, 1)))"),
       ("bytes_per_token", "\(plan.bytesPerToken)"),
       ("bytes_per_token_qkvo", "[" + plan.tokenTerms.map { "\($0.bytes)" }.joined(separator: ",") + "]"),
       ("engine_bytes", "\(plan.engineBytes)"), ("graph_bytes", "\(plan.graphBytes)"),

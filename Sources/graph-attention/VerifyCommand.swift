@@ -32,8 +32,9 @@ struct VerifyCommand: ParsableCommand, MaskedCommand {
   }
 
   func run() throws {
-    let graph = try Graph(parsing: mask)
+    let graph = try Graph(parsing: mask, queryCount: tokens, keyCount: tokens)
     try graph.validate(queryCount: tokens, keyCount: tokens)
+    try VerifyCommand.checkSize(graph: graph, tokens: tokens, dim: dim, heads: heads)
     let shape = [heads, tokens, dim]
     let q = Tensor.random(shape: shape, seed: seed)
     let k = Tensor.random(shape: shape, seed: seed &+ 1)
@@ -41,13 +42,14 @@ struct VerifyCommand: ParsableCommand, MaskedCommand {
     let output: Tensor
     if compose {
       var state = try AttentionState(query: q, value: v)
-      for part in mask.split(separator: "+") {
-        try state.accumulate(query: q, key: k, value: v, graph: try Graph(parsing: String(part)),
+      for part in graph.operands {
+        try state.accumulate(query: q, key: k, value: v, graph: part,
                              options: compute.attentionOptions(), device: compute.attentionDevice)
       }
       output = state.output(emptyRows: compute.emptyRows)
     } else {
-      output = try attention(query: q, key: k, value: v, graph: graph, options: compute.attentionOptions(),
+      output = try attention(query: q, key: k, value: v, graph: graph,
+                             options: compute.attentionOptions(progress: Console.progressBar("attention")),
                              device: compute.attentionDevice)
     }
     let problem = try AttentionShape(query: shape, key: shape, value: shape)
@@ -69,5 +71,30 @@ struct VerifyCommand: ParsableCommand, MaskedCommand {
     print("\(verdict) \(graph) \(compose ? "composed " : "")\(compute.device == .cpu ? "" : "on \(compute.attentionDevice) ")L=\(tokens) d=\(dim) heads=\(heads): max relative error \(String(format: "%.3e", worst)) "
       + "(head \(worstAt.0), row \(worstAt.1); \(rows * heads) rows checked, tolerance \(tolerance))")
     if worst > tolerance || worst.isNaN { throw ExitCode(1) }
+  }
+}
+
+extension VerifyCommand {
+  /// The most edges x heads `verify` takes on: about a minute of attention on two cores at d = 64.
+  static let maximumEdgeHeads = 1 << 34
+  /// The most bytes of Q, K, V and O (fp32) `verify` holds in memory.
+  static let maximumTensorBytes = 4 << 30
+
+  /// Refuses sizes that would run for hours or exhaust memory (it computes everything in memory, then
+  /// checks rows against the float64 reference), saying what to use instead.
+  static func checkSize(graph: Graph, tokens: Int, dim: Int, heads: Int) throws {
+    let edges = Double(graph.estimatedEdgeCount(queryCount: tokens, keyCount: tokens)) * Double(heads)
+    if edges > Double(maximumEdgeHeads) {
+      throw GraphAttentionError(
+        .option, "verify checks at most \(maximumEdgeHeads) edges x heads, but \(graph) over \(tokens) tokens and \(heads) head(s) "
+          + "has about \(String(format: "%.3g", edges))",
+        fix: "use fewer --tokens or heads (verify is a correctness check), or `run` on files for large inputs")
+    }
+    let bytes = 16.0 * Double(heads) * Double(tokens) * Double(dim)
+    if bytes > Double(maximumTensorBytes) {
+      throw GraphAttentionError(
+        .option, "verify holds fp32 Q, K, V and O in memory: \(Console.format(bytes: bytes)), more than its limit of \(Console.format(bytes: Double(maximumTensorBytes)))",
+        fix: "use fewer --tokens, heads or a smaller --dim, or `run` on files for large inputs")
+    }
   }
 }

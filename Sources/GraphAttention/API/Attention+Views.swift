@@ -12,13 +12,35 @@
 ///   - rows: the query rows to compute (all when nil); other rows of `output` are left as they are.
 /// - Returns: the edges visited and the scores the kernels computed, over every head.
 /// - Throws: `GraphAttentionError` for mismatched shapes or types and, when checked, non-finite inputs
-///   (with `rows`, only those query rows are scanned: check keys and values once yourself); with
-///   `options.scatteredKeys == .read`, `.file` if a key or value row cannot be read (the rows computed are
-///   then garbage and must not be used).
+///   (with `rows`, only those query rows are scanned: check keys and values once yourself).
 /// - Complexity: O(edges of `rows` * (d_k + d_v)) per head.
+///
+/// To stream whole files larger than memory (chunks, page release, checkpoints, resume), use
+/// `StreamingAttention`, which calls this per chunk.
 @discardableResult
 public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
                       options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil) throws -> AttentionWork {
+  try viewAttention(query: query, key: key, value: value, output: output, graph: graph, options: options, rows: rows,
+                    streaming: nil)
+}
+
+/// What only a streamed job sets on a chunk's call (see `StreamingAttention`).
+struct StreamingKeys {
+  /// How far keys are read from mapped key and value files (ignored for heap tensors).
+  var access: ScatteredKeyAccess
+  /// With `.read`: bytes of far key and value rows read ahead in key order per call (tests set 0 to
+  /// exercise the one-`pread`-per-key path).
+  var readAheadBytes = ScatteredKeyReader.defaultReadAheadBytes
+  /// Called from worker threads when a very long row (a global token's, over millions of keys) has
+  /// finished a span of keys of a key/value head, so the caller can release those pages.
+  var keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)?
+}
+
+/// The view form of `attention`, with the streaming-only parameters; `streaming == nil` maps every key.
+/// - Throws: as `attention`; with `.read` access, `.file` if a key or value row cannot be read (the rows
+///   computed are then garbage and must not be used).
+func viewAttention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
+                   options: AttentionOptions, rows: Range<Int>?, streaming: StreamingKeys?) throws -> AttentionWork {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   guard output.shape == shape.outputShape else {
     throw GraphAttentionError(.shape, "output has shape \(output.shape) but the result has shape \(shape.outputShape)",
@@ -31,7 +53,8 @@ public func attention(query: TensorView, key: TensorView, value: TensorView, out
   if let rows, rows.lowerBound < 0 || rows.upperBound > shape.queryCount {
     throw GraphAttentionError(.option, "rows \(rows) are outside 0..<\(shape.queryCount)", fix: "pass a range of query rows")
   }
-  let call = try AttentionCall(shape: shape, graph: graph, options: options)
+  var call = try AttentionCall(shape: shape, graph: graph, options: options)
+  call.keysFinished = streaming?.keysFinished
   if options.checksFiniteInputs {
     if let rows {
       for head in 0..<(shape.batch * shape.queryHeads) {
@@ -44,14 +67,14 @@ public func attention(query: TensorView, key: TensorView, value: TensorView, out
       try value.requireFinite(name: "value")
     }
   }
-  let reader = options.scatteredKeys == .read
+  let reader = streaming?.access == .read
     ? try ScatteredKeyReader(key: key, value: value, keyCount: shape.keyCount, keyDim: shape.keyDim,
                              valueDim: shape.valueDim,
                              near: NearKeys(reach: graph.backwardReach(keyCount: shape.keyCount), resident: graph.globalTokens))
     : nil
   reader?.prepare(graph: graph, rows: rows ?? 0..<shape.queryCount, queryCount: shape.queryCount,
                   keyValueHeads: shape.batch * shape.keyValueHeads, threads: call.threads,
-                  budget: options.scatteredReadAheadBytes)
+                  budget: streaming?.readAheadBytes ?? ScatteredKeyReader.defaultReadAheadBytes)
   let work = call.run(excluding: nil, rows: rows, pointers: .init(
     query: query.base, queryType: query.type, key: key.base, value: value.base, keyValueType: key.type,
     destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader))

@@ -14,7 +14,8 @@ public enum CPUKernel: String, Sendable, CaseIterable {
   case portable
 }
 
-/// How keys far from their query row are read from memory-mapped key and value files.
+/// How keys far from their query row are read from memory-mapped key and value files by a streamed job
+/// (`StreamingAttention.scatteredKeys`).
 public enum ScatteredKeyAccess: String, Sendable, CaseIterable {
   /// Through the mapping, like all other keys: fastest while the files' pages stay resident.
   case mapped
@@ -45,23 +46,11 @@ public struct AttentionOptions: Sendable {
   public var progress: (@Sendable (Double) -> Void)?
   /// The CPU kernel; `.automatic` unless comparing implementations.
   public var kernel: CPUKernel
-  /// Called from worker threads when a very long row (a global token's, over millions of keys) has
-  /// finished a span of keys of a key/value head: a caller streaming keys and values from memory-mapped
-  /// files releases those pages here, so one such row does not make the whole file resident.
-  public var keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)?
-  /// How keys far from their query row (random and explicit edges) are read when keys and values are
-  /// memory-mapped files; ignored for heap tensors. `.mapped` unless streaming files larger than memory.
-  public var scatteredKeys: ScatteredKeyAccess = .mapped
-  /// With `.read`: bytes of far key and value rows read ahead in key order per call (tests set 0 to
-  /// exercise the one-`pread`-per-key path).
-  var scatteredReadAheadBytes = ScatteredKeyReader.defaultReadAheadBytes
-
   /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked.
   public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
               checksFiniteInputs: Bool = true, progress: (@Sendable (Double) -> Void)? = nil,
               kernel: CPUKernel = .automatic) {
     self.kernel = kernel
-    self.keysFinished = nil
     self.scale = scale
     self.emptyRows = emptyRows
     self.threads = threads
@@ -158,7 +147,8 @@ struct AttentionCall {
   let edgesPerHead: Int
   let progress: (@Sendable (Double) -> Void)?
   let kernel: CPUKernel
-  let keysFinished: (@Sendable (Int, Range<Int>) -> Void)?
+  /// Set by a streamed job (`StreamingKeys`): releases the pages of keys a long row has passed.
+  var keysFinished: (@Sendable (Int, Range<Int>) -> Void)? = nil
 
   init(shape: AttentionShape, graph: Graph, options: AttentionOptions, edgesPerHead: Int? = nil) throws {
     try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
@@ -176,7 +166,6 @@ struct AttentionCall {
     self.edgesPerHead = edgesPerHead ?? max(1, graph.estimatedEdgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount))
     self.progress = options.progress
     self.kernel = options.kernel
-    self.keysFinished = options.keysFinished
   }
 
   /// Throws for the first NaN or infinity in the inputs, naming the tensor and the index.

@@ -82,7 +82,7 @@ struct CUDAGraphEncoding {
     case let .explicit(graph):
       w[0] = 7
       w[1] = UInt64(graph.rowCount)
-      arrays.append((index, 3, CUDAGraphEncoding.bytes(graph.storage.rowOffsets.map { Int64($0) })))
+      arrays.append((index, 3, CUDAGraphEncoding.bytes(graph.denseRowOffsets.map { Int64($0) })))
       arrays.append((index, 4, CUDAGraphEncoding.bytes(graph.storage.columns)))
     }
     words += w

@@ -10,6 +10,10 @@ extension ExplicitGraph {
     guard keyCount <= Int(UInt32.max) + 1 else {
       throw GraphAttentionError(.shape, "\(keyCount) keys do not fit 32-bit column indices", fix: "use at most 2^32 keys")
     }
+    guard queryCount <= maxEdges else {
+      throw GraphAttentionError(.resource, "materialising \(graph) needs \(queryCount) row offsets, more than \(maxEdges)",
+                                fix: "use the implicit graph, or fewer tokens")
+    }
     var offsets = [Int](repeating: 0, count: queryCount + 1)
     var columns: [UInt32] = []
     var scratch = RowScratch()
@@ -28,7 +32,7 @@ extension ExplicitGraph {
       }
       offsets[row + 1] = columns.count
     }
-    self.init(rowOffsets: offsets, columns: columns, rowCount: queryCount, exact: true, declaredColumns: keyCount,
+    self.init(rowOffsets: offsets, rowIDs: nil, columns: columns, rowCount: queryCount, exact: true, declaredColumns: keyCount,
               source: "csr(\(graph))")
   }
 }

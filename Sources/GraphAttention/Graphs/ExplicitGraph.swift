@@ -7,15 +7,25 @@
 ///
 /// Shapes are bound when the graph is used: a CSR graph has exactly `rowCount` rows, a COO graph at
 /// most as many rows as there are queries (missing trailing rows are empty), and every column must
-/// be below the key count.
+/// be below the key count. Pass `queryCount` and `keyCount` to the initialisers when they are known:
+/// every index and declared size is then checked against them before anything is allocated.
+///
+/// Memory follows the entries, never the indices: a COO or Matrix Market pattern whose rows are few
+/// next to its row count (a huge declared `M`, or one entry at row 2^40) stores only its non-empty
+/// rows, so no input can make the constructor allocate more than O(entries).
 public struct ExplicitGraph: Sendable {
   @usableFromInline
   final class Storage: Sendable {
-    /// `rowCount + 1` offsets into `columns`.
+    /// Offsets into `columns`: `rowCount + 1` of them when `rowIDs` is nil (dense), else one per
+    /// stored row plus one.
     let rowOffsets: [Int]
+    /// nil when every row has an offset; otherwise the sorted rows that have edges (all others are
+    /// empty), found by binary search.
+    let rowIDs: [Int]?
     let columns: [UInt32]
-    init(rowOffsets: [Int], columns: [UInt32]) {
+    init(rowOffsets: [Int], rowIDs: [Int]?, columns: [UInt32]) {
       self.rowOffsets = rowOffsets
+      self.rowIDs = rowIDs
       self.columns = columns
     }
   }
@@ -32,6 +42,9 @@ public struct ExplicitGraph: Sendable {
   /// The specification this graph was loaded from, e.g. `csr:indptr.npy:indices.npy`.
   public let source: String
 
+  /// The largest number of keys a pattern can address: columns are stored in 32 bits.
+  public static let maximumKeyCount = 1 << 32
+
   /// The number of stored edges after merging duplicates.
   public var edgeCount: Int { storage.columns.count }
 
@@ -40,11 +53,19 @@ public struct ExplicitGraph: Sendable {
   /// - Parameters:
   ///   - rowOffsets: `rowCount + 1` non-decreasing offsets starting at 0 and ending at `columns.count`.
   ///   - columns: key indices, in any order within a row; duplicates are merged.
-  /// - Throws: `GraphAttentionError` (`.index`) naming the first bad offset or column.
+  ///   - queryCount: the query length the graph will be used with, if known: `rowOffsets.count` must be
+  ///     `queryCount + 1`.
+  ///   - keyCount: the key length, if known: every column must be below it.
+  /// - Throws: `GraphAttentionError` (`.index` or `.shape`) naming the first bad offset or column.
   /// - Complexity: O(edges) time when rows are already sorted, O(edges log degree) otherwise.
-  public init(rowOffsets: [Int64], columns: [Int64], source: String = "csr") throws {
+  public init(rowOffsets: [Int64], columns: [Int64], source: String = "csr", queryCount: Int? = nil,
+              keyCount: Int? = nil) throws {
     guard rowOffsets.count >= 1 else {
       throw GraphAttentionError(.index, "CSR row offsets (indptr) are empty", fix: "indptr needs rowCount+1 entries, starting with 0")
+    }
+    if let queryCount, rowOffsets.count - 1 != queryCount {
+      throw GraphAttentionError(.shape, "graph \(source) has \(rowOffsets.count - 1) rows but the query has \(queryCount) tokens",
+                                fix: "use a graph with one row per query token (indptr of length L_q+1)")
     }
     guard rowOffsets[0] == 0 else {
       throw GraphAttentionError(.index, "CSR indptr[0] is \(rowOffsets[0]), not 0", fix: "indptr must start at 0")
@@ -59,10 +80,10 @@ public struct ExplicitGraph: Sendable {
         .index, "CSR indptr decreases at row \(r): indptr[\(r)] = \(rowOffsets[r]) > indptr[\(r + 1)] = \(rowOffsets[r + 1])",
         fix: "indptr must be non-decreasing")
     }
-    let narrow = try ExplicitGraph.narrowColumns(columns, what: "CSR indices")
+    let narrow = try ExplicitGraph.narrowColumns(columns, what: "CSR indices", declared: nil, keyCount: keyCount)
     let offsets = rowOffsets.map { Int($0) }
     let (canonicalOffsets, canonicalColumns) = ExplicitGraph.canonicalize(offsets: offsets, columns: narrow)
-    self.init(rowOffsets: canonicalOffsets, columns: canonicalColumns, rowCount: rowOffsets.count - 1,
+    self.init(rowOffsets: canonicalOffsets, rowIDs: nil, columns: canonicalColumns, rowCount: rowOffsets.count - 1,
               exact: true, declaredColumns: nil, source: source)
   }
 
@@ -71,56 +92,113 @@ public struct ExplicitGraph: Sendable {
   /// - Parameters:
   ///   - rowCount: the number of rows if known; otherwise `max(rows) + 1`, and rows beyond it are empty.
   ///   - columnCount: the number of keys if known; columns must be below it.
-  /// - Throws: `GraphAttentionError` (`.index` or `.shape`) naming the first bad entry.
-  /// - Complexity: O(edges + rows) time (counting sort) plus the per-row sort of unsorted rows.
+  ///   - queryCount: the query length the graph will be used with, if known: rows (and `rowCount`) are
+  ///     checked against it before anything is allocated.
+  ///   - keyCount: the key length, if known: columns (and `columnCount`) are checked against it.
+  /// - Throws: `GraphAttentionError` (`.index` or `.shape`) naming the first bad entry or size.
+  /// - Complexity: O(edges + rows) time (counting sort) when the rows are dense, O(edges log edges) when
+  ///   they are sparse next to the row count; memory O(edges) either way.
   public init(rows: [Int64], columns: [Int64], rowCount: Int? = nil, columnCount: Int? = nil,
-              source: String = "coo") throws {
+              source: String = "coo", queryCount: Int? = nil, keyCount: Int? = nil) throws {
     guard rows.count == columns.count else {
       throw GraphAttentionError(.shape, "COO has \(rows.count) rows but \(columns.count) columns",
                                 fix: "the row and column arrays must have the same length")
     }
+    if let rowCount {
+      guard rowCount >= 0 else {
+        throw GraphAttentionError(.shape, "graph \(source) declares \(rowCount) rows", fix: "declare a non-negative row count")
+      }
+      if let queryCount, rowCount != queryCount {
+        throw GraphAttentionError(.shape, "graph \(source) has \(rowCount) rows but the query has \(queryCount) tokens",
+                                  fix: "use a graph with one row per query token")
+      }
+    }
+    if let columnCount {
+      guard columnCount >= 0 else {
+        throw GraphAttentionError(.shape, "graph \(source) declares \(columnCount) columns", fix: "declare a non-negative column count")
+      }
+      if let keyCount, columnCount != keyCount {
+        throw GraphAttentionError(.shape, "graph \(source) has \(columnCount) columns but the key has \(keyCount) tokens",
+                                  fix: "use a graph with one column per key token")
+      }
+    }
+    // Rows must lie below every bound that is known; with none, below Int.max so `max + 1` is a count.
+    let rowBound = min(rowCount ?? Int.max, queryCount ?? Int.max)
     var maxRow: Int64 = -1
     for (e, r) in rows.enumerated() {
-      if r < 0 || (rowCount != nil && r >= Int64(rowCount!)) {
-        throw GraphAttentionError(.index, "COO row index \(r) at entry \(e) is out of range\(rowCount.map { " 0..<\($0)" } ?? "")",
+      if r < 0 || r >= Int64(rowBound) {
+        let range = rowBound == Int.max ? "0..<\(Int.max)" : "0..<\(rowBound)"
+        throw GraphAttentionError(.index, "COO row index \(r) at entry \(e) of \(source) is out of range \(range)",
                                   fix: "row indices must be >= 0 and below the number of query tokens")
       }
       maxRow = max(maxRow, r)
     }
-    let narrow = try ExplicitGraph.narrowColumns(columns, what: "COO columns", bound: columnCount)
-    let rowTotal = rowCount ?? Int(maxRow + 1)
-    var counts = [Int](repeating: 0, count: rowTotal + 1)
-    for r in rows { counts[Int(r) + 1] += 1 }
-    for r in 0..<rowTotal { counts[r + 1] += counts[r] }
-    var cursor = counts
-    var sorted = [UInt32](repeating: 0, count: narrow.count)
-    for e in 0..<rows.count {
-      let r = Int(rows[e])
-      sorted[cursor[r]] = narrow[e]
-      cursor[r] += 1
-    }
-    let (canonicalOffsets, canonicalColumns) = ExplicitGraph.canonicalize(offsets: counts, columns: sorted)
-    self.init(rowOffsets: canonicalOffsets, columns: canonicalColumns, rowCount: rowTotal,
+    let narrow = try ExplicitGraph.narrowColumns(columns, what: "COO columns of \(source)", declared: columnCount,
+                                                 keyCount: keyCount)
+    let rowTotal = rowCount ?? Int(maxRow) + 1
+    let (offsets, rowIDs, sorted) = ExplicitGraph.groupByRow(rows: rows, columns: narrow, rowCount: rowTotal)
+    let (canonicalOffsets, canonicalColumns) = ExplicitGraph.canonicalize(offsets: offsets, columns: sorted)
+    self.init(rowOffsets: canonicalOffsets, rowIDs: rowIDs, columns: canonicalColumns, rowCount: rowTotal,
               exact: rowCount != nil, declaredColumns: columnCount, source: source)
   }
 
-  init(rowOffsets: [Int], columns: [UInt32], rowCount: Int, exact: Bool, declaredColumns: Int?, source: String) {
-    self.storage = Storage(rowOffsets: rowOffsets, columns: columns)
+  init(rowOffsets: [Int], rowIDs: [Int]?, columns: [UInt32], rowCount: Int, exact: Bool, declaredColumns: Int?,
+       source: String) {
+    self.storage = Storage(rowOffsets: rowOffsets, rowIDs: rowIDs, columns: columns)
     self.rowCount = rowCount
     self.rowCountIsExact = exact
     self.declaredColumnCount = declaredColumns
     var bound = 0
-    for r in 0..<rowCount where rowOffsets[r + 1] > rowOffsets[r] {
-      bound = max(bound, Int(columns[rowOffsets[r + 1] - 1]) + 1)
+    for s in 0..<(rowOffsets.count - 1) where rowOffsets[s + 1] > rowOffsets[s] {
+      bound = max(bound, Int(columns[rowOffsets[s + 1] - 1]) + 1)
     }
     self.columnBound = bound
     self.source = source
   }
 
-  /// The sorted, unique columns of `row` (empty for rows beyond `rowCount`).
+  /// The sorted, unique columns of `row` (empty for rows outside `0..<rowCount`).
+  /// - Complexity: O(1), or O(log stored rows) for a pattern stored sparsely.
   public func columns(ofRow row: Int) -> ArraySlice<UInt32> {
-    guard row < rowCount else { return [] }
-    return storage.columns[storage.rowOffsets[row]..<storage.rowOffsets[row + 1]]
+    guard row >= 0, row < rowCount else { return [] }
+    guard let ids = storage.rowIDs else {
+      return storage.columns[storage.rowOffsets[row]..<storage.rowOffsets[row + 1]]
+    }
+    var lo = 0, hi = ids.count
+    while lo < hi {
+      let mid = (lo + hi) / 2
+      if ids[mid] < row { lo = mid + 1 } else { hi = mid }
+    }
+    guard lo < ids.count, ids[lo] == row else { return [] }
+    return storage.columns[storage.rowOffsets[lo]..<storage.rowOffsets[lo + 1]]
+  }
+
+  /// Rows with at least one edge.
+  /// - Complexity: O(1) when stored sparsely, O(rowCount) otherwise.
+  var nonEmptyRowCount: Int {
+    if let ids = storage.rowIDs { return ids.count }
+    var count = 0
+    for r in 0..<rowCount where storage.rowOffsets[r + 1] > storage.rowOffsets[r] { count += 1 }
+    return count
+  }
+
+  /// Calls `body` with the degree of every row that has edges, in row order.
+  /// - Complexity: O(stored rows).
+  func forEachNonEmptyRowDegree(_ body: (Int) -> Void) {
+    let offsets = storage.rowOffsets
+    for s in 0..<(offsets.count - 1) where offsets[s + 1] > offsets[s] { body(offsets[s + 1] - offsets[s]) }
+  }
+
+  /// `rowCount + 1` offsets, one per row, for encoders that need the dense form.
+  /// - Complexity: O(rowCount) time and memory; call only after `validate` bounded `rowCount` by the queries.
+  var denseRowOffsets: [Int] {
+    guard let ids = storage.rowIDs else { return storage.rowOffsets }
+    var dense = [Int](repeating: 0, count: rowCount + 1)
+    var s = 0
+    for r in 0..<rowCount {
+      if s < ids.count, ids[s] == r { s += 1 }
+      dense[r + 1] = storage.rowOffsets[s]
+    }
+    return dense
   }
 
   /// Checks that the pattern fits `queryCount` queries and `keyCount` keys.
@@ -141,16 +219,59 @@ public struct ExplicitGraph: Sendable {
     }
   }
 
-  private static func narrowColumns(_ columns: [Int64], what: String, bound: Int? = nil) throws -> [UInt32] {
+  /// Columns as `UInt32`, each checked against the tightest known bound: the declared column count,
+  /// the key count, and the 2^32 that 32-bit storage allows. The message names the bound that applies.
+  private static func narrowColumns(_ columns: [Int64], what: String, declared: Int?, keyCount: Int?) throws -> [UInt32] {
+    let bound = min(declared ?? Int.max, keyCount ?? Int.max, maximumKeyCount)
+    let why = bound == maximumKeyCount && (declared ?? Int.max) > bound && (keyCount ?? Int.max) > bound
+      ? " (columns are stored in 32 bits)" : ""
     var out = [UInt32](repeating: 0, count: columns.count)
     for (e, c) in columns.enumerated() {
-      guard c >= 0, c <= Int64(UInt32.max), bound == nil || c < Int64(bound!) else {
-        throw GraphAttentionError(.index, "\(what) entry \(e) is \(c), out of range \(bound.map { "0..<\($0)" } ?? "0..<2^32")",
-                                  fix: "column indices must be >= 0 and below the number of key tokens")
+      guard c >= 0, c < Int64(bound) else {
+        throw GraphAttentionError(.index, "\(what) entry \(e) is \(c), out of range 0..<\(bound)\(why)",
+                                  fix: "column indices must be >= 0 and below the number of key tokens (at most 2^32)")
       }
-      out[e] = UInt32(c)
+      out[e] = UInt32(truncatingIfNeeded: c)
     }
     return out
+  }
+
+  /// Whether `rowCount` rows holding `entries` entries are few enough for one offset per row: the
+  /// dense form's 8 bytes per row must not exceed a small multiple of the entries' 16 bytes.
+  static func storesDensely(rowCount: Int, entries: Int) -> Bool {
+    rowCount <= max(4096, 4 * entries)
+  }
+
+  /// Groups COO entries by row: dense offsets by a counting sort when rows are few, else the
+  /// distinct rows and their offsets by a sort of the entries.
+  private static func groupByRow(rows: [Int64], columns: [UInt32], rowCount: Int) -> ([Int], [Int]?, [UInt32]) {
+    if storesDensely(rowCount: rowCount, entries: rows.count) {
+      var counts = [Int](repeating: 0, count: rowCount + 1)
+      for r in rows { counts[Int(r) + 1] += 1 }
+      for r in 0..<rowCount { counts[r + 1] += counts[r] }
+      var cursor = counts
+      var sorted = [UInt32](repeating: 0, count: columns.count)
+      for e in 0..<rows.count {
+        let r = Int(rows[e])
+        sorted[cursor[r]] = columns[e]
+        cursor[r] += 1
+      }
+      return (counts, nil, sorted)
+    }
+    let order = (0..<rows.count).sorted { rows[$0] < rows[$1] }
+    var ids: [Int] = []
+    var offsets: [Int] = [0]
+    var sorted = [UInt32](repeating: 0, count: columns.count)
+    for (k, e) in order.enumerated() {
+      let r = Int(rows[e])
+      if ids.last != r {
+        if !ids.isEmpty { offsets.append(k) }
+        ids.append(r)
+      }
+      sorted[k] = columns[e]
+    }
+    if !ids.isEmpty { offsets.append(order.count) }
+    return (offsets, ids, sorted)
   }
 
   /// Sorts each row and drops duplicate columns, compacting in place.

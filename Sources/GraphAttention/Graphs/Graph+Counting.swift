@@ -4,6 +4,7 @@ extension Graph {
   /// Implicit kinds other than `full` and `random` are self-attention graphs and need
   /// `queryCount == keyCount`; global tokens must be below the length; explicit patterns must fit.
   /// - Throws: `GraphAttentionError` naming the component and the fix.
+  ///   Edge counts must fit in `Int` (2^63 - 1): `full` at 2^32 x 2^32 tokens does not.
   /// - Complexity: O(components + global tokens).
   public func validate(queryCount: Int, keyCount: Int) throws {
     guard queryCount >= 1, keyCount >= 1 else {
@@ -28,14 +29,33 @@ extension Graph {
         break
       }
     }
+    // Counts must fit in Int: when L_q * L_k does not, the components' counts (their sum bounds the
+    // union's) must. Random graphs are bounded only by L_q * L_k.
+    if (try? EdgeCountOverflow.product(queryCount, keyCount)) == nil {
+      do {
+        var total = 0
+        for component in components {
+          let count = try component.closedFormEdgeCount(queryCount: queryCount, keyCount: keyCount)
+            ?? EdgeCountOverflow.product(queryCount, keyCount)
+          total = try EdgeCountOverflow.sum(total, count)
+        }
+      } catch {
+        throw GraphAttentionError(
+          .shape, "mask \(self) over \(queryCount) x \(keyCount) tokens can have more than \(Int.max) edges, which no count can hold",
+          fix: "use fewer tokens or a sparser mask (random graphs need L_q * L_k below 2^63)")
+      }
+    }
   }
 
   /// The exact number of edges (query-key pairs attended to), counting shared edges of a union once.
   ///
+  /// - Precondition: the graph is valid for these lengths (`validate(queryCount:keyCount:)` passes),
+  ///   which also guarantees that the count fits in `Int`.
   /// - Complexity: O(1) for a single implicit component; O(edges) for random graphs;
   ///   O(queryCount * runs per row) for unions. Never materialises the graph.
   public func edgeCount(queryCount: Int, keyCount: Int) -> Int {
-    if components.count == 1, let total = components[0].closedFormEdgeCount(queryCount: queryCount, keyCount: keyCount) {
+    requireValid(queryCount: queryCount, keyCount: keyCount)
+    if components.count == 1, let total = try? components[0].closedFormEdgeCount(queryCount: queryCount, keyCount: keyCount) {
       return total
     }
     var scratch = RowScratch()
@@ -47,28 +67,48 @@ extension Graph {
   }
 
   /// An estimate of `edgeCount` that costs no pass over the rows, for sizing work: the sum of the
-  /// components' closed-form counts (a random graph's expected `p * L_q * L_k`), capped at `L_q * L_k`.
-  /// Exact for a single implicit component; above the exact count by the edges components share.
+  /// components' closed-form counts (a random graph's expected `p * L_q * L_k`), capped at `L_q * L_k`
+  /// and at 9e18 (so it never overflows, whatever the lengths). Exact for a single implicit component
+  /// below the cap; above the exact count by the edges components share.
   ///
   /// Why not sample rows: a few rows of a union can hold most of its edges (a global token's row attends
   /// to every key), and a sample that hits one of them overstates the typical row a millionfold.
   /// - Complexity: O(components).
   public func estimatedEdgeCount(queryCount: Int, keyCount: Int) -> Int {
+    let q = max(queryCount, 0), k = max(keyCount, 0)
+    let cap = min(Double(q) * Double(k), 9e18)
     var total = 0.0
     for component in components {
       if case let .random(graph) = component {
-        total += graph.probability * Double(queryCount) * Double(keyCount)
-      } else if let count = component.closedFormEdgeCount(queryCount: queryCount, keyCount: keyCount) {
-        total += Double(count)
+        total += graph.probability * Double(q) * Double(k)
+      } else {
+        do {
+          if let count = try component.closedFormEdgeCount(queryCount: q, keyCount: k) { total += Double(count) }
+        } catch {
+          // More than Int.max edges in one component: above the cap.
+          total = cap
+        }
       }
     }
-    return Int(min(total, Double(queryCount) * Double(keyCount), 9e18).rounded())
+    return Int(min(total, cap).rounded())
   }
 
   /// Row degrees summarised: the least, the mean and the largest number of keys a query attends to,
-  /// and the number of rows with no keys.
-  /// - Complexity: O(queryCount) for single implicit components, as `edgeCount` otherwise.
-  public func degreeStatistics(queryCount: Int, keyCount: Int) -> (min: Int, mean: Double, max: Int, emptyRows: Int, edges: Int) {
+  /// the number of rows with no keys, and the number of edges.
+  ///
+  /// - Parameter progress: called with the number of rows done, about every 2^16 rows, when the rows
+  ///   are enumerated one by one (unions and random graphs); never for closed forms.
+  /// - Precondition: the graph is valid for these lengths (`validate(queryCount:keyCount:)` passes).
+  /// - Complexity: O(1) for a single implicit component (closed forms, at any length), O(stored rows)
+  ///   for a single explicit one, as `edgeCount` otherwise.
+  public func degreeStatistics(queryCount: Int, keyCount: Int, progress: ((_ rowsDone: Int) -> Void)? = nil)
+    -> (min: Int, mean: Double, max: Int, emptyRows: Int, edges: Int) {
+    requireValid(queryCount: queryCount, keyCount: keyCount)
+    if components.count == 1,
+       let edges = try? components[0].closedFormEdgeCount(queryCount: queryCount, keyCount: keyCount),
+       let stats = components[0].closedFormDegreeStatistics(queryCount: queryCount, keyCount: keyCount) {
+      return (stats.min, Double(edges) / Double(queryCount), stats.max, stats.emptyRows, edges)
+    }
     var scratch = RowScratch()
     var lo = Int.max, hi = 0, empty = 0, total = 0
     for row in 0..<queryCount {
@@ -77,8 +117,19 @@ extension Graph {
       hi = max(hi, d)
       total += d
       if d == 0 { empty += 1 }
+      if let progress, row & 0xFFFF == 0xFFFF { progress(row + 1) }
     }
-    return (queryCount == 0 ? 0 : lo, queryCount == 0 ? 0 : Double(total) / Double(queryCount), hi, empty, total)
+    progress?(queryCount)
+    return (lo, Double(total) / Double(queryCount), hi, empty, total)
+  }
+
+  /// Traps with the validation message when the graph does not fit the lengths: counting an unvalidated
+  /// graph would answer nonsense (a global token beyond L, a negative row).
+  @inline(__always)
+  func requireValid(queryCount: Int, keyCount: Int) {
+    do { try validate(queryCount: queryCount, keyCount: keyCount) } catch {
+      preconditionFailure("\(self) is not valid for L_q = \(queryCount), L_k = \(keyCount): \(error)")
+    }
   }
 
   /// Whether query `row` attends to key `column`, decided from the definitions, independently of
@@ -126,44 +177,112 @@ extension Graph.Component {
   }
 
   /// Closed-form total edge count of one component, or nil for random graphs.
-  func closedFormEdgeCount(queryCount: Int, keyCount: Int) -> Int? {
+  /// - Throws: `EdgeCountOverflow` when the count does not fit in `Int`.
+  func closedFormEdgeCount(queryCount: Int, keyCount: Int) throws(EdgeCountOverflow) -> Int? {
     let n = keyCount
     switch self {
-    case .full: return queryCount * keyCount
-    case .causal: return n * (n + 1) / 2
+    case .full: return try EdgeCountOverflow.product(queryCount, keyCount)
+    case .causal: return try Graph.Component.triangle(n)
     case let .window(radius, causal):
-      return causal ? Graph.Component.causalWindowEdges(n, radius) : Graph.Component.windowEdges(n, radius)
+      return causal ? try Graph.Component.causalWindowEdges(n, radius) : try Graph.Component.windowEdges(n, radius)
     case let .dilated(radius, dilation):
       // Each residue class mod s is a plain window over its members; there are two class sizes.
       let s = dilation + 1
       let (q, r) = n.quotientAndRemainder(dividingBy: s)
-      return r * Graph.Component.windowEdges(q + 1, radius) + (s > n ? 0 : (s - r) * Graph.Component.windowEdges(q, radius))
+      let long = r == 0 ? 0 : try EdgeCountOverflow.product(r, Graph.Component.windowEdges(q + 1, radius))
+      let short = s > n ? 0 : try EdgeCountOverflow.product(s - r, Graph.Component.windowEdges(q, radius))
+      return try EdgeCountOverflow.sum(long, short)
     case let .blocked(block, dilation):
       // A block of b keys has ceil(b/s) active rows, each attending to ceil(b/s) keys.
-      let s = dilation + 1
-      let (full, partial) = n.quotientAndRemainder(dividingBy: block)
-      let perFull = (block - 1) / s + 1
-      let perPartial = partial == 0 ? 0 : (partial - 1) / s + 1
-      return full * perFull * perFull + perPartial * perPartial
+      let (full, perFull, perPartial) = Graph.Component.blockedShape(n, block: block, dilation: dilation)
+      let fullEdges = try EdgeCountOverflow.product(full, EdgeCountOverflow.product(perFull, perFull))
+      return try EdgeCountOverflow.sum(fullEdges, EdgeCountOverflow.product(perPartial, perPartial))
     case let .global(tokens):
+      // g full rows plus g keys in each of the other n - g rows.
       let g = tokens.count
-      return 2 * g * n - g * g
+      return try EdgeCountOverflow.sum(EdgeCountOverflow.product(g, n), EdgeCountOverflow.product(g, n - g))
     case .random: return nil
     case let .explicit(graph): return graph.edgeCount
     }
   }
 
+  /// The least and largest row degree and the number of empty rows, in closed form, for every kind
+  /// but random (nil). `queryCount == keyCount` for the square kinds (validated).
+  /// - Complexity: O(1), O(stored rows) for explicit graphs.
+  func closedFormDegreeStatistics(queryCount: Int, keyCount n: Int) -> (min: Int, max: Int, emptyRows: Int)? {
+    switch self {
+    case .full: return (n, n, 0)
+    case .causal: return (1, n, 0)
+    case let .window(radius, causal):
+      // The first row sees radius + 1 keys (or all), an interior row 2 radius + 1 (or all).
+      let edgeRow = radius >= n ? n : radius + 1
+      return causal ? (1, edgeRow, 0) : (edgeRow, radius >= n ? n : min(n, 2 * radius + 1), 0)
+    case let .dilated(radius, dilation):
+      // Residue classes of sizes q and q + 1, each a plain window over its members.
+      let (q, r) = n.quotientAndRemainder(dividingBy: dilation + 1)
+      let smallest = max(q, 1), largest = r > 0 ? q + 1 : q
+      return (radius >= smallest ? smallest : radius + 1, radius >= largest ? largest : min(largest, 2 * radius + 1), 0)
+    case let .blocked(block, dilation):
+      let (full, perFull, perPartial) = Graph.Component.blockedShape(n, block: block, dilation: dilation)
+      let active = full * perFull + perPartial
+      let degrees = (full > 0 ? [perFull] : []) + (perPartial > 0 ? [perPartial] : [])
+      let empty = n - active
+      return (empty > 0 ? 0 : degrees.min() ?? 0, degrees.max() ?? 0, empty)
+    case let .global(tokens):
+      return (tokens.count < n ? tokens.count : n, n, 0)
+    case .random: return nil
+    case let .explicit(graph):
+      var lo = Int.max, hi = 0
+      graph.forEachNonEmptyRowDegree { d in
+        lo = min(lo, d)
+        hi = max(hi, d)
+      }
+      let empty = queryCount - graph.nonEmptyRowCount
+      return (empty > 0 ? 0 : lo, hi, empty)
+    }
+  }
+
+  /// `blocked` over `n` keys: full blocks, and the active rows (equal to the degree) of a full and of
+  /// the partial block.
+  static func blockedShape(_ n: Int, block: Int, dilation: Int) -> (full: Int, perFull: Int, perPartial: Int) {
+    let s = dilation + 1
+    let (full, partial) = n.quotientAndRemainder(dividingBy: block)
+    return (full, (block - 1) / s + 1, partial == 0 ? 0 : (partial - 1) / s + 1)
+  }
+
+  /// `n(n+1)/2`, halving the even factor first so the product overflows only when the result does.
+  static func triangle(_ n: Int) throws(EdgeCountOverflow) -> Int {
+    n % 2 == 0 ? try EdgeCountOverflow.product(n / 2, n + 1) : try EdgeCountOverflow.product(n, n / 2 + 1)
+  }
+
   /// Edges of `window(radius)` over `n` tokens: `n(2w+1) - w(w+1)`, or `n^2` when the window covers all.
-  static func windowEdges(_ n: Int, _ radius: Int) -> Int {
+  static func windowEdges(_ n: Int, _ radius: Int) throws(EdgeCountOverflow) -> Int {
     guard n > 0 else { return 0 }
-    if radius >= n - 1 { return n * n }
-    return n * (2 * radius + 1) - radius * (radius + 1)
+    if radius >= n - 1 { return try EdgeCountOverflow.product(n, n) }
+    // radius < n - 1, so 2 radius + 1 < 2n and w(w+1) < n(2w+1).
+    let band = try EdgeCountOverflow.product(n, EdgeCountOverflow.sum(radius, radius + 1))
+    return band - 2 * (try triangle(radius))
   }
 
   /// Edges of `window(radius, causal: true)`: `n(w+1) - w(w+1)/2`, or `n(n+1)/2` when it covers all.
-  static func causalWindowEdges(_ n: Int, _ radius: Int) -> Int {
+  static func causalWindowEdges(_ n: Int, _ radius: Int) throws(EdgeCountOverflow) -> Int {
     guard n > 0 else { return 0 }
-    if radius >= n - 1 { return n * (n + 1) / 2 }
-    return n * (radius + 1) - radius * (radius + 1) / 2
+    if radius >= n - 1 { return try triangle(n) }
+    return try EdgeCountOverflow.product(n, radius + 1) - (try triangle(radius))
+  }
+}
+
+/// An edge count that does not fit in `Int` (more than 2^63 - 1 query-key pairs).
+struct EdgeCountOverflow: Error {
+  static func product(_ a: Int, _ b: Int) throws(EdgeCountOverflow) -> Int {
+    let (value, overflow) = a.multipliedReportingOverflow(by: b)
+    if overflow { throw EdgeCountOverflow() }
+    return value
+  }
+
+  static func sum(_ a: Int, _ b: Int) throws(EdgeCountOverflow) -> Int {
+    let (value, overflow) = a.addingReportingOverflow(b)
+    if overflow { throw EdgeCountOverflow() }
+    return value
   }
 }

@@ -1,41 +1,61 @@
+/// Where an explicit graph's pattern is stored, as named by a mask specification.
+///
+/// The graph layer parses `csr:`, `coo:` and `mtx:` components into this and hands it to a loader; the
+/// storage layer's `ExplicitGraph(contentsOf:)` reads the files (`Graph(parsing:)` wires the two), so
+/// parsing itself never touches a file.
+public enum ExplicitGraphSource: Sendable, Equatable {
+  /// `csr:INDPTR.npy:INDICES.npy`: row offsets and column indices, integer `.npy` files.
+  case csr(indptr: String, indices: String)
+  /// `coo:ROWS.npy:COLS.npy`: row and column of each entry, integer `.npy` files.
+  case coo(rows: String, columns: String)
+  /// `mtx:FILE.mtx`: a Matrix Market coordinate file.
+  case matrixMarket(String)
+}
+
 extension Graph {
-  /// Parses a mask specification: components joined by `+`, each `kind[:arg[:arg]]`.
+  /// Parses a mask specification, handing explicit components to `explicit` to load.
   ///
+  /// The grammar (the README's "Mask grammar" states it for users):
+  /// ```
+  /// mask      := component ('+' component)*
+  /// component := kind (':' field)*
+  /// field     := text | '"' text '"'
+  /// ```
   /// Kinds: `full`, `causal`, `window:W`, `window:W:causal`, `dilated:W:D`, `blocked:B:D` (`blocked:B`
   /// means `D = 0`), `global:I,J,...`, `random:P:SEED`, `csr:INDPTR.npy:INDICES.npy`,
-  /// `coo:ROWS.npy:COLS.npy`, `mtx:FILE.mtx`. File paths are relative to the working directory and
-  /// may not contain `:` or `+`. Explicit graphs are loaded and validated here.
+  /// `coo:ROWS.npy:COLS.npy`, `mtx:FILE.mtx`. A field in double quotes is taken literally, so file paths
+  /// may hold `+` and `:` (`csr:"my+ptr.npy":"a:b.npy"`); outside quotes a backslash escapes the next
+  /// character (`csr:my\+ptr.npy:idx.npy`), and inside quotes `\"` and `\\` stand for `"` and `\`.
+  /// Blanks around unquoted fields are ignored.
   ///
-  /// - Throws: `GraphAttentionError` (`.mask`) naming the component and the expected form, or the
-  ///   file and index errors of loading an explicit graph.
-  public init(parsing specification: String) throws {
-    let parts = specification.split(separator: "+", omittingEmptySubsequences: false)
+  /// - Parameters:
+  ///   - specification: the mask.
+  ///   - explicit: loads an explicit component; gets where it is stored and the component's text (its
+  ///     `source`, for messages).
+  /// - Throws: `GraphAttentionError` (`.mask`) naming the component and the expected form, or what
+  ///   `explicit` throws.
+  /// - Complexity: O(length of the specification) plus the loads.
+  public init(parsing specification: String,
+              explicit: (_ source: ExplicitGraphSource, _ specification: String) throws -> ExplicitGraph) throws {
     var components: [Component] = []
-    for part in parts {
-      let text = part.trimmingWhitespace()
-      guard !text.isEmpty else {
-        throw GraphAttentionError(.mask, "mask '\(specification)' has an empty component",
-                                  fix: "join components with single '+', e.g. window:64+global:0")
-      }
-      components += try Graph.parseComponent(text).components
+    for part in try MaskTokenizer.components(of: specification) {
+      components += try Graph.parseComponent(part, explicit: explicit).components
     }
     self.init(components: components)
   }
 
-  private static func parseComponent(_ text: String) throws -> Graph {
-    let fields = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-    let kind = fields[0].lowercased()
-    let arguments = Array(fields.dropFirst())
+  private static func parseComponent(_ part: MaskTokenizer.Component,
+                                     explicit: (ExplicitGraphSource, String) throws -> ExplicitGraph) throws -> Graph {
+    let text = part.text
+    let kind = part.fields[0].lowercased()
+    let arguments = Array(part.fields.dropFirst())
     func expect(_ counts: ClosedRange<Int>, _ form: String) throws {
       guard counts.contains(arguments.count) else {
         throw GraphAttentionError(.mask, "'\(text)' has \(arguments.count) argument(s)", fix: "write it as \(form)")
       }
     }
     func integer(_ index: Int, _ name: String, _ form: String) throws -> Int {
-      guard let value = Int(arguments[index].trimmingWhitespace()) else {
-        throw GraphAttentionError(.mask, "\(name) '\(arguments[index])' in '\(text)' is not an integer", fix: "write it as \(form)")
-      }
-      return value
+      try Graph.integer(arguments[index], name, in: text, form: form)
     }
     switch kind {
     case "full":
@@ -62,44 +82,132 @@ extension Graph {
     case "global":
       let form = "global:I,J,... (token indices)"
       try expect(1...1, form)
-      var tokens: [Int] = []
-      for item in arguments[0].split(separator: ",", omittingEmptySubsequences: false) {
-        guard let token = Int(String(item).trimmingWhitespace()) else {
-          throw GraphAttentionError(.mask, "global token '\(item)' in '\(text)' is not an integer", fix: "write it as \(form)")
-        }
-        tokens.append(token)
+      let tokens = try arguments[0].split(separator: ",", omittingEmptySubsequences: false).map {
+        try Graph.integer(String($0), "global token", in: text, form: form)
       }
       return try .global(tokens)
     case "random":
       let form = "random:P:SEED (probability P in [0,1], integer SEED)"
       try expect(2...2, form)
-      guard let p = Double(arguments[0].trimmingWhitespace()), p.isFinite else {
+      guard let p = Double(arguments[0]), p.isFinite else {
         throw GraphAttentionError(.mask, "probability '\(arguments[0])' in '\(text)' is not a number", fix: "write it as \(form)")
       }
-      guard let seed = UInt64(arguments[1].trimmingWhitespace()) else {
-        throw GraphAttentionError(.mask, "seed '\(arguments[1])' in '\(text)' is not a non-negative integer", fix: "write it as \(form)")
+      guard let seed = UInt64(arguments[1]) else {
+        let tooLarge = !arguments[1].isEmpty && arguments[1].allSatisfy { $0.isASCII && $0.isNumber }
+        throw GraphAttentionError(
+          .mask, "seed '\(arguments[1])' in '\(text)' is \(tooLarge ? "too large (at most \(UInt64.max))" : "not a non-negative integer")",
+          fix: "write it as \(form)")
       }
       return try .random(probability: p, seed: seed)
     case "csr":
       try expect(2...2, "csr:INDPTR.npy:INDICES.npy")
-      let offsets = try NPYArray(contentsOf: arguments[0]).integers(name: "CSR indptr \(arguments[0])")
-      let columns = try NPYArray(contentsOf: arguments[1]).integers(name: "CSR indices \(arguments[1])")
-      return .explicit(try ExplicitGraph(rowOffsets: offsets, columns: columns, source: text))
+      return .explicit(try explicit(.csr(indptr: arguments[0], indices: arguments[1]), text))
     case "coo":
       try expect(2...2, "coo:ROWS.npy:COLS.npy")
-      let rows = try NPYArray(contentsOf: arguments[0]).integers(name: "COO rows \(arguments[0])")
-      let columns = try NPYArray(contentsOf: arguments[1]).integers(name: "COO columns \(arguments[1])")
-      return .explicit(try ExplicitGraph(rows: rows, columns: columns, source: text))
+      return .explicit(try explicit(.coo(rows: arguments[0], columns: arguments[1]), text))
     case "mtx":
       try expect(1...1, "mtx:FILE.mtx")
-      let pattern = try MatrixMarketPattern(contentsOf: arguments[0])
-      return .explicit(try ExplicitGraph(rows: pattern.rows, columns: pattern.columns, rowCount: pattern.rowCount,
-                                         columnCount: pattern.columnCount, source: text))
+      return .explicit(try explicit(.matrixMarket(arguments[0]), text))
     default:
       throw GraphAttentionError(
-        .mask, "unknown mask kind '\(fields[0])' in '\(text)'",
+        .mask, "unknown mask kind '\(part.fields[0])' in '\(text)'",
         fix: "use one of full, causal, window:W[:causal], dilated:W:D, blocked:B:D, global:I,J, random:P:SEED, csr:P:I, coo:R:C, mtx:F, joined with '+'")
     }
+  }
+
+  /// A decimal integer field; a number beyond `Int` is "too large", anything else "not an integer".
+  private static func integer(_ field: String, _ name: String, in text: String, form: String) throws -> Int {
+    let value = field.trimmingWhitespace()
+    if let n = Int(value) { return n }
+    let digits = value.hasPrefix("-") || value.hasPrefix("+") ? value.dropFirst() : Substring(value)
+    if !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
+      throw GraphAttentionError(
+        .mask, "\(name) '\(value)' in '\(text)' is too \(value.hasPrefix("-") ? "small (at least \(Int.min))" : "large (at most \(Int.max))")",
+        fix: "write it as \(form) with a smaller number")
+    }
+    throw GraphAttentionError(.mask, "\(name) '\(field)' in '\(text)' is not an integer", fix: "write it as \(form)")
+  }
+}
+
+/// Splits a mask specification into components and fields, honouring quotes and backslash escapes.
+enum MaskTokenizer {
+  struct Component {
+    /// The component as written (quotes and escapes kept), blanks trimmed: the explicit graph's `source`.
+    var text: String
+    /// The kind and the arguments, unquoted and unescaped; unquoted fields trimmed of blanks.
+    var fields: [String]
+  }
+
+  static func components(of specification: String) throws -> [Component] {
+    var components: [Component] = []
+    var fields: [String] = []
+    var field = ""
+    var raw = ""
+    var quoted = false
+    var wasQuoted = false
+    var iterator = specification.makeIterator()
+
+    func endField() {
+      fields.append(wasQuoted ? field : field.trimmingWhitespace())
+      field = ""
+      wasQuoted = false
+    }
+    func endComponent() throws {
+      endField()
+      let text = raw.trimmingWhitespace()
+      guard !text.isEmpty else {
+        throw GraphAttentionError(.mask, "mask '\(specification)' has an empty component",
+                                  fix: "join components with single '+', e.g. window:64+global:0")
+      }
+      components.append(Component(text: text, fields: fields))
+      fields = []
+      raw = ""
+    }
+
+    while let c = iterator.next() {
+      if c == "\\" {
+        guard let next = iterator.next() else {
+          throw GraphAttentionError(.mask, "mask '\(specification)' ends with a lone backslash",
+                                    fix: "escape '+', ':' or '\"' as \\+, \\: or \\\", or quote the field")
+        }
+        if quoted && next != "\"" && next != "\\" { field.append(c) }
+        field.append(next)
+        raw.append(c)
+        raw.append(next)
+        continue
+      }
+      if c == "\"" {
+        if !quoted, !field.trimmingWhitespace().isEmpty {
+          throw GraphAttentionError(.mask, "mask '\(specification)' has a quote inside a field",
+                                    fix: "quote a whole field, e.g. csr:\"my+ptr.npy\":indices.npy, or escape the quote as \\\"")
+        }
+        if !quoted { field = "" }
+        quoted.toggle()
+        wasQuoted = true
+        raw.append(c)
+        continue
+      }
+      if !quoted && c == "+" {
+        try endComponent()
+        continue
+      }
+      raw.append(c)
+      if !quoted && c == ":" {
+        endField()
+      } else if wasQuoted && !quoted {
+        guard c.isWhitespace else {
+          throw GraphAttentionError(.mask, "mask '\(specification)' has text after a closing quote",
+                                    fix: "end the quoted field at ':' or '+', e.g. csr:\"my+ptr.npy\":indices.npy")
+        }
+      } else {
+        field.append(c)
+      }
+    }
+    guard !quoted else {
+      throw GraphAttentionError(.mask, "mask '\(specification)' has an unterminated quote", fix: "close the quoted field with '\"'")
+    }
+    try endComponent()
+    return components
   }
 }
 

@@ -9,6 +9,7 @@ public struct RowScratch {
   @usableFromInline var excluded: [KeyRun] = []
   @usableFromInline var keys: [Int] = []
   @usableFromInline var merged: [KeyRun] = []
+  @usableFromInline var intervals: [KeyRun] = []
 
   /// Creates empty buffers.
   public init() {}
@@ -24,10 +25,12 @@ extension Graph {
   /// removed (the state API uses this so a graph accumulated after another never revisits an edge).
   /// The graph must have been validated for these lengths (`validate(queryCount:keyCount:)`).
   ///
+  /// - Precondition: `0 <= row < queryCount`.
   /// - Complexity: O(runs) for rows whose operands' spans do not overlap or are all contiguous;
   ///   O(degree log degree) for rows where strided or gathered operands overlap.
   public func neighbourhood(row: Int, queryCount: Int, keyCount: Int, excluding: Graph? = nil,
                             into scratch: inout RowScratch) {
+    precondition(row >= 0 && row < queryCount, "row \(row) is outside 0..<\(queryCount)")
     scratch.runs.removeAll(keepingCapacity: true)
     if components.count == 1, excluding == nil {
       components[0].appendRuns(row: row, keyCount: keyCount, to: &scratch.runs)
@@ -37,22 +40,24 @@ extension Graph {
     for component in components {
       component.appendRuns(row: row, keyCount: keyCount, to: &scratch.operands)
     }
-    Graph.unite(&scratch.operands, into: &scratch.runs, keys: &scratch.keys)
+    Graph.unite(&scratch.operands, into: &scratch.runs, keys: &scratch.keys, intervals: &scratch.intervals)
     if let excluding {
       scratch.operands.removeAll(keepingCapacity: true)
       for component in excluding.components {
         component.appendRuns(row: row, keyCount: keyCount, to: &scratch.operands)
       }
       scratch.excluded.removeAll(keepingCapacity: true)
-      Graph.unite(&scratch.operands, into: &scratch.excluded, keys: &scratch.keys)
+      Graph.unite(&scratch.operands, into: &scratch.excluded, keys: &scratch.keys, intervals: &scratch.intervals)
       Graph.subtract(scratch.excluded, from: scratch.runs, into: &scratch.merged, keys: &scratch.keys)
       swap(&scratch.runs, &scratch.merged)
     }
   }
 
   /// The number of keys row `row` attends to.
+  /// - Precondition: `0 <= row < queryCount`, and the graph validated for these lengths.
   /// - Complexity: O(1) for a single implicit component, O(degree) for random rows, else as `neighbourhood`.
   public func degree(row: Int, queryCount: Int, keyCount: Int, scratch: inout RowScratch) -> Int {
+    precondition(row >= 0 && row < queryCount, "row \(row) is outside 0..<\(queryCount)")
     if components.count == 1, let d = components[0].closedFormDegree(row: row, keyCount: keyCount) {
       return d
     }
@@ -61,9 +66,12 @@ extension Graph {
   }
 
   /// Merges runs (each component's runs sorted and disjoint, components overlapping) into sorted,
-  /// disjoint runs. Clusters of overlapping contiguous runs merge as intervals; clusters holding a
-  /// strided run are expanded to keys, de-duplicated and re-compressed.
-  static func unite(_ runs: inout [KeyRun], into out: inout [KeyRun], keys: inout [Int]) {
+  /// disjoint runs. Clusters of overlapping contiguous runs merge as intervals. In a cluster holding a
+  /// strided run, the contiguous runs still merge as intervals, a strided run inside one of them is
+  /// absorbed without being looked at key by key, and only the keys of strided runs that fall between
+  /// intervals are expanded, de-duplicated and re-compressed. So a full row (a global token's) united
+  /// with strided runs costs O(runs), never O(L).
+  static func unite(_ runs: inout [KeyRun], into out: inout [KeyRun], keys: inout [Int], intervals: inout [KeyRun]) {
     if runs.count > 1 { runs.sort { $0.start < $1.start } }
     var i = 0
     while i < runs.count {
@@ -80,16 +88,56 @@ extension Graph {
       } else if contiguous {
         appendMerging(KeyRun(start: runs[i].start, count: end - runs[i].start + 1), to: &out)
       } else {
-        keys.removeAll(keepingCapacity: true)
-        for r in runs[i..<j] {
-          var k = r.start
-          for _ in 0..<r.count { keys.append(k); k += r.stride }
-        }
-        keys.sort()
-        compress(sortedKeys: keys, to: &out)
+        uniteMixed(runs[i..<j], into: &out, keys: &keys, intervals: &intervals)
       }
       i = j
     }
+  }
+
+  /// One overlapping cluster holding strided runs (sorted by start); see `unite`.
+  private static func uniteMixed(_ cluster: ArraySlice<KeyRun>, into out: inout [KeyRun], keys: inout [Int],
+                                 intervals: inout [KeyRun]) {
+    // The contiguous runs as sorted, disjoint, non-adjacent intervals.
+    intervals.removeAll(keepingCapacity: true)
+    for r in cluster where r.stride == 1 || r.count == 1 {
+      if let previous = intervals.last, r.start <= previous.last + 1 {
+        if r.last > previous.last { intervals[intervals.count - 1].count = r.last - previous.start + 1 }
+      } else {
+        intervals.append(KeyRun(start: r.start, count: r.count))
+      }
+    }
+    // Keys of strided runs outside every interval.
+    keys.removeAll(keepingCapacity: true)
+    for r in cluster where r.stride > 1 && r.count > 1 {
+      var p = intervalIndex(containingOrAfter: r.start, in: intervals)
+      if p < intervals.count, intervals[p].start <= r.start, r.last <= intervals[p].last { continue }
+      var k = r.start
+      for _ in 0..<r.count {
+        while p < intervals.count, intervals[p].last < k { p += 1 }
+        if !(p < intervals.count && intervals[p].start <= k) { keys.append(k) }
+        k += r.stride
+      }
+    }
+    keys.sort()
+    // Interleave: the keys in each gap, compressed on their own, then the interval after the gap.
+    var k = 0
+    for interval in intervals {
+      let gapStart = k
+      while k < keys.count, keys[k] < interval.start { k += 1 }
+      if k > gapStart { compress(sortedKeys: keys[gapStart..<k], to: &out) }
+      appendMerging(interval, to: &out)
+    }
+    if k < keys.count { compress(sortedKeys: keys[k...], to: &out) }
+  }
+
+  /// The first interval whose last key is at or after `key` (binary search).
+  private static func intervalIndex(containingOrAfter key: Int, in intervals: [KeyRun]) -> Int {
+    var lo = 0, hi = intervals.count
+    while lo < hi {
+      let mid = (lo + hi) / 2
+      if intervals[mid].last < key { lo = mid + 1 } else { hi = mid }
+    }
+    return lo
   }
 
   /// Removes the keys of `excluded` (sorted, disjoint) from `runs` (sorted, disjoint).
@@ -124,15 +172,15 @@ extension Graph {
           if !(e < q && excluded[e].contains(k)) { keys.append(k) }
           k += run.stride
         }
-        compress(sortedKeys: keys, to: &out)
+        compress(sortedKeys: keys[...], to: &out)
       }
     }
   }
 
   /// Appends sorted keys as runs: greedy arithmetic progressions, duplicates skipped.
-  static func compress(sortedKeys keys: [Int], to out: inout [KeyRun]) {
-    var i = 0
-    let n = keys.count
+  static func compress(sortedKeys keys: ArraySlice<Int>, to out: inout [KeyRun]) {
+    var i = keys.startIndex
+    let n = keys.endIndex
     while i < n {
       let start = keys[i]
       var j = i + 1

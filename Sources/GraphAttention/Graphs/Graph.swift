@@ -142,6 +142,11 @@ public struct Graph: Sendable, CustomStringConvertible {
     return Graph(components: graphs.flatMap(\.components))
   }
 
+  /// The union's operands in order, each a graph of its own (one for a graph that is not a union).
+  public var operands: [Graph] {
+    components.map { Graph(components: [$0]) }
+  }
+
   /// The specification this graph parses from, e.g. `window:64+global:0,9`.
   public var description: String {
     components.map(\.description).joined(separator: "+")

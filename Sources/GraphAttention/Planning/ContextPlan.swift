@@ -17,9 +17,11 @@ import Darwin
 ///   random, whose rows come from a seed) need none; an explicit graph holds `8·(L_q+1) + 4·E` bytes.
 /// - In memory: `L_max = floor((memory − engine − graph) / bytes per token)`.
 /// - Streamed: Q, K, V, O are files (`bytes per token · L + 16 KiB` of headers on disk), processed
-///   in chunks of `R` query rows of one head at a time (all threads inside the chunk); pages behind the chunk are dropped (`madvise`), so the
-///   resident set is the engine, the chunk (`R·(d·s + d_v·s_o + (d_v+2)·4)`: Q and O rows and the fp32
-///   online-softmax state), and the K/V rows the chunk reaches: a contiguous span of `R + 2W` rows
+///   as `StreamingAttention` does: in chunks of `R` query rows of every head at once (all threads inside
+///   the chunk), `R` chosen by `StreamingChunkPolicy` (about 2^26 edges and at most 32 MiB of query rows;
+///   `chunkRows(tokens:)`); pages behind the chunk are dropped (`madvise`; dirty output pages written
+///   back first), so the resident set is the engine, the chunk (`R·B·H·(d·s + d_v·s_o)`: Q and O rows),
+///   and the K/V rows the chunk reaches, per key/value head: a contiguous span of `R + 2W` rows
 ///   for `window:W` (`R + W` causal, `R + 2W(D+1)` dilated, `R + B` blocked); for `global` and
 ///   `random` one page of K and one of V per distinct key (`G`, and `L·(1 − (1−P)^R)` expected);
 ///   for `full`, `causal` and global rows a 256 MiB read window streaming over all keys. The sum
@@ -56,13 +58,13 @@ public struct ContextPlan: Sendable {
     public var diskBytes: Int
     /// Worker threads.
     public var threads: Int
-    /// Query rows per streamed chunk `R`.
-    public var chunkRows: Int
+    /// Query rows per streamed chunk `R`; nil: what `StreamingAttention` picks (`StreamingChunkPolicy`).
+    public var chunkRows: Int?
 
     /// Describes a plan request; unspecified dimensions default to the common case.
     public init(headDim: Int, valueDim: Int? = nil, heads: Int = 1, keyValueHeads: Int? = nil, batch: Int = 1,
                 storage: StorageType, output: StorageType? = nil, memoryBytes: Int, diskBytes: Int,
-                threads: Int = 1, chunkRows: Int = 65_536) {
+                threads: Int = 1, chunkRows: Int? = nil) {
       self.headDim = headDim
       self.valueDim = valueDim ?? headDim
       self.heads = heads
@@ -133,7 +135,7 @@ public struct ContextPlan: Sendable {
     let r = request
     for (value, name) in [(r.headDim, "head dimension"), (r.valueDim, "value dimension"), (r.heads, "heads"),
                           (r.keyValueHeads, "key/value heads"), (r.batch, "batch"), (r.threads, "threads"),
-                          (r.chunkRows, "chunk rows")] where value < 1 || value > 1 << 32 {
+                          (r.chunkRows ?? 1, "chunk rows")] where value < 1 || value > 1 << 32 {
       throw GraphAttentionError(.option, "\(name) must be between 1 and 2^32, got \(value)", fix: "pass a positive \(name)")
     }
     guard r.heads % r.keyValueHeads == 0 else {
@@ -219,6 +221,14 @@ public struct ContextPlan: Sendable {
     return Self.residentTerms(request, graph, queries: queries, keys: keys, engine: engineBytes)
   }
 
+  /// Query rows per streamed chunk at `tokens`: the request's, or what `StreamingAttention` picks for this
+  /// shape (with far keys read, `.read`, its default).
+  /// - Complexity: O(components).
+  public func chunkRows(tokens: Int) -> Int {
+    let (queries, keys) = fixedLength ?? (tokens, tokens)
+    return Self.chunkRows(request, graph, queries: queries, keys: keys)
+  }
+
   /// Edges per head for `tokens` queries and keys: exact for one implicit component (while
   /// `L_q·L_k < 9e18`; a close approximation beyond), the expected count for random graphs, and the
   /// sum over components (an upper bound) for unions.
@@ -258,18 +268,27 @@ public struct ContextPlan: Sendable {
     }
   }
 
+  static func chunkRows(_ r: Request, _ graph: Graph, queries: Int, keys: Int) -> Int {
+    if let rows = r.chunkRows { return min(rows, max(queries, 1)) }
+    let shape = AttentionShape(batch: r.batch, queryHeads: r.heads, keyValueHeads: r.keyValueHeads, queryCount: max(queries, 1),
+                               keyCount: max(keys, 1), keyDim: r.headDim, valueDim: r.valueDim)
+    return min(max(queries, 1), StreamingChunkPolicy.rows(shape: shape, graph: graph, queryBytes: r.storage.byteCount,
+                                                          keyBytes: r.storage.byteCount, access: .read))
+  }
+
   static func residentTerms(_ r: Request, _ graph: Graph, queries: Int, keys: Int, engine: Int) -> [Term] {
     let s = r.storage.byteCount, so = r.output.byteCount
-    let rows = min(r.chunkRows, max(queries, 1))
+    let rows = chunkRows(r, graph, queries: queries, keys: keys)
+    let heads = r.batch * r.heads, keyHeads = Double(r.batch * r.keyValueHeads)
     let page = MappedFile.pageSize
-    let keyRowBytes = Double(r.headDim * s + r.valueDim * s)                // one key's K and V rows
-    let scatteredKeyBytes = Double(max(r.headDim * s, page) + max(r.valueDim * s, page))  // a page each
+    let keyRowBytes = Double(r.headDim * s + r.valueDim * s) * keyHeads     // one key's K and V rows, all K/V heads
+    let scatteredKeyBytes = Double(max(r.headDim * s, page) + max(r.valueDim * s, page)) * keyHeads  // a page each
     let allKeyValue = Double(keys) * keyRowBytes
     let window = min(allKeyValue, Double(streamWindowBytes))
     var terms = [
       Term(label: "engine: 64 MiB + \(r.threads) threads × 1 MiB", bytes: engine),
-      Term(label: "chunk: R·(d·s + d_v·s_o + (d_v+2)·4) = \(rows)·(\(r.headDim)·\(s) + \(r.valueDim)·\(so) + \(r.valueDim + 2)·4)",
-           bytes: rows * (r.headDim * s + r.valueDim * so + (r.valueDim + 2) * 4)),
+      Term(label: "chunk: R·B·H·(d·s + d_v·s_o) = \(rows)·\(heads)·(\(r.headDim)·\(s) + \(r.valueDim)·\(so))",
+           bytes: rows * heads * (r.headDim * s + r.valueDim * so)),
     ]
     var keyTerms: [(String, Double)] = []
     let R = Double(rows), L = Double(keys)
@@ -280,24 +299,24 @@ public struct ContextPlan: Sendable {
         streamed = true
       case let .window(radius, causal):
         let span = min(L, R + Double(radius) * (causal ? 1 : 2))
-        keyTerms.append(("\(component): (R + \(causal ? "" : "2·")\(radius)) key rows × (d + d_v)·s", span * keyRowBytes))
+        keyTerms.append(("\(component): (R + \(causal ? "" : "2·")\(radius)) key rows × B·H_kv·(d + d_v)·s", span * keyRowBytes))
       case let .dilated(radius, dilation):
         let span = min(L, R + 2 * Double(radius) * Double(dilation + 1))
-        keyTerms.append(("\(component): (R + 2·\(radius)·\(dilation + 1)) key rows × (d + d_v)·s", span * keyRowBytes))
+        keyTerms.append(("\(component): (R + 2·\(radius)·\(dilation + 1)) key rows × B·H_kv·(d + d_v)·s", span * keyRowBytes))
       case let .blocked(block, _):
         let span = min(L, R + Double(block))
-        keyTerms.append(("\(component): (R + \(block)) key rows × (d + d_v)·s", span * keyRowBytes))
+        keyTerms.append(("\(component): (R + \(block)) key rows × B·H_kv·(d + d_v)·s", span * keyRowBytes))
       case let .global(tokens):
-        keyTerms.append(("\(component): \(tokens.count) keys × 2 pages", Double(tokens.count) * scatteredKeyBytes))
+        keyTerms.append(("\(component): \(tokens.count) keys × B·H_kv × 2 pages", Double(tokens.count) * scatteredKeyBytes))
         streamed = true  // the global rows themselves attend to every key
       case let .random(random):
         let distinct = L * -expm1(R * log1p(-random.probability))
-        keyTerms.append(("\(component): L·(1 − (1−P)^R) = \(Int(distinct.rounded())) keys × 2 pages",
+        keyTerms.append(("\(component): L·(1 − (1−P)^R) = \(Int(distinct.rounded())) keys × B·H_kv × 2 pages",
                          min(distinct * scatteredKeyBytes, allKeyValue)))
       case let .explicit(pattern):
         let degree = Double(pattern.edgeCount) / Double(max(pattern.rowCount, 1))
         let distinct = min(L, R * degree)
-        keyTerms.append(("\(pattern.source): min(L_k, R × \(String(Int(degree.rounded()))) mean degree) keys × 2 pages",
+        keyTerms.append(("\(pattern.source): min(L_k, R × \(String(Int(degree.rounded()))) mean degree) keys × B·H_kv × 2 pages",
                          min(distinct * scatteredKeyBytes, allKeyValue)))
         terms.append(Term(label: "graph \(pattern.source): 8·(L_q+1) + 4·E", bytes: 8 * (pattern.rowCount + 1) + 4 * pattern.edgeCount))
       }
@@ -307,7 +326,7 @@ public struct ContextPlan: Sendable {
     }
     let keySum = keyTerms.reduce(0) { $0 + $1.1 }
     if keySum > allKeyValue {
-      terms.append(Term(label: "K and V, capped at their whole size L·(d + d_v)·s", bytes: clamp(allKeyValue)))
+      terms.append(Term(label: "K and V, capped at their whole size L·B·H_kv·(d + d_v)·s", bytes: clamp(allKeyValue)))
     } else {
       terms += keyTerms.map { Term(label: $0.0, bytes: clamp($0.1)) }
     }
@@ -317,7 +336,7 @@ public struct ContextPlan: Sendable {
   static func edges(_ component: Graph.Component, queries: Double, keys: Double) -> Double {
     // Exact closed forms while L_q·L_k fits in 64 bits; Double approximations beyond.
     if case let .random(random) = component { return random.probability * queries * keys }
-    if queries * keys < 9e18, let exact = component.closedFormEdgeCount(queryCount: Int(queries), keyCount: Int(keys)) {
+    if queries * keys < 9e18, let exact = try? component.closedFormEdgeCount(queryCount: Int(queries), keyCount: Int(keys)) {
       return Double(exact)
     }
     let n = keys

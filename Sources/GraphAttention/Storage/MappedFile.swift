@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import _GraphAttentionKernels
 
 /// One memory mapping of a whole file: read-only for inputs, shared read-write for outputs.
 ///
@@ -24,7 +25,7 @@ import Darwin
 /// Writes through a read-only mapping crash (SIGSEGV): use `.readWrite` for outputs. If the file is
 /// truncated by another process while mapped, touching the missing pages raises SIGBUS; the same
 /// happens when a sparse output cannot get disk blocks, which is why `TensorFile.create` checks free
-/// space first.
+/// space first and reserves the blocks; `StreamingAttention` turns either into an error naming the file.
 public final class MappedFile: @unchecked Sendable {
   /// How the file is opened and mapped.
   public enum Access: Sendable, Equatable {
@@ -141,15 +142,29 @@ public final class MappedFile: @unchecked Sendable {
   /// The range is widened to whole pages (so a page shared with a neighbouring range is dropped too)
   /// and clipped to the file. This never loses data: the mapping is a shared file mapping, so a
   /// dropped page is read back from the page cache or the file when touched again, and the dirty
-  /// pages of a `.readWrite` mapping are first queued for write-back (`msync(MS_ASYNC)`) and stay in
-  /// the page cache until written. Concurrent reads and writes of the range by other threads are safe.
+  /// pages of a `.readWrite` mapping are first sent to disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`,
+  /// asynchronous; `msync(MS_ASYNC)` does nothing on Linux), so they do not pile up as dirty page cache;
+  /// `evictCleanPages` then drops them from the page cache once written. Concurrent reads and writes
+  /// of the range by other threads are safe.
   /// - Complexity: O(pages in the range).
   public func dropPages(byteRange: Range<Int>) {
     guard let (start, length) = pageRange(byteRange) else { return }
     if access == .readWrite {
       msync(base + start, length, MS_ASYNC)
+      _ = ga_start_writeback(descriptor, Int64(start), Int64(length))
     }
     madvise(base + start, length, MADV_DONTNEED)
+  }
+
+  /// Asks the kernel to drop the clean page-cache pages of `byteRange` (`POSIX_FADV_DONTNEED`): pages of a
+  /// streamed output already written back by `dropPages`, so a long run does not fill the page cache (which a
+  /// container's memory limit counts). Pages still dirty or being written are kept. Advice only.
+  /// - Complexity: O(pages in the range).
+  public func evictCleanPages(byteRange: Range<Int>) {
+    guard let (start, length) = pageRange(byteRange) else { return }
+    #if os(Linux)
+    _ = posix_fadvise(descriptor, off_t(start), off_t(length), POSIX_FADV_DONTNEED)
+    #endif
   }
 
   /// Writes every modified page to the file and waits for the device (`msync(MS_SYNC)`).

@@ -44,9 +44,18 @@ public struct MatrixMarketPattern: Sendable {
   /// - Complexity: O(file size), one pass over the bytes.
   public init(contentsOf path: String) throws {
     var file = try StorageFileReader(path: path)
-    let bytes = try file.readBytes(upTo: Int.max)
+    try self.init(bytes: try file.readBytes(upTo: Int.max), name: path)
+  }
+
+  /// Parses the text of a Matrix Market coordinate file held in memory; see `init(contentsOf:)`.
+  ///
+  /// - Parameters:
+  ///   - bytes: the file's contents.
+  ///   - name: how messages name the text (in place of a path).
+  /// - Complexity: O(`bytes.count`); the entries never take more memory than the text justifies.
+  public init(bytes: [UInt8], name: String = "<Matrix Market text>") throws {
     self = try bytes.withUnsafeBufferPointer { text in
-      var parser = MatrixMarketParser(text: text, path: path)
+      var parser = MatrixMarketParser(text: text, path: name)
       return try parser.parse()
     }
   }
@@ -79,6 +88,12 @@ private struct MatrixMarketParser {
     let n = try sizeField("column count N")
     let nnz = try sizeField("entry count NNZ")
     try endOfLine("the size line must be 'M N NNZ' for a coordinate file")
+    if symmetry == .symmetric && m != n {
+      // A mirrored entry (j, i) would fall outside an M x N matrix with M != N.
+      line = sizeLine
+      throw problem("is symmetric but not square (\(m) x \(n))",
+                    fix: "declare a square size line, or write the file as 'general' with every entry listed")
+    }
 
     // Reserve no more than the file can hold (an entry takes at least 4 bytes) so a bogus NNZ
     // cannot force a huge allocation.

@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import _GraphAttentionKernels
 
 import Synchronization
 
@@ -120,8 +121,9 @@ public enum TensorFile {
   ///
   /// The data is written at `temporaryPath`, renamed to `path` by `commit()`; `abandon()` (or deinit without commit)
   /// removes it, so a failed run leaves an existing file untouched. Checks free disk space first (statvfs) and
-  /// fails with "needs X GiB, Y GiB free on <fs>" before creating anything. The file is sized with `ftruncate`, so
-  /// it is sparse: disk blocks are allocated as pages are written, and elements never written read as zero.
+  /// fails with "needs X GiB, Y GiB free on <fs>" before creating anything. The file is sized with `ftruncate` and,
+  /// with `reservingBlocks`, its disk blocks are reserved (`fallocate`), so a disk filled later by another writer
+  /// is an error here rather than a SIGBUS on a mapped page mid-run; elements never written read as zero.
   ///
   /// - Parameters:
   ///   - path: the final file; its extension (`.npy` or `.safetensors`, any case) picks the format. Its
@@ -132,13 +134,15 @@ public enum TensorFile {
   ///   - resumable: when true the temporary file is `resumePath(for: path)` (replacing any file there)
   ///     and is kept if the `OutputTensorFile` goes away without `commit()` or `abandon()`, so that
   ///     `reopenForResume` can continue it.
-  /// - Throws: `GraphAttentionError` `.resource` (not enough disk space), `.dtype` (bf16 to `.npy`),
+  ///   - reservingBlocks: reserve the file's disk blocks now (the default); false keeps it sparse, for
+  ///     outputs mostly left unwritten. File systems without `fallocate` keep it sparse either way.
+  /// - Throws: `GraphAttentionError` `.resource` (not enough disk space, also when reserving), `.dtype` (bf16 to `.npy`),
   ///   `.shape` (a negative extent or a byte size overflowing 64 bits), `.file` (unknown extension,
   ///   missing or unwritable directory, `path` is a directory, a failed system call with its `errno`).
   /// - Complexity: O(header size); the data is not touched.
   public static func create(_ path: String, shape: [Int], type: StorageType, name: String = "o",
-                            resumable: Bool = false) throws -> OutputTensorFile {
-    try create(path, tensors: [Entry(name: name, shape: shape, type: type)], resumable: resumable)
+                            resumable: Bool = false, reservingBlocks: Bool = true) throws -> OutputTensorFile {
+    try create(path, tensors: [Entry(name: name, shape: shape, type: type)], resumable: resumable, reservingBlocks: reservingBlocks)
   }
 
   /// Creates a `.safetensors` file holding several tensors (back to back, in the order given), or a
@@ -146,7 +150,8 @@ public enum TensorFile {
   ///
   /// - Throws: as the single-tensor form, and `GraphAttentionError(.option)` for an empty list, several
   ///   tensors for `.npy`, or empty, duplicate or reserved (`__metadata__`) names.
-  public static func create(_ path: String, tensors: [Entry], resumable: Bool = false) throws -> OutputTensorFile {
+  public static func create(_ path: String, tensors: [Entry], resumable: Bool = false,
+                            reservingBlocks: Bool = true) throws -> OutputTensorFile {
     let format = try TensorFileFormat(path: path)
     guard !tensors.isEmpty else {
       throw GraphAttentionError(.option, "no tensors to write to \(path)", fix: "pass at least one tensor")
@@ -194,6 +199,16 @@ public enum TensorFile {
         .file, "cannot size \(temporary) to \(total) bytes: \(code)",
         fix: code == .fileTooLarge ? "the file system limits file sizes; write to another file system (ext4 allows 16 TiB, xfs more)"
           : "check free disk space and permissions", errno: code)
+    }
+    // Reserve the blocks now, so a disk filled later (by this job or another writer) is an error here,
+    // before any work, not a SIGBUS on a mapped page half-way. File systems without fallocate keep the
+    // sparse file (the up-front free-space check above still applies).
+    let code = reservingBlocks ? ga_reserve_file_blocks(fd, Int64(total)) : 0
+    if code == ENOSPC || code == EDQUOT || code == EFBIG {
+      close(fd)
+      throw GraphAttentionError(.resource, "cannot reserve \(storageGiB(total)) GiB on disk for \(path): \(Errno(rawValue: code))",
+                                fix: "free disk space, write to a larger file system, or use a smaller shape or a 16-bit output (run: --output-dtype f16 or bf16)",
+                                errno: Errno(rawValue: code))
     }
     do {
       try header.withUnsafeBytes { try storageWriteAll(fd, $0, path: temporary) }

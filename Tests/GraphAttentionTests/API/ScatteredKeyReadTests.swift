@@ -25,10 +25,10 @@ final class ScatteredKeyReadTests: XCTestCase {
     let out = MutableTensorView(allocating: shape.outputShape, type: .float32)
     let poison = [Float](repeating: .nan, count: out.count)
     poison.withUnsafeBufferPointer { out.store($0, at: 0) }
-    var options = AttentionOptions()
-    options.scatteredKeys = access
-    if !readAhead { options.scatteredReadAheadBytes = 0 }
-    let work = try attention(query: q, key: k, value: v, output: out, graph: graph, options: options, rows: rows)
+    var streaming = StreamingKeys(access: access)
+    if !readAhead { streaming.readAheadBytes = 0 }
+    let work = try viewAttention(query: q, key: k, value: v, output: out, graph: graph, options: AttentionOptions(), rows: rows,
+                                 streaming: streaming)
     return (Tensor(out.readOnly), work)
   }
 
@@ -79,12 +79,10 @@ final class ScatteredKeyReadTests: XCTestCase {
     let v = try mapped(Inputs.tensor([1, length, 16], seed: 23), type: .float16, name: "v")
     let (whole, _) = try run(q, k, v, graph: graph, access: .read, readAhead: false)
     let out = MutableTensorView(allocating: [1, length, 16], type: .float32)
-    var options = AttentionOptions()
-    options.scatteredKeys = .read
     var edges = 0
     for start in stride(from: 0, to: length, by: 77) {
-      edges += try attention(query: q, key: k, value: v, output: out, graph: graph, options: options,
-                             rows: start..<min(length, start + 77)).edges
+      edges += try viewAttention(query: q, key: k, value: v, output: out, graph: graph, options: AttentionOptions(),
+                                 rows: start..<min(length, start + 77), streaming: StreamingKeys(access: .read)).edges
     }
     // Chunks change how rows group into tiles (the summation order), so agreement is to fp32 rounding.
     let chunked = Tensor(out.readOnly).scalars
@@ -104,12 +102,12 @@ final class ScatteredKeyReadTests: XCTestCase {
     // Only the header and the first few rows remain; a random graph (no local reach) reads every key
     // with pread, so the mapping's missing pages are never touched.
     XCTAssertEqual(truncate(k.mappedFile!.path, off_t(k.base - UnsafeRawPointer(k.mappedFile!.base) + 4 * 16)), 0)
-    var options = AttentionOptions(checksFiniteInputs: false)
-    options.scatteredKeys = .read
-    options.scatteredReadAheadBytes = 0  // the read-ahead sweeps the mapping, and a cut mapping raises SIGBUS
+    // No read-ahead: it sweeps the mapping, and a cut mapping raises SIGBUS.
+    let streaming = StreamingKeys(access: .read, readAheadBytes: 0)
     let out = MutableTensorView(allocating: [1, length, 4], type: .float32)
-    XCTAssertThrowsError(try attention(query: q, key: k, value: v, output: out, graph: try Graph(parsing: "random:0.5:2"),
-                                       options: options)) { error in
+    XCTAssertThrowsError(try viewAttention(query: q, key: k, value: v, output: out, graph: try Graph(parsing: "random:0.5:2"),
+                                           options: AttentionOptions(checksFiniteInputs: false), rows: nil,
+                                           streaming: streaming)) { error in
       let error = error as? GraphAttentionError
       XCTAssertEqual(error?.kind, .file)
       XCTAssertTrue(error?.problem.contains("k-float32.safetensors") ?? false, "\(String(describing: error))")

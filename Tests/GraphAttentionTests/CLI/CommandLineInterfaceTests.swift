@@ -28,8 +28,9 @@ final class CommandLineInterfaceTests: XCTestCase {
       OVERVIEW: Edges, density, degrees and memory of a mask over L tokens (heads and
       d size the memory estimate).
 
-      Edge counts are exact, in closed form for single implicit graphs and row by row
-      for unions.
+      Edge counts are exact: in closed form for single implicit graphs (any length),
+      row by row for unions and random graphs, with progress on stderr. Masks whose
+      edge count cannot fit in 64 bits are refused.
 
       USAGE: graph-attention inspect --mask <mask> --tokens <tokens> [--heads <heads>] [--dim <dim>] [--key-tokens <key-tokens>] [--edges-out <edges-out>] [--json]
 

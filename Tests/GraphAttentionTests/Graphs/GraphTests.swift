@@ -19,6 +19,11 @@ final class GraphTests: XCTestCase {
       .blocked(16, 1) + .causal,
       .dilated(3, 2) + .dilated(2, 1) + .global([l / 3]),
       .causalWindow(2) + .random(0.2, seed: 5),
+      // Strided runs against contiguous ones: absorbed, partly outside, between intervals.
+      .dilated(6, 2) + .window(1),
+      .global([l / 2]) + .dilated(3, 1) + .blocked(8, 1),
+      .blocked(8, 1) + .window(2) + .dilated(4, 3),
+      .global([0]) + .dilated(2, 4) + .global([l - 1]),
     ]
     if l == 1 { masks.removeAll { $0.spec.contains("global") && $0.spec.contains(",") } }
     return masks

@@ -277,6 +277,21 @@ final class TensorFileTests: XCTestCase {
     XCTAssertEqual(try directory.entries(), ["o.safetensors"])
   }
 
+  /// Outputs reserve their disk blocks when created (issue 10.8): a disk filled later by another writer is
+  /// then an error at creation, not a SIGBUS half-way through a run.
+  func testCreateReservesTheOutputsBlocks() throws {
+    let path = directory.path("reserved.npy")
+    let output = try TensorFile.create(path, shape: [4 << 20], type: .float32)   // 16 MiB, nothing written
+    var info = stat()
+    XCTAssertEqual(stat(output.temporaryPath, &info), 0)
+    XCTAssertGreaterThanOrEqual(Int(info.st_blocks) * 512, 16 << 20, "the blocks must be reserved, not sparse")
+    output.abandon()
+    let sparse = try TensorFile.create(path, shape: [4 << 20], type: .float32, reservingBlocks: false)
+    XCTAssertEqual(stat(sparse.temporaryPath, &info), 0)
+    XCTAssertLessThan(Int(info.st_blocks) * 512, 1 << 20)
+    sparse.abandon()
+  }
+
   // MARK: - 64-bit offsets
 
   /// A sparse fp16 .npy of 2^32 + 64 elements (8 GiB, never written except near 2^31 and 2^32):
@@ -290,7 +305,7 @@ final class TensorFileTests: XCTestCase {
     let probes = [0, (1 << 31) - 1, 1 << 31, (1 << 31) + 5, (1 << 32) - 1, 1 << 32, (1 << 32) + 7, count - 1]
     for (name, type) in [("big.npy", StorageType.float16), ("big.safetensors", .bfloat16)] {
       let path = directory.path(name)
-      let output = try TensorFile.create(path, shape: [1, count], type: type)
+      let output = try TensorFile.create(path, shape: [1, count], type: type, reservingBlocks: false)
       for (i, index) in probes.enumerated() { output.view.setElement(index, Float(i + 1) * 0.5) }
       try output.commit()
 

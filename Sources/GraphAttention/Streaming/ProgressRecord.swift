@@ -1,0 +1,334 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The small JSON file beside an output (`<output>.progress.json`) that records how far a streamed job
+/// got, so that `StreamingAttention.run(resume: true)` can continue it.
+///
+/// It names the job (mask, inputs with their real paths, sizes and modification times, output type,
+/// chunk rows, scale, empty-row policy, token count, the output's real path) so that a resume with
+/// anything changed is refused, saying what changed, instead of mixing two computations. It is written
+/// atomically (temporary file, then rename) after the output pages it vouches for are on disk.
+///
+/// ```swift
+/// if let record = try ProgressRecord.load(for: "o.npy") {
+///   print(record.completedRows, "of", record.tokens)
+/// }
+/// ```
+public struct ProgressRecord: Sendable, Equatable {
+  /// One input file as the job saw it.
+  public struct Input: Sendable, Equatable {
+    /// The file's real (absolute, symlink-free) path.
+    public var path: String
+    /// The tensor name inside a `.safetensors` file.
+    public var name: String
+    /// The file's size in bytes (-1 when it could not be inspected).
+    public var bytes: Int
+    /// The file's modification time, seconds since 1970 (nanosecond resolution).
+    public var modified: Double
+  }
+
+  /// The record format's version; records of another version are refused.
+  public static let currentVersion = 2
+  /// The record format's version.
+  public var version = ProgressRecord.currentVersion
+  /// The mask specification (`Graph.description`).
+  public var mask: String
+  /// The query, key and value files.
+  public var inputs: [Input]
+  /// The output storage type (`StorageType.rawValue`).
+  public var outputType: String
+  /// Query rows per chunk.
+  public var chunkRows: Int
+  /// The scale, or nil for `1/sqrt(d_k)`.
+  public var scale: Float?
+  /// The empty-row policy (`EmptyRowPolicy.rawValue`).
+  public var emptyRows: String
+  /// Query rows `L_q`.
+  public var tokens: Int
+  /// Query rows of every head whose output is on disk: `0..<completedRows` are done.
+  public var completedRows = 0
+  /// The partially written output (`TensorFile.resumePath(for:)`), once created.
+  public var temporaryPath: String?
+  /// The output's real path (its directory resolved), so `o.npy` and `/abs/o.npy` are the same job.
+  public var output: String
+
+  /// Describes a job; inputs are inspected (`stat`) now.
+  public init(output: String, mask: String, inputs: [(path: String, name: String)], outputType: String, chunkRows: Int,
+              scale: Float?, emptyRows: String, tokens: Int) {
+    self.output = streamingCanonicalPath(output)
+    self.mask = mask
+    self.inputs = inputs.map { input in
+      var info = stat()
+      let found = stat(input.path, &info) == 0
+      return Input(path: streamingCanonicalPath(input.path), name: input.name, bytes: found ? Int(info.st_size) : -1,
+                   modified: found ? Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) * 1e-9 : 0)
+    }
+    self.outputType = outputType
+    self.chunkRows = chunkRows
+    self.scale = scale
+    self.emptyRows = emptyRows
+    self.tokens = tokens
+  }
+
+  /// `<output>.progress.json`.
+  public static func path(for output: String) -> String { output + ".progress.json" }
+
+  /// The record beside `output`, or nil when there is none.
+  /// - Throws: `GraphAttentionError(.file)` when the file exists but is not a record of this version.
+  /// - Complexity: O(record size).
+  public static func load(for output: String) throws -> ProgressRecord? {
+    let path = path(for: output)
+    guard let bytes = streamingReadSmallFile(path) else { return nil }
+    guard let record = ProgressRecord(json: bytes) else {
+      throw GraphAttentionError(.file, "progress record \(path) is unreadable or from another version",
+                                fix: "delete it (and the temporary output it names, .<name>.partial) to start over")
+    }
+    return record
+  }
+
+  /// Deletes the record beside `output`, if any.
+  public static func remove(for output: String) {
+    unlink(path(for: output))
+  }
+
+  /// Writes the record atomically, so a kill leaves the previous or the new record, never half of one.
+  /// - Throws: `GraphAttentionError(.file)` when the file cannot be written.
+  public func save(for output: String) throws {
+    let bytes = Array(json.utf8)
+    try AtomicFile.write(to: ProgressRecord.path(for: output)) { sink in
+      try bytes.withUnsafeBytes { try sink.write($0) }
+    }
+  }
+
+  /// What differs between this (the interrupted job's) record and `other` (the job now asked for),
+  /// ignoring the progress itself; empty when they describe the same computation.
+  public func differences(from other: ProgressRecord) -> [String] {
+    var changes: [String] = []
+    func compare<T: Equatable>(_ what: String, _ mine: T, _ theirs: T, _ text: (T) -> String) {
+      if mine != theirs { changes.append("\(what) was \(text(mine)), now \(text(theirs))") }
+    }
+    compare("version", version, other.version) { "\($0)" }
+    compare("the mask", mask, other.mask) { $0 }
+    compare("the output", output, other.output) { $0 }
+    compare("the output type", outputType, other.outputType) { $0 }
+    compare("chunk rows", chunkRows, other.chunkRows) { "\($0)" }
+    compare("the scale", scale, other.scale) { $0.map { "\($0)" } ?? "1/sqrt(d_k)" }
+    compare("the empty-row policy", emptyRows, other.emptyRows) { $0 }
+    compare("the token count", tokens, other.tokens) { "\($0)" }
+    let roles = ["query", "key", "value"]
+    for i in 0..<max(inputs.count, other.inputs.count) {
+      let role = i < roles.count ? roles[i] : "input \(i)"
+      guard i < inputs.count, i < other.inputs.count else { changes.append("the number of inputs"); break }
+      let (a, b) = (inputs[i], other.inputs[i])
+      compare("the \(role) file", a.path, b.path) { $0 }
+      compare("the \(role) tensor name", a.name, b.name) { $0 }
+      if a.path == b.path {
+        compare("the \(role) file's size", a.bytes, b.bytes) { "\($0) bytes" }
+        compare("the \(role) file's modification time", a.modified, b.modified) { "\($0)" }
+      }
+    }
+    return changes
+  }
+
+  /// Throws unless `other` describes the same computation, naming what changed.
+  func requireSameJob(as other: ProgressRecord, recordPath: String) throws {
+    let changes = differences(from: other)
+    guard changes.isEmpty else {
+      throw GraphAttentionError(
+        .option, "the interrupted run in \(recordPath) was a different job: " + changes.joined(separator: "; "),
+        fix: "repeat the original command with --resume, or delete \(recordPath) and \(temporaryPath ?? "its .partial file") to start over")
+    }
+  }
+
+  // MARK: - JSON
+
+  /// The record as a JSON object (keys sorted, one per line).
+  var json: String {
+    var fields: [(String, String)] = [
+      ("chunkRows", "\(chunkRows)"), ("completedRows", "\(completedRows)"), ("emptyRows", JSONText.quoted(emptyRows)),
+      ("inputs", "[" + inputs.map {
+        "{\"bytes\":\($0.bytes),\"modified\":\($0.modified),\"name\":\(JSONText.quoted($0.name)),\"path\":\(JSONText.quoted($0.path))}"
+      }.joined(separator: ",") + "]"),
+      ("mask", JSONText.quoted(mask)), ("output", JSONText.quoted(output)),
+      ("outputType", JSONText.quoted(outputType)),
+    ]
+    if let scale { fields.append(("scale", "\(scale)")) }
+    if let temporaryPath { fields.append(("temporaryPath", JSONText.quoted(temporaryPath))) }
+    fields += [("tokens", "\(tokens)"), ("version", "\(version)")]
+    return "{\n" + fields.map { "  \"\($0.0)\" : \($0.1)" }.joined(separator: ",\n") + "\n}\n"
+  }
+
+  /// Parses `json`; nil when it is not a record of the current version.
+  init?(json bytes: [UInt8]) {
+    var parser = StreamingJSONParser(bytes)
+    guard case let .object(fields)? = parser.parse(),
+          case let .number(version)? = fields["version"], Int(version) == ProgressRecord.currentVersion,
+          case let .string(mask)? = fields["mask"], case let .array(inputs)? = fields["inputs"],
+          case let .string(outputType)? = fields["outputType"], case let .number(chunkRows)? = fields["chunkRows"],
+          case let .string(emptyRows)? = fields["emptyRows"], case let .number(tokens)? = fields["tokens"],
+          case let .number(completed)? = fields["completedRows"], case let .string(output)? = fields["output"]
+    else { return nil }
+    var parsedInputs: [Input] = []
+    for input in inputs {
+      guard case let .object(f) = input, case let .string(path)? = f["path"], case let .string(name)? = f["name"],
+            case let .number(bytes)? = f["bytes"], case let .number(modified)? = f["modified"] else { return nil }
+      parsedInputs.append(Input(path: path, name: name, bytes: Int(bytes), modified: modified))
+    }
+    self.mask = mask
+    self.inputs = parsedInputs
+    self.outputType = outputType
+    self.chunkRows = Int(chunkRows)
+    if case let .number(scale)? = fields["scale"] { self.scale = Float(scale) } else { self.scale = nil }
+    self.emptyRows = emptyRows
+    self.tokens = Int(tokens)
+    self.completedRows = Int(completed)
+    if case let .string(temporary)? = fields["temporaryPath"] { self.temporaryPath = temporary }
+    self.output = output
+  }
+}
+
+// MARK: - Helpers (local; candidates for the shared primitives)
+
+/// `path` made absolute with its directory's symlinks resolved (the file itself need not exist);
+/// `path` unchanged when the directory cannot be resolved.
+func streamingCanonicalPath(_ path: String) -> String {
+  if let resolved = realpath(path, nil) {
+    defer { free(resolved) }
+    return String(cString: resolved)
+  }
+  guard let location = try? OutputPath(path), let resolved = realpath(location.directory, nil) else { return path }
+  defer { free(resolved) }
+  let base = String(cString: resolved)
+  return (base == "/" ? "" : base) + "/" + location.name
+}
+
+/// The whole of a small file, or nil when it does not exist or cannot be read.
+func streamingReadSmallFile(_ path: String) -> [UInt8]? {
+  guard case .success(let fd) = valueOrErrno({ open(path, O_RDONLY | O_CLOEXEC) }) else { return nil }
+  defer { close(fd) }
+  var bytes: [UInt8] = []
+  var buffer = [UInt8](repeating: 0, count: 1 << 16)
+  while true {
+    let result = buffer.withUnsafeMutableBytes { raw in valueOrErrno { read(fd, raw.baseAddress, raw.count) } }
+    guard case .success(let n) = result else { return nil }
+    if n == 0 { return bytes }
+    bytes += buffer[0..<n]
+    if bytes.count > 1 << 24 { return nil }
+  }
+}
+
+/// The JSON values a progress record holds.
+enum StreamingJSONValue: Equatable {
+  case object([String: StreamingJSONValue]), array([StreamingJSONValue]), string(String), number(Double), bool(Bool), null
+}
+
+/// A small strict JSON parser (RFC 8259 values; no Foundation in the library).
+struct StreamingJSONParser {
+  private let bytes: [UInt8]
+  private var at = 0
+
+  init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+  /// The single value the text holds, or nil when it is not valid JSON.
+  mutating func parse() -> StreamingJSONValue? {
+    guard let value = value(depth: 0) else { return nil }
+    skipSpace()
+    return at == bytes.count ? value : nil
+  }
+
+  private mutating func skipSpace() {
+    while at < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[at]) { at += 1 }
+  }
+
+  private mutating func value(depth: Int) -> StreamingJSONValue? {
+    skipSpace()
+    guard at < bytes.count, depth < 32 else { return nil }
+    switch bytes[at] {
+    case UInt8(ascii: "{"):
+      at += 1
+      var fields: [String: StreamingJSONValue] = [:]
+      skipSpace()
+      if at < bytes.count, bytes[at] == UInt8(ascii: "}") { at += 1; return .object(fields) }
+      while true {
+        skipSpace()
+        guard case let .string(key)? = string() else { return nil }
+        skipSpace()
+        guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { return nil }
+        at += 1
+        guard let item = value(depth: depth + 1) else { return nil }
+        fields[key] = item
+        skipSpace()
+        guard at < bytes.count else { return nil }
+        if bytes[at] == UInt8(ascii: ",") { at += 1; continue }
+        if bytes[at] == UInt8(ascii: "}") { at += 1; return .object(fields) }
+        return nil
+      }
+    case UInt8(ascii: "["):
+      at += 1
+      var items: [StreamingJSONValue] = []
+      skipSpace()
+      if at < bytes.count, bytes[at] == UInt8(ascii: "]") { at += 1; return .array(items) }
+      while true {
+        guard let item = value(depth: depth + 1) else { return nil }
+        items.append(item)
+        skipSpace()
+        guard at < bytes.count else { return nil }
+        if bytes[at] == UInt8(ascii: ",") { at += 1; continue }
+        if bytes[at] == UInt8(ascii: "]") { at += 1; return .array(items) }
+        return nil
+      }
+    case UInt8(ascii: "\""):
+      return string()
+    case UInt8(ascii: "t"): return literal("true", .bool(true))
+    case UInt8(ascii: "f"): return literal("false", .bool(false))
+    case UInt8(ascii: "n"): return literal("null", .null)
+    default:
+      let start = at
+      while at < bytes.count, "+-0123456789.eE".utf8.contains(bytes[at]) { at += 1 }
+      return Double(String(decoding: bytes[start..<at], as: UTF8.self)).map { .number($0) }
+    }
+  }
+
+  private mutating func literal(_ word: String, _ value: StreamingJSONValue) -> StreamingJSONValue? {
+    let w = Array(word.utf8)
+    guard at + w.count <= bytes.count, Array(bytes[at..<(at + w.count)]) == w else { return nil }
+    at += w.count
+    return value
+  }
+
+  private mutating func string() -> StreamingJSONValue? {
+    guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { return nil }
+    at += 1
+    var scalars = String.UnicodeScalarView()
+    var raw: [UInt8] = []
+    func flush() { scalars.append(contentsOf: String(decoding: raw, as: UTF8.self).unicodeScalars); raw.removeAll() }
+    while at < bytes.count {
+      let byte = bytes[at]
+      at += 1
+      if byte == UInt8(ascii: "\"") { flush(); return .string(String(scalars)) }
+      guard byte == UInt8(ascii: "\\") else { raw.append(byte); continue }
+      guard at < bytes.count else { return nil }
+      let escape = bytes[at]
+      at += 1
+      switch escape {
+      case UInt8(ascii: "n"): raw.append(0x0A)
+      case UInt8(ascii: "t"): raw.append(0x09)
+      case UInt8(ascii: "r"): raw.append(0x0D)
+      case UInt8(ascii: "b"): raw.append(0x08)
+      case UInt8(ascii: "f"): raw.append(0x0C)
+      case UInt8(ascii: "u"):
+        guard at + 4 <= bytes.count, let code = UInt32(String(decoding: bytes[at..<(at + 4)], as: UTF8.self), radix: 16) else { return nil }
+        at += 4
+        flush()
+        scalars.append(Unicode.Scalar(code) ?? "\u{FFFD}")
+      default: raw.append(escape)
+      }
+    }
+    return nil
+  }
+}
