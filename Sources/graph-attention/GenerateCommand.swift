@@ -54,7 +54,9 @@ struct GenerateCommand: ParsableCommand, ShapedCommand {
     }
     let tensorBytes = elements * dtype.byteCount
 
-    // Where the tensors go: one .safetensors file, or three files in a directory.
+    // Where the tensors go: one .safetensors file, or three files in a directory ("dir/" names "dir").
+    var output = self.output
+    while output.count > 1, output.hasSuffix("/") { output.removeLast() }
     let lower = output.lowercased()
     let names = ["q", "k", "v"]
     let files: [(path: String, tensors: [String])]
@@ -62,13 +64,13 @@ struct GenerateCommand: ParsableCommand, ShapedCommand {
     var makeDirectory = false
     if lower.hasSuffix(".safetensors") {
       files = [(output, names)]
-      directory = (output as NSString).deletingLastPathComponent.isEmpty ? "." : (output as NSString).deletingLastPathComponent
+      directory = try AtomicFile.directory(of: output)
     } else if lower.hasSuffix(".npy") {
       throw GraphAttentionError(.option, "--output \(output) names one .npy file, but Q, K and V are three tensors",
                                 fix: "give a directory (q.npy, k.npy, v.npy are written inside) or FILE.safetensors")
     } else {
       let fileFormat = format ?? (dtype == .bfloat16 ? .safetensors : .npy)
-      files = names.map { ((output as NSString).appendingPathComponent("\($0).\(fileFormat.rawValue)"), [$0]) }
+      files = names.map { ((output == "/" ? "" : output) + "/\($0).\(fileFormat.rawValue)", [$0]) }
       var isDirectory: ObjCBool = false
       if FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) {
         guard isDirectory.boolValue else {
@@ -77,8 +79,7 @@ struct GenerateCommand: ParsableCommand, ShapedCommand {
         }
         directory = output
       } else {
-        let parent = (output as NSString).deletingLastPathComponent
-        directory = parent.isEmpty ? "." : parent
+        directory = try AtomicFile.directory(of: output)
         makeDirectory = true
       }
     }

@@ -72,6 +72,14 @@ public enum AtomicFile {
     try OutputPath(path).checkWritable()
   }
 
+  /// The directory a file at `path` goes in: "." for a bare name, "/" for a file at the root
+  /// (`a/b/o.npy` -> `a/b`). The same split every output uses.
+  /// - Throws: `GraphAttentionError(.file)` when `path` is empty or ends in a slash (it names no file).
+  /// - Complexity: O(`path.utf8.count`).
+  public static func directory(of path: String) throws -> String {
+    try OutputPath(path).directory
+  }
+
   /// A buffered destination for `AtomicFile.write`'s body.
   ///
   /// Small writes are gathered into a 1 MiB buffer; writes at least that large go straight to the

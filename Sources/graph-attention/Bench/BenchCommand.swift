@@ -45,6 +45,7 @@ struct BenchCommand: ParsableCommand {
       }
     }
     // Everything that can fail is checked here, before minutes of measuring.
+    if let outputDirectory { try BenchReport.checkDirectory(outputDirectory) }
     for name in masks.split(separator: ",") {
       let (_, spec) = BenchPreset.specification(String(name), tokens: 4096)
       do {
@@ -54,7 +55,6 @@ struct BenchCommand: ParsableCommand {
           + "nor a mask specification: \(error)")
       }
     }
-    if let outputDirectory { try BenchReport.checkDirectory(outputDirectory) }
     if peers { try PeerRunner(python: peerPython, script: peerScript).checkAvailable() }
   }
 

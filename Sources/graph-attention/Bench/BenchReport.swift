@@ -108,9 +108,10 @@ struct BenchReport: Encodable {
     }
     // The first missing component is created inside its parent, which must be a writable directory.
     var missing = directory
+    while missing.count > 1, missing.hasSuffix("/") { missing.removeLast() }
     while true {
-      let parent = (missing as NSString).deletingLastPathComponent
-      if parent.isEmpty || FileManager.default.fileExists(atPath: parent) { break }
+      let parent = try AtomicFile.directory(of: missing)
+      if FileManager.default.fileExists(atPath: parent) { break }
       missing = parent
     }
     try checkOutputWritable(missing)

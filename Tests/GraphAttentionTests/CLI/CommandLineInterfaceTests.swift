@@ -178,6 +178,8 @@ final class CommandLineInterfaceTests: XCTestCase {
     let cases: [([String], String)] = [
       (["bench", "--output-directory", file], "is a file"),
       (["bench", "--output-directory", file + "/sub/dir"], "\(file) is a file, not a directory"),
+      (["bench", "--output-directory", file + "/sub/d/", "--masks", "nosuch"], "\(file) is a file, not a directory"),
+      (["bench", "--output-directory", "r", "--masks", "nosuch"], "'nosuch' is neither a preset"),
       (["bench", "--masks", "window,nosuch"], "'nosuch' is neither a preset"),
       (["bench", "--peers", "--peer-python", directory.path("no-python")], "--peers needs Python with PyTorch"),
     ]
@@ -194,6 +196,31 @@ final class CommandLineInterfaceTests: XCTestCase {
       XCTAssertNotEqual(result.status, 0)
       XCTAssertTrue(result.stderr.contains("No module named 'torch'"), result.stderr)
     }
+  }
+
+  // MARK: - Outputs
+
+  /// `generate --output g` (a one-letter relative name) crashed in Foundation's path splitting, and
+  /// `--output dir/` must name the directory `dir`.
+  func testGenerateOutputNamesOfEveryForm() throws {
+    let process = Process()
+    process.executableURL = CommandLineRunner.executable
+    process.currentDirectoryURL = directory.url
+    process.arguments = ["generate", "--tokens", "4", "--dim", "2", "--output", "g"]
+    process.standardError = FileHandle.nullDevice
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    process.waitUntilExit()
+    XCTAssertEqual(process.terminationStatus, 0)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: directory.path("g/q.npy")))
+    for output in [directory.path("slash") + "/", directory.path("one.safetensors"), directory.path("x")] {
+      let result = try graphAttention(["generate", "--tokens", "4", "--dim", "2", "--output", output])
+      XCTAssertEqual(result.status, 0, "\(output): \(result.stderr)")
+    }
+    XCTAssertTrue(FileManager.default.fileExists(atPath: directory.path("slash/k.npy")))
+    XCTAssertEqual(try AtomicFile.directory(of: "o.npy"), ".")
+    XCTAssertEqual(try AtomicFile.directory(of: "/o.npy"), "/")
+    XCTAssertEqual(try AtomicFile.directory(of: "a/b/o"), "a/b")
   }
 
   // MARK: - Outputs that cannot be written
