@@ -56,17 +56,7 @@ struct KernelCache: Sendable {
 
   /// The cached image, or nil.
   func load(_ name: String) -> [UInt8]? {
-    guard let directory else { return nil }
-    guard case .success(let fd) = valueOrErrno({ open(directory + "/" + name, O_RDONLY | O_CLOEXEC) }) else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-      let result = chunk.withUnsafeMutableBytes { raw in valueOrErrno { read(fd, raw.baseAddress, raw.count) } }
-      guard case .success(let n) = result else { return nil }
-      if n == 0 { break }
-      bytes += chunk[0..<n]
-    }
+    guard let directory, let bytes = storageReadWholeFile(directory + "/" + name, limit: 1 << 30) else { return nil }
     return bytes.isEmpty ? nil : bytes
   }
 

@@ -209,17 +209,7 @@ func streamingCanonicalPath(_ path: String) -> String {
 
 /// The whole of a small file, or nil when it does not exist or cannot be read.
 func streamingReadSmallFile(_ path: String) -> [UInt8]? {
-  guard case .success(let fd) = valueOrErrno({ open(path, O_RDONLY | O_CLOEXEC) }) else { return nil }
-  defer { close(fd) }
-  var bytes: [UInt8] = []
-  var buffer = [UInt8](repeating: 0, count: 1 << 16)
-  while true {
-    let result = buffer.withUnsafeMutableBytes { raw in valueOrErrno { read(fd, raw.baseAddress, raw.count) } }
-    guard case .success(let n) = result else { return nil }
-    if n == 0 { return bytes }
-    bytes += buffer[0..<n]
-    if bytes.count > 1 << 24 { return nil }
-  }
+  storageReadWholeFile(path, limit: 1 << 24)
 }
 
 /// The JSON values a progress record holds.

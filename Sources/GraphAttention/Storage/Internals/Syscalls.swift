@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 // The one place where the library handles EINTR and turns -1 returns into typed errors
 // (swift-system 1.8.1 Sources/System/Util.swift).
 
@@ -45,4 +53,21 @@ func transferAll(_ count: Int, _ transfer: (_ done: Int, _ chunk: Int) -> Int) -
 /// keep errno as an `Int32`; new code uses `Errno` and its `description`.
 func storageErrnoText(_ code: Int32) -> String {
   Errno(rawValue: code).description
+}
+
+/// The whole of a file, or nil when it does not exist, cannot be read, or holds more than `limit` bytes.
+/// For small side files (progress records, cached kernel images), read in 64 KiB calls.
+/// - Complexity: O(file size).
+func storageReadWholeFile(_ path: String, limit: Int) -> [UInt8]? {
+  guard case .success(let fd) = valueOrErrno({ open(path, O_RDONLY | O_CLOEXEC) }) else { return nil }
+  defer { close(fd) }
+  var bytes: [UInt8] = []
+  var buffer = [UInt8](repeating: 0, count: 1 << 16)
+  while true {
+    let result = buffer.withUnsafeMutableBytes { raw in valueOrErrno { read(fd, raw.baseAddress, raw.count) } }
+    guard case .success(let n) = result else { return nil }
+    if n == 0 { return bytes }
+    bytes += buffer[0..<n]
+    if bytes.count > limit { return nil }
+  }
 }
