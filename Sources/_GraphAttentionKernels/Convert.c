@@ -5,6 +5,7 @@
 // elements per instruction. The portable versions are branch-free so that the compiler vectorises
 // them for the baseline ISA, and produce the same bits as the F16C ones.
 #include "GraphAttentionConvert.h"
+#include "HalfPrecision.h"
 
 #include <string.h>
 
@@ -13,75 +14,22 @@
 #include <immintrin.h>
 #endif
 
-static inline uint32_t float_bits(float x) {
-  uint32_t u;
-  memcpy(&u, &x, 4);
-  return u;
-}
-
-static inline float bits_float(uint32_t u) {
-  float x;
-  memcpy(&x, &u, 4);
-  return x;
-}
-
-// MARK: - Portable, one element
-
-static inline float f16_to_f32_one(uint16_t h) {
-  const uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
-  const uint32_t magnitude = (uint32_t)h & 0x7FFFu;
-  const uint32_t exponent = magnitude & 0x7C00u;
-  // Normal numbers: rebias the exponent by 127 - 15.
-  const uint32_t normal = (magnitude << 13) + 0x38000000u;
-  // Infinity and NaN: exponent all ones, payload kept; NaNs come out quiet, as VCVTPH2PS makes them.
-  const uint32_t special = (magnitude << 13) | 0x7F800000u | (magnitude > 0x7C00u ? 0x00400000u : 0);
-  // Zero and subnormals: mantissa * 2^-24, exact in fp32.
-  const uint32_t subnormal = float_bits((float)(int32_t)magnitude * 0x1p-24f);
-  const uint32_t bits = exponent == 0x7C00u ? special : (exponent == 0 ? subnormal : normal);
-  return bits_float(bits | sign);
-}
-
-static inline uint16_t f32_to_f16_one(float x) {
-  const uint32_t u = float_bits(x);
-  const uint32_t sign = (u >> 16) & 0x8000u;
-  const uint32_t a = u & 0x7FFFFFFFu;
-  // |x| >= 65536 (or inf, NaN): infinity, or a quiet NaN keeping the top payload bits.
-  const uint32_t special = a > 0x7F800000u ? (0x7E00u | ((a >> 13) & 0x3FFu)) : 0x7C00u;
-  // |x| < 2^-14 (a binary16 subnormal or zero): adding 0.5 puts the rounded mantissa, in units of
-  // 2^-24, in the low bits of the fp32 result (the FPU does the round-to-nearest-even).
-  const uint32_t subnormal = float_bits(bits_float(a) + 0.5f) - 0x3F000000u;
-  // Normal: rebias the exponent, then round to nearest even on the 13 dropped bits; a carry out of
-  // the mantissa correctly bumps the exponent, up to infinity for 65520 <= |x| < 65536.
-  const uint32_t normal = (a + 0xC8000FFFu + ((a >> 13) & 1u)) >> 13;
-  const uint32_t h = a >= 0x47800000u ? special : (a < 0x38800000u ? subnormal : normal);
-  return (uint16_t)(h | sign);
-}
-
-static inline float bf16_to_f32_one(uint16_t h) {
-  return bits_float((uint32_t)h << 16);
-}
-
-static inline uint16_t f32_to_bf16_one(float x) {
-  const uint32_t u = float_bits(x);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const uint32_t nan = (u >> 16) | 0x0040u;
-  return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
-}
+// MARK: - Portable, one element: HalfPrecision.h
 
 void ga_f16_to_f32_portable(const uint16_t *src, float *dst, int64_t n) {
-  for (int64_t i = 0; i < n; i++) dst[i] = f16_to_f32_one(src[i]);
+  for (int64_t i = 0; i < n; i++) dst[i] = ga_f16_to_f32_one(src[i]);
 }
 
 void ga_f32_to_f16_portable(const float *src, uint16_t *dst, int64_t n) {
-  for (int64_t i = 0; i < n; i++) dst[i] = f32_to_f16_one(src[i]);
+  for (int64_t i = 0; i < n; i++) dst[i] = ga_f32_to_f16_one(src[i]);
 }
 
 void ga_bf16_to_f32_portable(const uint16_t *src, float *dst, int64_t n) {
-  for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32_one(src[i]);
+  for (int64_t i = 0; i < n; i++) dst[i] = ga_bf16_to_f32_one(src[i]);
 }
 
 void ga_f32_to_bf16_portable(const float *src, uint16_t *dst, int64_t n) {
-  for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16_one(src[i]);
+  for (int64_t i = 0; i < n; i++) dst[i] = ga_f32_to_bf16_one(src[i]);
 }
 
 // MARK: - F16C / AVX2, 8 elements at a time
@@ -97,7 +45,7 @@ GA_F16C static void f16_to_f32_f16c(const uint16_t *src, float *dst, int64_t n) 
     _mm256_storeu_ps(dst + i, a);
     _mm256_storeu_ps(dst + i + 8, b);
   }
-  for (; i < n; i++) dst[i] = f16_to_f32_one(src[i]);
+  for (; i < n; i++) dst[i] = ga_f16_to_f32_one(src[i]);
 }
 
 GA_F16C static void f32_to_f16_f16c(const float *src, uint16_t *dst, int64_t n) {
@@ -108,7 +56,7 @@ GA_F16C static void f32_to_f16_f16c(const float *src, uint16_t *dst, int64_t n) 
     _mm_storeu_si128((__m128i *)(dst + i), a);
     _mm_storeu_si128((__m128i *)(dst + i + 8), b);
   }
-  for (; i < n; i++) dst[i] = f32_to_f16_one(src[i]);
+  for (; i < n; i++) dst[i] = ga_f32_to_f16_one(src[i]);
 }
 
 GA_F16C static void bf16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n) {
@@ -117,7 +65,7 @@ GA_F16C static void bf16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n)
     const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
     _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(wide, 16));
   }
-  for (; i < n; i++) dst[i] = bf16_to_f32_one(src[i]);
+  for (; i < n; i++) dst[i] = ga_bf16_to_f32_one(src[i]);
 }
 
 GA_F16C static void f32_to_bf16_avx2(const float *src, uint16_t *dst, int64_t n) {
@@ -138,7 +86,7 @@ GA_F16C static void f32_to_bf16_avx2(const float *src, uint16_t *dst, int64_t n)
     const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
     _mm_storeu_si128((__m128i *)(dst + i), packed);
   }
-  for (; i < n; i++) dst[i] = f32_to_bf16_one(src[i]);
+  for (; i < n; i++) dst[i] = ga_f32_to_bf16_one(src[i]);
 }
 
 static int f16c_available = -1;

@@ -1,9 +1,11 @@
-// The CPU tile kernel: up to four query rows against a shared key list, online softmax in 64-key blocks.
+// The CPU tile kernel: up to GA_MAX_ROWS query rows against a shared key list, online softmax in blocks of
+// GA_KEY_BLOCK keys (GraphAttentionKernels.h).
 //
 // Scores of a block are kept key-major, [key][row], so that one 8-lane vector holds two keys of four rows
 // (or eight keys of one row): the 8 dot products of a register block reduce into one vector with a
 // horizontal-add tree, the softmax runs on whole vectors, and P.V broadcasts one weight per (key, row).
 #include "KernelsInternal.h"
+#include "HalfPrecision.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -16,37 +18,11 @@
 
 // MARK: - Portable kernel (baseline ISA; the compiler may vectorise it)
 
-static float half_to_float(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-  uint32_t exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF, bits;
-  if (exponent == 0x1F) {
-    bits = sign | 0x7F800000 | (mantissa << 13);
-  } else if (exponent == 0) {
-    if (mantissa == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      exponent = 113;
-      while (!(mantissa & 0x400)) { mantissa <<= 1; exponent--; }
-      bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
-    }
-  } else {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  }
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
 // Element `i` of a key or value row, widened to fp32.
 static inline float kv_element(const void *base, int type, int64_t i) {
   switch (type) {
-    case GA_FLOAT16: return half_to_float(((const uint16_t *)base)[i]);
-    case GA_BFLOAT16: {
-      const uint32_t bits = (uint32_t)((const uint16_t *)base)[i] << 16;
-      float f;
-      memcpy(&f, &bits, 4);
-      return f;
-    }
+    case GA_FLOAT16: return ga_f16_to_f32_one(((const uint16_t *)base)[i]);
+    case GA_BFLOAT16: return ga_bf16_to_f32_one(((const uint16_t *)base)[i]);
     default: return ((const float *)base)[i];
   }
 }

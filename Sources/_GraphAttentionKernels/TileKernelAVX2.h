@@ -157,7 +157,7 @@ GA_AVX2 void GA_FN(attend_avx2)(const ga_tile *t) {
     }
     g->mask = t->mask ? t->mask + (int64_t)gi * t->n * 4 : NULL;
   }
-  // Block-major: each 64-key block of K and V is brought into L1 once and used by every group.
+  // Block-major: each block of GA_KEY_BLOCK keys of K and V is brought into L1 once and used by every group.
   for (int64_t block = 0; block < t->n; block += GA_KEY_BLOCK) {
     const int64_t block_end = t->n - block < GA_KEY_BLOCK ? t->n : block + GA_KEY_BLOCK;
     for (int gi = 0; gi < group_count; gi++) {

@@ -8,9 +8,9 @@ struct CUDACompileCommand: ParsableCommand {
     commandName: "cuda-compile",
     abstract: "Compile every CUDA kernel with NVRTC for the given architectures (no GPU needed); fail on any error or warning.",
     discussion: """
-      Uses the same code path as --device cuda (the NVRTC found at run time: $GRAPH_ATTENTION_NVRTC, the
-      linker's search path, /usr/local/cuda, or pip's nvidia-cuda-nvrtc in python3's site-packages) but
-      bypasses the kernel cache. sm_XY builds a CUBIN, compute_XY PTX. Exits 1 if NVRTC is missing, a
+      Uses the same code path as --device cuda (the NVRTC found at run time: $GRAPH_ATTENTION_NVRTC, the \
+      linker's search path, /usr/local/cuda, or pip's nvidia-cuda-nvrtc in python3's site-packages) but \
+      bypasses the kernel cache. sm_XY builds a CUBIN, compute_XY PTX. Exits 1 if NVRTC is missing, a \
       compile fails, the compiler prints any warning, or a kernel is missing from the image.
       """
   )
@@ -59,8 +59,12 @@ struct CUDAInfoCommand: ParsableCommand {
     abstract: "Describe a CUDA device (name, compute capability, memory, driver); exit 1 without a driver."
   )
 
-  @Option(help: "The GPU ordinal.") var cudaDevice: Int = 0
+  @Option(parsing: .unconditional, help: "The GPU ordinal.") var cudaDevice: Int = 0
   @Flag(help: "Print one JSON object.") var json = false
+
+  func validate() throws {
+    guard cudaDevice >= 0 else { throw ValidationError("--cuda-device must be >= 0, got \(cudaDevice).") }
+  }
 
   func run() throws {
     let info = try CUDABackend.device(cudaDevice)

@@ -8,18 +8,18 @@ struct DemoCommand: ParsableCommand {
     commandName: "demo",
     abstract: "BigBird attention over a million tokens on random inputs, checked against the exact reference.",
     discussion: """
-      Defaults: 1,048,576 tokens, 4 heads, d = 64, mask window:64+global:0,1+random:0.000004:42 (BigBird: a
-      sliding window, two global tokens, about 4 random keys per row). Prints the time, the useful GFLOP/s
+      Defaults: 1,048,576 tokens, 4 heads, d = 64, mask window:64+global:0,1+random:0.000004:42 (BigBird: a \
+      sliding window, two global tokens, about 4 random keys per row). Prints the time, the useful GFLOP/s \
       (4 x edges x d per head) and the largest relative error over sampled rows against float64.
       """
   )
 
-  @Option(help: "Sequence length.") var tokens = 1 << 20
-  @Option(help: "Heads.") var heads = 4
-  @Option(help: "Head dimension.") var dim = 64
+  @Option(parsing: .unconditional, help: "Sequence length.") var tokens = 1 << 20
+  @Option(parsing: .unconditional, help: "Heads.") var heads = 4
+  @Option(parsing: .unconditional, help: "Head dimension.") var dim = 64
   @Option(help: "Mask specification.") var mask = "window:64+global:0,1+random:0.000004:42"
-  @Option(help: "Rows per head checked against the float64 reference.") var sample = 16
-  @Option(help: "Worker threads (default: every processor).") var threads: Int?
+  @Option(parsing: .unconditional, help: "Rows per head checked against the float64 reference.") var sample = 16
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
 
   func validate() throws {
     try requirePositive(tokens, "tokens", max: 1 << 31)

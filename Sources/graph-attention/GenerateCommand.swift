@@ -3,21 +3,21 @@ import Foundation
 import GraphAttention
 
 /// `graph-attention generate`: seeded random Q, K, V written straight into memory-mapped files.
-struct GenerateCommand: ParsableCommand {
+struct GenerateCommand: ParsableCommand, ShapedCommand {
   static let configuration = CommandConfiguration(
     commandName: "generate",
     abstract: "Write seeded random Q, K, V (.npy or .safetensors) of any size in constant memory.",
     discussion: """
-      Shapes are [H, L, d], or [B, H, L, d] with --batch. Values are uniform in [-1, 1], exactly those of
-      Tensor.random and RandomTensorGenerator: Q uses seed S, K S+1, V S+2 (the inputs `verify --seed S`
-      uses), rounded to nearest even for f16 and bf16. Any element can be recomputed alone, so sampled rows
+      Shapes are [H, L, d], or [B, H, L, d] with --batch. Values are uniform in [-1, 1], exactly those of \
+      Tensor.random and RandomTensorGenerator: Q uses seed S, K S+1, V S+2 (the inputs `verify --seed S` \
+      uses), rounded to nearest even for f16 and bf16. Any element can be recomputed alone, so sampled rows \
       of a run can be checked without reading the files.
 
-      --output DIR writes DIR/q.npy, DIR/k.npy, DIR/v.npy (DIR is created if its parent exists), or
-      q.safetensors, k.safetensors, v.safetensors (one tensor each, named q, k, v) with --format safetensors,
-      the default for bf16, which .npy cannot hold. --output FILE.safetensors writes one file with tensors
-      q, k and v. Free disk space is checked before anything is created; files are written in 64 MiB chunks
-      on all cores through the mapping, dropping pages behind, and appear (atomically, replacing older
+      --output DIR writes DIR/q.npy, DIR/k.npy, DIR/v.npy (DIR is created if its parent exists), or \
+      q.safetensors, k.safetensors, v.safetensors (one tensor each, named q, k, v) with --format safetensors, \
+      the default for bf16, which .npy cannot hold. --output FILE.safetensors writes one file with tensors \
+      q, k and v. Free disk space is checked before anything is created; files are written in 64 MiB chunks \
+      on all cores through the mapping, dropping pages behind, and appear (atomically, replacing older \
       ones) only when all three are complete.
       """
   )
@@ -27,22 +27,17 @@ struct GenerateCommand: ParsableCommand {
     case npy, safetensors
   }
 
-  @Option(help: "Tokens L.") var tokens: Int
-  @Option(help: "Heads H.") var heads: Int = 1
-  @Option(help: "Head dimension d.") var dim: Int = 64
+  @OptionGroup var shape: ShapeOptions
   @Option(help: "Element type: f32, f16 or bf16.") var dtype: StorageType = .float32
-  @Option(help: "Seed S: Q uses S, K S+1, V S+2.") var seed: UInt64 = 1
+  @Option(parsing: .unconditional, help: "Seed S: Q uses S, K S+1, V S+2 (independent streams).") var seed: UInt64 = 1
   @Option(help: "A directory for q, k, v files, or FILE.safetensors for one file holding q, k and v.") var output: String
-  @Option(help: "Batch B: shapes [B, H, L, d] instead of [H, L, d].") var batch: Int?
+  @Option(parsing: .unconditional, help: "Batch B: shapes [B, H, L, d] instead of [H, L, d].") var batch: Int?
   @Option(help: "Format of the files in a directory: npy or safetensors (default: npy; safetensors for bf16).")
   var format: Format?
-  @Option(help: "Worker threads (default: every processor).") var threads: Int?
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
   @Flag(help: "Print one JSON object (files, shape, dtype, seed, bytes, seconds).") var json = false
 
   func validate() throws {
-    try requirePositive(tokens, "tokens", max: 1 << 40)
-    try requirePositive(heads, "heads", max: 1 << 20)
-    try requirePositive(dim, "dim", max: 1 << 20)
     if let batch { try requirePositive(batch, "batch", max: 1 << 20) }
     if let threads { try requirePositive(threads, "threads", max: 4096) }
     if dtype == .bfloat16 && format == .npy {
@@ -59,7 +54,9 @@ struct GenerateCommand: ParsableCommand {
     }
     let tensorBytes = elements * dtype.byteCount
 
-    // Where the tensors go: one .safetensors file, or three files in a directory.
+    // Where the tensors go: one .safetensors file, or three files in a directory ("dir/" names "dir").
+    var output = self.output
+    while output.count > 1, output.hasSuffix("/") { output.removeLast() }
     let lower = output.lowercased()
     let names = ["q", "k", "v"]
     let files: [(path: String, tensors: [String])]
@@ -67,13 +64,13 @@ struct GenerateCommand: ParsableCommand {
     var makeDirectory = false
     if lower.hasSuffix(".safetensors") {
       files = [(output, names)]
-      directory = (output as NSString).deletingLastPathComponent.isEmpty ? "." : (output as NSString).deletingLastPathComponent
+      directory = try AtomicFile.directory(of: output)
     } else if lower.hasSuffix(".npy") {
       throw GraphAttentionError(.option, "--output \(output) names one .npy file, but Q, K and V are three tensors",
                                 fix: "give a directory (q.npy, k.npy, v.npy are written inside) or FILE.safetensors")
     } else {
       let fileFormat = format ?? (dtype == .bfloat16 ? .safetensors : .npy)
-      files = names.map { ((output as NSString).appendingPathComponent("\($0).\(fileFormat.rawValue)"), [$0]) }
+      files = names.map { ((output == "/" ? "" : output) + "/\($0).\(fileFormat.rawValue)", [$0]) }
       var isDirectory: ObjCBool = false
       if FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) {
         guard isDirectory.boolValue else {
@@ -82,8 +79,7 @@ struct GenerateCommand: ParsableCommand {
         }
         directory = output
       } else {
-        let parent = (output as NSString).deletingLastPathComponent
-        directory = parent.isEmpty ? "." : parent
+        directory = try AtomicFile.directory(of: output)
         makeDirectory = true
       }
     }
@@ -91,23 +87,18 @@ struct GenerateCommand: ParsableCommand {
       throw ValidationError("--format npy does not apply to a .safetensors --output.")
     }
 
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-      throw GraphAttentionError(.file, "cannot write \(output): directory \(directory) does not exist",
-                                fix: "create it (mkdir -p \(directory)) or choose another --output")
-    }
+    // The directory receiving the files (or the new directory) must exist and be writable.
+    try checkOutputWritable(makeDirectory ? output : files[0].path)
 
     // Space for all three tensors (and headers), before anything is created.
     let totalBytes = 3 * tensorBytes
     try DiskSpace.require(totalBytes + 3 * 4096, at: directory,
-                          for: "q, k and v (3 x \(Console.format(bytes: Double(tensorBytes))))")
-    if makeDirectory {
-      do {
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: false)
-      } catch {
-        throw GraphAttentionError(.file, "cannot create the directory \(output): \(error.localizedDescription)",
-                                  fix: "create its parent directory first, or choose another --output")
-      }
+                          for: "q, k and v (3 x \(Console.format(bytes: Double(tensorBytes))))",
+                          advice: "or use a smaller shape or a 16-bit --dtype")
+    if makeDirectory, mkdir(output, 0o777) != 0 {
+      let code = errno
+      throw GraphAttentionError(.file, "cannot create the directory \(output): \(String(cString: strerror(code)))",
+                                fix: "choose another --output, or create the directory yourself")
     }
 
     if !json {
@@ -122,13 +113,8 @@ struct GenerateCommand: ParsableCommand {
     for output in outputs {
       for (name, view) in zip(output.names, output.views) {
         let stream = names.firstIndex(of: name) ?? 0
-        let reported = LockedValue(0)
         RandomTensorGenerator(seed: seed, stream: stream).fill(view, threads: threads) { done in
-          let delta = reported.withLock { last -> Int in
-            defer { last = max(last, done) }
-            return max(0, done - last)
-          }
-          progress?.advance(by: delta * dtype.byteCount)
+          progress?.update(part: stream, doneBytes: done * dtype.byteCount)
         }
       }
     }

@@ -3,28 +3,25 @@ import Foundation
 import GraphAttention
 
 /// `graph-attention inspect`: a mask's size without running attention.
-struct InspectCommand: ParsableCommand {
+struct InspectCommand: ParsableCommand, MaskedCommand {
   static let configuration = CommandConfiguration(
     commandName: "inspect",
-    abstract: "Edges, density, degrees and memory of a mask over L tokens.",
+    abstract: "Edges, density, degrees and memory of a mask over L tokens (heads and d size the memory estimate).",
     discussion: """
       Edge counts are exact: in closed form for single implicit graphs (any length), row by row for unions and \
       random graphs, with progress on stderr. Masks whose edge count cannot fit in 64 bits are refused.
       """
   )
 
-  @Option(help: "Mask specification.") var mask: String
-  @Option(help: "Query tokens L.") var tokens: Int
-  @Option(help: "Key tokens (default: L; differ only for explicit graphs, full and random).") var keyTokens: Int?
-  @Option(help: "Head dimension, for the memory estimate.") var dim: Int = 64
-  @Option(help: "Heads, for the memory estimate.") var heads: Int = 1
+  @OptionGroup var maskOptions: MaskOptions
+  @OptionGroup var shape: ShapeOptions
+  @Option(parsing: .unconditional, help: "Key tokens (default: L; differ only for explicit graphs, full and random).") var keyTokens: Int?
   @Option(help: "Also write the edges as an int64 [E, 2] (row, column) .npy file (for cross-checks; small graphs).")
   var edgesOut: String?
   @Flag(help: "Print one JSON object.") var json = false
 
   func validate() throws {
-    try requirePositive(tokens, "tokens")
-    if let keyTokens { try requirePositive(keyTokens, "key-tokens") }
+    if let keyTokens { try requirePositive(keyTokens, "key-tokens", max: ShapeOptions.maximumTokens) }
     try requirePositive(dim, "dim", max: 65_536)
     try requirePositive(heads, "heads", max: 65_536)
   }

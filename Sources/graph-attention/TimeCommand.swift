@@ -3,30 +3,28 @@ import Foundation
 import GraphAttention
 
 /// `graph-attention time`: time one mask on random inputs on a device (release builds only); `bench` sweeps.
-struct TimeCommand: ParsableCommand {
+struct TimeCommand: ParsableCommand, MaskedCommand {
   static let configuration = CommandConfiguration(
     commandName: "time",
     abstract: "Time attention of a mask on random inputs, on the CPU or a CUDA GPU (release builds only).",
     discussion: """
-      Runs --warmup untimed calls, then --repeat timed ones, on random Q, K, V of shape [B, H, L, D] (K and V with
-      --kv-heads heads). Reports the minimum and median wall time per call (for CUDA including the copies to and
-      from the GPU, not the first-use compilation, which the warm-up absorbs) and, for CUDA, the kernel time from
-      launch to completion. Useful GFLOP/s count 2 * edges * (d_k + d_v) per head over the kernel (CUDA) or call
-      (CPU) time. With --dtype f16 or bf16 (CPU only), Q, K, V and O are held in memory in that type, as the
-      in-memory column of `plan` assumes; the peak resident memory is printed too.
+      Runs --warmup untimed calls, then --repeat timed ones, on random Q, K, V of shape [B, H, L, D] (K and V with \
+      --kv-heads heads). Reports the minimum and median wall time per call (for CUDA including the copies to and \
+      from the GPU, not the first-use compilation, which the warm-up absorbs) and, for CUDA, the kernel time from \
+      launch to completion. Useful GFLOP/s count 2 * edges * (d_k + d_v) per head over the kernel (CUDA) or call \
+      (CPU) time. With --dtype f16 or bf16 on the CPU, Q, K, V and O are held in memory in that type, as the \
+      in-memory column of `plan` assumes, and the peak resident memory is printed too; on CUDA --dtype is --storage.
       """
   )
 
-  @Option(help: "Mask specification.") var mask: String
-  @Option(help: "Sequence length L.") var tokens: Int
-  @Option(help: "Batch size.") var batch: Int = 1
-  @Option(help: "Query heads.") var heads: Int = 1
-  @Option(help: "Key/value heads (default: --heads); must divide --heads.") var kvHeads: Int?
-  @Option(help: "Head dimension d (d_k = d_v).") var dim: Int = 64
-  @Option(help: "Storage type of Q, K, V and O in memory on the CPU: f32, f16 or bf16 (arithmetic is fp32).")
+  @OptionGroup var maskOptions: MaskOptions
+  @OptionGroup var shape: ShapeOptions
+  @Option(parsing: .unconditional, help: "Batch size.") var batch: Int = 1
+  @Option(parsing: .unconditional, help: "Key/value heads (default: --heads); must divide --heads.") var kvHeads: Int?
+  @Option(help: "Storage type of Q, K, V: f32, f16 or bf16 (arithmetic is fp32). On the CPU, Q, K, V and O are held in memory in this type; with --device cuda, the same as --storage.")
   var dtype: StorageType = .float32
-  @Option(help: "Untimed calls first.") var warmup: Int = 2
-  @Option(name: .customLong("repeat"), help: "Timed calls.") var repetitions: Int = 10
+  @Option(parsing: .unconditional, help: "Untimed calls first.") var warmup: Int = 2
+  @Option(name: .customLong("repeat"), parsing: .unconditional, help: "Timed calls.") var repetitions: Int = 10
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Print one JSON object.") var json = false
 
@@ -44,8 +42,8 @@ struct TimeCommand: ParsableCommand {
       try requirePositive(kvHeads, "kv-heads", max: 65_536)
       guard heads % kvHeads == 0 else { throw ValidationError("--kv-heads \(kvHeads) must divide --heads \(heads).") }
     }
-    if dtype != .float32, compute.device != .cpu {
-      throw ValidationError("--dtype \(dtype.rawValue) is for the CPU; on CUDA use --storage.")
+    if dtype != .float32, compute.device != .cpu, compute.storage != .float32, compute.storage != dtype {
+      throw ValidationError("--dtype \(dtype.shortName) and --storage \(compute.storage.shortName) disagree; give one of them.")
     }
     #endif
   }
@@ -53,22 +51,26 @@ struct TimeCommand: ParsableCommand {
   func run() throws {
     let graph = try Graph(parsing: mask)
     try graph.validate(queryCount: tokens, keyCount: tokens)
-    if dtype != .float32 { return try runInMemoryViews(graph) }
+    if dtype != .float32, compute.device == .cpu { return try runInMemoryViews(graph) }
     let kv = kvHeads ?? heads
     let q = Tensor.random(shape: [batch, heads, tokens, dim], seed: 1)
     let k = Tensor.random(shape: [batch, kv, tokens, dim], seed: 2)
     let v = Tensor.random(shape: [batch, kv, tokens, dim], seed: 3)
     let options = compute.attentionOptions()
-    let device = compute.attentionDevice
+    var device = compute.attentionDevice
+    if case let .cuda(ordinal, .float32, tensorCores) = device, dtype != .float32 {
+      device = .cuda(ordinal: ordinal, storage: dtype, tensorCores: tensorCores)
+    }
     var walls: [Double] = []
     var kernels: [Double] = []
     for iteration in 0..<(warmup + repetitions) {
       let start = monotonicSeconds()
-      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, device: device)
+      var work = AttentionWork(edges: 0, scoresComputed: 0)
+      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, device: device, work: &work)
       let wall = monotonicSeconds() - start
       if iteration >= warmup {
         walls.append(wall)
-        if device != .cpu, let kernel = CUDABackend.lastKernelSeconds { kernels.append(kernel) }
+        if let kernel = work.kernelSeconds { kernels.append(kernel) }
       }
     }
     let edges = graph.edgeCount(queryCount: tokens, keyCount: tokens)
@@ -125,7 +127,7 @@ struct TimeCommand: ParsableCommand {
     if json {
       print(Console.json([
         "mask": graph.description, "tokens": tokens, "batch": batch, "heads": heads, "kv_heads": kv, "dim": dim,
-        "dtype": dtype.rawValue, "device": "cpu", "kernel": try compute.kernel.resolved().rawValue, "edges": edges,
+        "dtype": dtype.shortName, "device": "cpu", "kernel": try compute.kernel.resolved().rawValue, "edges": edges,
         "scores_per_edge": Double(work.scoresComputed) / Double(max(1, work.edges)), "repeat": repetitions,
         "seconds_min": sorted[0], "seconds_median": median, "gflops": gflops, "fill_seconds": fillSeconds,
         "tensor_bytes": q.byteCount + k.byteCount + v.byteCount + o.byteCount, "peak_resident_bytes": peak,
@@ -133,7 +135,7 @@ struct TimeCommand: ParsableCommand {
     } else {
       print("""
         mask             \(graph) (\(edges) edges per head)
-        shape            B=\(batch) H=\(heads) H_kv=\(kv) L=\(tokens) d=\(dim), Q K V O \(dtype.rawValue) in memory
+        shape            B=\(batch) H=\(heads) H_kv=\(kv) L=\(tokens) d=\(dim), Q K V O \(dtype.shortName) in memory
         kernel           \(try compute.kernel.resolved().rawValue)
         call             min \(Console.format(seconds: sorted[0])), median \(Console.format(seconds: median)) over \(repetitions)
         useful GFLOP/s   \(String(format: "%.1f", gflops))

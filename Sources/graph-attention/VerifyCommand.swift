@@ -3,24 +3,22 @@ import Foundation
 import GraphAttention
 
 /// `graph-attention verify`: the engine against the float64 reference on random inputs.
-struct VerifyCommand: ParsableCommand {
+struct VerifyCommand: ParsableCommand, MaskedCommand {
   static let configuration = CommandConfiguration(
     commandName: "verify",
     abstract: "Check the engine against the float64 reference on fresh random inputs.",
     discussion: """
-      Runs the mask on random Q, K, V of shape [H, L, D], compares every row (or --sample rows) with a plain
-      float64 implementation that shares no code with the kernels, prints the largest relative error, and
+      Runs the mask on random Q, K, V of shape [H, L, D], compares every row (or --sample rows) with a plain \
+      float64 implementation that shares no code with the kernels, prints the largest relative error, and \
       exits 1 if it is above the tolerance. Relative error of a row: max |o - r| / max_c sum_j p_j |v_jc|.
       """
   )
 
-  @Option(help: "Mask specification.") var mask: String
-  @Option(help: "Sequence length L.") var tokens: Int
-  @Option(help: "Head dimension d (d_k = d_v).") var dim: Int = 64
-  @Option(help: "Heads.") var heads: Int = 1
-  @Option(help: "Check only this many rows per head, evenly spread (default: every row).") var sample: Int?
-  @Option(help: "Seed of the random inputs.") var seed: UInt64 = 1
-  @Option(help: "Largest relative error that passes.") var tolerance: Double = 1e-5
+  @OptionGroup var maskOptions: MaskOptions
+  @OptionGroup var shape: ShapeOptions
+  @Option(parsing: .unconditional, help: "Check only this many rows per head, evenly spread (default: every row).") var sample: Int?
+  @Option(parsing: .unconditional, help: "Seed of the random inputs (Q uses S, K S+1, V S+2).") var seed: UInt64 = 1
+  @Option(parsing: .unconditional, help: "Largest relative error that passes.") var tolerance: Double = 1e-5
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Accumulate the mask's '+' components one at a time through AttentionState (each skipping the edges of those before it) instead of in one call.")
   var compose = false

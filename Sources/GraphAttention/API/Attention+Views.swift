@@ -104,11 +104,15 @@ public struct AttentionWork: Sendable, Equatable {
   /// `q . k` scores the kernels computed: at least `edges`; tiles of rows that share keys add a few
   /// masked ones (at most ~3%), so `scoresComputed / edges` measures how close to work-optimal a run was.
   public var scoresComputed: Int
+  /// Seconds the GPU spent in this call's kernels, from launch to completion as the host sees it (no
+  /// copies, no compilation; the launch latency of a few microseconds is included); nil on the CPU.
+  public var kernelSeconds: Double?
 
-  /// A record of `edges` visited and `scoresComputed` scores.
-  public init(edges: Int, scoresComputed: Int) {
+  /// A record of `edges` visited, `scoresComputed` scores and, for a GPU call, its kernel time.
+  public init(edges: Int, scoresComputed: Int, kernelSeconds: Double? = nil) {
     self.edges = edges
     self.scoresComputed = scoresComputed
+    self.kernelSeconds = kernelSeconds
   }
 }
 

@@ -93,32 +93,58 @@ public struct AttentionOptions: Sendable {
 /// - Complexity: O(edges * (d_k + d_v)) time per head, plus O(L_q) for the plan; O(output) memory.
 public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
                       options: AttentionOptions = AttentionOptions()) throws -> Tensor {
-  var scores = 0
-  return try attention(query: query, key: key, value: value, graph: graph, options: options, scoresComputed: &scores)
+  var work = AttentionWork(edges: 0, scoresComputed: 0)
+  return try attention(query: query, key: key, value: value, graph: graph, options: options, device: .cpu, work: &work)
 }
 
 /// `attention(query:key:value:graph:options:)`, also reporting the work done.
 ///
 /// - Parameter scoresComputed: set to the number of `q . k` scores the kernels computed over all heads.
-///   Tiles of rows that share keys compute a few masked scores too; the ratio to the graph's edges
-///   (times heads and batches) measures how close to work-optimal a run was.
+@available(*, deprecated, message: "use attention(query:key:value:graph:options:device:work:), whose AttentionWork also holds edges and GPU kernel time")
 public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions,
                       scoresComputed: inout Int) throws -> Tensor {
+  var work = AttentionWork(edges: 0, scoresComputed: 0)
+  defer { scoresComputed = work.scoresComputed }
+  return try attention(query: query, key: key, value: value, graph: graph, options: options, device: .cpu, work: &work)
+}
+
+/// `attention(query:key:value:graph:options:device:)`, also reporting what the call did in `work`: the
+/// edges visited, the scores computed (their ratio to the edges measures how close to work-optimal a run
+/// was; on CUDA the masked scores of dense tensor-core tiles are not counted) and, on a GPU, the kernel
+/// time. Every form of `attention` reports its work this way: the view form returns the same value.
+///
+/// ```swift
+/// var work = AttentionWork(edges: 0, scoresComputed: 0)
+/// let o = try attention(query: q, key: k, value: v, graph: .causal, device: .cuda(), work: &work)
+/// print(work.edges, work.kernelSeconds ?? 0)
+/// ```
+/// - Throws: as `attention(query:key:value:graph:options:device:)`.
+/// - Complexity: as `attention(query:key:value:graph:options:)`.
+public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
+                      options: AttentionOptions = AttentionOptions(), device: AttentionDevice = .cpu,
+                      work: inout AttentionWork) throws -> Tensor {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  if case let .cuda(ordinal, storage, tensorCores) = device {
+    let (output, done) = try cudaAttention(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                                           query: query, key: key, value: value, graph: graph, options: options)
+    work = done
+    return output
+  }
   let prepared = try AttentionCall(shape: shape, graph: graph, options: options)
   if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
   var output = [Float](repeating: .nan, count: shape.batch * shape.queryHeads * shape.queryCount * shape.valueDim)
-  scoresComputed = query.scalars.withUnsafeBufferPointer { q in
+  let done = query.scalars.withUnsafeBufferPointer { q in
     key.scalars.withUnsafeBufferPointer { k in
       value.scalars.withUnsafeBufferPointer { v in
         output.withUnsafeMutableBufferPointer { o in
           prepared.run(excluding: nil, pointers: .init(
             query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!,
-            destination: .output(UnsafeMutableRawPointer(o.baseAddress!), type: .float32, emptyRows: options.emptyRows))).scores
+            destination: .output(UnsafeMutableRawPointer(o.baseAddress!), type: .float32, emptyRows: options.emptyRows)))
         }
       }
     }
   }
+  work = AttentionWork(edges: done.edges, scoresComputed: done.scores)
   return Tensor(shape: shape.outputShape, scalars: output)
 }
 

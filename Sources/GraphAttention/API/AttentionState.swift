@@ -44,12 +44,9 @@ public struct AttentionState: Sendable {
     visited = nil
   }
 
-  /// Folds the edges of `graph` that no earlier call visited into the state.
-  ///
-  /// - Throws: `GraphAttentionError` if the tensors' shapes differ from the state's, or as `attention`.
-  /// - Complexity: as `attention` over the new edges, plus O(runs) per row to exclude earlier graphs.
-  public mutating func accumulate(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
-                                  options: AttentionOptions = AttentionOptions()) throws {
+  /// The validated call of an accumulation on any device: the tensors must fit the state, and the inputs
+  /// are finite (unless `options` says not to check).
+  func accumulationCall(query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws -> AttentionCall {
     let callShape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
     guard callShape.outputShape == shape.outputShape, callShape.keyCount == shape.keyCount else {
       throw GraphAttentionError(
@@ -58,6 +55,16 @@ public struct AttentionState: Sendable {
     }
     let call = try AttentionCall(shape: callShape, graph: graph, options: options)
     if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
+    return call
+  }
+
+  /// Folds the edges of `graph` that no earlier call visited into the state.
+  ///
+  /// - Throws: `GraphAttentionError` if the tensors' shapes differ from the state's, or as `attention`.
+  /// - Complexity: as `attention` over the new edges, plus O(runs) per row to exclude earlier graphs.
+  public mutating func accumulate(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
+                                  options: AttentionOptions = AttentionOptions()) throws {
+    let call = try accumulationCall(query: query, key: key, value: value, graph: graph, options: options)
     let excluding = visited
     _ = query.scalars.withUnsafeBufferPointer { q in
       key.scalars.withUnsafeBufferPointer { k in

@@ -39,12 +39,16 @@ public struct GraphAttentionError: Error, Equatable, CustomStringConvertible, Se
   public var problem: String
   /// What the user can do about it.
   public var fix: String
+  /// The system error behind the problem, when a system call failed (`.noSpace` for a full disk,
+  /// `.permissionDenied`, `.readOnlyFileSystem`...); nil otherwise.
+  public var errno: Errno?
 
-  /// Creates an error from its class, what is wrong and how to fix it.
-  public init(_ kind: Kind, _ problem: String, fix: String) {
+  /// Creates an error from its class, what is wrong, how to fix it and, when a system call failed, its errno.
+  public init(_ kind: Kind, _ problem: String, fix: String, errno: Errno? = nil) {
     self.kind = kind
     self.problem = problem
     self.fix = fix
+    self.errno = errno
   }
 
   /// `"<kind>: <problem>. Fix: <fix>."`, one line, suitable for a command-line error message.

@@ -19,7 +19,6 @@ import Darwin
 /// type (fp32, fp16, bf16) by the kernel; query rows are widened to fp32 per tile and outputs narrowed
 /// per item. Memory: per thread O(max degree) for the tile's keys and masks, 16 query rows, one item's
 /// outputs and 256 scores; nothing O(L^2) or O(edges).
-@usableFromInline
 enum CPUExecutor {
   /// Where row results go.
   enum Destination {
@@ -31,6 +30,14 @@ enum CPUExecutor {
 
   /// Edges per work item: large enough to amortise the hand-out, small enough to balance.
   static let targetEdgesPerItem = 1 << 15
+
+  /// Most rows in one work item, whatever the degree: bounds the per-thread item buffers (m, l and the
+  /// fp32 outputs of the item's rows) when rows have very few edges.
+  static let maxRowsPerItem = 4096
+
+  /// Fewest work items per thread's share of a short row range: an item holds at most a quarter of the
+  /// rows, so even a call on a few rows is split for several threads.
+  static let minItemsPerRange = 4
 
   /// The number of threads used when none is asked for: the online processors.
   static var defaultThreadCount: Int {
@@ -78,7 +85,8 @@ enum CPUExecutor {
     let rowRange = rows ?? 0..<shape.queryCount
     guard !rowRange.isEmpty else { return Work() }
     let averageDegree = max(1, edgesPerHead / shape.queryCount)
-    let rowsPerItem = max(1, min(4096, targetEdgesPerItem / averageDegree, (rowRange.count + 3) / 4))
+    let rowsPerItem = max(1, min(maxRowsPerItem, targetEdgesPerItem / averageDegree,
+                                 (rowRange.count + minItemsPerRange - 1) / minItemsPerRange))
     let blocksPerHead = (rowRange.count + rowsPerItem - 1) / rowsPerItem
     let heads = shape.batch * shape.queryHeads
     let itemCount = heads * blocksPerHead
@@ -142,7 +150,7 @@ enum CPUExecutor {
           itemMaxima.update(repeating: -.infinity, count: lastRow - firstRow)
           itemSums.update(repeating: 0, count: lastRow - firstRow)
         }
-        tiler.forEachTile(rows: firstRow..<lastRow, empty: { _ in }, tile: { tile in
+        tiler.forEachTile(rows: firstRow..<lastRow, tile: { tile in
           for (slot, row) in tile.rows.enumerated() {
             let rowIndex = headRows + row
             var query = (p.query + rowIndex * kd * qSize).assumingMemoryBound(to: Float.self)

@@ -14,14 +14,14 @@ public enum AttentionDevice: Sendable, Equatable, CustomStringConvertible {
   /// of the graph (full, causal, window, blocked and dilated without dilation) as dense 16 x 16 tiles
   /// on the tensor cores (mma.sync, fp32 accumulation, the softmax weights rounded to the storage
   /// type for the second product); `false` keeps every edge on the fp32 CUDA-core kernel.
-  case cuda(ordinal: Int = 0, storage: DeviceStorage = .float32, tensorCores: Bool = true)
+  case cuda(ordinal: Int = 0, storage: StorageType = .float32, tensorCores: Bool = true)
 
   /// `cpu`, or `cuda:ORDINAL (STORAGE)`.
   public var description: String {
     switch self {
     case .cpu: return "cpu"
     case let .cuda(ordinal, storage, tensorCores):
-      return "cuda:\(ordinal) (\(storage)\(tensorCores || storage == .float32 ? "" : ", no tensor cores"))"
+      return "cuda:\(ordinal) (\(storage.shortName)\(tensorCores || storage == .float32 ? "" : ", no tensor cores"))"
     }
   }
 }
@@ -42,18 +42,15 @@ public enum AttentionDevice: Sendable, Equatable, CustomStringConvertible {
 /// - Complexity: as the CPU version, plus copying the inputs to the device and the output back.
 public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
                       options: AttentionOptions = AttentionOptions(), device: AttentionDevice) throws -> Tensor {
-  switch device {
-  case .cpu:
-    return try attention(query: query, key: key, value: value, graph: graph, options: options)
-  case let .cuda(ordinal, storage, tensorCores):
-    return try cudaAttention(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
-                             query: query, key: key, value: value, graph: graph, options: options)
-  }
+  var work = AttentionWork(edges: 0, scoresComputed: 0)
+  return try attention(query: query, key: key, value: value, graph: graph, options: options, device: device, work: &work)
 }
 
-/// `attention` on a CUDA runtime (the shared one, or a test's runtime over mock libraries).
-func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true,
-                   query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws -> Tensor {
+/// `attention` on a CUDA runtime (the shared one, or a test's runtime over mock libraries), with its work:
+/// edges (exact, counted on the host) and the kernel time.
+func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true,
+                   query: Tensor, key: Tensor, value: Tensor, graph: Graph,
+                   options: AttentionOptions) throws -> (output: Tensor, work: AttentionWork) {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   let call = try AttentionCall(shape: shape, graph: graph, options: options)
   if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
@@ -61,7 +58,9 @@ func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, t
                                     call: call, excluding: nil,
                                     query: query, key: key, value: value, mode: .output(options.emptyRows))
   options.progress?(1)
-  return Tensor(shape: shape.outputShape, scalars: result.values)
+  let edges = graph.edgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount) * shape.batch * shape.queryHeads
+  return (Tensor(shape: shape.outputShape, scalars: result.values),
+          AttentionWork(edges: edges, scoresComputed: edges, kernelSeconds: result.kernelSeconds))
 }
 
 extension AttentionState {
@@ -84,16 +83,9 @@ extension AttentionState {
     }
   }
 
-  mutating func cudaAccumulate(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true,
+  mutating func cudaAccumulate(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true,
                                query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws {
-    let callShape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-    guard callShape.outputShape == shape.outputShape, callShape.keyCount == shape.keyCount else {
-      throw GraphAttentionError(
-        .shape, "tensors with output shape \(callShape.outputShape) and \(callShape.keyCount) keys do not match the state's \(shape.outputShape) and \(shape.keyCount) keys",
-        fix: "accumulate with the query, key and value the state was made for")
-    }
-    let call = try AttentionCall(shape: callShape, graph: graph, options: options)
-    if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
+    let call = try accumulationCall(query: query, key: key, value: value, graph: graph, options: options)
     let result = try CUDAExecutor.run(runtime: runtime, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
                                       call: call, excluding: visited,
                                       query: query, key: key, value: value,

@@ -50,15 +50,6 @@ public enum CUDABackend {
     }
   }
 
-  /// Seconds the GPU spent in the most recent CUDA attention call of this process, from the kernel's
-  /// launch to its completion as seen by the host (no copies, no compilation), or nil before any.
-  ///
-  /// The host-side clock adds the launch latency (microseconds) to the kernel's time; for benchmarks
-  /// of calls shorter than about 100 microseconds, prefer a profiler.
-  public static var lastKernelSeconds: Double? {
-    CUDARuntime.shared.locked { CUDARuntime.shared.lastKernelSeconds }
-  }
-
   /// How the kernels of device `ordinal` were built ("CUBIN sm_90, NVRTC 12.8 (cached)"), or nil
   /// before the first CUDA call on it.
   public static func build(ofDevice ordinal: Int = 0) -> String? {

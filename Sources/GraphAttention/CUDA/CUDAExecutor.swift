@@ -25,6 +25,8 @@ enum CUDAExecutor {
     var values: [Float]
     var maxima: [Float]?
     var sums: [Float]?
+    /// Seconds from the first launch to the synchronisation after the last kernel.
+    var kernelSeconds: Double = 0
   }
 
   /// Warps (query rows) per block; each warp needs `(d_k + d_v) * 4` bytes of shared memory.
@@ -38,7 +40,7 @@ enum CUDAExecutor {
   /// graph's contiguous components run on the tensor-core tile kernel; the other components (global,
   /// dilated, explicit, random) then run on the row kernel, which starts from the tile kernel's state
   /// and skips the edges it computed. Otherwise the row kernel does everything.
-  static func run(runtime: CUDARuntime, ordinal: Int, storage: DeviceStorage, tensorCores: Bool = true, call: AttentionCall,
+  static func run(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true, call: AttentionCall,
                   excluding: Graph?, query: Tensor, key: Tensor, value: Tensor, mode: Mode) throws -> Result {
     let shape = call.shape
     let encoding = CUDAGraphEncoding(graph: call.graph, excluding: excluding)
@@ -46,7 +48,7 @@ enum CUDAExecutor {
       ? KernelSource.tileKernel(for: storage, keyDim: shape.keyDim, valueDim: shape.valueDim) : nil
     let restCount = encoding.componentCount - encoding.firstNew - encoding.contiguousCount
     let split = tileKernel != nil && restCount > 0
-    let width = storage.byteWidth
+    let width = storage.byteCount
     let queryRows = shape.batch * shape.queryHeads * shape.queryCount
     let kvRows = shape.batch * shape.keyValueHeads * shape.keyCount
     let inputBytes = width * (queryRows * shape.keyDim + kvRows * (shape.keyDim + shape.valueDim))
@@ -91,9 +93,9 @@ enum CUDAExecutor {
       let gridY = min(heads, 65_535)
 
       // Buffers.
-      let q = try upload(context, try DeviceStorage.encode(query, as: storage, name: "query"))
-      let k = try upload(context, try DeviceStorage.encode(key, as: storage, name: "key"))
-      let v = try upload(context, try DeviceStorage.encode(value, as: storage, name: "value"))
+      let q = try upload(context, try storage.encode(query, name: "query"))
+      let k = try upload(context, try storage.encode(key, name: "key"))
+      let v = try upload(context, try storage.encode(value, name: "value"))
       var arrays: [CUDADeviceBuffer] = []
       for array in encoding.arrays { arrays.append(try upload(context, array.bytes)) }
       let graph = try upload(context, CUDAGraphEncoding.bytes(encoding.patched(addresses: arrays.map(\.address))))
@@ -166,9 +168,9 @@ enum CUDAExecutor {
                              firstNew: split ? rowsAfterTile : encoding.firstNew, mode: rowMode))
       }
       try context.synchronize()
-      runtime.lastKernelSeconds = CUDAExecutor.monotonicSeconds() - started
+      let kernelSeconds = CUDAExecutor.monotonicSeconds() - started
 
-      var result = Result(values: try download(out, count: queryRows * shape.valueDim))
+      var result = Result(values: try download(out, count: queryRows * shape.valueDim), kernelSeconds: kernelSeconds)
       if case .state = mode, let maxima, let sums {
         result.maxima = try download(maxima, count: queryRows)
         result.sums = try download(sums, count: queryRows)

@@ -6,6 +6,8 @@ import Musl
 import Darwin
 #endif
 
+import Synchronization
+
 /// The process's CUDA state: the loaded libraries, one primary context and one kernel module per device.
 ///
 /// Everything is created on first use and kept; calls are serialised by a lock (the GPU runs one
@@ -16,15 +18,13 @@ final class CUDARuntime: @unchecked Sendable {
   // @unchecked: every mutable field is accessed only under `lock`.
   let loader: CUDALibraryLoader
   let cache: KernelCache
-  private let lock = CUDALock()
+  private let lock = Mutex(())
   private var driver: CUDADriver?
   private var compiler: NVRTCCompiler?
   private var contexts: [Int: CUDAContext] = [:]
   private var modules: [Int: CUDAModule] = [:]
   /// How each device's module was built (CUBIN or PTX, architecture, NVRTC), for `CUDABackend`.
   private(set) var builds: [Int: String] = [:]
-  /// Seconds from launch to completion of the last kernel (set under the lock).
-  var lastKernelSeconds: Double?
 
   init(loader: CUDALibraryLoader, cache: KernelCache) {
     self.loader = loader
@@ -36,9 +36,7 @@ final class CUDARuntime: @unchecked Sendable {
 
   /// Runs `body` under the runtime's lock.
   func locked<R>(_ body: () throws -> R) rethrows -> R {
-    lock.lock()
-    defer { lock.unlock() }
-    return try body()
+    try lock.withLock { _ in try body() }
   }
 
   /// The driver, loaded on first use. Call under the lock.
@@ -105,23 +103,5 @@ final class CUDARuntime: @unchecked Sendable {
     builds[ordinal] = "\(image.isCUBIN ? "CUBIN" : "PTX") \(image.architecture), NVRTC \(compiler.version.major).\(compiler.version.minor)"
       + (image.fromCache ? " (cached)" : "")
     return module
-  }
-}
-
-/// A pthread mutex; the runtime's lock (held across driver calls, which may block).
-final class CUDALock: @unchecked Sendable {
-  private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-  init() {
-    mutex = .allocate(capacity: 1)
-    pthread_mutex_init(mutex, nil)
-  }
-
-  func lock() { pthread_mutex_lock(mutex) }
-  func unlock() { pthread_mutex_unlock(mutex) }
-
-  deinit {
-    pthread_mutex_destroy(mutex)
-    mutex.deallocate()
   }
 }

@@ -56,18 +56,7 @@ struct KernelCache: Sendable {
 
   /// The cached image, or nil.
   func load(_ name: String) -> [UInt8]? {
-    guard let directory else { return nil }
-    let fd = open(directory + "/" + name, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-      let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-      if n < 0 { if errno == EINTR { continue }; return nil }
-      if n == 0 { break }
-      bytes += chunk[0..<n]
-    }
+    guard let directory, let bytes = storageReadWholeFile(directory + "/" + name, limit: 1 << 30) else { return nil }
     return bytes.isEmpty ? nil : bytes
   }
 

@@ -15,7 +15,7 @@ enum KernelSource {
   static let tileRows = 16
 
   /// The tensor-core kernel for fp16/bf16 storage and `d_k == d_v` in `tileDimensions`, else nil.
-  static func tileKernel(for storage: DeviceStorage, keyDim: Int, valueDim: Int) -> String? {
+  static func tileKernel(for storage: StorageType, keyDim: Int, valueDim: Int) -> String? {
     guard keyDim == valueDim, tileDimensions.contains(keyDim) else { return nil }
     switch storage {
     case .float32: return nil
@@ -25,7 +25,7 @@ enum KernelSource {
   }
 
   /// The kernel for a storage type.
-  static func rowsKernel(for storage: DeviceStorage) -> String {
+  static func rowsKernel(for storage: StorageType) -> String {
     switch storage {
     case .float32: return "ga_rows_f32"
     case .float16: return "ga_rows_f16"

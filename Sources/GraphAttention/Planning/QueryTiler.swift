@@ -1,3 +1,5 @@
+import _GraphAttentionKernels
+
 /// Groups query rows into tiles that share their keys, so one pass over a key serves several rows.
 ///
 /// Rows are visited in residue-major order for graphs with a stride (dilated and blocked graphs with
@@ -36,8 +38,16 @@ struct QueryTiler {
   /// per group for short rows whose union is a few keys wider.
   static let maxOverhead = 0.03
   static let slackPerGroup = 8
-  static let maxRows = 16
-  static let groupRows = 4
+  /// Rows of a tile and of a group within it: the C kernel's `GA_MAX_ROWS` and `GA_GROUP_ROWS` (a group
+  /// fills the 4 rows of a register block; see TileKernelAVX2.h).
+  static let maxRows = Int(GA_MAX_ROWS)
+  static let groupRows = Int(GA_GROUP_ROWS)
+  /// Runs shorter than this are "scattered" keys (random or explicit edges) rather than a shared span:
+  /// a run of 8 keys fills one AVX2 vector of scores, below that the tile's mask work dominates.
+  static let longRun = 8
+  /// Scattered keys are split off only while they are at most 1 / `scatteredShare` of the rows' keys;
+  /// more, and the rows are better tiled alone.
+  static let scatteredShare = 4
 
   let graph: Graph
   let excluding: Graph?
@@ -107,8 +117,22 @@ struct QueryTiler {
     tileSpans.deallocate()
   }
 
-  /// Calls `empty(row)` for each row of `rows` without keys and `tile(tile)` for each tile.
-  mutating func forEachTile(rows: Range<Int>, empty: (Int) -> Void, tile: (Tile) -> Void) {
+  /// Calls `tile(tile)` for each tile of `rows`; rows without keys produce no tile (their output is
+  /// the empty-row value, which the caller writes from the untouched row state).
+  mutating func forEachTile(rows: Range<Int>, tile: (Tile) -> Void) {
+    #if DEBUG
+    // Debug builds check every tile before its indices reach C (QueryTiler+Invariants.swift).
+    let queryCount = self.queryCount, keyCount = self.keyCount
+    tiles(rows: rows) { checked in
+      checked._checkInvariants(queryCount: queryCount, keyCount: keyCount)
+      tile(checked)
+    }
+    #else
+    tiles(rows: rows, tile: tile)
+    #endif
+  }
+
+  private mutating func tiles(rows: Range<Int>, tile: (Tile) -> Void) {
     var pending: [Int] = []
     pending.reserveCapacity(QueryTiler.maxRows)
     let stride = min(rowStride, max(1, rows.count))
@@ -127,9 +151,7 @@ struct QueryTiler {
             continue
           }
         }
-        if degree == 0 {
-          empty(row)
-        } else {
+        if degree > 0 {
           degrees[slot] = degree
           pending.append(row)
           if pending.count == QueryTiler.maxRows {
@@ -145,7 +167,13 @@ struct QueryTiler {
     for slot in grouped..<pending.count { emitSingle(pending[slot], slot: slot, tile: tile) }
   }
 
-  /// Emits rows `slots` (a multiple of 4) as one tile if their union is cheap enough, else in smaller tiles.
+  /// The slots of group `g` of `slots`.
+  private func groupSlots(_ g: Int, of slots: Range<Int>) -> Range<Int> {
+    let first = slots.lowerBound + g * QueryTiler.groupRows
+    return first..<first + QueryTiler.groupRows
+  }
+
+  /// Emits rows `slots` (a multiple of `groupRows`) as one tile if their union is cheap enough, else in smaller tiles.
   ///
   /// Rows made of a long shared run plus scattered private keys (BigBird: window + random) fail the
   /// union test as a whole; then the long runs are tiled together and each row's scattered keys follow
@@ -154,7 +182,9 @@ struct QueryTiler {
     // Rows that do not share keys (random and scattered explicit rows) show it in their first two rows:
     // an O(degree) merge of those two saves the union attempts, which sort all the rows' runs.
     let a = slots.lowerBound, b = slots.lowerBound + 1
-    let pairLimit = Int(Double(max(degrees[a], degrees[b])) * (1 + 4 * QueryTiler.maxOverhead)) + QueryTiler.slackPerGroup
+    // The union of two rows of a group may be up to `groupRows` times the overhead wider than either.
+    let pairLimit = Int(Double(max(degrees[a], degrees[b])) * (1 + Double(QueryTiler.groupRows) * QueryTiler.maxOverhead))
+      + QueryTiler.slackPerGroup
     if !pairFits(a, b, limit: pairLimit) {
       for slot in slots { emitSingle(rows[slot], slot: slot, tile: tile) }
       return
@@ -163,19 +193,19 @@ struct QueryTiler {
     var edges = 0
     for slot in slots { edges += degrees[slot] }
     let budget = Int(Double(edges) * (1 + QueryTiler.maxOverhead)) + QueryTiler.slackPerGroup * groups
-    // Every union key lies in some group's span, so a union wider than budget / 4 cannot fit.
+    // Every union key lies in some group's span, so a union wider than budget / groupRows cannot fit.
     if let union = unionSize(slots: slots, limit: budget / QueryTiler.groupRows) {
       let spans = fillUnion(slots: slots, count: union)
       var cost = 0
       for g in 0..<groups {
         var lo = Int.max, hi = 0
-        for slot in slots.lowerBound + g * 4..<slots.lowerBound + g * 4 + 4 {
+        for slot in groupSlots(g, of: slots) {
           let runs = scratch[slot].runs
           lo = min(lo, position(of: runs[0].start, count: union))
           hi = max(hi, position(of: runs[runs.count - 1].last, count: union) + 1)
         }
         tileRanges[g] = lo..<hi
-        cost += 4 * (hi - lo)
+        cost += QueryTiler.groupRows * (hi - lo)
       }
       if cost <= budget {
         scoresComputed += cost
@@ -195,7 +225,7 @@ struct QueryTiler {
     }
     if groups > 1 {
       for g in 0..<groups {
-        emit(rows, slots: slots.lowerBound + g * 4..<slots.lowerBound + g * 4 + 4, allowSplit: allowSplit, tile: tile)
+        emit(rows, slots: groupSlots(g, of: slots), allowSplit: allowSplit, tile: tile)
       }
     } else {
       for slot in slots { emitSingle(rows[slot], slot: slot, tile: tile) }
@@ -220,9 +250,10 @@ struct QueryTiler {
   }
 
   /// Moves each row's short runs (fewer than `longRun` keys) to `scattered`, keeping its long runs, when
-  /// every row has long runs and the short ones are at most a quarter of the keys. Returns whether it split.
+  /// every row has long runs and the short ones are at most 1 / `scatteredShare` of the keys. Returns
+  /// whether it split.
   private mutating func splitScatteredKeys(_ slots: Range<Int>) -> Bool {
-    let longRun = 8
+    let longRun = QueryTiler.longRun
     var total = 0, short = 0
     for slot in slots {
       var hasLong = false
@@ -232,7 +263,7 @@ struct QueryTiler {
       }
       if !hasLong { return false }
     }
-    guard short > 0, short * 4 <= total else { return false }
+    guard short > 0, short * QueryTiler.scatteredShare <= total else { return false }
     for slot in slots {
       scattered[slot].removeAll(keepingCapacity: true)
       var kept = 0
@@ -282,7 +313,7 @@ struct QueryTiler {
     scoresComputed += count
     var n = 0
     var segmentStart = runs.first?.start ?? 0
-    func flush(_ n: Int, last: Bool, next: Int) {
+    func flush(_ n: Int, next: Int) {
       guard n > 0 else { return }
       tile(Tile(rows: UnsafeBufferPointer(start: tileRows, count: 1), groupRanges: UnsafeBufferPointer(start: tileRanges, count: 0),
                 keys: keys, keyCount: n, mask: nil, finishedKeys: count > segment ? segmentStart..<next : nil))
@@ -294,13 +325,13 @@ struct QueryTiler {
         n &+= 1
         key &+= run.stride
         if n == segment {
-          flush(n, last: false, next: key)
+          flush(n, next: key)
           segmentStart = key
           n = 0
         }
       }
     }
-    flush(n, last: true, next: (runs.last?.last ?? 0) + 1)
+    flush(n, next: (runs.last?.last ?? 0) + 1)
   }
 
   /// The position of `key` (which is in the union) among the union's sorted keys.
@@ -448,14 +479,15 @@ struct QueryTiler {
   /// Where row `r`'s byte for key position `key` lives: `[group][key][row of group]`.
   @inline(__always)
   private func maskIndex(row r: Int, key: Int, keys: Int) -> Int {
-    (r / 4) * keys * 4 + key * 4 + r % 4
+    let group = QueryTiler.groupRows
+    return (r / group) * keys * group + key * group + r % group
   }
 
   private func markMask(row r: Int, from first: Int, count: Int, keys: Int) {
     var index = maskIndex(row: r, key: first, keys: keys)
     for _ in 0..<count {
       mask[index] = 1
-      index &+= 4
+      index &+= QueryTiler.groupRows
     }
   }
 

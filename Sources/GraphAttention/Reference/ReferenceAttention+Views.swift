@@ -27,7 +27,7 @@ extension ReferenceAttention {
         scores.append(s * scale)
       }
     }
-    return softmaxRow(scores: scores, neighbours: neighbours, valueDim: shape.valueDim) { j, c in
+    return softmax(scores: scores, neighbours: neighbours, valueDim: shape.valueDim) { j, c in
       Double(value.element((kvHead * shape.keyCount + j) * shape.valueDim + c))
     }
   }

@@ -12,6 +12,13 @@ public enum ReferenceAttention {
     public var magnitude: [Double]
     /// The number of keys the row attends to.
     public var degree: Int
+
+    /// A row from its parts (`softmax(scores:neighbours:valueDim:value:)` computes them).
+    public init(output: [Double], magnitude: [Double], degree: Int) {
+      self.output = output
+      self.magnitude = magnitude
+      self.degree = degree
+    }
   }
 
   /// Computes row `row` of flattened head `head` (`batch * H_q + h`) exactly.
@@ -30,14 +37,20 @@ public enum ReferenceAttention {
       neighbours.append(j)
       scores.append(s * scale)
     }
-    return softmaxRow(scores: scores, neighbours: neighbours, valueDim: shape.valueDim) { j, c in
+    return softmax(scores: scores, neighbours: neighbours, valueDim: shape.valueDim) { j, c in
       Double(value.scalars[(kvHead * shape.keyCount + j) * shape.valueDim + c])
     }
   }
 
-  /// The float64 softmax of `scores` over `neighbours` and the weighted sum of their values
-  /// (`value(j, c)`), with the magnitudes `sum p |v|`. Shared by the row references.
-  static func softmaxRow(scores: [Double], neighbours: [Int], valueDim: Int, value: (Int, Int) -> Double) -> Row {
+  /// The float64 softmax of `scores` (already scaled) over `neighbours` and the weighted sum of their
+  /// values (`value(j, c)`), with the magnitudes `sum p |v|`: the one softmax tail of every float64
+  /// reference (this type's rows, `verify`, and the tests' dense reference, which finds a row's keys
+  /// from its own mask definitions).
+  ///
+  /// Two passes in `Double`: the maximum score first, then `exp(s - max)`. No scores give an empty row
+  /// (zeros, degree 0).
+  /// - Complexity: O(`scores.count` * `valueDim`).
+  public static func softmax(scores: [Double], neighbours: [Int], valueDim: Int, value: (Int, Int) -> Double) -> Row {
     var output = [Double](repeating: 0, count: valueDim)
     var magnitude = [Double](repeating: 0, count: valueDim)
     guard let m = scores.max() else { return Row(output: output, magnitude: magnitude, degree: 0) }

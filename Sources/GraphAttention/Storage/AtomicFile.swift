@@ -37,44 +37,13 @@ public enum AtomicFile {
   ///   any other error is wrapped in a `.file` error naming `path`.
   /// - Complexity: O(bytes written), in large `write(2)` calls.
   public static func write(to path: String, _ body: (inout AtomicFile.Sink) throws -> Void) throws {
-    let (directory, prefix, name) = try splitPath(path)
-    try checkDirectory(directory, for: path)
+    let output = try OutputPath(path)
+    let existingMode = try output.checkWritable()
+    let (fd, temporary) = try output.createTemporary(flags: O_WRONLY)
 
-    var existing = stat()
-    let existingMode: mode_t?
-    if stat(path, &existing) == 0 {
-      if existing.st_mode & S_IFMT == S_IFDIR {
-        throw GraphAttentionError(
-          .file, "cannot write \(path): it is a directory",
-          fix: "choose a file name inside the directory, e.g. \(path.hasSuffix("/") ? path : path + "/")out.npy")
-      }
-      existingMode = existing.st_mode & S_IFMT == S_IFREG ? existing.st_mode & 0o7777 : nil
-    } else {
-      existingMode = nil
-    }
-
-    // Retry on the (unlikely) name collision with another writer's temporary file.
-    var temporary = ""
-    var fd: Int32 = -1
-    for _ in 0..<16 {
-      let random = String(UInt64.random(in: .min ... .max), radix: 16)
-      temporary = prefix + ".\(name).tmp-\(getpid())-\(random)"
-      repeat {
-        fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-      } while fd < 0 && errno == EINTR
-      if fd >= 0 || errno != EEXIST { break }
-    }
-    guard fd >= 0 else {
-      let code = errno
-      throw GraphAttentionError(
-        .file, "cannot create a temporary file next to \(path): \(storageErrnoText(code))",
-        fix: "check that \(directory) is writable and the disk is not full")
-    }
-
-    var closed = false
     var renamed = false
     defer {
-      if !closed { close(fd) }
+      close(fd)
       if !renamed { unlink(temporary) }
     }
     if let existingMode { fchmod(fd, existingMode) }
@@ -89,15 +58,26 @@ public enum AtomicFile {
                                 fix: "fix the cause above and write the file again; the previous file (if any) is unchanged")
     }
     try sink.flush()
-
-    var status: Int32
-    repeat { status = fsync(fd) } while status != 0 && errno == EINTR
-    guard status == 0 else { throw failure("cannot flush \(path) to disk", errno) }
-    closed = true
-    guard close(fd) == 0 else { throw failure("cannot finish writing \(path)", errno) }
-    guard rename(temporary, path) == 0 else { throw failure("cannot move the new file into place at \(path)", errno) }
+    try output.commit(descriptor: fd, temporary: temporary)
     renamed = true
-    syncDirectory(directory)
+  }
+
+  /// Checks, before any work, that a file can be written at `path`: its directory exists, is a
+  /// directory, is writable and not on a read-only or pseudo file system, and `path` is not a directory.
+  ///
+  /// The same checks `write(to:_:)` and `TensorFile.create` make; call it to fail before a long computation.
+  /// - Throws: `GraphAttentionError(.file)` saying which of these fails (with its `errno`).
+  /// - Complexity: a few system calls.
+  public static func checkDestination(_ path: String) throws {
+    try OutputPath(path).checkWritable()
+  }
+
+  /// The directory a file at `path` goes in: "." for a bare name, "/" for a file at the root
+  /// (`a/b/o.npy` -> `a/b`). The same split every output uses.
+  /// - Throws: `GraphAttentionError(.file)` when `path` is empty or ends in a slash (it names no file).
+  /// - Complexity: O(`path.utf8.count`).
+  public static func directory(of path: String) throws -> String {
+    try OutputPath(path).directory
   }
 
   /// A buffered destination for `AtomicFile.write`'s body.
@@ -148,74 +128,14 @@ public enum AtomicFile {
       }
     }
 
-    /// Loops over `write(2)`, which may write less than asked or be interrupted by a signal.
+    /// Writes all of `bytes`, retrying short writes and `EINTR`.
     private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
       guard let base = bytes.baseAddress else { return }
-      var done = 0
-      while done < bytes.count {
-        let n = posixWrite(descriptor, base + done, min(bytes.count - done, 1 << 30))
-        if n < 0 {
-          let code = errno
-          if code == EINTR { continue }
-          throw failure("cannot write \(path)", code)
-        }
-        done += n
+      if case .failure(let code) = transferAll(bytes.count, { done, chunk in posixWrite(descriptor, base + done, chunk) }) {
+        throw storageWriteFailure(path, code)
       }
     }
   }
-
-  // MARK: - Helpers
-
-  /// Splits a path into its directory ("." when there is none), everything up to and including the
-  /// last slash ("" when there is none), and its last component.
-  private static func splitPath(_ path: String) throws -> (directory: String, prefix: String, name: String) {
-    let bytes = Array(path.utf8)
-    guard !bytes.isEmpty, bytes.last != UInt8(ascii: "/") else {
-      throw GraphAttentionError(.file, "cannot write to '\(path)': it does not name a file",
-                                fix: "give an output file name, e.g. out.npy")
-    }
-    guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return (".", "", path) }
-    let directory = slash == 0 ? "/" : String(decoding: bytes[..<slash], as: UTF8.self)
-    return (directory, String(decoding: bytes[...slash], as: UTF8.self), String(decoding: bytes[(slash + 1)...], as: UTF8.self))
-  }
-
-  /// Fails early, with advice, when the output directory cannot receive the file.
-  private static func checkDirectory(_ directory: String, for path: String) throws {
-    var info = stat()
-    guard stat(directory, &info) == 0 else {
-      let code = errno
-      if code == ENOENT {
-        throw GraphAttentionError(.file, "cannot write \(path): directory \(directory) does not exist",
-                                  fix: "create it (mkdir -p \(directory)) or choose another --output")
-      }
-      throw GraphAttentionError(.file, "cannot write \(path): directory \(directory) is not accessible: \(storageErrnoText(code))",
-                                fix: "check the directory's permissions or choose another --output")
-    }
-    guard info.st_mode & S_IFMT == S_IFDIR else {
-      throw GraphAttentionError(.file, "cannot write \(path): \(directory) is not a directory",
-                                fix: "choose another --output whose parent is a directory")
-    }
-    guard access(directory, W_OK | X_OK) == 0 else {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot write \(path): directory \(directory) is not writable: \(storageErrnoText(code))",
-                                fix: "make the directory writable (chmod u+w \(directory)) or choose another --output")
-    }
-  }
-
-  /// Best-effort flush of the directory entry so the rename itself survives a crash; some file
-  /// systems refuse `fsync` on directories, which is harmless here.
-  private static func syncDirectory(_ directory: String) {
-    let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard fd >= 0 else { return }
-    fsync(fd)
-    close(fd)
-  }
-}
-
-/// A `.file` error for a failed system call on an output file.
-private func failure(_ what: String, _ code: Int32) -> GraphAttentionError {
-  GraphAttentionError(.file, "\(what): \(storageErrnoText(code))",
-                      fix: "check free disk space and permissions; the previous file (if any) is unchanged")
 }
 
 /// `write(2)`, reachable under a name that `Sink.write` does not shadow.

@@ -27,9 +27,9 @@ public struct DiskSpace: Sendable, Equatable {
   public init(of path: String) throws {
     var info = statvfs()
     guard statvfs(path, &info) == 0 else {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot measure free space at \(path): \(storageErrnoText(code))",
-                                fix: "check that the directory exists and is accessible")
+      let code = Errno.current
+      throw GraphAttentionError(.file, "cannot measure free space at \(path): \(code)",
+                                fix: "check that the directory exists and is accessible", errno: code)
     }
     let fragment = Int(info.f_frsize > 0 ? info.f_frsize : info.f_bsize)
     let (available, o1) = Int(info.f_bavail).multipliedReportingOverflow(by: fragment)
@@ -45,15 +45,17 @@ public struct DiskSpace: Sendable, Equatable {
   ///   - bytes: the space the caller is about to use.
   ///   - directory: an existing directory on the target file system.
   ///   - what: what needs the space, for the message (an output path, "q, k and v").
+  ///   - advice: how else to need less space, ending the message's fix (it names the caller's options).
   /// - Throws: `GraphAttentionError(.resource)` of the form
   ///   "<what> needs 8.00 GiB, 3.21 GiB free on /data", before anything is created.
-  public static func require(_ bytes: Int, at directory: String, for what: String) throws {
+  public static func require(_ bytes: Int, at directory: String, for what: String,
+                             advice: String = "or use a smaller shape") throws {
     let space = try DiskSpace(of: directory)
     guard bytes <= space.availableBytes else {
       throw GraphAttentionError(
         .resource,
         "\(what) needs \(storageGiB(bytes)) GiB, \(storageGiB(space.availableBytes)) GiB free on \(space.mountPoint)",
-        fix: "free space on \(space.mountPoint), write to a larger file system, or use a smaller shape or a 16-bit --dtype")
+        fix: "free space on \(space.mountPoint), write to a larger file system, \(advice)")
     }
   }
 }

@@ -112,37 +112,8 @@ public struct NPYArray: Sendable {
   public init(contentsOf path: String) throws {
     var file = try StorageFileReader(path: path)
     let prefix = try file.readBytes(upTo: 12)
-    let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // "\x93NUMPY"
-    guard prefix.count >= 10, Array(prefix[0..<6]) == magic else {
-      if prefix.count < 6 || Array(prefix[0..<6]) != magic {
-        throw GraphAttentionError(
-          .file, "\(path) is not a .npy file (it does not start with the magic string \\x93NUMPY)",
-          fix: "pass a file written by numpy's np.save, e.g. np.save(path, a.astype('<f4'))")
-      }
-      throw npyTruncatedHeader(path)
-    }
-    let major = prefix[6], minor = prefix[7]
-    let headerLength: Int
-    let headerStart: Int
-    switch (major, minor) {
-    case (1, 0):
-      headerLength = Int(prefix[8]) | Int(prefix[9]) << 8
-      headerStart = 10
-    case (2, 0), (3, 0):
-      guard prefix.count >= 12 else { throw npyTruncatedHeader(path) }
-      headerLength = Int(prefix[8]) | Int(prefix[9]) << 8 | Int(prefix[10]) << 16 | Int(prefix[11]) << 24
-      headerStart = 12
-    default:
-      throw GraphAttentionError(
-        .file, "\(path) uses .npy format version \(major).\(minor); only 1.0, 2.0 and 3.0 are supported",
-        fix: "re-save the array with numpy's np.save")
-    }
-    // Bound the header before allocating for it: real headers are under a kilobyte.
-    guard headerLength <= 1 << 24 else {
-      throw GraphAttentionError(
-        .file, "\(path) declares a .npy header of \(headerLength) bytes, which is not plausible",
-        fix: "the file is corrupt; re-create it with np.save")
-    }
+    let preamble = try NPYPreamble(prefix, path: path)
+    let headerStart = preamble.headerStart, headerLength = preamble.headerLength
     if let size = file.regularFileSize, size < headerStart + headerLength {
       throw npyTruncatedHeader(path)
     }
@@ -156,17 +127,7 @@ public struct NPYArray: Sendable {
     var parser = NPYHeaderParser(bytes: header, path: path)
     let fields = try parser.parse()
 
-    guard let elements = npyElementCount(fields.shape) else {
-      throw GraphAttentionError(
-        .file, "\(path) has shape \(npyShapeText(fields.shape)), whose element count overflows a 64-bit integer",
-        fix: "the header is corrupt; re-create the file with np.save")
-    }
-    let (needed, overflow) = elements.multipliedReportingOverflow(by: fields.elementType.byteCount)
-    guard !overflow else {
-      throw GraphAttentionError(
-        .file, "\(path) has shape \(npyShapeText(fields.shape)) whose byte size overflows a 64-bit integer",
-        fix: "the header is corrupt; re-create the file with np.save")
-    }
+    let needed = try fields.dataByteCount(path: path)
     let dataStart = headerStart + headerLength
     if let size = file.regularFileSize, size - dataStart < needed {
       throw npyShortData(path, fields, needed: needed, found: max(0, size - dataStart))
@@ -204,7 +165,7 @@ public struct NPYArray: Sendable {
       return [Float](unsafeUninitializedCapacity: n) { out, initialized in
         bytes.withUnsafeBytes { raw in
           if n > 0, let dst = out.baseAddress, let src = raw.baseAddress {
-            npyConvertHalves(src, to: dst, count: n)
+            StorageKernels.convert(src, type: .float16, count: n, to: dst, portable: false)
           }
         }
         initialized = n
@@ -294,34 +255,70 @@ private func npyWidenIntegers<T: FixedWidthInteger>(_ bytes: [UInt8], count n: I
   }
 }
 
-/// Converts IEEE binary16 bit patterns to `Float`.
-///
-/// Done with integer arithmetic rather than `Float(Float16)` because, without F16C enabled at
-/// compile time (the package uses no unsafeFlags), the latter is a library call per element; this
-/// form is branch-free, so the compiler vectorizes it.
-private func npyConvertHalves(_ src: UnsafeRawPointer, to dst: UnsafeMutablePointer<Float>, count n: Int) {
-  for i in 0..<n {
-    let h = UInt32(src.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))
-    let sign = (h & 0x8000) &<< 16
-    let magnitude = h & 0x7FFF
-    let exponent = magnitude & 0x7C00
-    // Normal numbers: move exponent and mantissa into place and rebias the exponent by 127 - 15.
-    let normal = (magnitude &<< 13) &+ 0x3800_0000
-    // Infinity and NaN: the exponent becomes all ones, the mantissa (NaN payload) is kept.
-    let special = (magnitude &<< 13) | 0x7F80_0000
-    // Zero and subnormals: mantissa * 2^-24, exact in Float.
-    let subnormal = (Float(Int32(bitPattern: magnitude)) * 0x1p-24).bitPattern
-    let bits = exponent == 0x7C00 ? special : (exponent == 0 ? subnormal : normal)
-    dst[i] = Float(bitPattern: bits | sign)
+// MARK: - Header
+
+/// The fixed start of a `.npy` file: magic string, format version and header length, parsed once for
+/// both readers (`NPYArray` and the memory-mapped `TensorFile`).
+struct NPYPreamble {
+  /// Offset of the header dictionary: 10 for version 1.0, 12 for 2.0 and 3.0.
+  var headerStart: Int
+  /// Length of the header dictionary in bytes (padding included).
+  var headerLength: Int
+  /// Offset of the first element.
+  var dataStart: Int { headerStart + headerLength }
+
+  /// Real headers are under a kilobyte; a larger claim is a corrupt file, refused before allocating.
+  static let maximumHeaderLength = 1 << 24
+
+  /// Parses the first bytes of a file (at least 12 when the file has them).
+  /// - Throws: `GraphAttentionError(.file)` when the magic string is missing, the file ends inside the
+  ///   preamble, the version is not 1.0, 2.0 or 3.0, or the header length is implausible.
+  init(_ prefix: some RandomAccessCollection<UInt8>, path: String) throws {
+    let bytes = Array(prefix.prefix(12))
+    let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]  // "\x93NUMPY"
+    guard bytes.count >= 6, Array(bytes[0..<6]) == magic else {
+      throw GraphAttentionError(
+        .file, "\(path) is not a .npy file (it does not start with the magic string \\x93NUMPY)",
+        fix: "pass a file written by numpy's np.save, e.g. np.save(path, a.astype('<f4'))")
+    }
+    guard bytes.count >= 10 else { throw npyTruncatedHeader(path) }
+    let major = bytes[6], minor = bytes[7]
+    switch (major, minor) {
+    case (1, 0):
+      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+      headerStart = 10
+    case (2, 0), (3, 0):
+      guard bytes.count >= 12 else { throw npyTruncatedHeader(path) }
+      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+      headerStart = 12
+    default:
+      throw GraphAttentionError(
+        .file, "\(path) uses .npy format version \(major).\(minor); only 1.0, 2.0 and 3.0 are supported",
+        fix: "re-save the array with numpy's np.save")
+    }
+    guard headerLength <= Self.maximumHeaderLength else {
+      throw GraphAttentionError(
+        .file, "\(path) declares a .npy header of \(headerLength) bytes, which is not plausible",
+        fix: "the file is corrupt; re-create it with np.save")
+    }
   }
 }
-
-// MARK: - Header
 
 /// The three fields of a `.npy` header that GraphAttention uses.
 struct NPYHeaderFields {
   var elementType: NPYElementType
   var shape: [Int]
+
+  /// Bytes of data the shape and type need.
+  /// - Throws: `GraphAttentionError(.file)` when a count overflows 64 bits (a corrupt header).
+  func dataByteCount(path: String) throws -> Int {
+    guard let count = npyElementCount(shape),
+          case let (needed, false) = count.multipliedReportingOverflow(by: elementType.byteCount) else {
+      throw GraphAttentionError(.file, "\(path) has shape \(npyShapeText(shape)), whose byte size overflows a 64-bit integer",
+                                fix: "the header is corrupt; re-create the file with np.save")
+    }
+    return needed
+  }
 }
 
 /// Product of the extents, or nil if one is negative or the product overflows `Int`.
@@ -341,7 +338,7 @@ func npyShapeText(_ shape: [Int]) -> String {
   shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
 }
 
-private func npyTruncatedHeader(_ path: String) -> GraphAttentionError {
+func npyTruncatedHeader(_ path: String) -> GraphAttentionError {
   GraphAttentionError(.file, "\(path) is truncated: the file ends inside its .npy header",
                       fix: "the file is incomplete; re-create it with np.save")
 }
@@ -450,6 +447,11 @@ struct NPYHeaderParser {
       throw GraphAttentionError(
         .file, "\(path) holds a structured or raw-bytes array (dtype '\(descr)'), which GraphAttention cannot use",
         fix: "save a plain numeric array, e.g. np.save(path, a.astype('<f4'))")
+    }
+    if code.first == "c" {
+      throw GraphAttentionError(
+        .dtype, "\(path) holds complex numbers (dtype '\(descr)'); attention needs real values",
+        fix: "save the real part (or whichever real values are meant), e.g. np.save(path, a.real.astype('<f4'))")
     }
     guard let known, let order, order == "<" || order == "=" || order == "|" || order == ">" else {
       throw GraphAttentionError(
@@ -594,18 +596,12 @@ private func npyIsIdentifierByte(_ b: UInt8) -> Bool {
 
 // MARK: - POSIX file reading
 
-/// The message for an `errno` value, e.g. "No such file or directory".
-func storageErrnoText(_ code: Int32) -> String {
-  guard let text = strerror(code) else { return "error \(code)" }
-  return String(cString: text)
-}
-
 /// Advice for the usual reasons `open` fails on an input file.
-private func storageOpenFix(_ code: Int32) -> String {
+private func storageOpenFix(_ code: Errno) -> String {
   switch code {
-  case ENOENT, ENOTDIR: return "check the path; no file exists there"
-  case EACCES, EPERM: return "make the file readable (chmod +r) or run as a user who can read it"
-  case EISDIR: return "pass a file, not a directory"
+  case .noSuchFileOrDirectory, .notDirectory: return "check the path; no file exists there"
+  case .permissionDenied, .notPermitted: return "make the file readable (chmod +r) or run as a user who can read it"
+  case .isDirectory: return "pass a file, not a directory"
   default: return "check that the file exists and is readable"
   }
 }
@@ -621,23 +617,20 @@ struct StorageFileReader: ~Copyable {
   private var offset = 0
 
   init(path: String) throws {
-    var fd: Int32
-    repeat {
-      fd = open(path, O_RDONLY | O_CLOEXEC)
-    } while fd < 0 && errno == EINTR
-    guard fd >= 0 else {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot open \(path): \(storageErrnoText(code))", fix: storageOpenFix(code))
+    let fd: Int32
+    switch valueOrErrno({ open(path, O_RDONLY | O_CLOEXEC) }) {
+    case .success(let opened): fd = opened
+    case .failure(let code):
+      throw GraphAttentionError(.file, "cannot open \(path): \(code)", fix: storageOpenFix(code), errno: code)
     }
     var info = stat()
-    guard fstat(fd, &info) == 0 else {
-      let code = errno
+    if case .failure(let code) = nothingOrErrno({ fstat(fd, &info) }) {
       close(fd)
-      throw GraphAttentionError(.file, "cannot inspect \(path): \(storageErrnoText(code))", fix: storageOpenFix(code))
+      throw GraphAttentionError(.file, "cannot inspect \(path): \(code)", fix: storageOpenFix(code), errno: code)
     }
     if info.st_mode & S_IFMT == S_IFDIR {
       close(fd)
-      throw GraphAttentionError(.file, "cannot read \(path): \(storageErrnoText(EISDIR))", fix: storageOpenFix(EISDIR))
+      throw GraphAttentionError(.file, "cannot read \(path): \(Errno.isDirectory)", fix: storageOpenFix(.isDirectory), errno: .isDirectory)
     }
     self.path = path
     self.descriptor = fd
@@ -651,18 +644,13 @@ struct StorageFileReader: ~Copyable {
   /// Fills `buffer` from the current offset until it is full or the file ends; returns bytes read.
   private mutating func fill(_ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
     guard let base = buffer.baseAddress else { return 0 }
-    var filled = 0
-    while filled < buffer.count {
-      // Linux transfers at most about 2 GiB per call; asking for 1 GiB keeps every call valid.
-      let n = read(descriptor, base + filled, min(buffer.count - filled, 1 << 30))
-      if n < 0 {
-        let code = errno
-        if code == EINTR { continue }
-        throw GraphAttentionError(.file, "cannot read \(path): \(storageErrnoText(code))",
-                                  fix: "check that the file is readable and the device is healthy")
-      }
-      if n == 0 { break }
-      filled += n
+    let descriptor = self.descriptor
+    let filled: Int
+    switch transferAll(buffer.count, { done, chunk in read(descriptor, base + done, chunk) }) {
+    case .success(let count): filled = count
+    case .failure(let code):
+      throw GraphAttentionError(.file, "cannot read \(path): \(code)",
+                                fix: "check that the file is readable and the device is healthy", errno: code)
     }
     offset += filled
     return filled

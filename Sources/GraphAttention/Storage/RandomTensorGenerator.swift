@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -11,10 +12,14 @@ import Darwin
 /// Seeded random tensor values, counter-based: any element can be computed alone, in O(1).
 ///
 /// ## The generator (a stable definition: `graph-attention generate` files depend on it)
-/// With `golden = 0x9E3779B97F4A7C15` and `start = seed &* golden &+ 0x2545F4914F6CDD1D`, element `e`
-/// (flat, C order) is `Float(Int32(truncatingIfNeeded: mix64(start &+ (e + 1) &* golden) >> 32)) * 2^-31`,
+/// With `golden = 0x9E3779B97F4A7C15` and the key `key = mix64(seed &+ 0x2545F4914F6CDD1D)`, element `e`
+/// (flat, C order) is `Float(Int32(truncatingIfNeeded: mix64(((e + 1) &* golden) ^ key) >> 32)) * 2^-31`,
 /// where `mix64` is SplitMix64's output function. The values are uniform on [-1, 1] in steps of
 /// 2^-31 before rounding to fp32 (1.0 itself appears only through that rounding).
+///
+/// The seed enters through the key, mixed, not as a counter offset: seeds S and S + 1 give unrelated
+/// streams (before 2026-12 the seed offset the counter, so seed S + 1 was seed S's stream shifted by one
+/// element, and Q, K, V of `generate` were shifted copies of each other).
 /// This is exactly `Tensor.random(shape:seed:)`: `RandomTensorGenerator(seed: s).value(at: e)`
 /// equals `Tensor.random(shape: shape, seed: s).scalars[e]` for every shape.
 ///
@@ -43,7 +48,8 @@ public struct RandomTensorGenerator: Sendable, Hashable {
 
   @usableFromInline static let golden: UInt64 = 0x9E37_79B9_7F4A_7C15
 
-  @inlinable var start: UInt64 { seed &* RandomTensorGenerator.golden &+ 0x2545_F491_4F6C_DD1D }
+  /// The seed, mixed: every element's counter is XORed with it before the output mix.
+  @inlinable var key: UInt64 { RandomGraph.mix64(seed &+ 0x2545_F491_4F6C_DD1D) }
 
   /// Element `index` in fp32.
   /// - Precondition: `index >= 0`.
@@ -51,7 +57,7 @@ public struct RandomTensorGenerator: Sendable, Hashable {
   @inlinable
   public func value(at index: Int) -> Float {
     precondition(index >= 0, "RandomTensorGenerator: negative index \(index)")
-    let bits = RandomGraph.mix64(start &+ UInt64(index &+ 1) &* RandomTensorGenerator.golden)
+    let bits = RandomGraph.mix64((UInt64(index &+ 1) &* RandomTensorGenerator.golden) ^ key)
     return Float(Int32(truncatingIfNeeded: bits >> 32)) * 0x1p-31
   }
 
@@ -67,10 +73,11 @@ public struct RandomTensorGenerator: Sendable, Hashable {
   public func fill(_ destination: UnsafeMutablePointer<Float>, elements: Range<Int>) {
     precondition(elements.lowerBound >= 0, "RandomTensorGenerator: negative index \(elements.lowerBound)")
     let golden = RandomTensorGenerator.golden
-    var state = start &+ UInt64(elements.lowerBound) &* golden
+    let key = self.key
+    var counter = UInt64(elements.lowerBound) &* golden
     for i in 0..<elements.count {
-      state &+= golden
-      destination[i] = Float(Int32(truncatingIfNeeded: RandomGraph.mix64(state) >> 32)) * 0x1p-31
+      counter &+= golden
+      destination[i] = Float(Int32(truncatingIfNeeded: RandomGraph.mix64(counter ^ key) >> 32)) * 0x1p-31
     }
   }
 
@@ -123,22 +130,20 @@ public struct RandomTensorGenerator: Sendable, Hashable {
 }
 
 /// Hands out chunk indices and sums finished elements, under a lock (work items are large).
-final class StorageCounter: @unchecked Sendable {
-  private let lock = StorageLock()
-  private var issued = 0
-  private var finished = 0
+final class StorageCounter: Sendable {
+  private let counts = Mutex((issued: 0, finished: 0))
 
   func next() -> Int {
-    lock.withLock {
-      defer { issued += 1 }
-      return issued
+    counts.withLock { counts in
+      defer { counts.issued += 1 }
+      return counts.issued
     }
   }
 
   func finish(_ elements: Int) -> Int {
-    lock.withLock {
-      finished += elements
-      return finished
+    counts.withLock { counts in
+      counts.finished += elements
+      return counts.finished
     }
   }
 }

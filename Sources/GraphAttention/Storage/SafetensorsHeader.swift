@@ -133,13 +133,13 @@ struct SafetensorsHeader {
   static func encode(_ tensors: [(name: String, shape: [Int], type: StorageType)],
                      metadata: [(String, String)] = [("format", "pt")]) -> (bytes: [UInt8], offsets: [Int]) {
     var json = "{\"__metadata__\":{"
-    json += metadata.map { "\(jsonString($0.0)):\(jsonString($0.1))" }.joined(separator: ",")
+    json += metadata.map { "\(JSONText.quoted($0.0)):\(JSONText.quoted($0.1))" }.joined(separator: ",")
     json += "}"
     var position = 0
     var relative: [Int] = []
     for tensor in tensors {
       let bytes = storageCheckedCount(tensor.shape, tensor.type) * tensor.type.byteCount
-      json += ",\(jsonString(tensor.name)):{\"dtype\":\"\(tensor.type.safetensorsName)\",\"shape\":["
+      json += ",\(JSONText.quoted(tensor.name)):{\"dtype\":\"\(tensor.type.safetensorsName)\",\"shape\":["
       json += tensor.shape.map(String.init).joined(separator: ",")
       json += "],\"data_offsets\":[\(position),\(position + bytes)]}"
       relative.append(position)
@@ -151,28 +151,6 @@ struct SafetensorsHeader {
     var bytes = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(header.count) >> (8 * $0)) }
     bytes += header
     return (bytes, relative.map { $0 + bytes.count })
-  }
-
-  /// A JSON string literal for `text`.
-  static func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-      switch scalar {
-      case "\"": out += "\\\""
-      case "\\": out += "\\\\"
-      case "\n": out += "\\n"
-      case "\r": out += "\\r"
-      case "\t": out += "\\t"
-      default:
-        if scalar.value < 0x20 {
-          let hex = String(scalar.value, radix: 16)
-          out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        } else {
-          out.unicodeScalars.append(scalar)
-        }
-      }
-    }
-    return out + "\""
   }
 
   /// The non-negative integers of a JSON array, or nil if it is not such an array.

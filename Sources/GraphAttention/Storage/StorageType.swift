@@ -3,6 +3,10 @@
 /// Values are converted to `Float` when read (exactly: every fp16 and bf16 value is an fp32 value)
 /// and rounded to nearest, ties to even, when stored (see `TensorView.store`).
 ///
+/// One spelling everywhere: the raw value (`f32`, `f16`, `bf16`) is what messages, options, JSON
+/// output and progress records use; `init(parsing:)` (and decoding) also accept `fp32`, `float32`,
+/// `fp16`, `float16`, `half`, `bfloat16`, the `.npy` strings and the safetensors names.
+///
 /// ```swift
 /// let type = StorageType(parsing: "bf16")     // .bfloat16
 /// type?.byteCount                              // 2
@@ -10,11 +14,20 @@
 /// ```
 public enum StorageType: String, Sendable, CaseIterable, Codable {
   /// IEEE 754 binary32 (`np.float32`, safetensors `F32`).
-  case float32
+  case float32 = "f32"
   /// IEEE 754 binary16 (`np.float16`, safetensors `F16`): 11 significant bits, largest finite 65504.
-  case float16
+  case float16 = "f16"
   /// bfloat16 (safetensors `BF16`): the upper 16 bits of a binary32, 8 significant bits, fp32's range.
-  case bfloat16
+  case bfloat16 = "bf16"
+
+  /// Decodes any spelling `init(parsing:)` accepts (records written with `float32` still read).
+  public init(from decoder: any Decoder) throws {
+    let text = try decoder.singleValueContainer().decode(String.self)
+    guard let type = StorageType(parsing: text) else {
+      throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown storage type '\(text)'"))
+    }
+    self = type
+  }
 
   /// Size of one element in bytes: 4 or 2.
   public var byteCount: Int {
@@ -42,14 +55,8 @@ public enum StorageType: String, Sendable, CaseIterable, Codable {
     }
   }
 
-  /// A short name for messages and options: `"f32"`, `"f16"` or `"bf16"`.
-  public var shortName: String {
-    switch self {
-    case .float32: return "f32"
-    case .float16: return "f16"
-    case .bfloat16: return "bf16"
-    }
-  }
+  /// The one spelling for messages and options: `"f32"`, `"f16"` or `"bf16"` (the raw value).
+  public var shortName: String { rawValue }
 
   /// Parses a type name as users write it, ignoring case.
   ///

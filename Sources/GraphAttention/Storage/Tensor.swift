@@ -22,17 +22,13 @@ public struct Tensor: Sendable, Equatable {
     self.init(shape: shape, scalars: [Float](repeating: value, count: shape.reduce(1, *)))
   }
 
-  /// A tensor of uniformly distributed values in `[-1, 1)` from a seeded SplitMix64 stream.
+  /// A tensor of uniformly distributed values in `[-1, 1]`: `RandomTensorGenerator(seed: seed)`'s
+  /// elements, in C order. Different seeds give independent streams.
   /// - Complexity: O(count), about 1 ns per element.
   public static func random(shape: [Int], seed: UInt64) -> Tensor {
     let count = shape.reduce(1, *)
-    var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x2545_F491_4F6C_DD1D
     let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-      for i in 0..<count {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        let bits = RandomGraph.mix64(state)
-        buffer[i] = Float(Int32(truncatingIfNeeded: bits >> 32)) * 0x1p-31
-      }
+      if let base = buffer.baseAddress { RandomTensorGenerator(seed: seed).fill(base, elements: 0..<count) }
       initialized = count
     }
     return Tensor(shape: shape, scalars: scalars)
@@ -54,21 +50,9 @@ public struct Tensor: Sendable, Equatable {
   /// The position and kind of the first NaN or infinity, or nil if all values are finite.
   /// - Complexity: O(count).
   public func firstNonFinite() -> (index: [Int], value: Float)? {
-    let found: Int? = scalars.withUnsafeBufferPointer { buffer in
-      var i = 0
-      let n = buffer.count
-      // Fast scan: x - x is 0 for finite x and NaN otherwise.
-      while i &+ 8 <= n {
-        let v = VectorMath.load8(buffer.baseAddress! + i)
-        let z = v - v
-        if any(z .!= 0) { break }
-        i &+= 8
-      }
-      while i < n {
-        if !buffer[i].isFinite { return i }
-        i &+= 1
-      }
-      return nil
+    // The storage layer's one non-finite scan (vectorised C, the same for every storage type).
+    let found: Int? = scalars.withUnsafeBytes { raw in
+      raw.baseAddress.flatMap { StorageKernels.firstNonFinite($0, type: .float32, count: scalars.count) }
     }
     guard let flat = found else { return nil }
     var index = [Int](repeating: 0, count: shape.count)

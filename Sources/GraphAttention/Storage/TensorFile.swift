@@ -7,6 +7,8 @@ import Darwin
 #endif
 import _GraphAttentionKernels
 
+import Synchronization
+
 /// Opening and creating tensors in `.npy` and `.safetensors` files through memory mappings.
 ///
 /// Nothing is loaded: `open` maps the file and validates its header, `create` sizes a sparse file
@@ -63,23 +65,45 @@ public enum TensorFile {
   /// ignored. For `.safetensors`, `name` may be omitted when the file holds a single tensor.
   ///
   /// - Returns: a read-only view whose owner is the `MappedFile`.
+  /// fp64 tensors (`<f8`, safetensors `F64`) are rounded to fp32 into memory (4 bytes per element, not
+  /// mapped), and so are tensors whose data is not aligned to their element size (a safetensors header
+  /// not padded to it) copied; everything else stays mapped.
+  ///
   /// - Throws: `GraphAttentionError` `.file` (missing, unreadable, empty, truncated or malformed file;
-  ///   unknown tensor name, with the names present; misaligned data) or `.dtype` (fp64, integers or
-  ///   other types, with the conversion to use).
+  ///   unknown tensor name, with the names present) or `.dtype` (integers, complex or other types,
+  ///   with the conversion to use).
   /// - Complexity: O(header size); no data is read.
   public static func open(_ path: String, name: String? = nil) throws -> TensorView {
     let file = try MappedFile(path: path)
     let layouts = try tensorLayouts(file, path: path)
     let chosen = try select(layouts, name: name, path: path)
+    let source = UnsafeRawPointer(file.base + chosen.offset)
     guard let type = chosen.type else {
-      throw unsupportedType(chosen, path: path)
+      guard chosen.dtype == NPYElementType.float64.rawValue || chosen.dtype == "F64" else {
+        throw unsupportedType(chosen, path: path)
+      }
+      return widenedFloat64(source, shape: chosen.shape)
     }
-    guard chosen.offset % type.byteCount == 0 else {
-      throw GraphAttentionError(
-        .file, "\(path): the data of \(chosen.label) starts at byte \(chosen.offset), not a multiple of its \(type.byteCount)-byte elements",
-        fix: "write the file again with numpy or safetensors, which align the data")
+    guard Int(bitPattern: source) % type.byteCount == 0 else {
+      // safetensors writers need not pad the header to the element size (MLX does not): copy the
+      // tensor to aligned memory rather than hand the kernels misaligned elements.
+      let copy = MutableTensorView(allocating: chosen.shape, type: type)
+      copy.base.copyMemory(from: source, byteCount: chosen.byteCount)
+      return copy.readOnly
     }
-    return TensorView(shape: chosen.shape, type: type, base: UnsafeRawPointer(file.base + chosen.offset), owner: file)
+    return TensorView(shape: chosen.shape, type: type, base: source, owner: file)
+  }
+
+  /// fp64 elements (`<f8`, `F64`) rounded to fp32 (nearest, ties to even) into a heap tensor: the
+  /// engine computes in fp32, so the rounding happens once, here, as the README promises.
+  /// - Complexity: O(elements) time, 4 bytes per element of memory.
+  private static func widenedFloat64(_ source: UnsafeRawPointer, shape: [Int]) -> TensorView {
+    let output = MutableTensorView(allocating: shape, type: .float32)
+    let destination = output.base.assumingMemoryBound(to: Float.self)
+    for i in 0..<output.count {
+      destination[i] = Float(Double(bitPattern: UInt64(littleEndian: source.loadUnaligned(fromByteOffset: i &* 8, as: UInt64.self))))
+    }
+    return output.readOnly
   }
 
   /// The tensors in a `.npy` (one, named `""`) or `.safetensors` file, in file order.
@@ -149,51 +173,32 @@ public enum TensorFile {
       total = sum
     }
 
-    let (directory, prefix, fileName) = try storageSplitPath(path)
-    try storageCheckOutputDirectory(directory, for: path)
-    var existing = stat()
-    let existingMode: mode_t?
-    if stat(path, &existing) == 0 {
-      if existing.st_mode & S_IFMT == S_IFDIR {
-        throw GraphAttentionError(.file, "cannot write \(path): it is a directory",
-                                  fix: "choose a file name inside it, e.g. \(path)/o.\(format.fileExtension)")
-      }
-      existingMode = existing.st_mode & S_IFMT == S_IFREG ? existing.st_mode & 0o7777 : nil
-    } else {
-      existingMode = nil
-    }
-    try DiskSpace.require(total, at: directory, for: "creating \(path)")
+    let output = try OutputPath(path)
+    let directory = output.directory
+    let existingMode = try output.checkWritable()
+    try DiskSpace.require(total, at: directory, for: "creating \(path)",
+                          advice: "or write a 16-bit output (run: --output-dtype f16 or bf16)")
 
     // The temporary file: created exclusively (or, when resumable, at a fixed name, replaced).
-    var temporary = ""
-    var fd: Int32 = -1
+    let temporary: String
+    let fd: Int32
     if resumable {
-      temporary = prefix + ".\(fileName).partial"
-      repeat { fd = storageOpenFile(temporary, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
+      temporary = resumePath(for: path)
+      fd = try output.createFixedTemporary(temporary, flags: O_RDWR)
     } else {
-      for _ in 0..<16 {
-        temporary = prefix + ".\(fileName).tmp-\(getpid())-\(String(UInt64.random(in: .min ... .max), radix: 16))"
-        repeat { fd = storageOpenFile(temporary, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
-        if fd >= 0 || errno != EEXIST { break }
-      }
-    }
-    guard fd >= 0 else {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot create a temporary file next to \(path): \(storageErrnoText(code))",
-                                fix: "check that \(directory) is writable and the disk is not full")
+      (fd, temporary) = try output.createTemporary(flags: O_RDWR)
     }
     var keep = false
     defer {
       if !keep { unlink(temporary) }
     }
     if let existingMode { fchmod(fd, existingMode) }
-    guard ftruncate(fd, off_t(total)) == 0 else {
-      let code = errno
+    if case .failure(let code) = nothingOrErrno({ ftruncate(fd, off_t(total)) }) {
       close(fd)
       throw GraphAttentionError(
-        .file, "cannot size \(temporary) to \(total) bytes: \(storageErrnoText(code))",
-        fix: code == EFBIG ? "the file system limits file sizes; write to another file system (ext4 allows 16 TiB, xfs more)"
-          : "check free disk space and permissions")
+        .file, "cannot size \(temporary) to \(total) bytes: \(code)",
+        fix: code == .fileTooLarge ? "the file system limits file sizes; write to another file system (ext4 allows 16 TiB, xfs more)"
+          : "check free disk space and permissions", errno: code)
     }
     // Reserve the blocks now, so a disk filled later (by this job or another writer) is an error here,
     // before any work, not a SIGBUS on a mapped page half-way. File systems without fallocate keep the
@@ -201,11 +206,12 @@ public enum TensorFile {
     let code = reservingBlocks ? ga_reserve_file_blocks(fd, Int64(total)) : 0
     if code == ENOSPC || code == EDQUOT || code == EFBIG {
       close(fd)
-      throw GraphAttentionError(.resource, "cannot reserve \(storageGiB(total)) GiB on disk for \(path): \(storageErrnoText(code))",
-                                fix: "free disk space, write to a larger file system, or use a smaller shape or output type")
+      throw GraphAttentionError(.resource, "cannot reserve \(storageGiB(total)) GiB on disk for \(path): \(Errno(rawValue: code))",
+                                fix: "free disk space, write to a larger file system, or use a smaller shape or a 16-bit output (run: --output-dtype f16 or bf16)",
+                                errno: Errno(rawValue: code))
     }
     do {
-      try storageWriteAll(fd, header, path: temporary)
+      try header.withUnsafeBytes { try storageWriteAll(fd, $0, path: temporary) }
     } catch {
       close(fd)
       throw error
@@ -215,14 +221,14 @@ public enum TensorFile {
       MutableTensorView(shape: tensor.shape, type: tensor.type, base: mapping.base + offset, owner: mapping)
     }
     keep = true
-    return OutputTensorFile(path: path, temporaryPath: temporary, directory: directory, names: tensors.map(\.name),
+    return OutputTensorFile(path: path, temporaryPath: temporary, names: tensors.map(\.name),
                             views: views, mapping: mapping, keepsTemporaryFile: resumable)
   }
 
   /// The temporary path `create(..., resumable: true)` uses for `path`: `.<name>.partial` in the same directory.
   public static func resumePath(for path: String) -> String {
-    guard let (_, prefix, name) = try? storageSplitPath(path) else { return path + ".partial" }
-    return prefix + ".\(name).partial"
+    guard let output = try? OutputPath(path) else { return path + ".partial" }
+    return output.sibling(".\(output.name).partial")
   }
 
   /// Opens an existing, partially written output for resume: maps `temporaryPath` read-write after
@@ -240,12 +246,12 @@ public enum TensorFile {
   /// - Complexity: O(header size).
   public static func reopenForResume(temporaryPath: String, shape: [Int], type: StorageType, name: String = "o",
                                      path: String? = nil) throws -> OutputTensorFile {
-    let (directory, prefix, fileName) = try storageSplitPath(temporaryPath)
+    let temporary = try OutputPath(temporaryPath)
     let finalPath: String
     if let path {
       finalPath = path
-    } else if let derived = storageFinalName(fromTemporary: fileName) {
-      finalPath = prefix + derived
+    } else if let derived = storageFinalName(fromTemporary: temporary.name) {
+      finalPath = temporary.sibling(derived)
     } else {
       throw GraphAttentionError(
         .option, "cannot tell where \(temporaryPath) should be renamed to: it is not named .<name>.partial or .<name>.tmp-...",
@@ -261,7 +267,7 @@ public enum TensorFile {
         fix: "delete \(temporaryPath) to start the output over, or resume with the original shape and dtype")
     }
     let view = MutableTensorView(shape: shape, type: type, base: mapping.base + chosen.offset, owner: mapping)
-    return OutputTensorFile(path: finalPath, temporaryPath: temporaryPath, directory: directory, names: [chosen.name],
+    return OutputTensorFile(path: finalPath, temporaryPath: temporaryPath, names: [chosen.name],
                             views: [view], mapping: mapping, keepsTemporaryFile: true)
   }
 
@@ -301,33 +307,12 @@ public enum TensorFile {
 
   /// The single array of a mapped `.npy` file.
   private static func npyLayout(_ bytes: UnsafeRawBufferPointer, path: String) throws -> Layout {
-    guard bytes.count >= 10 else { throw npyTruncated(path) }
-    let major = bytes[6], minor = bytes[7]
-    let headerLength: Int, headerStart: Int
-    switch (major, minor) {
-    case (1, 0):
-      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
-      headerStart = 10
-    case (2, 0), (3, 0):
-      guard bytes.count >= 12 else { throw npyTruncated(path) }
-      headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
-      headerStart = 12
-    default:
-      throw GraphAttentionError(.file, "\(path) uses .npy format version \(major).\(minor); only 1.0, 2.0 and 3.0 are supported",
-                                fix: "re-save the array with numpy's np.save")
-    }
-    guard headerLength <= 1 << 24 else {
-      throw GraphAttentionError(.file, "\(path) declares a .npy header of \(headerLength) bytes, which is not plausible",
-                                fix: "the file is corrupt; re-create it with np.save")
-    }
-    guard headerStart + headerLength <= bytes.count else { throw npyTruncated(path) }
+    let preamble = try NPYPreamble(bytes, path: path)
+    let headerStart = preamble.headerStart, headerLength = preamble.headerLength
+    guard headerStart + headerLength <= bytes.count else { throw npyTruncatedHeader(path) }
     var parser = NPYHeaderParser(bytes: Array(bytes[headerStart..<(headerStart + headerLength)]), path: path)
     let fields = try parser.parse()
-    guard let count = npyElementCount(fields.shape),
-          case let (needed, false) = count.multipliedReportingOverflow(by: fields.elementType.byteCount) else {
-      throw GraphAttentionError(.file, "\(path) has shape \(npyShapeText(fields.shape)), whose byte size overflows a 64-bit integer",
-                                fix: "the header is corrupt; re-create the file with np.save")
-    }
+    let needed = try fields.dataByteCount(path: path)
     let dataStart = headerStart + headerLength
     guard bytes.count - dataStart >= needed else {
       throw GraphAttentionError(
@@ -337,11 +322,6 @@ public enum TensorFile {
     let type: StorageType? = fields.elementType == .float32 ? .float32 : (fields.elementType == .float16 ? .float16 : nil)
     return Layout(name: "", shape: fields.shape, dtype: fields.elementType.rawValue, type: type, offset: dataStart,
                   byteCount: needed, isNPY: true)
-  }
-
-  private static func npyTruncated(_ path: String) -> GraphAttentionError {
-    GraphAttentionError(.file, "\(path) is truncated: the file ends inside its .npy header",
-                        fix: "the file is incomplete; re-create it with np.save")
   }
 
   /// The tensor `name` selects (any for `.npy`; the only one when `name` is nil).
@@ -366,9 +346,12 @@ public enum TensorFile {
   }
 
   private static func unsupportedType(_ layout: Layout, path: String) -> GraphAttentionError {
-    let conversion = layout.isNPY ? "np.save(path, a.astype('<f4')) or a.astype('<f2')" : "store it as F32, F16 or BF16"
+    let complex = layout.dtype.hasPrefix("<c") || layout.dtype.hasPrefix("C")
+    let conversion = layout.isNPY
+      ? (complex ? "keep the real part, np.save(path, a.real.astype('<f4'))" : "np.save(path, a.astype('<f4')) or a.astype('<f2')")
+      : "store it as F32, F16, BF16 or F64"
     return GraphAttentionError(
-      .dtype, "\(path): \(layout.label) has dtype \(layout.dtype); memory-mapped tensors must be fp32, fp16 or bf16",
+      .dtype, "\(path): \(layout.label) has dtype \(layout.dtype)\(complex ? " (complex numbers)" : ""); tensors must be real: fp32, fp16, bf16 or fp64",
       fix: "convert it: \(conversion)")
   }
 
@@ -421,17 +404,14 @@ public final class OutputTensorFile: @unchecked Sendable {
   /// The read-write mapping of the temporary file.
   public let mapping: MappedFile
 
-  private let directory: String
   private let keepsTemporaryFile: Bool
   private enum State { case open, committed, abandoned }
-  private var state = State.open
-  private let lock = StorageLock()
+  private let state = Mutex(State.open)
 
-  init(path: String, temporaryPath: String, directory: String, names: [String], views: [MutableTensorView],
+  init(path: String, temporaryPath: String, names: [String], views: [MutableTensorView],
        mapping: MappedFile, keepsTemporaryFile: Bool) {
     self.path = path
     self.temporaryPath = temporaryPath
-    self.directory = directory
     self.names = names
     self.views = views
     self.view = views[0]
@@ -440,7 +420,7 @@ public final class OutputTensorFile: @unchecked Sendable {
   }
 
   deinit {
-    if state == .open && !keepsTemporaryFile { unlink(temporaryPath) }
+    if state.withLock({ $0 }) == .open && !keepsTemporaryFile { unlink(temporaryPath) }
   }
 
   /// The view of the tensor called `name`, or nil.
@@ -455,7 +435,7 @@ public final class OutputTensorFile: @unchecked Sendable {
   ///   previous file at `path`, if any, is then unchanged), or when the output was abandoned.
   /// - Complexity: O(dirty pages): bounded by the disk's write speed.
   public func commit() throws {
-    try lock.withLock {
+    try state.withLock { state in
       switch state {
       case .committed: return
       case .abandoned:
@@ -464,31 +444,15 @@ public final class OutputTensorFile: @unchecked Sendable {
       case .open: break
       }
       try mapping.sync()
-      var status: Int32
-      repeat { status = fsync(mapping.descriptor) } while status != 0 && errno == EINTR
-      guard status == 0 else {
-        let code = errno
-        throw GraphAttentionError(.file, "cannot flush \(temporaryPath) to disk: \(storageErrnoText(code))",
-                                  fix: "check free disk space and the device; the previous \(path), if any, is unchanged")
-      }
-      guard rename(temporaryPath, path) == 0 else {
-        let code = errno
-        throw GraphAttentionError(.file, "cannot move \(temporaryPath) into place at \(path): \(storageErrnoText(code))",
-                                  fix: "check permissions on \(directory); the previous \(path), if any, is unchanged")
-      }
+      try OutputPath(path).commit(descriptor: mapping.descriptor, temporary: temporaryPath)
       state = .committed
-      let fd = storageOpenFile(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
-      if fd >= 0 {
-        fsync(fd)
-        close(fd)
-      }
     }
   }
 
   /// Deletes the temporary file (unless already committed); `path` is left as it was.
   /// Views stay readable and writable, but nothing written reaches any file. Idempotent.
   public func abandon() {
-    lock.withLock {
+    state.withLock { state in
       guard state == .open else { return }
       unlink(temporaryPath)
       state = .abandoned
@@ -496,7 +460,7 @@ public final class OutputTensorFile: @unchecked Sendable {
   }
 
   /// Whether `commit()` has succeeded.
-  public var isCommitted: Bool { lock.withLock { state == .committed } }
+  public var isCommitted: Bool { state.withLock { $0 == .committed } }
 }
 
 // MARK: - Helpers
@@ -518,22 +482,6 @@ enum TensorFileFormat: Equatable {
   }
 
   var fileExtension: String { self == .npy ? "npy" : "safetensors" }
-}
-
-/// `open(2)` with a mode, under a name that the static `TensorFile.open` does not shadow.
-func storageOpenFile(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
-  open(path, flags, mode)
-}
-
-/// A path's directory ("." when none), everything up to the last slash, and its last component.
-func storageSplitPath(_ path: String) throws -> (directory: String, prefix: String, name: String) {
-  let bytes = Array(path.utf8)
-  guard !bytes.isEmpty, bytes.last != UInt8(ascii: "/") else {
-    throw GraphAttentionError(.file, "'\(path)' does not name a file", fix: "give a file name, e.g. out.npy")
-  }
-  guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return (".", "", path) }
-  let directory = slash == 0 ? "/" : String(decoding: bytes[..<slash], as: UTF8.self)
-  return (directory, String(decoding: bytes[...slash], as: UTF8.self), String(decoding: bytes[(slash + 1)...], as: UTF8.self))
 }
 
 /// `o.npy` for `.o.npy.partial` or `.o.npy.tmp-123-abc`, else nil.
@@ -559,59 +507,3 @@ func storageReplacingExtension(_ path: String, with newExtension: String) -> Str
   return String(path[..<dot]) + "." + newExtension
 }
 
-/// Fails early, with advice, when `directory` cannot receive a new file for `path`.
-func storageCheckOutputDirectory(_ directory: String, for path: String) throws {
-  var info = stat()
-  guard stat(directory, &info) == 0 else {
-    let code = errno
-    throw GraphAttentionError(
-      .file, "cannot write \(path): directory \(directory) \(code == ENOENT ? "does not exist" : "is not accessible: \(storageErrnoText(code))")",
-      fix: code == ENOENT ? "create it (mkdir -p \(directory)) or choose another output" : "check the directory's permissions")
-  }
-  guard info.st_mode & S_IFMT == S_IFDIR else {
-    throw GraphAttentionError(.file, "cannot write \(path): \(directory) is not a directory", fix: "choose another output path")
-  }
-  guard access(directory, W_OK | X_OK) == 0 else {
-    let code = errno
-    throw GraphAttentionError(.file, "cannot write \(path): directory \(directory) is not writable: \(storageErrnoText(code))",
-                              fix: "make it writable (chmod u+w \(directory)) or choose another output")
-  }
-}
-
-/// Writes all of `bytes` at offset 0 of `fd` with `pwrite`.
-func storageWriteAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
-  try bytes.withUnsafeBytes { raw in
-    guard let base = raw.baseAddress else { return }
-    var done = 0
-    while done < raw.count {
-      let n = pwrite(fd, base + done, raw.count - done, off_t(done))
-      if n < 0 {
-        let code = errno
-        if code == EINTR { continue }
-        throw GraphAttentionError(.file, "cannot write the header of \(path): \(storageErrnoText(code))",
-                                  fix: "check free disk space and permissions")
-      }
-      done += n
-    }
-  }
-}
-
-/// A mutex for the rare state changes of `OutputTensorFile` (no Foundation in the library).
-final class StorageLock: @unchecked Sendable {
-  private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-
-  init() {
-    pthread_mutex_init(mutex, nil)
-  }
-
-  deinit {
-    pthread_mutex_destroy(mutex)
-    mutex.deallocate()
-  }
-
-  func withLock<R>(_ body: () throws -> R) rethrows -> R {
-    pthread_mutex_lock(mutex)
-    defer { pthread_mutex_unlock(mutex) }
-    return try body()
-  }
-}

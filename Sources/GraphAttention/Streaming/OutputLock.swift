@@ -22,20 +22,19 @@ final class OutputLock {
   /// Takes the lock for `output`, or throws naming the process that holds it.
   /// - Throws: `GraphAttentionError(.file)` when another job holds it or the lock file cannot be created.
   init(output: String) throws {
-    let (_, prefix, name) = try storageSplitPath(output)
-    path = prefix + ".\(name).lock"
+    let location = try OutputPath(output)
+    let path = location.sibling(".\(location.name).lock")
+    self.path = path
     for _ in 0..<16 {
-      var fd: Int32
-      repeat { fd = storageOpenFile(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
-      guard fd >= 0 else {
-        let code = errno
-        throw GraphAttentionError(.file, "cannot create the lock file \(path) for \(output): \(storageErrnoText(code))",
-                                  fix: "check that the output's directory is writable")
+      let fd: Int32
+      switch valueOrErrno({ open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }) {
+      case .success(let opened): fd = opened
+      case .failure(let code):
+        throw GraphAttentionError(.file, "cannot create the lock file \(path) for \(output): \(code)",
+                                  fix: "check that the output's directory is writable", errno: code)
       }
-      var status: Int32
-      repeat { status = flock(fd, LOCK_EX | LOCK_NB) } while status != 0 && errno == EINTR
-      guard status == 0 else {
-        let code = errno
+      if case .failure(let failure) = nothingOrErrno({ flock(fd, LOCK_EX | LOCK_NB) }) {
+        let code = failure.rawValue
         let holder = streamingReadSmallFile(path).map { String(decoding: $0, as: UTF8.self).filter(\.isNumber) } ?? ""
         close(fd)
         if code == EWOULDBLOCK {
@@ -43,8 +42,8 @@ final class OutputLock {
             .file, "another run is writing \(output) (it holds \(path)\(holder.isEmpty ? "" : ", process \(holder)"))",
             fix: "wait for it to finish (or stop it, then add --resume to continue it), or choose another --output")
         }
-        throw GraphAttentionError(.file, "cannot lock \(path): \(storageErrnoText(code))",
-                                  fix: "put the output on a local file system that supports flock")
+        throw GraphAttentionError(.file, "cannot lock \(path): \(failure)",
+                                  fix: "put the output on a local file system that supports flock", errno: failure)
       }
       // The holder before us may have removed the file between our open and our lock: then retry.
       var mine = stat(), current = stat()

@@ -150,15 +150,15 @@ public struct ProgressRecord: Sendable, Equatable {
   /// The record as a JSON object (keys sorted, one per line).
   var json: String {
     var fields: [(String, String)] = [
-      ("chunkRows", "\(chunkRows)"), ("completedRows", "\(completedRows)"), ("emptyRows", streamingJSONString(emptyRows)),
+      ("chunkRows", "\(chunkRows)"), ("completedRows", "\(completedRows)"), ("emptyRows", JSONText.quoted(emptyRows)),
       ("inputs", "[" + inputs.map {
-        "{\"bytes\":\($0.bytes),\"modified\":\($0.modified),\"name\":\(streamingJSONString($0.name)),\"path\":\(streamingJSONString($0.path))}"
+        "{\"bytes\":\($0.bytes),\"modified\":\($0.modified),\"name\":\(JSONText.quoted($0.name)),\"path\":\(JSONText.quoted($0.path))}"
       }.joined(separator: ",") + "]"),
-      ("mask", streamingJSONString(mask)), ("output", streamingJSONString(output)),
-      ("outputType", streamingJSONString(outputType)),
+      ("mask", JSONText.quoted(mask)), ("output", JSONText.quoted(output)),
+      ("outputType", JSONText.quoted(outputType)),
     ]
     if let scale { fields.append(("scale", "\(scale)")) }
-    if let temporaryPath { fields.append(("temporaryPath", streamingJSONString(temporaryPath))) }
+    if let temporaryPath { fields.append(("temporaryPath", JSONText.quoted(temporaryPath))) }
     fields += [("tokens", "\(tokens)"), ("version", "\(version)")]
     return "{\n" + fields.map { "  \"\($0.0)\" : \($0.1)" }.joined(separator: ",\n") + "\n}\n"
   }
@@ -201,46 +201,15 @@ func streamingCanonicalPath(_ path: String) -> String {
     defer { free(resolved) }
     return String(cString: resolved)
   }
-  guard let (directory, _, name) = try? storageSplitPath(path), let resolved = realpath(directory, nil) else { return path }
+  guard let location = try? OutputPath(path), let resolved = realpath(location.directory, nil) else { return path }
   defer { free(resolved) }
   let base = String(cString: resolved)
-  return (base == "/" ? "" : base) + "/" + name
+  return (base == "/" ? "" : base) + "/" + location.name
 }
 
 /// The whole of a small file, or nil when it does not exist or cannot be read.
 func streamingReadSmallFile(_ path: String) -> [UInt8]? {
-  let fd = open(path, O_RDONLY | O_CLOEXEC)
-  guard fd >= 0 else { return nil }
-  defer { close(fd) }
-  var bytes: [UInt8] = []
-  var buffer = [UInt8](repeating: 0, count: 1 << 16)
-  while true {
-    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    if n < 0 && errno == EINTR { continue }
-    guard n >= 0 else { return nil }
-    if n == 0 { return bytes }
-    bytes += buffer[0..<n]
-    if bytes.count > 1 << 24 { return nil }
-  }
-}
-
-/// `text` as a JSON string literal (quotes, backslashes and control characters escaped).
-func streamingJSONString(_ text: String) -> String {
-  var out = "\""
-  for scalar in text.unicodeScalars {
-    switch scalar {
-    case "\"": out += "\\\""
-    case "\\": out += "\\\\"
-    case "\n": out += "\\n"
-    case "\r": out += "\\r"
-    case "\t": out += "\\t"
-    case _ where scalar.value < 0x20:
-      let hex = String(scalar.value, radix: 16)
-      out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-    default: out.unicodeScalars.append(scalar)
-    }
-  }
-  return out + "\""
+  storageReadWholeFile(path, limit: 1 << 24)
 }
 
 /// The JSON values a progress record holds.

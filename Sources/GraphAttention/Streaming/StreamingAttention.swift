@@ -301,13 +301,9 @@ public struct StreamingAttention: Sendable {
   /// Throws unless `output` can be created: a known extension, an existing writable directory, not a
   /// directory itself, and not the same file (device and inode) as one of the inputs, under any path.
   private func refuseOutputAmongInputs(_ inputs: [(String, TensorView)]) throws {
-    let (directory, _, _) = try storageSplitPath(output)
-    try storageCheckOutputDirectory(directory, for: output)
+    try OutputPath(output).checkWritable()
     var target = stat()
     let exists = stat(output, &target) == 0
-    if exists, target.st_mode & S_IFMT == S_IFDIR {
-      throw GraphAttentionError(.file, "cannot write \(output): it is a directory", fix: "give a file name inside it, e.g. \(output)/o.npy")
-    }
     _ = try TensorFileFormat(path: output)
     guard exists else { return }
     for (path, view) in inputs {

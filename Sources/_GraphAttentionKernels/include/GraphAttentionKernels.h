@@ -23,8 +23,8 @@ enum { GA_FLOAT32 = 0, GA_FLOAT16 = 1, GA_BFLOAT16 = 2 };
 /// scores (-inf before any key), l the sum of exp(s - m), acc the unnormalised weighted sum of values.
 /// Keys the row does not attend to are masked out (mask byte 0); masked scores are still computed,
 /// so the caller forms tiles whose rows share most keys. Group g only visits key positions
-/// [group_begin[g], group_end[g]); all groups walk the keys in the same 64-key blocks, so a block of
-/// K and V is loaded into L1 once for up to 16 rows.
+/// [group_begin[g], group_end[g]); all groups walk the keys in the same blocks of GA_KEY_BLOCK keys, so
+/// a block of K and V is loaded into L1 once for up to GA_MAX_ROWS rows.
 typedef struct {
   const float *query[GA_MAX_ROWS];  ///< rows of d_k floats
   int rows;                         ///< 1, 4, 8, 12 or 16

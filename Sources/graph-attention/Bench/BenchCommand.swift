@@ -10,11 +10,11 @@ struct BenchCommand: ParsableCommand {
     commandName: "bench",
     abstract: "Benchmark masks over lengths against this machine's measured FMA peak (and PyTorch with --peers).",
     discussion: """
-      Masks are presets or specifications: window (window:256), causal-window (window:256:causal),
-      dilated (dilated:128:1), blocked (blocked:256:0), longformer (window:256+global:0,1,2,3),
-      bigbird (window:128+global:0,1+random with ~3 keys per row), random-1e-4 ... random-1e-1 (a random
-      graph stored as an explicit CSR pattern, run through the gather path), causal (dense causal), or any
-      mask specification. Rows whose estimated time exceeds --max-row-seconds or whose tensors exceed
+      Masks are presets or specifications: window (window:256), causal-window (window:256:causal), \
+      dilated (dilated:128:1), blocked (blocked:256:0), longformer (window:256+global:0,1,2,3), \
+      bigbird (window:128+global:0,1+random with ~3 keys per row), random-1e-4 ... random-1e-1 (a random \
+      graph stored as an explicit CSR pattern, run through the gather path), causal (dense causal), or any \
+      mask specification. Rows whose estimated time exceeds --max-row-seconds or whose tensors exceed \
       --memory-fraction of physical memory are listed as skipped, with the reason. Refuses debug builds.
       """
   )
@@ -24,17 +24,17 @@ struct BenchCommand: ParsableCommand {
   @Option(help: "Comma-separated sequence lengths.") var tokens = "4096,16384,65536,262144,1048576"
   @Option(help: "Comma-separated head dimensions (d_k = d_v).") var dims = "64,128"
   @Option(help: "Comma-separated head counts.") var heads = "1,8"
-  @Option(help: "Timed runs per row (the median is reported).") var repeats = 5
-  @Option(help: "Skip rows estimated to take longer than this, in seconds for all repeats.") var maxRowSeconds = 30.0
-  @Option(help: "Skip rows whose tensors need more than this fraction of physical memory.") var memoryFraction = 0.6
-  @Option(help: "Worker threads (default: every processor).") var threads: Int?
+  @Option(parsing: .unconditional, help: "Timed runs per row (the median is reported).") var repeats = 5
+  @Option(parsing: .unconditional, help: "Skip rows estimated to take longer than this, in seconds for all repeats.") var maxRowSeconds = 30.0
+  @Option(parsing: .unconditional, help: "Skip rows whose tensors need more than this fraction of physical memory.") var memoryFraction = 0.6
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
   @Option(help: "CPU kernel: automatic (GRAPH_ATTENTION_KERNEL, else the widest), portable, avx2 or avx512.")
   var kernel: CPUKernel = .automatic
   @Option(help: "Write results.json, results.csv and results.svg into this directory.") var outputDirectory: String?
   @Flag(help: "Also time PyTorch (Benchmarks/peers) on the same shapes.") var peers = false
   @Option(help: "Python with PyTorch for --peers.") var peerPython = "Benchmarks/peers/.venv/bin/python"
   @Option(help: "The peer script for --peers.") var peerScript = "Benchmarks/peers/torch_peers.py"
-  @Option(help: "Run peers only up to this length.") var peerMaxTokens = 65536
+  @Option(parsing: .unconditional, help: "Run peers only up to this length.") var peerMaxTokens = 65536
   @Flag(help: "Also time the backward (attentionGradients, from a saved forward) of each measured mask, as a row 'MASK bwd' (GFLOP/s count 10 * edges * d).")
   var backward = false
 
@@ -48,6 +48,18 @@ struct BenchCommand: ParsableCommand {
         throw ValidationError("--\(name) must be a comma-separated list of positive integers, got '\(list)'.")
       }
     }
+    // Everything that can fail is checked here, before minutes of measuring.
+    if let outputDirectory { try BenchReport.checkDirectory(outputDirectory) }
+    for name in masks.split(separator: ",") {
+      let (_, spec) = BenchPreset.specification(String(name), tokens: 4096)
+      do {
+        _ = try BenchPreset.graph(spec, tokens: 4096)
+      } catch {
+        throw ValidationError("--masks: '\(name)' is neither a preset (\(BenchPreset.names.joined(separator: ", "))) "
+          + "nor a mask specification: \(error)")
+      }
+    }
+    if peers { try PeerRunner(python: peerPython, script: peerScript).checkAvailable() }
   }
 
   static func integers(_ list: String) -> [Int]? {
@@ -147,13 +159,13 @@ struct BenchCommand: ParsableCommand {
 
   private func measure(_ row: inout BenchReport.Row, graph: Graph, q: Tensor, k: Tensor, v: Tensor, threads: Int, peak: Double) throws {
     let options = AttentionOptions(threads: threads, checksFiniteInputs: false, kernel: kernel)
-    var scores = 0
-    _ = try attention(query: q, key: k, value: v, graph: graph, options: options, scoresComputed: &scores)  // warm-up
+    var work = AttentionWork(edges: 0, scoresComputed: 0)
+    _ = try attention(query: q, key: k, value: v, graph: graph, options: options, work: &work)  // warm-up
     PeakMemory.reset()
     var times: [Double] = []
     for _ in 0..<repeats {
       let start = monotonicSeconds()
-      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, scoresComputed: &scores)
+      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, work: &work)
       times.append(monotonicSeconds() - start)
     }
     times.sort()
@@ -164,7 +176,7 @@ struct BenchCommand: ParsableCommand {
     row.gflops = 4 * edgesAllHeads * Double(row.dim) / median / 1e9
     row.percentOfPeak = 100 * row.gflops! * 1e9 / peak
     row.edgesPerSecond = edgesAllHeads / median
-    row.scoresPerEdge = edgesAllHeads > 0 ? Double(scores) / edgesAllHeads : 1
+    row.scoresPerEdge = edgesAllHeads > 0 ? Double(work.scoresComputed) / edgesAllHeads : 1
     row.peakResidentBytes = PeakMemory.current()
   }
 }
@@ -174,7 +186,7 @@ extension BenchCommand {
   /// after a warm-up; GFLOP/s count FlashAttention's `10 * edges * d` per head.
   fileprivate func measureBackward(_ row: inout BenchReport.Row, graph: Graph, q: Tensor, k: Tensor, v: Tensor,
                                    threads: Int, peak: Double) throws {
-    let options = AttentionOptions(threads: threads, checksFiniteInputs: false)
+    let options = AttentionOptions(threads: threads, checksFiniteInputs: false, kernel: kernel)
     let (qv, kv, vv) = (TensorView(q), TensorView(k), TensorView(v))
     let dO = TensorView(Tensor.random(shape: q.shape, seed: 4))
     let o = MutableTensorView(allocating: q.shape, type: .float32)
@@ -209,6 +221,9 @@ extension BenchCommand {
 
 /// The benchmark's named masks.
 enum BenchPreset {
+  /// The preset names (`random-P` takes any probability P).
+  static let names = ["window", "causal-window", "dilated", "blocked", "longformer", "bigbird", "causal", "random-P"]
+
   /// `(display name, specification)` for a preset name or a specification given as is.
   static func specification(_ name: String, tokens: Int) -> (String, String) {
     switch name {

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import GraphAttention
 
@@ -18,6 +19,33 @@ struct PeerResult: Codable {
 struct PeerRunner {
   var python: String
   var script: String
+
+  /// Throws, saying why and how to fix it, unless the peer script and a Python that imports torch exist.
+  func checkAvailable() throws {
+    guard FileManager.default.isExecutableFile(atPath: python) else {
+      throw ValidationError("--peers needs Python with PyTorch, but \(python) is not an executable: run Benchmarks/peers/setup.sh, "
+        + "or pass --peer-python PATH (or drop --peers).")
+    }
+    guard FileManager.default.fileExists(atPath: script) else {
+      throw ValidationError("--peers: the peer script \(script) does not exist; run from the package root or pass --peer-script PATH.")
+    }
+    let probe = Process()
+    probe.executableURL = URL(fileURLWithPath: python)
+    probe.arguments = ["-c", "import torch"]
+    probe.standardOutput = FileHandle.nullDevice
+    let errors = Pipe()
+    probe.standardError = errors
+    do { try probe.run() } catch {
+      throw ValidationError("--peers: cannot start \(python): \(error.localizedDescription).")
+    }
+    let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    probe.waitUntilExit()
+    guard probe.terminationStatus == 0 else {
+      let reason = text.split(separator: "\n").last.map(String.init) ?? "exit status \(probe.terminationStatus)"
+      throw ValidationError("--peers needs PyTorch, but \(python) cannot import torch (\(reason)): run Benchmarks/peers/setup.sh, "
+        + "or pass --peer-python PATH (or drop --peers).")
+    }
+  }
 
   func run(spec: String, tokens: Int, dim: Int, heads: Int, threads: Int, repeats: Int) -> [PeerResult] {
     guard FileManager.default.isExecutableFile(atPath: python), FileManager.default.fileExists(atPath: script) else {

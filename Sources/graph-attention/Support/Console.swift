@@ -1,5 +1,6 @@
 import Foundation
 import GraphAttention
+import Synchronization
 
 /// Human-facing output: progress on stderr (only when it is a terminal) and number formatting.
 enum Console {
@@ -15,15 +16,10 @@ enum Console {
   static func progressBar(_ label: String) -> (@Sendable (Double) -> Void)? {
     guard stderrIsTerminal else { return nil }
     let start = Date()
-    let lastDraw = LockedValue(Date.distantPast)
+    let redraw = RedrawTimer()
     return { fraction in
       let now = Date()
-      let draw = lastDraw.withLock { last -> Bool in
-        guard fraction >= 1 || now.timeIntervalSince(last) > 0.1 else { return false }
-        last = now
-        return true
-      }
-      guard draw else { return }
+      guard redraw.isDue(at: now.timeIntervalSinceReferenceDate, force: fraction >= 1) else { return }
       let width = 30
       let filled = Int(fraction * Double(width))
       let elapsed = now.timeIntervalSince(start)
@@ -80,7 +76,7 @@ enum Console {
     let body = fields.map { key, value -> String in
       let encoded: String
       switch value {
-      case let s as String: encoded = "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+      case let s as String: encoded = JSONText.quoted(s)
       case let d as Double: encoded = d.isFinite ? "\(d)" : "null"
       case let a as [Int]: encoded = "[" + a.map(String.init).joined(separator: ",") + "]"
       default: encoded = "\(value)"
@@ -91,15 +87,17 @@ enum Console {
   }
 }
 
-/// A value behind a lock, for the progress callback's shared state.
-final class LockedValue<Value>: @unchecked Sendable {
-  private var value: Value
-  private let lock = NSLock()
-  init(_ value: Value) { self.value = value }
-  func withLock<R>(_ body: (inout Value) -> R) -> R {
-    lock.lock()
-    defer { lock.unlock() }
-    return body(&value)
+/// Limits progress redraws to 10 a second, shared by the worker threads that report progress.
+final class RedrawTimer: Sendable {
+  private let lastDraw = Mutex(-Double.infinity)
+
+  /// Whether to redraw at `now` (seconds): true when `force` or 0.1 s passed since the last redraw.
+  func isDue(at now: Double, force: Bool = false) -> Bool {
+    lastDraw.withLock { last in
+      guard force || now - last > 0.1 else { return false }
+      last = now
+      return true
+    }
   }
 }
 

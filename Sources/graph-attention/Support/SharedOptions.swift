@@ -3,7 +3,6 @@ import ArgumentParser
 import GraphAttention
 
 extension EmptyRowPolicy: ExpressibleByArgument {}
-extension DeviceStorage: ExpressibleByArgument {}
 extension CPUKernel: ExpressibleByArgument {}
 
 /// `--device`: where attention runs.
@@ -17,10 +16,10 @@ struct ComputeOptions: ParsableArguments {
   @Option(help: "Output of rows with no edges: zero or nan.")
   var emptyRows: EmptyRowPolicy = .zero
 
-  @Option(help: "Factor on q.k before the softmax (default 1/sqrt(d_k)).")
+  @Option(parsing: .unconditional, help: "Factor on q.k before the softmax (default 1/sqrt(d_k)); may be negative.")
   var scale: Float?
 
-  @Option(help: "Worker threads (default: every processor).")
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).")
   var threads: Int?
 
   @Option(help: "CPU kernel: automatic (GRAPH_ATTENTION_KERNEL, else the widest this CPU runs), portable, avx2 or avx512.")
@@ -29,11 +28,11 @@ struct ComputeOptions: ParsableArguments {
   @Option(help: "Where attention runs: cpu, or cuda (an NVIDIA GPU; needs the driver and NVRTC, loaded at run time).")
   var device: DeviceKind = .cpu
 
-  @Option(help: "With --device cuda: the GPU ordinal.")
+  @Option(parsing: .unconditional, help: "With --device cuda: the GPU ordinal.")
   var cudaDevice: Int = 0
 
-  @Option(help: "With --device cuda: how Q, K, V are stored on the GPU, fp32, fp16 or bf16 (arithmetic is fp32).")
-  var storage: DeviceStorage = .float32
+  @Option(help: "With --device cuda: how Q, K, V are stored on the GPU, f32, f16 or bf16 (fp32, fp16 also accepted; arithmetic is fp32).")
+  var storage: StorageType = .float32
 
   @Flag(inversion: .prefixedNo, help: "With --device cuda and fp16/bf16 storage: tensor cores for the contiguous part of the mask.")
   var tensorCores = true
@@ -45,7 +44,7 @@ struct ComputeOptions: ParsableArguments {
 
   func validate() throws {
     if device == .cpu, storage != .float32 {
-      throw ValidationError("--storage \(storage) applies to --device cuda; the CPU engine stores fp32.")
+      throw ValidationError("--storage \(storage.shortName) applies to --device cuda; the CPU engine computes from f32 inputs.")
     }
     if cudaDevice < 0 {
       throw ValidationError("--cuda-device must be >= 0, got \(cudaDevice).")
@@ -63,6 +62,106 @@ struct ComputeOptions: ParsableArguments {
   }
 }
 
+/// `--tokens`, `--heads`, `--dim`: the extents of Q, K and V ([H, L, d]), declared once for the commands
+/// that make or size tensors (generate, verify, inspect, time).
+///
+/// Numeric options here and elsewhere parse `.unconditional`ly, so a negative value after the option
+/// (`--tokens -1`) reaches validation and gets a range message instead of "Missing value".
+struct ShapeOptions: ParsableArguments {
+  @Option(parsing: .unconditional, help: "Tokens L (the sequence length).")
+  var tokens: Int
+
+  @Option(parsing: .unconditional, help: "Heads H.")
+  var heads: Int = 1
+
+  @Option(parsing: .unconditional, help: "Head dimension d (d_k = d_v).")
+  var dim: Int = 64
+
+  /// Limits every command shares (64-bit offsets hold 2^40 tokens of 2^20 dimensions); commands with
+  /// tighter limits check those in their own `validate()`.
+  static let maximumTokens = 1 << 40
+  static let maximumHeads = 1 << 20
+  static let maximumDim = 1 << 20
+
+  func validate() throws {
+    try requirePositive(tokens, "tokens", max: Self.maximumTokens)
+    try requirePositive(heads, "heads", max: Self.maximumHeads)
+    try requirePositive(dim, "dim", max: Self.maximumDim)
+  }
+}
+
+/// `--mask`, declared once for the commands that compute over a graph (verify, inspect, time).
+struct MaskOptions: ParsableArguments {
+  @Option(help: "Mask specification, e.g. window:256+global:0 (see graph-attention --help for the grammar).")
+  var mask: String
+}
+
+/// A command with the shared `ShapeOptions` group: reads its extents by their option names.
+protocol ShapedCommand {
+  var shape: ShapeOptions { get }
+}
+
+extension ShapedCommand {
+  var tokens: Int { shape.tokens }
+  var heads: Int { shape.heads }
+  var dim: Int { shape.dim }
+}
+
+/// A command with the shared `MaskOptions` group too.
+protocol MaskedCommand: ShapedCommand {
+  var maskOptions: MaskOptions { get }
+}
+
+extension MaskedCommand {
+  var mask: String { maskOptions.mask }
+}
+
+/// The options given more than once that would silently keep only the last value (`--mask a --mask b`),
+/// before `--` ends the options. `GraphAttentionCommand.main` refuses them.
+func repeatedSingleValueOptions(in arguments: [String], options: [String] = ["--mask"]) -> [(option: String, values: [String])] {
+  var seen: [String: [String]] = [:]
+  var index = 0
+  while index < arguments.count, arguments[index] != "--" {
+    let argument = arguments[index]
+    for option in options {
+      if argument == option, index + 1 < arguments.count {
+        seen[option, default: []].append(arguments[index + 1])
+      } else if argument.hasPrefix(option + "=") {
+        seen[option, default: []].append(String(argument.dropFirst(option.count + 1)))
+      }
+    }
+    index += 1
+  }
+  return options.compactMap { option in seen[option].flatMap { $0.count > 1 ? (option, $0) : nil } }
+}
+
+/// The value of the last `option VALUE` or `option=VALUE` before `--`, or nil.
+func optionValue(_ option: String, in arguments: [String]) -> String? {
+  var found: String?
+  var index = 0
+  while index < arguments.count, arguments[index] != "--" {
+    if arguments[index] == option, index + 1 < arguments.count {
+      found = arguments[index + 1]
+    } else if arguments[index].hasPrefix(option + "=") {
+      found = String(arguments[index].dropFirst(option.count + 1))
+    }
+    index += 1
+  }
+  return found
+}
+
+/// `run`'s tensor-name options given for a `.npy` input, which holds one unnamed array: the name would
+/// be ignored, so say so (e.g. "--query-name x applies to .safetensors inputs, but --query q.npy is a .npy file").
+func ignoredTensorNames(in arguments: [String]) -> String? {
+  for tensor in ["query", "key", "value"] {
+    guard let name = optionValue("--\(tensor)-name", in: arguments),
+          let path = optionValue("--\(tensor)", in: arguments), path.lowercased().hasSuffix(".npy") else { continue }
+    return "--\(tensor)-name \(name) names a tensor inside a .safetensors file, but --\(tensor) \(path) is a .npy file "
+      + "(one unnamed array), so the name would be ignored. Drop --\(tensor)-name, or pass the .safetensors file."
+  }
+  return nil
+}
+
 /// Checks a token or dimension count given on the command line.
 func requirePositive(_ value: Int, _ name: String, max: Int = 1 << 40) throws {
   guard value >= 1, value <= max else {
@@ -70,20 +169,9 @@ func requirePositive(_ value: Int, _ name: String, max: Int = 1 << 40) throws {
   }
 }
 
-/// Fails early, before any work, if `path`'s directory is missing or not writable, or `path` is a directory.
+/// Fails early, before any work, if `path` cannot be written (the library's checks, as every output makes them).
 func checkOutputWritable(_ path: String) throws {
-  let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-  let dir = directory.isEmpty ? "/" : directory
-  var isDirectory: ObjCBool = false
-  guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
-    throw GraphAttentionError(.file, "output directory \(dir) does not exist", fix: "create it, or choose another --output")
-  }
-  guard access(dir, W_OK) == 0 else {
-    throw GraphAttentionError(.file, "output directory \(dir) is not writable", fix: "choose another --output")
-  }
-  if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-    throw GraphAttentionError(.file, "output \(path) is a directory", fix: "give a file name, e.g. \(path)/out.npy")
-  }
+  try AtomicFile.checkDestination(path)
 }
 
 /// Writes a graph's edges as an int64 `[E, 2]` (row, column) .npy file, row by row (for cross-checks).

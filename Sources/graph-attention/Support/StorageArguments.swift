@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GraphAttention
+import Synchronization
 
 extension StorageType: ExpressibleByArgument {
   /// Accepts f32/float32/fp32, f16/float16/fp16/half, bf16/bfloat16 (see `StorageType(parsing:)`).
@@ -8,7 +9,13 @@ extension StorageType: ExpressibleByArgument {
     self.init(parsing: argument)
   }
 
-  public static var allValueStrings: [String] { ["f32", "f16", "bf16"] }
+  public static var allValueStrings: [String] { StorageType.allCases.map(\.shortName) }
+
+  /// Shown under the option in help: each spelling and its aliases.
+  public static var allValueDescriptions: [String: String] {
+    ["f32": "IEEE binary32; also fp32, float32", "f16": "IEEE binary16; also fp16, float16, half",
+     "bf16": "bfloat16, fp32's range with 8 significant bits; also bfloat16"]
+  }
 
   public var defaultValueDescription: String { shortName }
 }
@@ -73,46 +80,36 @@ func groupedDigits(_ value: Int) -> String {
   return (value < 0 ? "-" : "") + out
 }
 
-/// A JSON string literal.
+/// A JSON string literal (the library's escaping, so every JSON output escapes alike).
 func jsonQuoted(_ text: String) -> String {
-  var out = "\""
-  for scalar in text.unicodeScalars {
-    switch scalar {
-    case "\"": out += "\\\""
-    case "\\": out += "\\\\"
-    case "\n": out += "\\n"
-    case "\t": out += "\\t"
-    default:
-      if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
-    }
-  }
-  return out + "\""
+  JSONText.quoted(text)
 }
 
 /// Progress of a long write: `label [#####     ] 42%  1.20 of 2.93 GiB, 812 MiB/s, ETA 2.1 s` on stderr,
 /// redrawn at most 10 times a second, only when stderr is a terminal.
-final class TransferProgress: @unchecked Sendable {
+final class TransferProgress: Sendable {
   private let label: String
   private let totalBytes: Int
   private let start = monotonicSeconds()
-  private let state = LockedValue((done: 0, lastDraw: -1.0))
+  /// Bytes done in each part (a part reports its running total, possibly out of order from several threads).
+  private let parts = Mutex([Int: Int]())
+  private let redraw = RedrawTimer()
 
   init(_ label: String, totalBytes: Int) {
     self.label = label
     self.totalBytes = max(totalBytes, 1)
   }
 
-  /// Records that `bytes` more are done, and redraws if due.
-  func advance(by bytes: Int) {
+  /// Records that `bytes` of part `part` are done (a running total; smaller totals than one already
+  /// seen are ignored), and redraws if due.
+  func update(part: Int, doneBytes bytes: Int) {
     guard Console.stderrIsTerminal else { return }
     let now = monotonicSeconds()
-    let snapshot: Int? = state.withLock { value in
-      value.done += bytes
-      guard value.done >= totalBytes || now - value.lastDraw > 0.1 else { return nil }
-      value.lastDraw = now
-      return value.done
+    let done = parts.withLock { parts in
+      parts[part] = max(parts[part] ?? 0, bytes)
+      return parts.values.reduce(0, +)
     }
-    guard let done = snapshot else { return }
+    guard redraw.isDue(at: now, force: done >= totalBytes) else { return }
     let fraction = min(1, Double(done) / Double(totalBytes))
     let elapsed = now - start
     let rate = elapsed > 0 ? Double(done) / elapsed : 0

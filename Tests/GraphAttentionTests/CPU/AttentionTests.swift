@@ -39,10 +39,10 @@ final class AttentionTests: XCTestCase {
     }
   }
 
-  /// Row degrees that are exact multiples of the kernel's 64-key chunk (where the paper's kernels drop a chunk),
-  /// and windows and dilated spans much longer than a chunk.
+  /// Row degrees that are exact multiples of the kernel's key block (`GA_KEY_BLOCK`, 32 keys: where the paper's
+  /// kernels drop a chunk), and windows and dilated spans much longer than a block.
   func testDegreesAtChunkMultiplesAndLongSpans() throws {
-    for mask in [MaskCase.causalWindow(63), .causalWindow(127), .window(32), .blocked(128, 0), .blocked(256, 1), .full,
+    for mask in [MaskCase.causalWindow(31), .causalWindow(63), .causalWindow(127), .window(32), .blocked(128, 0), .blocked(256, 1), .full,
                  .dilated(100, 2), .dilated(64, 1), .window(300)] {
       try run(mask, query: [300, 16], key: [300, 16], value: [300, 16])
     }
@@ -174,9 +174,13 @@ final class KernelTests: XCTestCase {
                  "window:128+global:0,4095"] {
       let graph = try Graph(parsing: spec)
       let q = Inputs.tensor([l, 8], seed: 1), k = Inputs.tensor([l, 8], seed: 2), v = Inputs.tensor([l, 8], seed: 3)
-      var scores = 0
-      _ = try attention(query: q, key: k, value: v, graph: graph, options: AttentionOptions(), scoresComputed: &scores)
+      var work = AttentionWork(edges: 0, scoresComputed: 0)
+      let o = try attention(query: q, key: k, value: v, graph: graph, work: &work)
+      let scores = work.scoresComputed
       let edges = graph.edgeCount(queryCount: l, keyCount: l)
+      XCTAssertEqual(work.edges, edges, spec)
+      XCTAssertNil(work.kernelSeconds, "no GPU time on the CPU")
+      XCTAssertEqual(o, try attention(query: q, key: k, value: v, graph: graph), "the work form computes the same output")
       XCTAssertGreaterThanOrEqual(scores, edges, spec)
       XCTAssertLessThanOrEqual(Double(scores), Double(edges) * 1.03 + Double(l / 4 * 8), "\(spec): \(scores) scores for \(edges) edges")
     }

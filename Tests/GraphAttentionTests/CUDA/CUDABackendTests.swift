@@ -21,9 +21,9 @@ final class CUDABackendTests: XCTestCase {
     directory.remove()
   }
 
-  private func run(_ runtime: CUDARuntime, graph: Graph = .causal, storage: DeviceStorage = .float32,
+  private func run(_ runtime: CUDARuntime, graph: Graph = .causal, storage: StorageType = .float32,
                    options: AttentionOptions = AttentionOptions()) throws -> Tensor {
-    try cudaAttention(runtime: runtime, ordinal: 0, storage: storage, query: q, key: k, value: v, graph: graph, options: options)
+    try cudaAttention(runtime: runtime, ordinal: 0, storage: storage, query: q, key: k, value: v, graph: graph, options: options).output
   }
 
   private func assertDeviceError(_ body: () throws -> Void, contains texts: [String], file: StaticString = #filePath, line: UInt = #line) {
@@ -235,19 +235,34 @@ final class CUDABackendTests: XCTestCase {
 
   // MARK: - Storage types
 
-  func testBFloat16RoundsToNearestEvenAndFP16RejectsOverflow() throws {
-    XCTAssertEqual(DeviceStorage.bfloat16Bits(1), 0x3F80)
-    XCTAssertEqual(DeviceStorage.bfloat16Bits(Float(bitPattern: 0x3F80_8000)), 0x3F80, "tie to even (down)")
-    XCTAssertEqual(DeviceStorage.bfloat16Bits(Float(bitPattern: 0x3F81_8000)), 0x3F82, "tie to even (up)")
-    XCTAssertEqual(DeviceStorage.bfloat16Bits(Float(bitPattern: 0x3F80_8001)), 0x3F81)
-    XCTAssertEqual(DeviceStorage.bfloat16Bits(-2.5), 0xC020)
+  /// Device uploads use the storage layer's one conversion (ties to even, one NaN rule), and refuse
+  /// finite values that would become infinite.
+  func testDeviceEncodingRoundsAsTheStorageLayerAndRejectsOverflow() throws {
+    let ties: [Float] = [1, Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x3F80_8001),
+                         -2.5, .nan, -.nan, .infinity, 1 + 0x1p-11, 0x1p-24, 65504]
+    let tensor = Tensor(shape: [ties.count], scalars: ties)
+    for type in [StorageType.float16, .bfloat16] {
+      let bytes = try type.encode(tensor, name: "q")
+      let halves = (0..<ties.count).map { UInt16(bytes[2 * $0]) | UInt16(bytes[2 * $0 + 1]) << 8 }
+      for (x, h) in zip(ties, halves) {
+        let back = type == .bfloat16 ? Float(bitPattern: UInt32(h) << 16) : Float(Float16(bitPattern: h))
+        if x.isNaN {
+          XCTAssertTrue(back.isNaN)
+          XCTAssertEqual(back.sign, x.sign, "NaN keeps its sign on \(type)")
+        } else {
+          XCTAssertEqual(back, TensorView.rounded(x, to: type), "\(x) on \(type)")
+        }
+      }
+    }
+    XCTAssertEqual(try StorageType.bfloat16.encode(Tensor(shape: [3], scalars: ties[1...3].map { $0 }), name: "q"),
+                   [0x80, 0x3F, 0x82, 0x3F, 0x81, 0x3F], "ties to even")
     let big = Tensor(shape: [1, 2], scalars: [1, 70000])
-    XCTAssertThrowsError(try DeviceStorage.encode(big, as: .float16, name: "query")) { error in
+    XCTAssertThrowsError(try StorageType.float16.encode(big, name: "query")) { error in
       XCTAssertEqual((error as? GraphAttentionError)?.kind, .value)
       XCTAssertTrue("\(error)".contains("query element 1 is 70000.0"), "\(error)")
     }
     let small = Tensor(shape: [1, 2], scalars: [1, -0.5])
-    XCTAssertEqual(try DeviceStorage.encode(small, as: .float16, name: "q"), [0x00, 0x3C, 0x00, 0xB8])
-    XCTAssertEqual(try DeviceStorage.encode(small, as: .bfloat16, name: "q"), [0x80, 0x3F, 0x00, 0xBF])
+    XCTAssertEqual(try StorageType.float16.encode(small, name: "q"), [0x00, 0x3C, 0x00, 0xB8])
+    XCTAssertEqual(try StorageType.bfloat16.encode(small, name: "q"), [0x80, 0x3F, 0x00, 0xBF])
   }
 }

@@ -15,11 +15,14 @@ enum KernelEmulator {
   typealias Launch = @convention(c) (UnsafePointer<CChar>?, UInt32, UInt32, UInt32, UInt32,
                                      UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
 
-  /// The compiled emulator's entry point, or why it is unavailable (no clang++ here).
-  nonisolated(unsafe) static let launch: Result<Launch, EmulatorUnavailable> = build()
+  /// The compiled emulator's entry point, or why it is unavailable.
+  static let launch: Result<Launch, EmulatorUnavailable> = build()
 
+  /// Why the emulator cannot run: no compiler on this machine (a reason to skip), or a failure to
+  /// build or load it (a defect: the kernel source or the prelude does not compile).
   struct EmulatorUnavailable: Error, CustomStringConvertible {
     var description: String
+    var noCompiler = false
   }
 
   static func build() -> Result<Launch, EmulatorUnavailable> {
@@ -27,7 +30,7 @@ enum KernelEmulator {
       .first { FileManager.default.isExecutableFile(atPath: $0) }
       ?? ProcessInfo.processInfo.environment["PATH"]?.split(separator: ":").map { "\($0)/clang++" }
         .first { FileManager.default.isExecutableFile(atPath: $0) }
-    guard let compiler else { return .failure(EmulatorUnavailable(description: "no clang++ or g++ found")) }
+    guard let compiler else { return .failure(EmulatorUnavailable(description: "no clang++ or g++ found", noCompiler: true)) }
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("graph-attention-emulator-\(getpid())")
     try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     let source = directory.appendingPathComponent("emulator.cpp")

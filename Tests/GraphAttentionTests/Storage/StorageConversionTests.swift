@@ -88,6 +88,17 @@ final class StorageConversionTests: XCTestCase {
 
   // MARK: - bf16
 
+  /// Every one of the 65536 bfloat16 patterns widens by the 16-bit shift (NaNs stay NaNs with their
+  /// sign and payload), on both kernels.
+  func testEveryBFloat16WidensExactly() {
+    let patterns = (0...UInt16.max).map { $0 }
+    for kernel in [ConversionKernel.fastest, .portable] {
+      let widened = convert(patterns, .bfloat16, kernel)
+      XCTAssertEqual(widened.map(\.bitPattern), patterns.map { UInt32($0) << 16 }, "\(kernel)")
+      XCTAssertEqual(zip(patterns, widened).filter { $0.0 & 0x7F80 == 0x7F80 && $0.0 & 0x7F != 0 }.filter { !$0.1.isNaN }.count, 0)
+    }
+  }
+
   func testBFloat16RoundingSpecialValues() {
     let cases: [(UInt32, UInt16)] = [
       (0x0000_0000, 0x0000), (0x8000_0000, 0x8000), (0x3F80_0000, 0x3F80),

@@ -143,7 +143,7 @@ final class StreamingAttentionTests: XCTestCase {
     var otherType = try job("window:4")
     otherType.outputType = .float16
     XCTAssertThrowsError(try otherType.run(resume: true)) { error in
-      XCTAssertTrue("\(error)".contains("the output type was float32, now float16"), "\(error)")
+      XCTAssertTrue("\(error)".contains("the output type was f32, now f16"), "\(error)")
     }
     // The same output through a relative path (and a symlinked directory) is the same job.
     let previous = FileManager.default.currentDirectoryPath

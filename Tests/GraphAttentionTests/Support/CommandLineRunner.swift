@@ -13,8 +13,9 @@ enum CommandLineRunner {
     return URL(fileURLWithPath: ".build/debug/graph-attention")
   }()
 
-  /// Runs the executable to completion; fails the test if it is missing.
-  static func run(_ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws
+  /// Runs the executable to completion; fails the test if it is missing. `environment` entries are
+  /// added to (or replace) the test's own environment.
+  static func run(_ arguments: [String], environment: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) throws
     -> (status: Int32, stdout: String, stderr: String) {
     guard FileManager.default.isExecutableFile(atPath: executable.path) else {
       XCTFail("graph-attention not found at \(executable.path): run `swift build` first", file: file, line: line)
@@ -23,6 +24,9 @@ enum CommandLineRunner {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
+    if !environment.isEmpty {
+      process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err

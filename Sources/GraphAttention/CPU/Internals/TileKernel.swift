@@ -53,10 +53,12 @@ struct TileKernel {
   /// Sets row `slot` of the tile: its query and its `(m, l, acc)` state.
   mutating func setRow(_ slot: Int, query: UnsafePointer<Float>, maximum: UnsafeMutablePointer<Float>,
                        sum: UnsafeMutablePointer<Float>, accumulator: UnsafeMutablePointer<Float>) {
-    withUnsafeMutableBytes(of: &call.query) { $0.storeBytes(of: query, toByteOffset: slot * 8, as: UnsafePointer<Float>.self) }
-    withUnsafeMutableBytes(of: &call.m) { $0.storeBytes(of: maximum, toByteOffset: slot * 8, as: UnsafeMutablePointer<Float>.self) }
-    withUnsafeMutableBytes(of: &call.l) { $0.storeBytes(of: sum, toByteOffset: slot * 8, as: UnsafeMutablePointer<Float>.self) }
-    withUnsafeMutableBytes(of: &call.acc) { $0.storeBytes(of: accumulator, toByteOffset: slot * 8, as: UnsafeMutablePointer<Float>.self) }
+    // The C struct's fixed arrays import as tuples: store element `slot` at its byte offset.
+    let offset = slot * MemoryLayout<UnsafeRawPointer>.stride
+    withUnsafeMutableBytes(of: &call.query) { $0.storeBytes(of: query, toByteOffset: offset, as: UnsafePointer<Float>.self) }
+    withUnsafeMutableBytes(of: &call.m) { $0.storeBytes(of: maximum, toByteOffset: offset, as: UnsafeMutablePointer<Float>.self) }
+    withUnsafeMutableBytes(of: &call.l) { $0.storeBytes(of: sum, toByteOffset: offset, as: UnsafeMutablePointer<Float>.self) }
+    withUnsafeMutableBytes(of: &call.acc) { $0.storeBytes(of: accumulator, toByteOffset: offset, as: UnsafeMutablePointer<Float>.self) }
   }
 
   /// Sets the key positions group `group` (rows `4g..<4g+4`) visits.
