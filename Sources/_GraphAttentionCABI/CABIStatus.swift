@@ -90,8 +90,6 @@ public func ga_last_error() -> UnsafePointer<CChar>? {
 /// The version of the library and of its C ABI, "MAJOR.MINOR.PATCH"; a static string.
 @_cdecl("ga_version")
 public func ga_version() -> UnsafePointer<CChar> {
-  UnsafeRawPointer(cabiVersion.utf8Start).assumingMemoryBound(to: CChar.self)
+  UnsafeRawPointer(graphAttentionVersion.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
-/// Kept in step with python/pyproject.toml's version.
-let cabiVersion: StaticString = "0.1.0"

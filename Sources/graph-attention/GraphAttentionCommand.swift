@@ -21,7 +21,7 @@ struct GraphAttentionCommand: ParsableCommand {
   )
 
   /// The version `--version` prints.
-  static let version = "0.1.0"
+  static let version = "\(graphAttentionVersion)"
 
   /// Refuses what the parser would silently misread, then parses and runs as usual: a first word that
   /// names no subcommand (the default subcommand, demo, would otherwise report it as its own unexpected

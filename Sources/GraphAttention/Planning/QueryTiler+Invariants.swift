@@ -29,12 +29,21 @@ extension QueryTiler.Tile {
       previous = key
     }
     if rowCount == 1 {
-      precondition(mask == nil && groupRanges.isEmpty, "a single-row tile with a mask or group ranges")
+      precondition(mask == nil && rowSpans == nil && groupRanges.isEmpty, "a single-row tile with a mask, spans or group ranges")
       return
     }
     let groups = rowCount / QueryTiler.groupRows
     precondition(groupRanges.count == groups, "\(groupRanges.count) group ranges for \(groups) groups")
-    guard let mask else { preconditionFailure("a tile of \(rowCount) rows without a mask") }
+    if let rowSpans {
+      precondition(mask == nil, "a tile with both row spans and a mask")
+      for row in 0..<rowCount {
+        let span = rowSpans[row], range = groupRanges[row / QueryTiler.groupRows]
+        precondition(!span.isEmpty && span.lowerBound >= range.lowerBound && span.upperBound <= range.upperBound,
+                     "row \(row)'s key positions \(span) outside its group's range \(range)")
+      }
+      return
+    }
+    guard let mask else { preconditionFailure("a tile of \(rowCount) rows without a mask or row spans") }
     let full = groups * self.keyCount * QueryTiler.groupRows <= QueryTiler.Tile.fullMaskCheckBytes
     for (group, range) in groupRanges.enumerated() {
       precondition(range.lowerBound >= 0 && range.upperBound <= self.keyCount && !range.isEmpty,

@@ -93,7 +93,7 @@ final class CommandLineInterfaceTests: XCTestCase {
       let result = try graphAttention([word, "--tokens", "4"])
       XCTAssertEqual(result.status, 64)
       XCTAssertTrue(result.stderr.contains("unknown subcommand '\(word)'"), result.stderr)
-      XCTAssertTrue(result.stderr.contains("demo, run, verify"), result.stderr)
+      XCTAssertTrue(result.stderr.contains("demo, run, grad, verify"), result.stderr)
       if let suggestion { XCTAssertTrue(result.stderr.contains("did you mean \(suggestion)"), result.stderr) }
       XCTAssertFalse(result.stderr.contains("graph-attention demo ["), result.stderr)
     }
