@@ -7,20 +7,17 @@
 
 int ga_reserve_file_blocks(int fd, int64_t length) {
 #ifdef __linux__
-  int status;
-  do { status = fallocate(fd, 0, 0, (off_t)length); } while (status != 0 && errno == EINTR);
-  return status == 0 ? 0 : errno;
+  return fallocate(fd, 0, 0, (off_t)length);
 #else
   (void)fd; (void)length;
-  return EOPNOTSUPP;
+  errno = EOPNOTSUPP;
+  return -1;
 #endif
 }
 
 int ga_start_writeback(int fd, int64_t offset, int64_t length) {
 #ifdef __linux__
-  int status;
-  do { status = sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE); } while (status != 0 && errno == EINTR);
-  return status == 0 ? 0 : errno;
+  return sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);
 #else
   (void)fd; (void)offset; (void)length;
   return 0;

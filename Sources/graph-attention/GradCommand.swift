@@ -24,8 +24,8 @@ struct GradCommand: ParsableCommand {
   @Option(help: "Directory for dq.npy, dk.npy and dv.npy (must exist).") var outputDirectory: String
   @Option(help: "The forward's output O (from `run`); needs --lse.") var output: String?
   @Option(help: "The forward's log-sum-exp (from `run --save-lse`); needs --output.") var lse: String?
-  @Option(help: "Factor on q.k before the softmax (default 1/sqrt(d_k)); must be the forward's.") var scale: Float?
-  @Option(help: "Worker threads (default: every processor).") var threads: Int?
+  @Option(parsing: .unconditional, help: "Factor on q.k before the softmax (default 1/sqrt(d_k)); must be the forward's.") var scale: Float?
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
   @Option(help: "dQ of rows with no edges: zero, or nan (as PyTorch gives for fully masked rows).")
   var emptyRows: EmptyRowPolicy = .zero
   @Flag(help: "Print one JSON object with edges, seconds (backward only) and gflops.") var json = false

@@ -19,21 +19,21 @@ struct PlanCommand: ParsableCommand {
   )
 
   @Option(help: "Mask specification, e.g. window:256+global:0.") var mask: String
-  @Option(help: "Head dimension d.") var dim: Int = 64
-  @Option(help: "Value head dimension (default: d).") var valueDim: Int?
-  @Option(help: "Query heads H.") var heads: Int = 1
-  @Option(help: "Key/value heads (default: H; fewer for grouped-query attention).") var kvHeads: Int?
-  @Option(help: "Batch B.") var batch: Int = 1
+  @Option(parsing: .unconditional, help: "Head dimension d.") var dim: Int = 64
+  @Option(parsing: .unconditional, help: "Value head dimension (default: d).") var valueDim: Int?
+  @Option(parsing: .unconditional, help: "Query heads H.") var heads: Int = 1
+  @Option(parsing: .unconditional, help: "Key/value heads (default: H; fewer for grouped-query attention).") var kvHeads: Int?
+  @Option(parsing: .unconditional, help: "Batch B.") var batch: Int = 1
   @Option(help: "Storage type of Q, K, V: f32, f16 or bf16.") var dtype: StorageType = .float32
   @Option(help: "Storage type of O (default: --dtype).") var outputDtype: StorageType?
-  @Option(help: "Memory for the process, BYTES (default: available memory, MemAvailable in /proc/meminfo).")
+  @Option(parsing: .unconditional, help: "Memory for the process, BYTES (default: available memory, MemAvailable in /proc/meminfo).")
   var memory: ByteCount?
-  @Option(help: "Free disk for the files, BYTES (default: free space of the current directory's file system).")
+  @Option(parsing: .unconditional, help: "Free disk for the files, BYTES (default: free space of the current directory's file system).")
   var disk: ByteCount?
-  @Option(help: "Query rows per streamed chunk R (default: what `run` picks for this shape).") var chunkRows: Int?
-  @Option(help: "Worker threads (default: every processor).") var threads: Int?
-  @Option(help: "Also evaluate this context length L.") var tokens: Int?
-  @Option(help: "Sustained useful GFLOP/s, to estimate compute time (e.g. from `graph-attention bench`).") var gflops: Double?
+  @Option(parsing: .unconditional, help: "Query rows per streamed chunk R (default: what `run` picks for this shape).") var chunkRows: Int?
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
+  @Option(parsing: .unconditional, help: "Also evaluate this context length L.") var tokens: Int?
+  @Option(parsing: .unconditional, help: "Sustained useful GFLOP/s, to estimate compute time (e.g. from `graph-attention bench`).") var gflops: Double?
   @Flag(help: "Print one JSON object.") var json = false
 
   func validate() throws {

@@ -30,16 +30,16 @@ struct RunCommand: ParsableCommand {
   @Option(help: "Tensor name of the key inside a .safetensors input.") var keyName = "k"
   @Option(help: "Tensor name of the value inside a .safetensors input.") var valueName = "v"
   @Option(help: "Output storage type: f32, f16 or bf16.") var outputDtype = "f32"
-  @Option(help: "Query rows per chunk (default: about 2^26 edges per chunk, as `plan` shows).") var chunkRows: Int?
-  @Option(help: "After the run, check this many sampled rows (at most L_q) against the float64 reference.") var checkRows = 0
+  @Option(parsing: .unconditional, help: "Query rows per chunk (default: about 2^26 edges per chunk, as `plan` shows).") var chunkRows: Int?
+  @Option(parsing: .unconditional, help: "After the run, check this many sampled rows (at most L_q) against the float64 reference.") var checkRows = 0
   @Flag(help: "Continue an interrupted run from its progress record.") var resume = false
   @Flag(help: "Copy the inputs into memory first (to compare streaming with in-memory runs).") var inMemory = false
   @Option(help: ArgumentHelp("How far keys (random, explicit edges) are read: read (pread, bounded memory) or mapped.",
                              discussion: "mapped is faster while K and V fit in memory; read keeps them out of the resident set."))
   var scatteredKeys = "read"
-  @Option(help: "Seconds between checkpoints (output synced, progress record written); 0 = after every chunk.")
+  @Option(parsing: .unconditional, help: "Seconds between checkpoints (output synced, progress record written); 0 = after every chunk.")
   var checkpointSeconds = 2.0
-  @Option(help: "When stderr is not a terminal: seconds between plain progress lines (rows, rate, ETA).")
+  @Option(parsing: .unconditional, help: "When stderr is not a terminal: seconds between plain progress lines (rows, rate, ETA).")
   var progressSeconds = 10.0
   @OptionGroup var compute: ComputeOptions
   @Option(help: "Also write each row's log-sum-exp (fp32 .npy, Q's shape without d; -inf for empty rows), for `grad --lse`.")

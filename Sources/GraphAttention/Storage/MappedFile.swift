@@ -60,12 +60,12 @@ public final class MappedFile: @unchecked Sendable {
   /// - Complexity: O(1): no data is read.
   public convenience init(path: String, access: Access = .readOnly) throws {
     let flags = (access == .readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
-    var fd: Int32
-    repeat { fd = open(path, flags) } while fd < 0 && errno == EINTR
-    guard fd >= 0 else {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot open \(path)\(access == .readWrite ? " for writing" : ""): \(storageErrnoText(code))",
-                                fix: mappedOpenFix(code, access))
+    let fd: Int32
+    switch valueOrErrno({ open(path, flags) }) {
+    case .success(let opened): fd = opened
+    case .failure(let code):
+      throw GraphAttentionError(.file, "cannot open \(path)\(access == .readWrite ? " for writing" : ""): \(code)",
+                                fix: mappedOpenFix(code.rawValue, access), errno: code)
     }
     try self.init(adopting: fd, path: path, access: access)
   }
@@ -151,7 +151,7 @@ public final class MappedFile: @unchecked Sendable {
     guard let (start, length) = pageRange(byteRange) else { return }
     if access == .readWrite {
       msync(base + start, length, MS_ASYNC)
-      _ = ga_start_writeback(descriptor, Int64(start), Int64(length))
+      _ = nothingOrErrno { ga_start_writeback(descriptor, Int64(start), Int64(length)) }
     }
     madvise(base + start, length, MADV_DONTNEED)
   }
@@ -167,6 +167,29 @@ public final class MappedFile: @unchecked Sendable {
     #endif
   }
 
+  /// A new read-only descriptor of this same file, with its own read-ahead state (advised
+  /// `POSIX_FADV_RANDOM` on Linux), for positioned reads (`pread`) that must not disturb the mapping's
+  /// sequential read-ahead. It is opened through `/proc/self/fd`, so it reaches the mapped file even if
+  /// the path was renamed or replaced since; where that is unavailable, through `path`.
+  ///
+  /// Ownership: the caller owns the descriptor and closes it.
+  /// - Throws: `GraphAttentionError(.file)` with the errno when neither open succeeds.
+  /// - Complexity: O(1).
+  public func openRandomAccessDescriptor() throws -> Int32 {
+    var result = valueOrErrno { open("/proc/self/fd/\(descriptor)", O_RDONLY | O_CLOEXEC) }
+    if case .failure = result { result = valueOrErrno { open(path, O_RDONLY | O_CLOEXEC) } }
+    switch result {
+    case .success(let fd):
+      #if os(Linux)
+      _ = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM)
+      #endif
+      return fd
+    case .failure(let code):
+      throw GraphAttentionError(.file, "cannot reopen \(path) for reading: \(code)",
+                                fix: "check that the file still exists and is readable", errno: code)
+    }
+  }
+
   /// Writes every modified page to the file and waits for the device (`msync(MS_SYNC)`).
   ///
   /// Does nothing for read-only mappings.
@@ -175,12 +198,9 @@ public final class MappedFile: @unchecked Sendable {
   /// - Complexity: O(dirty pages), bounded by the disk's write speed.
   public func sync() throws {
     guard access == .readWrite else { return }
-    var status: Int32
-    repeat { status = msync(base, byteCount, MS_SYNC) } while status != 0 && errno == EINTR
-    guard status == 0 else {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot write \(path) to disk: \(storageErrnoText(code))",
-                                fix: "check free disk space and the device; the output is incomplete")
+    if case .failure(let code) = nothingOrErrno({ msync(base, byteCount, MS_SYNC) }) {
+      throw GraphAttentionError(.file, "cannot write \(path) to disk: \(code)",
+                                fix: "check free disk space and the device; the output is incomplete", errno: code)
     }
   }
 

@@ -203,7 +203,10 @@ public enum TensorFile {
     // Reserve the blocks now, so a disk filled later (by this job or another writer) is an error here,
     // before any work, not a SIGBUS on a mapped page half-way. File systems without fallocate keep the
     // sparse file (the up-front free-space check above still applies).
-    let code = reservingBlocks ? ga_reserve_file_blocks(fd, Int64(total)) : 0
+    var code: Int32 = 0
+    if reservingBlocks, case .failure(let failure) = nothingOrErrno({ ga_reserve_file_blocks(fd, Int64(total)) }) {
+      code = failure.rawValue
+    }
     if code == ENOSPC || code == EDQUOT || code == EFBIG {
       close(fd)
       throw GraphAttentionError(.resource, "cannot reserve \(storageGiB(total)) GiB on disk for \(path): \(Errno(rawValue: code))",

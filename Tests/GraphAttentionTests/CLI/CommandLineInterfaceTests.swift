@@ -148,6 +148,13 @@ final class CommandLineInterfaceTests: XCTestCase {
       (["bench", "--max-row-seconds", "-1"], "--max-row-seconds must be positive"),
       (["bench", "--memory-fraction", "-0.5"], "--memory-fraction must be in (0, 1]"),
       (["cuda-info", "--cuda-device", "-1"], "--cuda-device"),
+      (["run", "--query", "q.npy", "--key", "k.npy", "--value", "v.npy", "--mask", "causal", "--output", "o.npy",
+        "--check-rows", "-1"], "--check-rows must be >= 0"),
+      (["run", "--query", "q.npy", "--key", "k.npy", "--value", "v.npy", "--mask", "causal", "--output", "o.npy",
+        "--progress-seconds", "-2"], "--progress-seconds must be >= 0"),
+      (["grad", "--query", "q.npy", "--key", "k.npy", "--value", "v.npy", "--grad-output", "d.npy", "--mask", "causal",
+        "--output-directory", ".", "--threads", "-2"], "--threads must be between 1"),
+      (["plan", "--mask", "causal", "--dim", "-3"], "--dim must be between 1"),
     ]
     for (arguments, message) in cases {
       let result = try graphAttention(arguments)

@@ -26,7 +26,7 @@ import Synchronization
 /// 64 MiB so the resident set stays bounded. The executor then finds each far key in its row's short
 /// sorted list; a key not found there (or rows outside the block) falls back to `pread`.
 ///
-/// The reader has its own descriptors (reopened through `/proc/self/fd`, so a renamed input still
+/// The reader has its own descriptors (`MappedFile.openRandomAccessDescriptor`, so a renamed input still
 /// works), advised `POSIX_FADV_RANDOM` so a miss reads one page, not a read-ahead window, without
 /// changing the mapping's read-ahead. Thread-safe: `pread` is positional. I/O errors are recorded and
 /// reported by `failure` after the call; the rows they affect are filled with NaN.
@@ -63,9 +63,9 @@ final class ScatteredKeyReader: @unchecked Sendable {
   /// - Throws: `GraphAttentionError(.file)` if a file cannot be reopened.
   init?(key: TensorView, value: TensorView, keyCount: Int, keyDim: Int, valueDim: Int, near: NearKeys) throws {
     guard let keyFile = key.mappedFile, let valueFile = value.mappedFile else { return nil }
-    keyDescriptor = try ScatteredKeyReader.reopen(keyFile)
+    keyDescriptor = try keyFile.openRandomAccessDescriptor()
     do {
-      valueDescriptor = try ScatteredKeyReader.reopen(valueFile)
+      valueDescriptor = try valueFile.openRandomAccessDescriptor()
     } catch {
       close(keyDescriptor)
       throw error
@@ -148,20 +148,16 @@ final class ScatteredKeyReader: @unchecked Sendable {
   /// `pread` of exactly `bytes`, retried on EINTR and short reads; on failure records the error and fills
   /// the destination with NaN bytes (0xFF), so nothing computed from it can pass for a result.
   private func read(_ fd: Int32, into destination: UnsafeMutableRawPointer, bytes: Int, at offset: Int, key: Int) {
-    var done = 0
-    while done < bytes {
-      let got = pread(fd, destination + done, bytes - done, off_t(offset + done))
-      if got > 0 {
-        done += got
-      } else if got < 0 && errno == EINTR {
-        continue
-      } else {
-        let code: Int32 = got == 0 ? -1 : errno
-        _ = failedErrno.compareExchange(expected: 0, desired: code, ordering: .relaxed)
-        failedKey.store(key, ordering: .relaxed)
-        (destination + done).initializeMemory(as: UInt8.self, repeating: 0xFF, count: bytes - done)
-        return
-      }
+    let result = transferAll(bytes) { done, chunk in pread(fd, destination + done, chunk, off_t(offset + done)) }
+    let done: Int, code: Int32
+    switch result {
+    case .success(let n): (done, code) = (n, -1)  // short only at the end of the file
+    case .failure(let failure): (done, code) = (0, failure.rawValue)
+    }
+    if done < bytes {
+      _ = failedErrno.compareExchange(expected: 0, desired: code, ordering: .relaxed)
+      failedKey.store(key, ordering: .relaxed)
+      (destination + done).initializeMemory(as: UInt8.self, repeating: 0xFF, count: bytes - done)
     }
   }
 
@@ -297,23 +293,6 @@ final class ScatteredKeyReader: @unchecked Sendable {
     let base = head * keyCount
     keys.dropPages(elements: (base + rows.lowerBound) * keyDim..<(base + rows.upperBound) * keyDim)
     values.dropPages(elements: (base + rows.lowerBound) * valueDim..<(base + rows.upperBound) * valueDim)
-  }
-
-  private static func reopen(_ file: MappedFile) throws -> Int32 {
-    var fd: Int32
-    repeat { fd = open("/proc/self/fd/\(file.descriptor)", O_RDONLY | O_CLOEXEC) } while fd < 0 && errno == EINTR
-    if fd < 0 {
-      repeat { fd = open(file.path, O_RDONLY | O_CLOEXEC) } while fd < 0 && errno == EINTR
-    }
-    guard fd >= 0 else {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot reopen \(file.path) for reading: \(storageErrnoText(code))",
-                                fix: "check that the file still exists and is readable")
-    }
-    #if os(Linux)
-    _ = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM)
-    #endif
-    return fd
   }
 }
 
