@@ -95,6 +95,12 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
 public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions,
                       scoresComputed: inout Int) throws -> Tensor {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  if graph.variesPerHead, shape.queryHeads > 1 {  // a per-head random pattern: head by head
+    let output = MutableTensorView(allocating: shape.outputShape, type: .float32)
+    scoresComputed = try attention(query: TensorView(query), key: TensorView(key), value: TensorView(value), output: output,
+                                   graphs: Array(repeating: graph, count: shape.queryHeads), options: options).scoresComputed
+    return Tensor(output.readOnly)
+  }
   let prepared = try AttentionCall(shape: shape, graph: graph, options: options)
   if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
   var output = [Float](repeating: .nan, count: shape.batch * shape.queryHeads * shape.queryCount * shape.valueDim)
@@ -126,6 +132,10 @@ struct AttentionCall {
 
   init(shape: AttentionShape, graph: Graph, options: AttentionOptions, edgesPerHead: Int? = nil) throws {
     try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
+    if graph.variesPerHead, shape.queryHeads > 1 {
+      throw GraphAttentionError(.mask, "\(graph) varies per head, which this path computes with one graph for all heads",
+                                fix: "call attention(query:key:value:graph:) or pass graphs: (one per head), or drop :per-head")
+    }
     if let scale = options.scale, !scale.isFinite {
       throw GraphAttentionError(.option, "scale \(scale) is not finite", fix: "pass a finite scale, or none for 1/sqrt(d_k)")
     }

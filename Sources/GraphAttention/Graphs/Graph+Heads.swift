@@ -1,0 +1,37 @@
+extension Graph {
+  /// Whether the graph's pattern differs per query head: it holds a per-head random component
+  /// (`random:P:SEED:per-head`). `attention` then runs it head by head, each head with `forHead(h)`.
+  /// - Complexity: O(components).
+  public var variesPerHead: Bool {
+    components.contains { component in
+      component.intersectionAtoms.contains {
+        if case let .random(random) = $0 { return random.perHead }
+        return false
+      }
+    }
+  }
+
+  /// The graph query head `head` uses: each per-head random component re-seeded with
+  /// `seed &+ UInt64(head) &* 0x9E3779B97F4A7C15` (head 0 keeps the seed), everything else unchanged.
+  ///
+  /// A graph that does not vary per head is returned as is. `head` counts query heads within one
+  /// batch element (`0..<H`): every batch element sees the same graphs.
+  /// - Precondition: `head >= 0`.
+  /// - Complexity: O(components).
+  public func forHead(_ head: Int) -> Graph {
+    precondition(head >= 0, "head \(head) is negative")
+    guard variesPerHead else { return self }
+    func reseeded(_ c: Component) -> Component {
+      switch c {
+      case let .random(random) where random.perHead:
+        let seed = random.seed &+ UInt64(head) &* 0x9E37_79B9_7F4A_7C15
+        return .random(RandomGraph(probability: random.probability, seed: seed))
+      case let .intersection(atoms):
+        return .intersection(atoms.map(reseeded))
+      default:
+        return c
+      }
+    }
+    return Graph(components: components.map(reseeded))
+  }
+}
