@@ -99,7 +99,7 @@ struct CUDAGraphEncoding {
       switch component {
       case .prefix, .documents, .intersection:
         return "the CUDA backend does not compute \(component) graphs yet"
-      case .causal, .window(_, true) where queryCount != keyCount:
+      case .causal where queryCount != keyCount, .window(_, true) where queryCount != keyCount:
         return "the CUDA backend does not align \(component) for L_q != L_k yet"
       case let .random(random) where random.perHead:
         return "the CUDA backend does not compute per-head random graphs yet"

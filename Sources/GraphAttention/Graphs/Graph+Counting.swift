@@ -218,7 +218,9 @@ extension Graph.Component {
     case let .prefix(length):
       // Rows with i + L_k - L_q + 1 = h > p = min(P, L_k) see h keys (h = a...L_k); the others p.
       let p = min(length, n)
-      let a = max(n - m + 1, p + 1)
+      if m <= 0 { return 0 }
+      if p == n { return try EdgeCountOverflow.product(m, n) }
+      let a = max(n - m, p) + 1  // p < n and n - m < n: no overflow
       let long = max(0, n - a + 1)
       let longEdges = long == 0 ? 0 : try Graph.Component.triangle(n) - Graph.Component.triangle(a - 1)
       return try EdgeCountOverflow.sum(EdgeCountOverflow.product(m - long, p), longEdges)

@@ -35,3 +35,35 @@ extension Graph {
     return Graph(components: components.map(reseeded))
   }
 }
+
+extension Graph {
+  /// Parses one mask specification per query head from text with one specification a line (a mask
+  /// file), reading explicit graphs and document offsets from their files.
+  ///
+  /// Blank lines and lines starting with `#` are skipped; every other line is one head's graph, in
+  /// head order. Each graph is specialised for its head (`forHead(_:)`).
+  /// - Parameters:
+  ///   - text: the lines.
+  ///   - heads: the number of query heads, which must equal the number of specifications.
+  ///   - queryCount, keyCount: the lengths, if known, to check explicit graphs against while loading.
+  /// - Throws: `GraphAttentionError` (`.mask`) naming the line of a bad specification, or a count that
+  ///   is not `heads`.
+  /// - Complexity: O(length of the text) plus the loads.
+  public static func perHead(parsing text: String, heads: Int, queryCount: Int? = nil, keyCount: Int? = nil) throws -> [Graph] {
+    var graphs: [Graph] = []
+    for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+      let spec = line.trimmingWhitespace()
+      if spec.isEmpty || spec.hasPrefix("#") { continue }
+      do {
+        graphs.append(try Graph(parsing: spec, queryCount: queryCount, keyCount: keyCount).forHead(graphs.count))
+      } catch let error as GraphAttentionError {
+        throw GraphAttentionError(error.kind, "line \(number + 1): \(error.problem)", fix: error.fix)
+      }
+    }
+    guard graphs.count == heads else {
+      throw GraphAttentionError(.mask, "the mask file has \(graphs.count) specification(s) for \(heads) query head(s)",
+                                fix: "write one mask specification a line, one line per query head")
+    }
+    return graphs
+  }
+}

@@ -224,6 +224,25 @@ final class ModelGraphTests: XCTestCase {
                    try Graph(parsing: "random:0.3:5&causal").edgeCount(queryCount: l, keyCount: l))
   }
 
+  /// Estimates and validation at lengths near Int.max neither trap nor walk the rows (as the fuzz oracle asks).
+  func testHugeLengthsNeitherTrapNorEnumerate() throws {
+    let specs = ["prefix:0", "prefix:9223372036854775807", "prefix:5", "causal", "window:5:causal", "window:9223372036854775807:causal",
+                 "documents:0,5&causal", "causal&random:0.1:1", "prefix:3&window:2:causal", "random:0.5:1:per-head&documents:0,1"]
+    for spec in specs {
+      let graph = try Graph(parsing: spec)
+      for (q, k) in [(1 << 40, 1 << 40), (Int.max, Int.max), (1 << 62, 3), (3, 1 << 62), (0, Int.max), (3_000_000_000, 3_000_000_000)] {
+        let estimate = graph.estimatedEdgeCount(queryCount: q, keyCount: k)
+        XCTAssertGreaterThanOrEqual(estimate, 0, "\(spec) \(q)x\(k)")
+        if q > 0, (try? graph.validate(queryCount: q, keyCount: k)) != nil, !spec.contains("&") {
+          let stats = graph.degreeStatistics(queryCount: q, keyCount: k)
+          XCTAssertLessThanOrEqual(stats.min, stats.max, "\(spec) \(q)x\(k)")
+        }
+      }
+    }
+    XCTAssertEqual(try Graph.prefix(5).edgeCount(queryCount: 1 << 60, keyCount: 3), (1 << 60) * 3)
+    XCTAssertEqual(Graph.causal.edgeCount(queryCount: 3, keyCount: 1 << 40), 3 * (1 << 40) - 3)
+  }
+
   /// A 1-D int32 `.npy` file (NPYWriter writes int64 only).
   static func writeInt32NPY(_ values: [Int32], to path: String) throws {
     var header = "{'descr': '<i4', 'fortran_order': False, 'shape': (\(values.count),), }"
