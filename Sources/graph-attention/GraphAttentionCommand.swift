@@ -13,7 +13,7 @@ struct GraphAttentionCommand: ParsableCommand {
       for a union (an edge in several operands is visited once), e.g. window:64+global:0+random:0.001:7.
       With no subcommand, runs the demo.
       """,
-    subcommands: [DemoCommand.self, RunCommand.self, VerifyCommand.self, InspectCommand.self, BenchCommand.self,
+    subcommands: [DemoCommand.self, RunCommand.self, GradCommand.self, VerifyCommand.self, InspectCommand.self, BenchCommand.self,
                   TimeCommand.self, GenerateCommand.self, PlanCommand.self, CUDACompileCommand.self, CUDAInfoCommand.self],
     defaultSubcommand: DemoCommand.self
   )

@@ -44,6 +44,8 @@ struct RunCommand: ParsableCommand {
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Print one JSON object with edges, seconds (attention only), gflops and peak_resident_bytes (VmHWM).")
   var json = false
+  @Option(help: "Also write each row's log-sum-exp (fp32 .npy, Q's shape without d; -inf for empty rows), for `grad --lse`.")
+  var saveLse: String?
 
   func validate() throws {
     guard StorageType(parsing: outputDtype) != nil else {
@@ -69,6 +71,7 @@ struct RunCommand: ParsableCommand {
     job.checkRows = checkRows
     job.inMemory = inMemory
     job.device = compute.attentionDevice
+    job.logSumExpOutput = saveLse
     Interrupt.install()
     let report = json ? nil : Console.rowProgress("attention", lineSeconds: progressSeconds)
     let result = try job.run(resume: resume, progress: { report?($0) }, isCancelled: { Interrupt.requested })

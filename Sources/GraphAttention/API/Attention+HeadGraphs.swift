@@ -14,14 +14,15 @@
 /// - Parameters:
 ///   - graphs: one graph per query head (`graphs.count == H`); a graph that varies per head
 ///     (`Graph.variesPerHead`) is specialised with `forHead(h)` for its head `h`.
-///   - options, rows: as in `attention(query:key:value:output:graph:options:rows:)`.
+///   - options, rows, logSumExp: as in `attention(query:key:value:output:graph:options:rows:logSumExp:)`.
 /// - Returns: the edges and scores of all heads together.
 /// - Throws: `GraphAttentionError` (`.mask`) if the number of graphs is not the number of query heads,
 ///   and whatever a single-graph call throws for any head's graph.
 /// - Complexity: the sum of each head's single-graph cost.
 @discardableResult
 public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graphs: [Graph],
-                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil) throws -> AttentionWork {
+                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil,
+                      logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   guard graphs.count == shape.queryHeads else {
     throw GraphAttentionError(.mask, "\(graphs.count) graph(s) were given for \(shape.queryHeads) query head(s)",
@@ -36,8 +37,13 @@ public func attention(query: TensorView, key: TensorView, value: TensorView, out
       throw GraphAttentionError(error.kind, "head \(h): \(error.problem)", fix: error.fix)
     }
   }
+  if let logSumExp, logSumExp.shape != Array(query.shape.dropLast()) || logSumExp.type != .float32 {
+    throw GraphAttentionError(.shape, "logSumExp is \(logSumExp.type.rawValue) \(logSumExp.shape), not fp32 \(Array(query.shape.dropLast()))",
+                              fix: "create the log-sum-exp as fp32 with the query's shape without its last dimension")
+  }
   return try headwiseAttention(query: query, key: key, value: value, output: output, shape: shape,
-                               graphs: graphs.enumerated().map { $1.forHead($0) }, options: options, rows: rows)
+                               graphs: graphs.enumerated().map { $1.forHead($0) }, options: options, rows: rows,
+                               logSumExp: logSumExp)
 }
 
 /// Per-head graphs over in-memory tensors; see `attention(query:key:value:output:graphs:options:rows:)`.
@@ -54,7 +60,8 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graphs: [Graph]
 /// Runs each (batch element, query head) with its own graph through the single-graph engine, on
 /// views of that head's rows (contiguous in the `[B, H, L, d]` layout).
 func headwiseAttention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView,
-                       shape: AttentionShape, graphs: [Graph], options: AttentionOptions, rows: Range<Int>?) throws -> AttentionWork {
+                       shape: AttentionShape, graphs: [Graph], options: AttentionOptions, rows: Range<Int>?,
+                       logSumExp: MutableTensorView?) throws -> AttentionWork {
   let group = shape.queryHeads / shape.keyValueHeads
   let calls = shape.batch * shape.queryHeads
   var work = AttentionWork(edges: 0, scoresComputed: 0)
@@ -73,8 +80,11 @@ func headwiseAttention(query: TensorView, key: TensorView, value: TensorView, ou
                        base: value.base + kv * shape.keyCount * shape.valueDim * value.type.byteCount, owner: value.owner)
     let o = MutableTensorView(shape: [shape.queryCount, shape.valueDim], type: output.type,
                               base: output.base + call * shape.queryCount * shape.valueDim * output.type.byteCount, owner: output.owner)
+    let lse = logSumExp.map {
+      MutableTensorView(shape: [shape.queryCount], type: .float32, base: $0.base + call * shape.queryCount * 4, owner: $0.owner)
+    }
     let headWork = try viewAttention(query: q, key: k, value: v, output: o, graph: graphs[h], options: headOptions, rows: rows,
-                                     streaming: nil)
+                                     streaming: nil, logSumExp: lse)
     work.edges += headWork.edges
     work.scoresComputed += headWork.scoresComputed
   }

@@ -10,6 +10,9 @@
 ///     storage type.
 ///   - output: shaped like the query with last dimension `d_v`.
 ///   - rows: the query rows to compute (all when nil); other rows of `output` are left as they are.
+///   - logSumExp: if given, receives each computed row's log-sum-exp `LSE = m + log(l)` (natural log of
+///     the scaled scores' softmax denominator; `-inf` for rows without edges), which the backward
+///     (`attentionGradients`) needs; fp32, shaped like the query without its last dimension.
 /// - Returns: the edges visited and the scores the kernels computed, over every head.
 /// - Throws: `GraphAttentionError` for mismatched shapes or types and, when checked, non-finite inputs
 ///   (with `rows`, only those query rows are scanned: check keys and values once yourself).
@@ -19,9 +22,10 @@
 /// `StreamingAttention`, which calls this per chunk.
 @discardableResult
 public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
-                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil) throws -> AttentionWork {
+                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil,
+                      logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
   try viewAttention(query: query, key: key, value: value, output: output, graph: graph, options: options, rows: rows,
-                    streaming: nil)
+                    streaming: nil, logSumExp: logSumExp)
 }
 
 /// What only a streamed job sets on a chunk's call (see `StreamingAttention`).
@@ -40,7 +44,8 @@ struct StreamingKeys {
 /// - Throws: as `attention`; with `.read` access, `.file` if a key or value row cannot be read (the rows
 ///   computed are then garbage and must not be used).
 func viewAttention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
-                   options: AttentionOptions, rows: Range<Int>?, streaming: StreamingKeys?) throws -> AttentionWork {
+                   options: AttentionOptions, rows: Range<Int>?, streaming: StreamingKeys?,
+                   logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   guard output.shape == shape.outputShape else {
     throw GraphAttentionError(.shape, "output has shape \(output.shape) but the result has shape \(shape.outputShape)",
@@ -50,12 +55,22 @@ func viewAttention(query: TensorView, key: TensorView, value: TensorView, output
     throw GraphAttentionError(.dtype, "key is \(key.type.rawValue) but value is \(value.type.rawValue)",
                               fix: "store key and value in the same type")
   }
+  if let logSumExp {
+    guard logSumExp.shape == Array(query.shape.dropLast()) else {
+      throw GraphAttentionError(.shape, "logSumExp has shape \(logSumExp.shape) but should have shape \(Array(query.shape.dropLast()))",
+                                fix: "create the log-sum-exp with the query's shape without its last dimension")
+    }
+    guard logSumExp.type == .float32 else {
+      throw GraphAttentionError(.dtype, "logSumExp is \(logSumExp.type.rawValue), not fp32", fix: "create the log-sum-exp as fp32")
+    }
+  }
   if let rows, rows.lowerBound < 0 || rows.upperBound > shape.queryCount {
     throw GraphAttentionError(.option, "rows \(rows) are outside 0..<\(shape.queryCount)", fix: "pass a range of query rows")
   }
   if graph.variesPerHead, shape.queryHeads > 1, streaming == nil {  // a per-head random pattern: head by head
     return try attention(query: query, key: key, value: value, output: output,
-                         graphs: Array(repeating: graph, count: shape.queryHeads), options: options, rows: rows)
+                         graphs: Array(repeating: graph, count: shape.queryHeads), options: options, rows: rows,
+                         logSumExp: logSumExp)
   }
   var call = try AttentionCall(shape: shape, graph: graph, options: options)
   call.keysFinished = streaming?.keysFinished
@@ -82,7 +97,8 @@ func viewAttention(query: TensorView, key: TensorView, value: TensorView, output
                   budget: streaming?.readAheadBytes ?? ScatteredKeyReader.defaultReadAheadBytes)
   let work = call.run(excluding: nil, rows: rows, pointers: .init(
     query: query.base, queryType: query.type, key: key.base, value: value.base, keyValueType: key.type,
-    destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader))
+    destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader,
+    logSumExp: logSumExp?.base.assumingMemoryBound(to: Float.self)))
   if let failure = reader?.failure { throw failure }
   return AttentionWork(edges: work.edges, scoresComputed: work.scores)
 }

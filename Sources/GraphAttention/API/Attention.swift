@@ -46,6 +46,9 @@ public struct AttentionOptions: Sendable {
   public var progress: (@Sendable (Double) -> Void)?
   /// The CPU kernel; `.automatic` unless comparing implementations.
   public var kernel: CPUKernel
+  /// The highest instruction set the backward kernels may use (`GA_ISA_*`; tests run each); nil: the best.
+  var backwardKernelLevel: Int? = nil
+
   /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked.
   public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
               checksFiniteInputs: Bool = true, progress: (@Sendable (Double) -> Void)? = nil,

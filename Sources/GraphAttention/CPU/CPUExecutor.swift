@@ -48,6 +48,9 @@ enum CPUExecutor {
     /// Reads far keys of single-row tiles from the files (see `ScatteredKeyReader`); nil reads every key
     /// through `key` and `value`.
     var scatteredReader: ScatteredKeyReader? = nil
+    /// With `.output`: where to write each row's log-sum-exp `m + log(l)` (fp32, `[B, H_q, L_q]`, `-inf`
+    /// for rows without edges), for the backward pass; nil writes none.
+    var logSumExp: UnsafeMutablePointer<Float>? = nil
   }
 
   /// What a call did: the edges it visited and the scores its kernels computed (at least the edges,
@@ -174,6 +177,12 @@ enum CPUExecutor {
         if case let .output(out, type, emptyRows) = p.destination {
           for local in 0..<(lastRow - firstRow) {
             finish(acc: outputRows! + local * vd, sum: itemSums[local], count: vd, emptyRows: emptyRows)
+          }
+          if let lse = p.logSumExp {
+            for local in 0..<(lastRow - firstRow) {
+              let l = itemSums[local]
+              lse[headRows + firstRow + local] = l > 0 ? itemMaxima[local] + log(l) : -.infinity
+            }
           }
           if type != .float32 {
             TensorView.store(itemOutputs, count: (lastRow - firstRow) * vd, to: out + (headRows + firstRow) * vd * type.byteCount,

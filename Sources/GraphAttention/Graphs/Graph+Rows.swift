@@ -370,12 +370,20 @@ struct IntersectionScratch {
                           into runs: inout [KeyRun]) {
     // Atoms are never intersections, so they leave this one untouched (an empty value costs no allocation).
     var nested = IntersectionScratch()
+    intersect(operands: atoms.count, into: &runs) { k, out in
+      atoms[k].appendRuns(row: i, queryCount: m, keyCount: n, to: &out, scratch: &nested)
+    }
+  }
+
+  /// Appends the intersection of `operands` lists of runs to `runs`; `appendRuns(k, &out)` appends
+  /// operand `k`'s sorted, disjoint runs to `out`. Stops early once the intersection is empty.
+  mutating func intersect(operands: Int, into runs: inout [KeyRun], appendRuns: (Int, inout [KeyRun]) -> Void) {
     accumulated.removeAll(keepingCapacity: true)
-    atoms[0].appendRuns(row: i, queryCount: m, keyCount: n, to: &accumulated, scratch: &nested)
-    for atom in atoms.dropFirst() {
+    appendRuns(0, &accumulated)
+    for k in 1..<operands {
       if accumulated.isEmpty { return }
       operand.removeAll(keepingCapacity: true)
-      atom.appendRuns(row: i, queryCount: m, keyCount: n, to: &operand, scratch: &nested)
+      appendRuns(k, &operand)
       result.removeAll(keepingCapacity: true)
       IntersectionScratch.intersect(accumulated, operand, into: &result, keys: &keys)
       swap(&accumulated, &result)

@@ -140,6 +140,10 @@ public struct StreamingAttention: Sendable {
   /// Where the attention runs. `.cuda` is not streamed: the inputs are read into memory and computed in
   /// one call on the GPU (they must fit in host and device memory); without a driver the run fails first.
   public var device = AttentionDevice.cpu
+  /// Also write each row's log-sum-exp here (fp32 `.npy` or `.safetensors`, the query's shape without its
+  /// last dimension; `-inf` for empty rows), as `grad --lse` needs. Chunk by chunk beside the output,
+  /// committed with it; such a job cannot be resumed (an interrupted one leaves no log-sum-exp).
+  public var logSumExpOutput: String?
 
   /// A job computing `output` from tensors in files.
   public init(query: Source, key: Source, value: Source, graph: Graph, output: String) {
@@ -186,6 +190,10 @@ public struct StreamingAttention: Sendable {
       throw GraphAttentionError(.dtype, "key is \(k.type.rawValue) but value is \(v.type.rawValue)",
                                 fix: "store key and value in the same type")
     }
+    if logSumExpOutput != nil, resume || device != .cpu {
+      throw GraphAttentionError(.option, "the log-sum-exp is written only by a CPU run from the start",
+                                fix: "drop --resume and --device, or the log-sum-exp output")
+    }
     if case .cuda = device {
       try CUDARuntime.shared.locked { _ = try CUDARuntime.shared.loadDriver() }
     }
@@ -217,6 +225,14 @@ public struct StreamingAttention: Sendable {
 
     let (out, firstRow, recordTemplate) = try openOutput(shape: shape, chunk: chunk, resume: resume)
     var record = recordTemplate
+    let lseFile: OutputTensorFile?
+    do {
+      lseFile = try logSumExpOutput.map { try TensorFile.create($0, shape: Array(q.shape.dropLast()), type: .float32, name: "lse") }
+    } catch {
+      out.abandon()
+      ProgressRecord.remove(for: output)
+      throw error
+    }
     let pages = StreamingPages(query: q, key: k, value: v, output: out.view, shape: shape, graph: graph)
     let guardToken = MappedFaultGuard.watch([q.mappedFile, k.mappedFile, v.mappedFile, out.mapping].compactMap { $0 })
     defer { MappedFaultGuard.unwatch(guardToken) }
@@ -237,7 +253,7 @@ public struct StreamingAttention: Sendable {
         chunkOptions.progress = nil
         edgesAllHeads += try viewAttention(
           query: q, key: k, value: v, output: out.view, graph: graph, options: chunkOptions, rows: rows,
-          streaming: StreamingKeys(access: access, keysFinished: keysFinished)).edges
+          streaming: StreamingKeys(access: access, keysFinished: keysFinished), logSumExp: lseFile?.view).edges
         attentionSeconds += streamingSeconds() - chunkStart
         try MappedFaultGuard.check(guardToken)
         pages.release(done: rows)
@@ -259,17 +275,22 @@ public struct StreamingAttention: Sendable {
       if !cancelled {
         if checkRows > 0 { check = try checkSampledRows(q, k, v, out.view, shape: shape) }
         try MappedFaultGuard.check(guardToken)
+        try lseFile?.commit()
         try out.commit()
         ProgressRecord.remove(for: output)
+      } else {
+        lseFile?.abandon()
       }
       return Result(shape: shape, output: output, outputType: outputType, firstRow: firstRow, completedRows: row,
                     isComplete: !cancelled, edgesAllHeads: edgesAllHeads, attentionSeconds: attentionSeconds,
                     wallSeconds: streamingSeconds() - start, check: check, chunkRows: chunk)
     } catch let error as MappedFaultGuard.Fault {
       // A file changed under the run: what the record vouches for is on disk, so it stays for resume.
+      lseFile?.abandon()
       throw error.error(resumable: ProgressRecord.path(for: output))
     } catch {
       // A real failure: nothing of this run may remain, and an existing output stays as it was.
+      lseFile?.abandon()
       out.abandon()
       ProgressRecord.remove(for: output)
       throw error

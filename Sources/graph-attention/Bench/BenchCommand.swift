@@ -33,6 +33,8 @@ struct BenchCommand: ParsableCommand {
   @Option(help: "Python with PyTorch for --peers.") var peerPython = "Benchmarks/peers/.venv/bin/python"
   @Option(help: "The peer script for --peers.") var peerScript = "Benchmarks/peers/torch_peers.py"
   @Option(help: "Run peers only up to this length.") var peerMaxTokens = 65536
+  @Flag(help: "Also time the backward (attentionGradients, from a saved forward) of each measured mask, as a row 'MASK bwd' (GFLOP/s count 10 * edges * d).")
+  var backward = false
 
   func validate() throws {
     guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1.") }
@@ -109,6 +111,23 @@ struct BenchCommand: ParsableCommand {
             }
             print(row.tableLine(peers: peers))
             report.rows.append(row)
+            if backward, let forward = row.medianSeconds, let (q, k, v) = inputs {
+              var gradients = BenchReport.Row(mask: name + " bwd", spec: spec, tokens: length, dim: dim, heads: headCount)
+              gradients.edges = row.edges
+              gradients.tensorBytes = 2 * tensorBytes
+              do {
+                let runnable = BenchPreset.isExplicit(spec)
+                  ? Graph.explicit(try ExplicitGraph(materializing: try BenchPreset.graph(spec, tokens: length), queryCount: length, keyCount: length))
+                  : try BenchPreset.graph(spec, tokens: length)
+                try measureBackward(&gradients, graph: runnable, q: q, k: k, v: v, threads: threadCount, peak: peak)
+                Console.note(String(format: "%@ %d tokens d=%d H=%d: backward / forward = %.2f", name, length, dim, headCount,
+                                    (gradients.medianSeconds ?? .nan) / forward))
+              } catch {
+                gradients.skipped = "\(error)"
+              }
+              print(gradients.tableLine(peers: false))
+              report.rows.append(gradients)
+            }
           }
         }
       }
@@ -140,6 +159,44 @@ struct BenchCommand: ParsableCommand {
     row.percentOfPeak = 100 * row.gflops! * 1e9 / peak
     row.edgesPerSecond = edgesAllHeads / median
     row.scoresPerEdge = edgesAllHeads > 0 ? Double(scores) / edgesAllHeads : 1
+    row.peakResidentBytes = PeakMemory.current()
+  }
+}
+
+extension BenchCommand {
+  /// Times `attentionGradients` (dQ, dK, dV) from one saved forward (output and log-sum-exp), `repeats` times
+  /// after a warm-up; GFLOP/s count FlashAttention's `10 * edges * d` per head.
+  fileprivate func measureBackward(_ row: inout BenchReport.Row, graph: Graph, q: Tensor, k: Tensor, v: Tensor,
+                                   threads: Int, peak: Double) throws {
+    let options = AttentionOptions(threads: threads, checksFiniteInputs: false)
+    let (qv, kv, vv) = (TensorView(q), TensorView(k), TensorView(v))
+    let dO = TensorView(Tensor.random(shape: q.shape, seed: 4))
+    let o = MutableTensorView(allocating: q.shape, type: .float32)
+    let lse = MutableTensorView(allocating: Array(q.shape.dropLast()), type: .float32)
+    try attention(query: qv, key: kv, value: vv, output: o, graph: graph, options: options, logSumExp: lse)
+    let gradients = [q.shape, k.shape, v.shape].map { MutableTensorView(allocating: $0, type: .float32) }
+    func once() throws -> AttentionWork {
+      try attentionGradients(query: qv, key: kv, value: vv, output: o.readOnly, logSumExp: lse.readOnly, gradOutput: dO,
+                             gradQuery: gradients[0], gradKey: gradients[1], gradValue: gradients[2], graph: graph, options: options)
+    }
+    _ = try once()  // warm-up
+    PeakMemory.reset()
+    var times: [Double] = []
+    var work = AttentionWork(edges: 0, scoresComputed: 0)
+    for _ in 0..<repeats {
+      let start = monotonicSeconds()
+      work = try once()
+      times.append(monotonicSeconds() - start)
+    }
+    times.sort()
+    let median = times[times.count / 2]
+    let edgesAllHeads = Double(work.edges)
+    row.medianSeconds = median
+    row.minSeconds = times[0]
+    row.gflops = 10 * edgesAllHeads * Double(row.dim) / median / 1e9
+    row.percentOfPeak = 100 * row.gflops! * 1e9 / peak
+    row.edgesPerSecond = edgesAllHeads / median
+    row.scoresPerEdge = edgesAllHeads > 0 ? Double(work.scoresComputed) / edgesAllHeads : 1
     row.peakResidentBytes = PeakMemory.current()
   }
 }

@@ -1,0 +1,153 @@
+import Dispatch
+import Synchronization
+
+/// Runs the backward of attention on the CPU in two deterministic passes, without atomics on gradients.
+///
+/// Pass 1, over query rows (items of (head, row block)): `D_i = dO_i . O_i`, then
+/// `dQ_i = scale * sum_j P_ij (dP_ij - D_i) k_j`. Pass 2, over key columns through the transposed graph
+/// (items of (key/value head, column block)): for each query head of the key/value head's group, in
+/// order, `dV_j += sum_i P_ij dO_i` and `dK_j += scale * sum_i P_ij (dP_ij - D_i) q_i`. `S` and `dP` are
+/// recomputed in both passes (FlexAttention's scheme; FlashAttention-2 computes them once and adds dQ
+/// with atomics, which is not deterministic).
+///
+/// Every gradient row is written by exactly one item, and an item's tiles, their rows and the kernel's
+/// order of accumulation depend only on the graph and the shape, never on the thread count, so the
+/// result is the same bytes for any number of threads. Work items are handed out from a counter only
+/// to balance the load.
+///
+/// Memory: O(B * H_q * L_q) floats for `D`; per thread one tile (O(widest tile) columns and mask bytes)
+/// and the kernel's packed block; explicit and random graphs add their transpose (O(edges)).
+enum CPUBackward {
+  /// fp32 inputs and outputs, `[B, H, L, d]` contiguous; the caller keeps them alive during `run`.
+  struct Buffers: @unchecked Sendable {
+    var query: UnsafePointer<Float>
+    var key: UnsafePointer<Float>
+    var value: UnsafePointer<Float>
+    var output: UnsafePointer<Float>
+    var logSumExp: UnsafePointer<Float>
+    var gradOutput: UnsafePointer<Float>
+    var gradQuery: UnsafeMutablePointer<Float>
+    var gradKey: UnsafeMutablePointer<Float>
+    var gradValue: UnsafeMutablePointer<Float>
+  }
+
+  /// Edges per work item: large enough to amortise the hand-out, small enough to balance.
+  static let targetEdgesPerItem = 1 << 15
+
+  /// Computes dQ, dK and dV (every element written).
+  ///
+  /// - Parameter level: the highest kernel instruction set to use (`GA_ISA_*`).
+  /// - Returns: edges per pass over every query head, and the scores both passes computed.
+  static func run(shape: AttentionShape, graph: Graph, scale: Float, threads: Int, level: Int,
+                  emptyRows: EmptyRowPolicy, edgesPerHead: Int, buffers b: Buffers) -> (edges: Int, scores: Int) {
+    let (lq, lk, kd, vd) = (shape.queryCount, shape.keyCount, shape.keyDim, shape.valueDim)
+    let heads = shape.batch * shape.queryHeads
+    let deltaBuffer = UnsafeSendable(UnsafeMutablePointer<Float>.allocate(capacity: heads * lq))
+    defer { deltaBuffer.value.deallocate() }
+    let edges = Atomic<Int>(0), scores = Atomic<Int>(0)
+
+    // Pass 1: dQ over query rows.
+    do {
+      let rowsPerItem = itemSize(count: lq, averageDegree: edgesPerHead / lq)
+      let blocks = (lq + rowsPerItem - 1) / rowsPerItem
+      let itemCount = heads * blocks
+      let next = Atomic<Int>(0)
+      DispatchQueue.concurrentPerform(iterations: max(1, min(threads, itemCount))) { _ in
+        let delta = deltaBuffer.value
+        var tiler = BackwardTiler(rowStride: graph.preferredRowStride) { row, scratch in
+          graph.neighbourhood(row: row, queryCount: lq, keyCount: lk, into: &scratch)
+        }
+        var kernel = BackwardKernel(aDim: kd, bDim: vd, scale: scale, level: level)
+        defer { tiler.deallocate(); kernel.deallocate() }
+        while true {
+          let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
+          guard item < itemCount else { break }
+          let head = item / blocks
+          let first = (item % blocks) * rowsPerItem, last = min(lq, first + rowsPerItem)
+          let batch = head / shape.queryHeads
+          let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
+          let headRow = head * lq
+          for i in (headRow + first)..<(headRow + last) {
+            var d: Float = 0
+            let o = b.output + i * vd, g = b.gradOutput + i * vd
+            for c in 0..<vd { d += o[c] * g[c] }
+            delta[i] = d
+          }
+          (b.gradQuery + (headRow + first) * kd).update(repeating: 0, count: (last - first) * kd)
+          kernel.setColumns(a: b.key + kvHead * lk * kd, b: b.value + kvHead * lk * vd, lse: nil, delta: nil)
+          tiler.forEachTile(rows: first..<last, empty: { row in
+            if emptyRows == .nan { (b.gradQuery + (headRow + row) * kd).update(repeating: .nan, count: kd) }
+          }, tile: { tile in
+            for (slot, row) in tile.rows.enumerated() {
+              let i = headRow + row
+              kernel.setRow(slot, a: b.query + i * kd, b: b.gradOutput + i * vd, gradA: b.gradQuery + i * kd,
+                            gradB: nil, lse: b.logSumExp[i], delta: delta[i])
+            }
+            kernel.run(rows: tile.rows.count, columns: tile.columns, count: tile.columnCount, mask: tile.mask)
+            for row in tile.rows {
+              let g = b.gradQuery + (headRow + row) * kd
+              for c in 0..<kd { g[c] *= scale }
+            }
+          })
+        }
+        edges.wrappingAdd(tiler.edges, ordering: .relaxed)
+        scores.wrappingAdd(tiler.scores, ordering: .relaxed)
+      }
+    }
+
+    // Pass 2: dK and dV over key columns, through the transposed graph.
+    do {
+      let transposed = graph.transposed(queryCount: lq, keyCount: lk)
+      let columnsPerItem = itemSize(count: lk, averageDegree: edgesPerHead * shape.groupSize / lk)
+      let blocks = (lk + columnsPerItem - 1) / columnsPerItem
+      let kvHeads = shape.batch * shape.keyValueHeads
+      let itemCount = kvHeads * blocks
+      let next = Atomic<Int>(0)
+      DispatchQueue.concurrentPerform(iterations: max(1, min(threads, itemCount))) { _ in
+        let delta = deltaBuffer.value
+        var tiler = BackwardTiler(rowStride: transposed.preferredRowStride) { column, scratch in
+          transposed.neighbourhood(column: column, into: &scratch)
+        }
+        var kernel = BackwardKernel(aDim: kd, bDim: vd, scale: scale, level: level)
+        defer { tiler.deallocate(); kernel.deallocate() }
+        var passScores = 0
+        while true {
+          let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
+          guard item < itemCount else { break }
+          let kvHead = item / blocks
+          let first = (item % blocks) * columnsPerItem, last = min(lk, first + columnsPerItem)
+          let headColumn = kvHead * lk
+          (b.gradKey + (headColumn + first) * kd).update(repeating: 0, count: (last - first) * kd)
+          (b.gradValue + (headColumn + first) * vd).update(repeating: 0, count: (last - first) * vd)
+          let firstHead = (kvHead / shape.keyValueHeads) * shape.queryHeads + (kvHead % shape.keyValueHeads) * shape.groupSize
+          tiler.forEachTile(rows: first..<last, empty: { _ in }, tile: { tile in
+            for head in firstHead..<(firstHead + shape.groupSize) {
+              let headRow = head * lq
+              kernel.setColumns(a: b.query + headRow * kd, b: b.gradOutput + headRow * vd,
+                                lse: b.logSumExp + headRow, delta: delta + headRow)
+              for (slot, column) in tile.rows.enumerated() {
+                let j = headColumn + column
+                kernel.setRow(slot, a: b.key + j * kd, b: b.value + j * vd, gradA: b.gradKey + j * kd,
+                              gradB: b.gradValue + j * vd)
+              }
+              kernel.run(rows: tile.rows.count, columns: tile.columns, count: tile.columnCount, mask: tile.mask)
+              passScores += tile.rows.count * tile.columnCount
+            }
+            for column in tile.rows {
+              let g = b.gradKey + (headColumn + column) * kd
+              for c in 0..<kd { g[c] *= scale }
+            }
+          })
+        }
+        scores.wrappingAdd(passScores, ordering: .relaxed)
+      }
+    }
+    return (edges.load(ordering: .relaxed), scores.load(ordering: .relaxed))
+  }
+
+  /// Rows (or columns) per work item for rows of `averageDegree` edges: a function of the problem only,
+  /// never of the thread count, so that the tiles (and the bytes) do not depend on it.
+  static func itemSize(count: Int, averageDegree: Int) -> Int {
+    max(BackwardTiler.maxRows, min(4096, targetEdgesPerItem / max(1, averageDegree)))
+  }
+}

@@ -1,0 +1,467 @@
+// The backward tile kernels: one shape serves both passes (see GraphAttentionBackward.h).
+//
+// Each 16-column block is packed transposed, [dim][16 columns], so that a row's 16 scores (and 16 dP
+// values) accumulate in one vector by broadcasting the row's elements: no horizontal sums. The
+// gradient updates then read the columns' rows as they lie (row-major) and broadcast one ds (or p) per
+// column. Rows are register-blocked four at a time, so a packed block is read once per four rows.
+#include "GraphAttentionBackward.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define GA_X86 1
+#include <immintrin.h>
+#endif
+
+int64_t ga_backward_scratch_floats(int a_dim, int b_dim) {
+  // Packed A and B blocks, then lse, delta, and p and ds of four rows: 16-float vectors; then the tile's
+  // rows interleaved by group, [group][c][4 rows], for a and b.
+  return (int64_t)GA_BW_BLOCK * (a_dim + b_dim) + 12 * GA_BW_BLOCK + (int64_t)GA_BW_MAX_ROWS * (a_dim + b_dim);
+}
+
+// MARK: - Portable kernel (plain C; the compiler may vectorise it for the baseline ISA)
+
+static inline float lse_of(const ga_backward_tile *t, int r, int64_t col) {
+  return t->col_lse ? t->col_lse[col] : t->row_lse[r];
+}
+static inline float delta_of(const ga_backward_tile *t, int r, int64_t col) {
+  return t->col_delta ? t->col_delta[col] : t->row_delta[r];
+}
+
+static void backward_portable(const ga_backward_tile *t) {
+  const int da = t->a_dim, db = t->b_dim;
+  for (int r = 0; r < t->rows; r++) {
+    const float *a = t->a[r], *b = t->b[r];
+    float *ga = t->grad_a[r], *gb = t->grad_b[r];
+    for (int64_t j = 0; j < t->n; j++) {
+      if (t->mask && !t->mask[(int64_t)r * t->n + j]) continue;
+      const int64_t col = t->columns[j];
+      const float *A = t->A + col * da, *B = t->B + col * db;
+      float s = 0, dp = 0;
+      for (int c = 0; c < da; c++) s += a[c] * A[c];
+      for (int c = 0; c < db; c++) dp += b[c] * B[c];
+      const float p = expf(s * t->scale - lse_of(t, r, col));
+      const float ds = p * (dp - delta_of(t, r, col));
+      for (int c = 0; c < da; c++) ga[c] += ds * A[c];
+      if (gb)
+        for (int c = 0; c < db; c++) gb[c] += p * B[c];
+    }
+  }
+}
+
+#if GA_X86
+// The tile's rows, interleaved per group of four, [group][c][4]: the score loops then broadcast every
+// row's element from one pointer (eight row pointers left too few registers; they were reloaded per step).
+static void interleave_rows(const ga_backward_tile *t, float *ra, float *rb) {
+  const int da = t->a_dim, db = t->b_dim;
+  for (int r = 0; r < t->rows; r++) {
+    float *a = ra + (r / 4) * 4 * da + r % 4, *b = rb + (r / 4) * 4 * db + r % 4;
+    for (int c = 0; c < da; c++) a[c * 4] = t->a[r][c];
+    for (int c = 0; c < db; c++) b[c * 4] = t->b[r][c];
+  }
+}
+
+// MARK: - AVX-512 kernel (16 columns per block)
+
+#define GA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static inline
+
+// e^x: Cephes' polynomial on x = n ln2 + r, |r| <= ln2/2, relative error below 2e-7; lanes below -87
+// give 0. Callers mask lanes that are not edges, whatever this returns for them.
+GA_AVX512 __m512 exp_avx512(__m512 x) {
+  const __m512 low = _mm512_set1_ps(-87.0f);
+  const __mmask16 under = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, low), _mm512_set1_ps(88.0f));
+  const __m512 magic = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic);
+  const __m512 n = _mm512_sub_ps(t, magic);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i bits = _mm512_slli_epi32(
+      _mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(magic)), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(bits));
+}
+
+// grad[r] (dim floats) += sum over the block's columns j of w[r][j] * X_j, R rows, 2 vectors per pass.
+#define GA_AVX512_UPDATE(R, grad, w, X, dim)                                                               \
+  do {                                                                                                      \
+    int c = 0;                                                                                              \
+    for (; c + 32 <= (dim); c += 32) {                                                                      \
+      __m512 acc[R][2];                                                                                     \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        acc[r][0] = _mm512_loadu_ps(grad[r] + c);                                                           \
+        acc[r][1] = _mm512_loadu_ps(grad[r] + c + 16);                                                      \
+      }                                                                                                     \
+      for (int j = 0; j < count; j++) {                                                                     \
+        const float *x = (X) + cols[j] * (int64_t)(dim) + c;                                                \
+        const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);                                  \
+        for (int r = 0; r < (R); r++) {                                                                     \
+          const __m512 weight = _mm512_set1_ps(w[r * GA_BW_BLOCK + j]);                                     \
+          acc[r][0] = _mm512_fmadd_ps(weight, x0, acc[r][0]);                                               \
+          acc[r][1] = _mm512_fmadd_ps(weight, x1, acc[r][1]);                                               \
+        }                                                                                                   \
+      }                                                                                                     \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        _mm512_storeu_ps(grad[r] + c, acc[r][0]);                                                           \
+        _mm512_storeu_ps(grad[r] + c + 16, acc[r][1]);                                                      \
+      }                                                                                                     \
+    }                                                                                                       \
+    for (; c < (dim); c += 16) {                                                                            \
+      const __mmask16 tail = (dim) - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << ((dim) - c)) - 1);   \
+      __m512 acc[R];                                                                                        \
+      for (int r = 0; r < (R); r++) acc[r] = _mm512_maskz_loadu_ps(tail, grad[r] + c);                    \
+      for (int j = 0; j < count; j++) {                                                                     \
+        const __m512 x0 = _mm512_maskz_loadu_ps(tail, (X) + cols[j] * (int64_t)(dim) + c);                   \
+        for (int r = 0; r < (R); r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(w[r * GA_BW_BLOCK + j]), x0, acc[r]); \
+      }                                                                                                     \
+      for (int r = 0; r < (R); r++) _mm512_mask_storeu_ps(grad[r] + c, tail, acc[r]);                       \
+    }                                                                                                       \
+  } while (0)
+
+// Rows r0..r0+R-1 of the tile against one packed block of `count` columns.
+#define GA_AVX512_GROUP(R)                                                                                  \
+  GA_AVX512 void group_avx512_##R(const ga_backward_tile *t, int r0, int64_t block, int count,              \
+                                  const int64_t *cols, const float *At, const float *Bt, const float *lse,  \
+                                  const float *delta, float *pw, float *dsw, const float *ra, const float *rb) { \
+    const int da = t->a_dim, db = t->b_dim;                                                                 \
+    const __mmask16 valid = count == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);              \
+    __m512 s[R], dp[R];                                                                                     \
+    float *ga[R], *gb[R];                                                                                   \
+    for (int r = 0; r < (R); r++) {                                                                         \
+      s[r] = _mm512_setzero_ps();                                                                           \
+      dp[r] = _mm512_setzero_ps();                                                                          \
+      ga[r] = t->grad_a[r0 + r];                                                                            \
+      gb[r] = t->grad_b[r0 + r];                                                                            \
+    }                                                                                                       \
+    /* S and dP side by side: 2R independent FMA chains hide the FMA latency. */                            \
+    const int both = da < db ? da : db;                                                                     \
+    for (int c = 0; c < both; c++) {                                                                        \
+      const __m512 x = _mm512_load_ps(At + c * GA_BW_BLOCK), y = _mm512_load_ps(Bt + c * GA_BW_BLOCK);      \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        s[r] = _mm512_fmadd_ps(_mm512_set1_ps(ra[c * 4 + r]), x, s[r]);                                     \
+        dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(rb[c * 4 + r]), y, dp[r]);                                   \
+      }                                                                                                     \
+    }                                                                                                       \
+    for (int c = both; c < da; c++) {                                                                       \
+      const __m512 x = _mm512_load_ps(At + c * GA_BW_BLOCK);                                                \
+      for (int r = 0; r < (R); r++) s[r] = _mm512_fmadd_ps(_mm512_set1_ps(ra[c * 4 + r]), x, s[r]);         \
+    }                                                                                                       \
+    for (int c = both; c < db; c++) {                                                                       \
+      const __m512 x = _mm512_load_ps(Bt + c * GA_BW_BLOCK);                                                \
+      for (int r = 0; r < (R); r++) dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(rb[c * 4 + r]), x, dp[r]);       \
+    }                                                                                                       \
+    const __m512 scale = _mm512_set1_ps(t->scale);                                                          \
+    for (int r = 0; r < (R); r++) {                                                                         \
+      __mmask16 m = valid;                                                                                  \
+      if (t->mask) {                                                                                        \
+        const __m128i bytes = _mm_maskz_loadu_epi8(valid, t->mask + (int64_t)(r0 + r) * t->n + block);      \
+        m = _mm_mask_cmpneq_epi8_mask(valid, bytes, _mm_setzero_si128());                                   \
+      }                                                                                                     \
+      const __m512 l = lse ? _mm512_load_ps(lse) : _mm512_set1_ps(t->row_lse[r0 + r]);                       \
+      const __m512 d = delta ? _mm512_load_ps(delta) : _mm512_set1_ps(t->row_delta[r0 + r]);                 \
+      const __m512 p = _mm512_maskz_mov_ps(m, exp_avx512(_mm512_fmsub_ps(s[r], scale, l)));                 \
+      _mm512_store_ps(pw + r * GA_BW_BLOCK, p);                                                             \
+      _mm512_store_ps(dsw + r * GA_BW_BLOCK, _mm512_maskz_mul_ps(m, p, _mm512_sub_ps(dp[r], d)));             \
+    }                                                                                                       \
+    GA_AVX512_UPDATE(R, ga, dsw, t->A, da);                                                                 \
+    if (gb[0]) GA_AVX512_UPDATE(R, gb, pw, t->B, db);                                                       \
+  }
+
+// dst[c][0..16) = src[cols[j]][c] for j < count (zero beyond), c < dim: 16x16 in-register transposes
+// (unpack, shuffle, 128-bit lane shuffles), 16 loads and 16 stores per 256 elements.
+GA_AVX512 void pack_avx512(float *dst, const float *src, const int64_t *cols, int count, int dim) {
+  for (int c0 = 0; c0 < dim; c0 += 16) {
+    const int width = dim - c0 < 16 ? dim - c0 : 16;
+    const __mmask16 m = width == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << width) - 1);
+    __m512 r[16], t[16];
+    for (int j = 0; j < 16; j++) r[j] = j < count ? _mm512_maskz_loadu_ps(m, src + cols[j] * (int64_t)dim + c0) : _mm512_setzero_ps();
+    for (int i = 0; i < 8; i++) {
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+      r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+      r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+      t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+      t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+      t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+      t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+      r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+      r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+      r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+      r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
+    float *out = dst + (int64_t)c0 * GA_BW_BLOCK;
+    if (width == 16) {  // a fixed count keeps r[] in registers (a variable one became a memcpy from the stack)
+      for (int i = 0; i < 16; i++) _mm512_store_ps(out + i * GA_BW_BLOCK, r[i]);
+    } else {
+      for (int i = 0; i < 16; i++)
+        if (i < width) _mm512_store_ps(out + i * GA_BW_BLOCK, r[i]);
+    }
+  }
+}
+
+GA_AVX512_GROUP(1)
+GA_AVX512_GROUP(2)
+GA_AVX512_GROUP(3)
+GA_AVX512_GROUP(4)
+
+GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
+  const int da = t->a_dim, db = t->b_dim;
+  float *At = t->scratch, *Bt = At + GA_BW_BLOCK * da;
+  float *lse = Bt + GA_BW_BLOCK * db, *delta = lse + GA_BW_BLOCK;
+  float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;
+  float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
+  interleave_rows(t, ra, rb);
+  for (int64_t block = 0; block < t->n; block += GA_BW_BLOCK) {
+    const int count = t->n - block < GA_BW_BLOCK ? (int)(t->n - block) : GA_BW_BLOCK;
+    const int64_t *cols = t->columns + block;
+    // Pack the block transposed, [dim][16], zero beyond `count` (masked, but kept finite).
+    pack_avx512(At, t->A, cols, count, da);
+    pack_avx512(Bt, t->B, cols, count, db);
+    if (t->col_lse) {
+      for (int j = 0; j < GA_BW_BLOCK; j++) {
+        lse[j] = j < count ? t->col_lse[cols[j]] : 0;
+        delta[j] = j < count ? t->col_delta[cols[j]] : 0;
+      }
+    }
+    const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
+    int r = 0;
+    for (; r + 4 <= t->rows; r += 4) group_avx512_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db);
+    switch (t->rows - r) {
+      case 3: group_avx512_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 2: group_avx512_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 1: group_avx512_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      default: break;
+    }
+  }
+}
+
+// MARK: - AVX2 + FMA kernel (8 columns per block)
+
+#define GA_BW_AVX2 __attribute__((target("avx2,fma"))) static inline
+#define GA_AVX2_BLOCK 8
+
+// e^x as exp_avx512, 8 lanes.
+GA_BW_AVX2 __m256 bw_exp_avx2(__m256 x) {
+  const __m256 low = _mm256_set1_ps(-87.0f);
+  const __m256 under = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, low), _mm256_set1_ps(88.0f));
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+  const __m256 n = _mm256_sub_ps(t, magic);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic)), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+}
+
+// Lanes [0, count) enabled.
+GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+#define GA_AVX2_UPDATE(R, grad, w, X, dim)                                                                 \
+  do {                                                                                                      \
+    int c = 0;                                                                                              \
+    for (; c + 16 <= (dim); c += 16) {                                                                      \
+      __m256 acc[R][2];                                                                                     \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        acc[r][0] = _mm256_loadu_ps(grad[r] + c);                                                           \
+        acc[r][1] = _mm256_loadu_ps(grad[r] + c + 8);                                                       \
+      }                                                                                                     \
+      for (int j = 0; j < count; j++) {                                                                     \
+        const float *x = (X) + cols[j] * (int64_t)(dim) + c;                                                \
+        const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);                                   \
+        for (int r = 0; r < (R); r++) {                                                                     \
+          const __m256 weight = _mm256_broadcast_ss(w + r * GA_BW_BLOCK + j);                               \
+          acc[r][0] = _mm256_fmadd_ps(weight, x0, acc[r][0]);                                               \
+          acc[r][1] = _mm256_fmadd_ps(weight, x1, acc[r][1]);                                               \
+        }                                                                                                   \
+      }                                                                                                     \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        _mm256_storeu_ps(grad[r] + c, acc[r][0]);                                                           \
+        _mm256_storeu_ps(grad[r] + c + 8, acc[r][1]);                                                       \
+      }                                                                                                     \
+    }                                                                                                       \
+    for (; c < (dim); c += 8) {                                                                             \
+      const __m256i tail = bw_lanes_avx2((dim) - c);                                                        \
+      __m256 acc[R];                                                                                        \
+      for (int r = 0; r < (R); r++) acc[r] = _mm256_maskload_ps(grad[r] + c, tail);                        \
+      for (int j = 0; j < count; j++) {                                                                     \
+        const __m256 x0 = _mm256_maskload_ps((X) + cols[j] * (int64_t)(dim) + c, tail);                     \
+        for (int r = 0; r < (R); r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + r * GA_BW_BLOCK + j), x0, acc[r]); \
+      }                                                                                                     \
+      for (int r = 0; r < (R); r++) _mm256_maskstore_ps(grad[r] + c, tail, acc[r]);                        \
+    }                                                                                                       \
+  } while (0)
+
+#define GA_AVX2_GROUP(R)                                                                                    \
+  GA_BW_AVX2 void group_avx2_##R(const ga_backward_tile *t, int r0, int64_t block, int count,               \
+                                 const int64_t *cols, const float *At, const float *Bt, const float *lse,   \
+                                 const float *delta, float *pw, float *dsw, const float *ra, const float *rb) { \
+    const int da = t->a_dim, db = t->b_dim;                                                                 \
+    const __m256i valid = bw_lanes_avx2(count);                                                             \
+    __m256 s[R], dp[R];                                                                                     \
+    float *ga[R], *gb[R];                                                                               \
+    for (int r = 0; r < (R); r++) {                                                                         \
+      s[r] = _mm256_setzero_ps();                                                                           \
+      dp[r] = _mm256_setzero_ps();                                                                          \
+      ga[r] = t->grad_a[r0 + r];                                                                            \
+      gb[r] = t->grad_b[r0 + r];                                                                            \
+    }                                                                                                       \
+    const int both = da < db ? da : db;                                                                     \
+    for (int c = 0; c < both; c++) {                                                                        \
+      const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK), y = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);  \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]);                               \
+        dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), y, dp[r]);                             \
+      }                                                                                                     \
+    }                                                                                                       \
+    for (int c = both; c < da; c++) {                                                                       \
+      const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK);                                              \
+      for (int r = 0; r < (R); r++) s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]);   \
+    }                                                                                                       \
+    for (int c = both; c < db; c++) {                                                                       \
+      const __m256 x = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);                                              \
+      for (int r = 0; r < (R); r++) dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), x, dp[r]); \
+    }                                                                                                       \
+    const __m256 scale = _mm256_set1_ps(t->scale);                                                          \
+    for (int r = 0; r < (R); r++) {                                                                         \
+      __m256 m = _mm256_castsi256_ps(valid);                                                                \
+      if (t->mask) {                                                                                        \
+        const uint8_t *row = t->mask + (int64_t)(r0 + r) * t->n + block;                                   \
+        uint64_t bytes = 0;                                                                                 \
+        if (count == GA_AVX2_BLOCK) memcpy(&bytes, row, 8); /* one 8-byte load */                           \
+        else for (int j = 0; j < count; j++) bytes |= (uint64_t)row[j] << (8 * j);                          \
+        const __m256i wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes));                    \
+        m = _mm256_and_ps(m, _mm256_castsi256_ps(_mm256_cmpgt_epi32(wide, _mm256_setzero_si256())));         \
+      }                                                                                                     \
+      const __m256 l = lse ? _mm256_load_ps(lse) : _mm256_set1_ps(t->row_lse[r0 + r]);                       \
+      const __m256 d = delta ? _mm256_load_ps(delta) : _mm256_set1_ps(t->row_delta[r0 + r]);                 \
+      const __m256 p = _mm256_and_ps(m, bw_exp_avx2(_mm256_fmsub_ps(s[r], scale, l)));                       \
+      _mm256_store_ps(pw + r * GA_BW_BLOCK, p);                                                             \
+      _mm256_store_ps(dsw + r * GA_BW_BLOCK, _mm256_and_ps(m, _mm256_mul_ps(p, _mm256_sub_ps(dp[r], d))));    \
+    }                                                                                                       \
+    GA_AVX2_UPDATE(R, ga, dsw, t->A, da);                                                                   \
+    if (gb[0]) GA_AVX2_UPDATE(R, gb, pw, t->B, db);                                                         \
+  }
+
+// dst[c][0..8) = src[cols[j]][c] for j < count (zero beyond), c < dim: 8x8 in-register transposes.
+GA_BW_AVX2 void pack_avx2(float *dst, const float *src, const int64_t *cols, int count, int dim) {
+  for (int c0 = 0; c0 < dim; c0 += 8) {
+    const int width = dim - c0 < 8 ? dim - c0 : 8;
+    const __m256i m = bw_lanes_avx2(width);
+    __m256 r[8], t[8];
+    for (int j = 0; j < 8; j++) r[j] = j < count ? _mm256_maskload_ps(src + cols[j] * (int64_t)dim + c0, m) : _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+      r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+      r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+      t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+      t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    float *out = dst + (int64_t)c0 * GA_AVX2_BLOCK;
+    if (width == 8) {
+      for (int i = 0; i < 8; i++) _mm256_store_ps(out + i * GA_AVX2_BLOCK, t[i]);
+    } else {
+      for (int i = 0; i < 8; i++)
+        if (i < width) _mm256_store_ps(out + i * GA_AVX2_BLOCK, t[i]);
+    }
+  }
+}
+
+GA_AVX2_GROUP(1)
+GA_AVX2_GROUP(2)
+GA_AVX2_GROUP(3)
+GA_AVX2_GROUP(4)
+
+GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
+  const int da = t->a_dim, db = t->b_dim;
+  float *At = t->scratch, *Bt = At + GA_BW_BLOCK * da;
+  float *lse = Bt + GA_BW_BLOCK * db, *delta = lse + GA_BW_BLOCK;
+  float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;
+  float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
+  interleave_rows(t, ra, rb);
+  for (int64_t block = 0; block < t->n; block += GA_AVX2_BLOCK) {
+    const int count = t->n - block < GA_AVX2_BLOCK ? (int)(t->n - block) : GA_AVX2_BLOCK;
+    const int64_t *cols = t->columns + block;
+    pack_avx2(At, t->A, cols, count, da);
+    pack_avx2(Bt, t->B, cols, count, db);
+    if (t->col_lse) {
+      for (int j = 0; j < GA_AVX2_BLOCK; j++) {
+        lse[j] = j < count ? t->col_lse[cols[j]] : 0;
+        delta[j] = j < count ? t->col_delta[cols[j]] : 0;
+      }
+    }
+    const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
+    int r = 0;
+    for (; r + 4 <= t->rows; r += 4) group_avx2_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db);
+    switch (t->rows - r) {
+      case 3: group_avx2_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 2: group_avx2_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 1: group_avx2_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      default: break;
+    }
+  }
+}
+#endif
+
+// MARK: - Dispatch
+
+#if GA_X86
+static int best_isa = -1;
+
+int ga_backward_best_isa(void) {
+  if (best_isa < 0) {
+    __builtin_cpu_init();
+    int isa = GA_ISA_PORTABLE;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = GA_ISA_AVX2;
+    if (isa == GA_ISA_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+      isa = GA_ISA_AVX512;
+    best_isa = isa;
+  }
+  return best_isa;
+}
+#else
+int ga_backward_best_isa(void) { return GA_ISA_PORTABLE; }
+#endif
+
+void ga_backward_tile_run(const ga_backward_tile *tile) {
+#if GA_X86
+  const int isa = tile->isa < ga_backward_best_isa() ? tile->isa : ga_backward_best_isa();
+  if (isa >= GA_ISA_AVX512) { backward_avx512(tile); return; }
+  if (isa >= GA_ISA_AVX2) { backward_avx2(tile); return; }
+#endif
+  backward_portable(tile);
+}

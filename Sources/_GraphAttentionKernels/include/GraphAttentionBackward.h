@@ -1,0 +1,64 @@
+#ifndef GRAPH_ATTENTION_BACKWARD_H
+#define GRAPH_ATTENTION_BACKWARD_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Rows a backward tile may hold.
+#define GA_BW_MAX_ROWS 16
+/// Columns per packed block (the lanes of one AVX-512 vector; the AVX2 kernel uses two halves).
+#define GA_BW_BLOCK 16
+
+/// Instruction sets of the backward kernels, best last.
+enum { GA_ISA_PORTABLE = 0, GA_ISA_AVX2 = 1, GA_ISA_AVX512 = 2 };
+
+/// One backward tile: up to 16 "rows" against a shared sorted list of "columns". Both passes of the
+/// backward are this one shape (FlashAttention-2's formulation, with S and dP recomputed in each pass):
+///
+///   s = a_r . A_c,  dp = b_r . B_c,  p = exp(scale * s - lse),  ds = p * (dp - delta)
+///   grad_a[r] += ds * A_c           (unscaled: the caller multiplies by `scale` once at the end)
+///   grad_b[r] += p * B_c            (when grad_b is set)
+///
+/// Pass 1 (dQ, over query rows): a = q_i, b = dO_i, A = keys, B = values, lse/delta per row,
+/// grad_a = dQ_i, no grad_b. Pass 2 (dK, dV, over key columns through the transposed graph): a = k_j,
+/// b = v_j, A = queries, B = dO, lse/delta per column (query), grad_a = dK_j, grad_b = dV_j.
+/// Entries whose mask byte is 0 contribute nothing (p = ds = 0, whatever their scores).
+typedef struct {
+  int rows;                               ///< 1...16
+  const float *a[GA_BW_MAX_ROWS];         ///< a_dim floats per row
+  const float *b[GA_BW_MAX_ROWS];         ///< b_dim floats per row
+  float *grad_a[GA_BW_MAX_ROWS];          ///< a_dim fp32 accumulators per row
+  float *grad_b[GA_BW_MAX_ROWS];          ///< b_dim fp32 accumulators per row; all NULL in pass 1
+  float row_lse[GA_BW_MAX_ROWS];          ///< per row, used when col_lse is NULL
+  float row_delta[GA_BW_MAX_ROWS];        ///< per row, used when col_delta is NULL
+  const float *A;                         ///< column c's vector at A + c * a_dim
+  const float *B;                         ///< column c's vector at B + c * b_dim
+  const float *col_lse;                   ///< per column (indexed by column), or NULL
+  const float *col_delta;                 ///< per column, or NULL
+  const int64_t *columns;                 ///< n sorted column indices shared by the rows
+  int64_t n;
+  const uint8_t *mask;                    ///< [row][n] bytes, 1 = edge; NULL = every row has every column
+  int a_dim;
+  int b_dim;
+  float scale;
+  float *scratch;                         ///< ga_backward_scratch_floats(a_dim, b_dim) floats, 64-byte aligned
+  int isa;                                ///< highest GA_ISA_* to use (capped at what the CPU has)
+} ga_backward_tile;
+
+/// Runs one tile with the best kernel allowed by `tile->isa` and the CPU.
+void ga_backward_tile_run(const ga_backward_tile *tile);
+
+/// Floats of scratch a tile needs for these dimensions.
+int64_t ga_backward_scratch_floats(int a_dim, int b_dim);
+
+/// The best GA_ISA_* this CPU runs (CPUID, read once).
+int ga_backward_best_isa(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
