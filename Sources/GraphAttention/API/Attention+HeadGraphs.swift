@@ -90,3 +90,70 @@ func headwiseAttention(query: TensorView, key: TensorView, value: TensorView, ou
   }
   return work
 }
+
+/// Gradients with one graph per query head; see `attentionGradients(query:key:value:output:logSumExp:gradOutput:gradQuery:gradKey:gradValue:graph:options:)`
+/// for the formulation and `attention(query:key:value:output:graphs:options:rows:logSumExp:)` for `graphs`.
+///
+/// Each (batch element, query head) runs through the single-graph backward with its own graph; with
+/// grouped-query heads, a key/value head's `dK` and `dV` are the sums of its query heads' contributions,
+/// added in head order (deterministic: the same bytes for any thread count).
+/// - Throws: as the single-graph form, and `GraphAttentionError` (`.mask`) if `graphs.count` is not the
+///   number of query heads.
+/// - Complexity: the sum of each head's single-graph cost; memory O(L_k * (d_k + d_v)) floats more with
+///   grouped-query heads.
+@discardableResult
+public func attentionGradients(query: TensorView, key: TensorView, value: TensorView,
+                               output: TensorView, logSumExp: TensorView, gradOutput: TensorView,
+                               gradQuery: MutableTensorView, gradKey: MutableTensorView,
+                               gradValue: MutableTensorView, graphs: [Graph],
+                               options: AttentionOptions = AttentionOptions()) throws -> AttentionWork {
+  let s = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  guard graphs.count == s.queryHeads else {
+    throw GraphAttentionError(.mask, "\(graphs.count) graph(s) were given for \(s.queryHeads) query head(s)",
+                              fix: "give exactly one graph per query head (or one graph for every head)")
+  }
+  let rowShape = Array(query.shape.dropLast())
+  for (name, view, expected) in [("output", output.shape, s.outputShape), ("gradOutput", gradOutput.shape, s.outputShape),
+                                 ("logSumExp", logSumExp.shape, rowShape), ("gradQuery", gradQuery.shape, query.shape),
+                                 ("gradKey", gradKey.shape, key.shape), ("gradValue", gradValue.shape, value.shape)] where view != expected {
+    throw GraphAttentionError(.shape, "\(name) has shape \(view) but should have shape \(expected)",
+                              fix: "pass tensors shaped like the forward's (gradients like their inputs)")
+  }
+  for (name, type) in [("logSumExp", logSumExp.type), ("gradKey", gradKey.type), ("gradValue", gradValue.type)] where type != .float32 {
+    throw GraphAttentionError(.dtype, "\(name) is \(type.rawValue), not fp32", fix: "create the log-sum-exp and the gradients as fp32")
+  }
+  let group = s.queryHeads / s.keyValueHeads
+  let (lq, lk, dk, dv) = (s.queryCount, s.keyCount, s.keyDim, s.valueDim)
+  func slice(_ v: TensorView, _ index: Int, _ rows: Int, _ width: Int) -> TensorView {
+    TensorView(shape: width == 0 ? [rows] : [rows, width], type: v.type,
+               base: v.base + index * rows * max(width, 1) * v.type.byteCount, owner: v.owner)
+  }
+  func slice(_ v: MutableTensorView, _ index: Int, _ rows: Int, _ width: Int) -> MutableTensorView {
+    MutableTensorView(shape: [rows, width], type: v.type, base: v.base + index * rows * width * v.type.byteCount, owner: v.owner)
+  }
+  // A group's later query heads write their dK, dV here, then add them to the first head's.
+  let extraKey = group > 1 ? MutableTensorView(allocating: [lk, dk], type: .float32) : nil
+  let extraValue = group > 1 ? MutableTensorView(allocating: [lk, dv], type: .float32) : nil
+  var work = AttentionWork(edges: 0, scoresComputed: 0)
+  for call in 0..<(s.batch * s.queryHeads) {
+    let (b, h) = call.quotientAndRemainder(dividingBy: s.queryHeads)
+    let kv = b * s.keyValueHeads + h / group
+    let first = h % group == 0
+    let headKey = first ? slice(gradKey, kv, lk, dk) : extraKey!
+    let headValue = first ? slice(gradValue, kv, lk, dv) : extraValue!
+    let headWork = try attentionGradients(
+      query: slice(query, call, lq, dk), key: slice(key, kv, lk, dk), value: slice(value, kv, lk, dv),
+      output: slice(output, call, lq, dv), logSumExp: slice(logSumExp, call, lq, 0), gradOutput: slice(gradOutput, call, lq, dv),
+      gradQuery: slice(gradQuery, call, lq, dk), gradKey: headKey, gradValue: headValue, graph: graphs[h].forHead(h), options: options)
+    if !first {
+      for (extra, destination) in [(headKey, slice(gradKey, kv, lk, dk)), (headValue, slice(gradValue, kv, lk, dv))] {
+        let source = extra.base.assumingMemoryBound(to: Float.self)
+        let target = destination.base.assumingMemoryBound(to: Float.self)
+        for e in 0..<destination.count { target[e] += source[e] }
+      }
+    }
+    work.edges += headWork.edges
+    work.scoresComputed += headWork.scoresComputed
+  }
+  return work
+}

@@ -124,6 +124,57 @@ final class ModelAttentionTests: XCTestCase {
     XCTAssertThrowsError(try state.accumulate(query: q, key: k, value: v, graph: graph)) { XCTAssertTrue("\($0)".contains("per head"), "\($0)") }
   }
 
+  /// Per-head gradients (with grouped-query heads, whose dK and dV sum their query heads) against the
+  /// float64 analytic backward of each head with its own mask; gradients and LSE poisoned first.
+  func testPerHeadGradients() throws {
+    let (b, h, hkv, l, d, dv) = (2, 4, 2, 30, 8, 6)
+    let (q, k, v) = inputs([b, h, l, d], [b, hkv, l, d], [b, hkv, l, dv])
+    let dO = Inputs.tensor([b, h, l, dv], seed: seed + 9)
+    let masks: [MaskCase] = [.causalWindow(4), .causal, .documents([0, 10, 11, 30]) & .causal, .randomPerHead(0.3, seed: 2, head: 3) + .prefix(7)]
+    let graphs = try masks.enumerated().map { i, mask in i == 3 ? try Graph(parsing: "random:0.3:2:per-head+prefix:7") : try Graph(parsing: mask.spec) }
+    let o = MutableTensorView(allocating: [b, h, l, dv], type: .float32)
+    let lse = MutableTensorView(allocating: [b, h, l], type: .float32)
+    GradientTests.poison(lse)
+    try attention(query: TensorView(q), key: TensorView(k), value: TensorView(v), output: o, graphs: graphs, logSumExp: lse)
+    let dq = MutableTensorView(allocating: q.shape, type: .float32)
+    let dk = MutableTensorView(allocating: k.shape, type: .float32)
+    let dvv = MutableTensorView(allocating: v.shape, type: .float32)
+    for t in [dq, dk, dvv] { GradientTests.poison(t) }
+    try attentionGradients(query: TensorView(q), key: TensorView(k), value: TensorView(v), output: o.readOnly, logSumExp: lse.readOnly,
+                           gradOutput: TensorView(dO), gradQuery: dq, gradKey: dk, gradValue: dvv, graphs: graphs)
+    // The reference, head by head; a key/value head's gradients and magnitudes summed over its query heads.
+    var refQ: [Double] = [], magQ: [Double] = [], refLSE: [Double] = []
+    var refK = [Double](repeating: 0, count: b * hkv * l * d), magK = [Double](repeating: 0, count: b * hkv * l)
+    var refV = [Double](repeating: 0, count: b * hkv * l * dv), magV = [Double](repeating: 0, count: b * hkv * l)
+    func slice(_ t: Tensor, _ index: Int, _ width: Int) -> Tensor {
+      Tensor(shape: [l, width], scalars: Array(t.scalars[(index * l * width)..<((index + 1) * l * width)]))
+    }
+    let one = try AttentionShape(query: [l, d], key: [l, d], value: [l, dv])
+    for call in 0..<(b * h) {
+      let kv = (call / h) * hkv + (call % h) / (h / hkv)
+      let r = GradientReference.gradients(query: slice(q, call, d), key: slice(k, kv, d), value: slice(v, kv, dv),
+                                          gradOutput: slice(dO, call, dv), shape: one, mask: masks[call % h])
+      refQ += r.gradQuery; magQ += r.queryMagnitude; refLSE += r.logSumExp
+      for e in 0..<(l * d) { refK[kv * l * d + e] += r.gradKey[e] }
+      for e in 0..<(l * dv) { refV[kv * l * dv + e] += r.gradValue[e] }
+      for row in 0..<l { magK[kv * l + row] += r.keyMagnitude[row]; magV[kv * l + row] += r.valueMagnitude[row] }
+    }
+    func floats(_ t: MutableTensorView) -> [Float] { (0..<t.count).map { t.element($0) } }
+    for (name, computed, reference, magnitude, width) in [("dQ", floats(dq), refQ, magQ, d), ("dK", floats(dk), refK, magK, d),
+                                                          ("dV", floats(dvv), refV, magV, dv)] {
+      computed.withUnsafeBufferPointer {
+        _ = GradientReference.assertClose($0, reference, magnitude: magnitude, width: width, tolerance: 1e-5, "per-head \(name)")
+      }
+    }
+    for (row, expected) in refLSE.enumerated() {
+      XCTAssertEqual(Double(lse.element(row)), expected, accuracy: 1e-5 * max(1, abs(expected)), "LSE row \(row)")
+    }
+    // One per-head random graph given as a single graph takes the same path.
+    XCTAssertThrowsError(try attentionGradients(query: TensorView(q), key: TensorView(k), value: TensorView(v), output: o.readOnly,
+                                                logSumExp: lse.readOnly, gradOutput: TensorView(dO), gradQuery: dq, gradKey: dk,
+                                                gradValue: dvv, graphs: [.causal]))
+  }
+
   func testPerHeadGraphCountMustMatchTheHeads() throws {
     let (q, k, v) = inputs([3, 10, 4], [3, 10, 4], [3, 10, 4])
     XCTAssertThrowsError(try attention(query: q, key: k, value: v, graphs: [.causal, .causal])) {
