@@ -15,7 +15,7 @@ struct InspectCommand: ParsableCommand {
 
   @Option(help: "Mask specification.") var mask: String
   @Option(help: "Query tokens L.") var tokens: Int
-  @Option(help: "Key tokens (default: L; differ only for explicit graphs, full and random).") var keyTokens: Int?
+  @Option(help: "Key tokens (default: L; differ only for explicit graphs, full, random and the causal kinds, aligned bottom-right).") var keyTokens: Int?
   @Option(help: "Head dimension, for the memory estimate.") var dim: Int = 64
   @Option(help: "Heads, for the memory estimate.") var heads: Int = 1
   @Option(help: "Also write the edges as an int64 [E, 2] (row, column) .npy file (for cross-checks; small graphs).")

@@ -137,7 +137,7 @@ struct AttentionCall {
     try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
     if graph.variesPerHead, shape.queryHeads > 1 {
       throw GraphAttentionError(.mask, "\(graph) varies per head, which this path computes with one graph for all heads",
-                                fix: "call attention(query:key:value:graph:) or pass graphs: (one per head), or drop :per-head")
+                                fix: "drop :per-head, or compute it head by head (attention(..., graphs:), verify --mask-file); streamed runs, the state API and CUDA take one graph for all heads")
     }
     if let scale = options.scale, !scale.isFinite {
       throw GraphAttentionError(.option, "scale \(scale) is not finite", fix: "pass a finite scale, or none for 1/sqrt(d_k)")
