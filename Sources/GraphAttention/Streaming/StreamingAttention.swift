@@ -144,6 +144,11 @@ public struct StreamingAttention: Sendable {
   /// last dimension; `-inf` for empty rows), as `grad --lse` needs. Chunk by chunk beside the output,
   /// committed with it; such a job cannot be resumed (an interrupted one leaves no log-sum-exp).
   public var logSumExpOutput: String?
+  /// One graph per query head (`Graph.perHead(parsing:heads:)`), or nil for `graph` on every head. With
+  /// them, `graph` should be their union (`Graph.union(headGraphs)`): it sizes chunks and releases pages.
+  /// Each chunk then runs head by head with all keys mapped (far keys are not read from the files);
+  /// CPU only.
+  public var headGraphs: [Graph]?
 
   /// A job computing `output` from tensors in files.
   public init(query: Source, key: Source, value: Source, graph: Graph, output: String) {
@@ -189,6 +194,16 @@ public struct StreamingAttention: Sendable {
     guard k.type == v.type else {
       throw GraphAttentionError(.dtype, "key is \(k.type.rawValue) but value is \(v.type.rawValue)",
                                 fix: "store key and value in the same type")
+    }
+    if let headGraphs {
+      guard headGraphs.count == shape.queryHeads else {
+        throw GraphAttentionError(.mask, "\(headGraphs.count) graph(s) were given for \(shape.queryHeads) query head(s)",
+                                  fix: "give exactly one graph per query head")
+      }
+      for graph in headGraphs { try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount) }
+      guard device == .cpu else {
+        throw GraphAttentionError(.option, "per-head graphs run on the CPU", fix: "drop --device")
+      }
     }
     if logSumExpOutput != nil, resume || device != .cpu {
       throw GraphAttentionError(.option, "the log-sum-exp is written only by a CPU run from the start",
@@ -251,9 +266,14 @@ public struct StreamingAttention: Sendable {
         var chunkOptions = options
         chunkOptions.checksFiniteInputs = false  // scanned above
         chunkOptions.progress = nil
-        edgesAllHeads += try viewAttention(
-          query: q, key: k, value: v, output: out.view, graph: graph, options: chunkOptions, rows: rows,
-          streaming: StreamingKeys(access: access, keysFinished: keysFinished), logSumExp: lseFile?.view).edges
+        if let headGraphs {
+          edgesAllHeads += try headwiseAttention(query: q, key: k, value: v, output: out.view, shape: shape, graphs: headGraphs,
+                                                 options: chunkOptions, rows: rows, logSumExp: lseFile?.view).edges
+        } else {
+          edgesAllHeads += try viewAttention(
+            query: q, key: k, value: v, output: out.view, graph: graph, options: chunkOptions, rows: rows,
+            streaming: StreamingKeys(access: access, keysFinished: keysFinished), logSumExp: lseFile?.view).edges
+        }
         attentionSeconds += streamingSeconds() - chunkStart
         try MappedFaultGuard.check(guardToken)
         pages.release(done: rows)
@@ -323,7 +343,7 @@ public struct StreamingAttention: Sendable {
 
   /// The output to write (created, or reopened for resume), the first row to compute and the job's record.
   private func openOutput(shape: AttentionShape, chunk: Int, resume: Bool) throws -> (OutputTensorFile, Int, ProgressRecord) {
-    var record = ProgressRecord(output: output, mask: graph.description,
+    var record = ProgressRecord(output: output, mask: headGraphs.map { $0.map(\.description).joined(separator: " | ") } ?? graph.description,
                                 inputs: [(query.path, query.name ?? ""), (key.path, key.name ?? ""), (value.path, value.name ?? "")],
                                 outputType: outputType.rawValue, chunkRows: chunk, scale: options.scale,
                                 emptyRows: options.emptyRows.rawValue, tokens: shape.queryCount)
@@ -381,7 +401,8 @@ public struct StreamingAttention: Sendable {
             graph.degree(row: row, queryCount: shape.queryCount, keyCount: shape.keyCount, scratch: &scratch) > 1 << 20 {
         row += 1
       }
-      let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: shape, graph: graph, scale: scale)
+      let headGraph = headGraphs?[head % shape.queryHeads] ?? graph
+      let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: shape, graph: headGraph, scale: scale)
       let base = (head * shape.queryCount + row) * shape.valueDim
       let computed = (0..<shape.valueDim).map { out.element(base + $0) }
       worst = max(worst, ReferenceAttention.relativeError(computed: computed[...], reference: reference,

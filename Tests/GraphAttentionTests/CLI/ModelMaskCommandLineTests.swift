@@ -47,4 +47,32 @@ final class ModelMaskCommandLineTests: XCTestCase {
       XCTAssertTrue(result.stderr.contains(words), "\(arguments): \(result.stderr)")
     }
   }
+
+  /// `run --mask-file` streams per-head graphs in chunks (with the log-sum-exp) and matches the in-memory
+  /// per-head call, which is checked against the float64 reference elsewhere.
+  func testRunWithAMaskFilePerHead() throws {
+    let (h, l, d) = (3, 200, 8)
+    let q = Inputs.tensor([h, l, d], seed: 41), k = Inputs.tensor([h, l, d], seed: 42), v = Inputs.tensor([h, l, d], seed: 43)
+    for (t, name) in [(q, "q.npy"), (k, "k.npy"), (v, "v.npy")] { try NPYWriter.write(t.scalars, shape: t.shape, to: scratch.path(name)) }
+    let specs = ["documents:0,50,51,200&causal", "random:0.05:3:per-head+window:4:causal", "prefix:20"]
+    let file = try write(specs.joined(separator: "\n") + "\n", "masks.txt")
+    let result = try CommandLineRunner.run(["run", "--query", scratch.path("q.npy"), "--key", scratch.path("k.npy"), "--value", scratch.path("v.npy"),
+                                            "--mask-file", file, "--output", scratch.path("o.npy"), "--chunk-rows", "64",
+                                            "--check-rows", "30", "--save-lse", scratch.path("lse.npy")])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    let o = try Tensor(npyFile: scratch.path("o.npy"), name: "o")
+    let expected = try attention(query: q, key: k, value: v, graphs: specs.enumerated().map { try Graph(parsing: $1).forHead($0) })
+    XCTAssertEqual(o.shape, expected.shape)
+    for (x, y) in zip(o.scalars, expected.scalars) where !(abs(x - y) <= 1e-6 * max(1, abs(y))) {
+      XCTFail("run --mask-file: \(x) vs \(y)")
+      break
+    }
+    let lse = try Tensor(npyFile: scratch.path("lse.npy"), name: "lse")
+    XCTAssertEqual(lse.shape, [h, l])
+    XCTAssertFalse(lse.scalars.contains { $0.isNaN })
+    let wrong = try CommandLineRunner.run(["run", "--query", scratch.path("q.npy"), "--key", scratch.path("k.npy"), "--value", scratch.path("v.npy"),
+                                           "--mask-file", try write("causal\n", "one.txt"), "--output", scratch.path("o2.npy")])
+    XCTAssertNotEqual(wrong.status, 0)
+    XCTAssertTrue(wrong.stderr.contains("1 specification(s) for 3 query head(s)"), wrong.stderr)
+  }
 }
