@@ -15,7 +15,7 @@ struct InspectCommand: ParsableCommand, MaskedCommand {
 
   @OptionGroup var maskOptions: MaskOptions
   @OptionGroup var shape: ShapeOptions
-  @Option(parsing: .unconditional, help: "Key tokens (default: L; differ only for explicit graphs, full and random).") var keyTokens: Int?
+  @Option(parsing: .unconditional, help: "Key tokens (default: L; differ only for explicit graphs, full, random and the causal kinds, aligned bottom-right).") var keyTokens: Int?
   @Option(help: "Also write the edges as an int64 [E, 2] (row, column) .npy file (for cross-checks; small graphs).")
   var edgesOut: String?
   @Flag(help: "Print one JSON object.") var json = false

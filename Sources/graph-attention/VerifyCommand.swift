@@ -3,7 +3,7 @@ import Foundation
 import GraphAttention
 
 /// `graph-attention verify`: the engine against the float64 reference on random inputs.
-struct VerifyCommand: ParsableCommand, MaskedCommand {
+struct VerifyCommand: ParsableCommand, ShapedCommand {
   static let configuration = CommandConfiguration(
     commandName: "verify",
     abstract: "Check the engine against the float64 reference on fresh random inputs.",
@@ -14,10 +14,12 @@ struct VerifyCommand: ParsableCommand, MaskedCommand {
       """
   )
 
-  @OptionGroup var maskOptions: MaskOptions
+  @Option(help: "Mask specification (one graph for every head), e.g. window:256+global:0.") var mask: String?
+  @Option(name: .customLong("mask-file"), help: "A file of mask specifications, one a line, one line per head (per-head graphs).")
+  var maskFile: String?
   @OptionGroup var shape: ShapeOptions
   @Option(parsing: .unconditional, help: "Check only this many rows per head, evenly spread (default: every row).") var sample: Int?
-  @Option(parsing: .unconditional, help: "Seed of the random inputs (Q uses S, K S+1, V S+2).") var seed: UInt64 = 1
+  @Option(parsing: .unconditional, help: "Seed of the random inputs (Q, K and V draw independent streams from it).") var seed: UInt64 = 1
   @Option(parsing: .unconditional, help: "Largest relative error that passes.") var tolerance: Double = 1e-5
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Accumulate the mask's '+' components one at a time through AttentionState (each skipping the edges of those before it) instead of in one call.")
@@ -29,12 +31,22 @@ struct VerifyCommand: ParsableCommand, MaskedCommand {
     try requirePositive(heads, "heads", max: 65_536)
     if let sample { try requirePositive(sample, "sample") }
     guard tolerance > 0 else { throw ValidationError("--tolerance must be positive.") }
+    guard (mask == nil) != (maskFile == nil) else { throw ValidationError("Pass exactly one of --mask and --mask-file.") }
   }
 
   func run() throws {
-    let graph = try Graph(parsing: mask, queryCount: tokens, keyCount: tokens)
-    try graph.validate(queryCount: tokens, keyCount: tokens)
-    try VerifyCommand.checkSize(graph: graph, tokens: tokens, dim: dim, heads: heads)
+    let one = try mask.map { try Graph(parsing: $0, queryCount: tokens, keyCount: tokens) }
+    let graphs = try one.map { graph in (0..<heads).map { graph.forHead($0) } }
+      ?? VerifyCommand.graphs(maskFile: maskFile!, heads: heads, tokens: tokens)
+    let perHead = one?.variesPerHead ?? true
+    for graph in graphs {
+      try graph.validate(queryCount: tokens, keyCount: tokens)
+      try VerifyCommand.checkSize(graph: graph, tokens: tokens, dim: dim, heads: perHead ? 1 : heads)
+    }
+    if perHead && (compose || compute.device != .cpu) {
+      throw GraphAttentionError(.option, "per-head graphs run on the CPU in one call", fix: "drop --compose and --device")
+    }
+    let graph = one ?? graphs[0]
     let shape = [heads, tokens, dim]
     let q = Tensor.random(shape: shape, seed: seed)
     let k = Tensor.random(shape: shape, seed: seed &+ 1)
@@ -47,6 +59,9 @@ struct VerifyCommand: ParsableCommand, MaskedCommand {
                              options: compute.attentionOptions(), device: compute.attentionDevice)
       }
       output = state.output(emptyRows: compute.emptyRows)
+    } else if perHead {
+      output = try attention(query: q, key: k, value: v, graphs: graphs,
+                             options: compute.attentionOptions(progress: Console.progressBar("attention")))
     } else {
       output = try attention(query: q, key: k, value: v, graph: graph,
                              options: compute.attentionOptions(progress: Console.progressBar("attention")),
@@ -60,7 +75,7 @@ struct VerifyCommand: ParsableCommand, MaskedCommand {
     for head in 0..<heads {
       for s in 0..<rows {
         let row = rows == tokens ? s : (rows == 1 ? 0 : s * (tokens - 1) / (rows - 1))
-        let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: problem, graph: graph, scale: scale)
+        let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: problem, graph: graphs[head], scale: scale)
         let base = (head * tokens + row) * dim
         let error = ReferenceAttention.relativeError(computed: output.scalars[base..<base + dim], reference: reference,
                                                      expectNaN: compute.emptyRows == .nan)
@@ -68,13 +83,22 @@ struct VerifyCommand: ParsableCommand, MaskedCommand {
       }
     }
     let verdict = worst <= tolerance ? "PASS" : "FAIL"
-    print("\(verdict) \(graph) \(compose ? "composed " : "")\(compute.device == .cpu ? "" : "on \(compute.attentionDevice) ")L=\(tokens) d=\(dim) heads=\(heads): max relative error \(String(format: "%.3e", worst)) "
+    let described = maskFile.map { "mask file \($0) (\(heads) graphs)" } ?? graph.description
+    print("\(verdict) \(described) \(compose ? "composed " : "")\(compute.device == .cpu ? "" : "on \(compute.attentionDevice) ")L=\(tokens) d=\(dim) heads=\(heads): max relative error \(String(format: "%.3e", worst)) "
       + "(head \(worstAt.0), row \(worstAt.1); \(rows * heads) rows checked, tolerance \(tolerance))")
     if worst > tolerance || worst.isNaN { throw ExitCode(1) }
   }
 }
 
 extension VerifyCommand {
+  /// Each head's graph from `--mask-file`: one line per head.
+  static func graphs(maskFile: String, heads: Int, tokens: Int) throws -> [Graph] {
+    guard let text = try? String(contentsOfFile: maskFile, encoding: .utf8) else {
+      throw GraphAttentionError(.file, "cannot read the mask file \(maskFile)", fix: "pass a readable text file, one mask a line")
+    }
+    return try Graph.perHead(parsing: text, heads: heads, queryCount: tokens, keyCount: tokens)
+  }
+
   /// The most edges x heads `verify` takes on: about a minute of attention on two cores at d = 64.
   static let maximumEdgeHeads = 1 << 34
   /// The most bytes of Q, K, V and O (fp32) `verify` holds in memory.

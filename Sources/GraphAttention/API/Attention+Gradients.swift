@@ -49,6 +49,11 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
                                gradValue: MutableTensorView, graph: Graph,
                                options: AttentionOptions = AttentionOptions()) throws -> AttentionWork {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  if graph.variesPerHead, shape.queryHeads > 1 {  // a per-head random pattern: head by head
+    return try attentionGradients(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
+                                  gradOutput: gradOutput, gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue,
+                                  graphs: Array(repeating: graph, count: shape.queryHeads), options: options)
+  }
   let rowShape = Array(query.shape.dropLast())
   for (name, view, expected) in [("output", output.shape, shape.outputShape), ("gradOutput", gradOutput.shape, shape.outputShape),
                                  ("logSumExp", logSumExp.shape, rowShape)] where view != expected {

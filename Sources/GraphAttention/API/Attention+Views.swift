@@ -67,6 +67,11 @@ func viewAttention(query: TensorView, key: TensorView, value: TensorView, output
   if let rows, rows.lowerBound < 0 || rows.upperBound > shape.queryCount {
     throw GraphAttentionError(.option, "rows \(rows) are outside 0..<\(shape.queryCount)", fix: "pass a range of query rows")
   }
+  if graph.variesPerHead, shape.queryHeads > 1, streaming == nil {  // a per-head random pattern: head by head
+    return try attention(query: query, key: key, value: value, output: output,
+                         graphs: Array(repeating: graph, count: shape.queryHeads), options: options, rows: rows,
+                         logSumExp: logSumExp)
+  }
   var call = try AttentionCall(shape: shape, graph: graph, options: options)
   call.keysFinished = streaming?.keysFinished
   if options.checksFiniteInputs {
@@ -84,7 +89,8 @@ func viewAttention(query: TensorView, key: TensorView, value: TensorView, output
   let reader = streaming?.access == .read
     ? try ScatteredKeyReader(key: key, value: value, keyCount: shape.keyCount, keyDim: shape.keyDim,
                              valueDim: shape.valueDim,
-                             near: NearKeys(reach: graph.backwardReach(keyCount: shape.keyCount), resident: graph.globalTokens))
+                             near: NearKeys(reach: graph.backwardReach(keyCount: shape.keyCount, queryCount: shape.queryCount),
+                                             resident: graph.globalTokens))
     : nil
   reader?.prepare(graph: graph, rows: rows ?? 0..<shape.queryCount, queryCount: shape.queryCount,
                   keyValueHeads: shape.batch * shape.keyValueHeads, threads: call.threads,

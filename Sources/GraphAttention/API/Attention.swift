@@ -130,6 +130,12 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
     work = done
     return output
   }
+  if graph.variesPerHead, shape.queryHeads > 1 {  // a per-head random pattern: head by head
+    let output = MutableTensorView(allocating: shape.outputShape, type: .float32)
+    work = try attention(query: TensorView(query), key: TensorView(key), value: TensorView(value), output: output,
+                         graphs: Array(repeating: graph, count: shape.queryHeads), options: options)
+    return Tensor(output.readOnly)
+  }
   let prepared = try AttentionCall(shape: shape, graph: graph, options: options)
   if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
   var output = [Float](repeating: .nan, count: shape.batch * shape.queryHeads * shape.queryCount * shape.valueDim)
@@ -162,6 +168,10 @@ struct AttentionCall {
 
   init(shape: AttentionShape, graph: Graph, options: AttentionOptions, edgesPerHead: Int? = nil) throws {
     try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
+    if graph.variesPerHead, shape.queryHeads > 1 {
+      throw GraphAttentionError(.mask, "\(graph) varies per head, which this path computes with one graph for all heads",
+                                fix: "drop :per-head, or compute it head by head (attention(..., graphs:), verify --mask-file); streamed runs, the state API and CUDA take one graph for all heads")
+    }
     if let scale = options.scale, !scale.isFinite {
       throw GraphAttentionError(.option, "scale \(scale) is not finite", fix: "pass a finite scale, or none for 1/sqrt(d_k)")
     }

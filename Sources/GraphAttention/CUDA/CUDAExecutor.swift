@@ -43,6 +43,10 @@ enum CUDAExecutor {
   static func run(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true, call: AttentionCall,
                   excluding: Graph?, query: Tensor, key: Tensor, value: Tensor, mode: Mode) throws -> Result {
     let shape = call.shape
+    if let problem = CUDAGraphEncoding.unsupported(call.graph, queryCount: shape.queryCount, keyCount: shape.keyCount)
+      ?? CUDAGraphEncoding.unsupported(excluding, queryCount: shape.queryCount, keyCount: shape.keyCount) {
+      throw GraphAttentionError(.device, problem, fix: "run this mask on the CPU (--device cpu)")
+    }
     let encoding = CUDAGraphEncoding(graph: call.graph, excluding: excluding)
     let tileKernel = tensorCores && encoding.contiguousCount > 0
       ? KernelSource.tileKernel(for: storage, keyDim: shape.keyDim, valueDim: shape.valueDim) : nil

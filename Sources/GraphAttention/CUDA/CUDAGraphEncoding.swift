@@ -43,6 +43,7 @@ struct CUDAGraphEncoding {
     case .global: return 1
     case .explicit: return 2
     case .random: return 3
+    case .prefix, .documents, .intersection: return 1  // refused by `CUDAExecutor.run` (`cudaSupport`)
     }
   }
 
@@ -84,8 +85,29 @@ struct CUDAGraphEncoding {
       w[1] = UInt64(graph.rowCount)
       arrays.append((index, 3, CUDAGraphEncoding.bytes(graph.denseRowOffsets.map { Int64($0) })))
       arrays.append((index, 4, CUDAGraphEncoding.bytes(graph.storage.columns)))
+    case .prefix, .documents, .intersection:
+      preconditionFailure("\(component) is refused before encoding (CUDAGraphEncoding.unsupported)")
     }
     words += w
+  }
+
+  /// Why the CUDA kernels cannot compute `graph` at these lengths, or nil when they can: they know
+  /// neither prefix, document and intersection graphs, nor causal kinds aligned for `L_q != L_k`, nor
+  /// per-head random patterns.
+  static func unsupported(_ graph: Graph?, queryCount: Int, keyCount: Int) -> String? {
+    for component in graph?.components ?? [] {
+      switch component {
+      case .prefix, .documents, .intersection:
+        return "the CUDA backend does not compute \(component) graphs yet"
+      case .causal where queryCount != keyCount, .window(_, true) where queryCount != keyCount:
+        return "the CUDA backend does not align \(component) for L_q != L_k yet"
+      case let .random(random) where random.perHead:
+        return "the CUDA backend does not compute per-head random graphs yet"
+      default:
+        continue
+      }
+    }
+    return nil
   }
 
   /// The words with the arrays' device addresses filled in (one address per entry of `arrays`).

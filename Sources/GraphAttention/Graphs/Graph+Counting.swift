@@ -1,8 +1,10 @@
 extension Graph {
   /// Checks that the graph can be used with `queryCount` queries and `keyCount` keys.
   ///
-  /// Implicit kinds other than `full` and `random` are self-attention graphs and need
-  /// `queryCount == keyCount`; global tokens must be below the length; explicit patterns must fit.
+  /// `full`, `random`, explicit graphs and the causal kinds (`causal`, `window:W:causal`, `prefix:P`,
+  /// aligned bottom-right) allow `queryCount != keyCount`; the other implicit kinds are self-attention
+  /// graphs and need `queryCount == keyCount`; global tokens must be below the length; explicit
+  /// patterns must fit; document offsets must end at the length.
   /// - Throws: `GraphAttentionError` naming the component and the fix.
   ///   Edge counts must fit in `Int` (2^63 - 1): `full` at 2^32 x 2^32 tokens does not.
   /// - Complexity: O(components + global tokens).
@@ -15,19 +17,9 @@ extension Graph {
       if component.requiresSquare, queryCount != keyCount {
         throw GraphAttentionError(
           .shape, "mask \(component) is defined for self-attention, but L_q = \(queryCount) differs from L_k = \(keyCount)",
-          fix: "use an explicit graph (csr:, coo:, mtx:), full or random for cross-attention")
+          fix: "use an explicit graph (csr:, coo:, mtx:), full, random or a causal kind (aligned bottom-right) for cross-attention")
       }
-      switch component {
-      case let .global(tokens):
-        if let last = tokens.last, last >= keyCount {
-          throw GraphAttentionError(.mask, "global token \(last) is out of range for \(keyCount) tokens",
-                                    fix: "list tokens in 0..<\(keyCount)")
-        }
-      case let .explicit(graph):
-        try graph.validate(queryCount: queryCount, keyCount: keyCount)
-      default:
-        break
-      }
+      for atom in component.intersectionAtoms { try atom.validateAtom(queryCount: queryCount, keyCount: keyCount) }
     }
     // Counts must fit in Int: when L_q * L_k does not, the components' counts (their sum bounds the
     // union's) must. Random graphs are bounded only by L_q * L_k.
@@ -36,6 +28,7 @@ extension Graph {
         var total = 0
         for component in components {
           let count = try component.closedFormEdgeCount(queryCount: queryCount, keyCount: keyCount)
+            ?? component.intersectionAtoms.compactMap { try? $0.closedFormEdgeCount(queryCount: queryCount, keyCount: keyCount) }.min()
             ?? EdgeCountOverflow.product(queryCount, keyCount)
           total = try EdgeCountOverflow.sum(total, count)
         }
@@ -79,18 +72,24 @@ extension Graph {
     let cap = min(Double(q) * Double(k), 9e18)
     var total = 0.0
     for component in components {
-      if case let .random(graph) = component {
-        total += graph.probability * Double(q) * Double(k)
-      } else {
-        do {
-          if let count = try component.closedFormEdgeCount(queryCount: q, keyCount: k) { total += Double(count) }
-        } catch {
-          // More than Int.max edges in one component: above the cap.
-          total = cap
-        }
-      }
+      total += Graph.estimate(component, queryCount: q, keyCount: k, cap: cap)
     }
     return Int(min(total, cap).rounded())
+  }
+
+  /// One component's closed-form count, a random graph's expected count, and for an intersection
+  /// without a closed form the least of its operands' (an upper bound).
+  private static func estimate(_ component: Component, queryCount q: Int, keyCount k: Int, cap: Double) -> Double {
+    if case let .random(graph) = component { return graph.probability * Double(q) * Double(k) }
+    do {
+      if let count = try component.closedFormEdgeCount(queryCount: q, keyCount: k) { return Double(count) }
+    } catch {
+      return cap  // more than Int.max edges in one component: above the cap
+    }
+    if case let .intersection(atoms) = component {
+      return atoms.map { estimate($0, queryCount: q, keyCount: k, cap: cap) }.min() ?? 0
+    }
+    return 0
   }
 
   /// Row degrees summarised: the least, the mean and the largest number of keys a query attends to,
@@ -136,18 +135,46 @@ extension Graph {
   /// the run enumeration the kernels use (the reference and `verify` rely on this independence).
   /// - Complexity: O(1) for implicit kinds, O(log degree) explicit, O(degree) random.
   public func contains(row i: Int, column j: Int, queryCount: Int, keyCount: Int) -> Bool {
-    components.contains { $0.contains(row: i, column: j, keyCount: keyCount) }
+    components.contains { $0.contains(row: i, column: j, queryCount: queryCount, keyCount: keyCount) }
   }
 }
 
 extension Graph.Component {
-  func contains(row i: Int, column j: Int, keyCount n: Int) -> Bool {
+  /// Checks one operand (not an intersection) against the lengths: global tokens, explicit patterns
+  /// and document offsets.
+  func validateAtom(queryCount: Int, keyCount: Int) throws {
+    switch self {
+    case let .global(tokens):
+      if let last = tokens.last, last >= keyCount {
+        throw GraphAttentionError(.mask, "global token \(last) is out of range for \(keyCount) tokens",
+                                  fix: "list tokens in 0..<\(keyCount)")
+      }
+    case let .explicit(graph):
+      try graph.validate(queryCount: queryCount, keyCount: keyCount)
+    case let .documents(documents):
+      if documents.tokenCount != keyCount {
+        throw GraphAttentionError(
+          .mask, "\(documents.source) covers \(documents.tokenCount) tokens (its last offset) but the sequence has \(keyCount)",
+          fix: "end the offsets at the sequence length \(keyCount)")
+      }
+    default:
+      break
+    }
+  }
+
+  func contains(row i: Int, column j: Int, queryCount m: Int, keyCount n: Int) -> Bool {
     guard j >= 0, j < n else { return false }
     switch self {
     case .full: return true
-    case .causal: return j <= i
+    case .causal: return j <= i + (n - m)
     case let .window(radius, causal):
-      return causal ? (j <= i && i - j <= radius) : abs(i - j) <= radius
+      return causal ? (j <= i + (n - m) && i + (n - m) - j <= radius) : abs(i - j) <= radius
+    case let .prefix(length): return j < max(length, i + (n - m) + 1)
+    case let .documents(documents):
+      let (start, end) = documents.document(of: i)
+      return j >= start && j < end
+    case let .intersection(atoms):
+      return atoms.allSatisfy { $0.contains(row: i, column: j, queryCount: m, keyCount: n) }
     case let .dilated(radius, dilation):
       let s = dilation + 1
       let distance = abs(i - j)
@@ -179,12 +206,41 @@ extension Graph.Component {
   /// Closed-form total edge count of one component, or nil for random graphs.
   /// - Throws: `EdgeCountOverflow` when the count does not fit in `Int`.
   func closedFormEdgeCount(queryCount: Int, keyCount: Int) throws(EdgeCountOverflow) -> Int? {
-    let n = keyCount
+    let n = keyCount, m = queryCount
+    // Aligned causal kinds: the t = min(L_q, L_k) non-empty rows are the last t rows of the square graph.
+    let t = min(m, n)
     switch self {
     case .full: return try EdgeCountOverflow.product(queryCount, keyCount)
-    case .causal: return try Graph.Component.triangle(n)
+    case .causal: return try Graph.Component.triangle(n) - Graph.Component.triangle(n - t)
     case let .window(radius, causal):
-      return causal ? try Graph.Component.causalWindowEdges(n, radius) : try Graph.Component.windowEdges(n, radius)
+      return causal ? try Graph.Component.causalWindowEdges(n, radius) - Graph.Component.causalWindowEdges(n - t, radius)
+        : try Graph.Component.windowEdges(n, radius)
+    case let .prefix(length):
+      // Rows with i + L_k - L_q + 1 = h > p = min(P, L_k) see h keys (h = a...L_k); the others p.
+      let p = min(length, n)
+      if m <= 0 { return 0 }
+      if p == n { return try EdgeCountOverflow.product(m, n) }
+      let a = max(n - m, p) + 1  // p < n and n - m < n: no overflow
+      let long = max(0, n - a + 1)
+      let longEdges = long == 0 ? 0 : try Graph.Component.triangle(n) - Graph.Component.triangle(a - 1)
+      return try EdgeCountOverflow.sum(EdgeCountOverflow.product(m - long, p), longEdges)
+    case let .documents(documents):
+      return documents.edgeCount
+    case let .intersection(atoms):
+      guard let (documents, other) = Graph.Component.documentsPair(atoms) else { return nil }
+      switch other {
+      case .full: return documents.edgeCount
+      case .causal: return documents.causalEdgeCount
+      case let .window(radius, causal):
+        var total = 0
+        for d in 1..<documents.offsets.count {
+          let length = documents.offsets[d] - documents.offsets[d - 1]
+          let edges = causal ? try Graph.Component.causalWindowEdges(length, radius) : try Graph.Component.windowEdges(length, radius)
+          total = try EdgeCountOverflow.sum(total, edges)
+        }
+        return total
+      default: return nil
+      }
     case let .dilated(radius, dilation):
       // Each residue class mod s is a plain window over its members; there are two class sizes.
       let s = dilation + 1
@@ -210,13 +266,32 @@ extension Graph.Component {
   /// but random (nil). `queryCount == keyCount` for the square kinds (validated).
   /// - Complexity: O(1), O(stored rows) for explicit graphs.
   func closedFormDegreeStatistics(queryCount: Int, keyCount n: Int) -> (min: Int, max: Int, emptyRows: Int)? {
+    let m = queryCount, empty = max(0, m - n)  // rows before the aligned diagonal, for causal kinds
     switch self {
     case .full: return (n, n, 0)
-    case .causal: return (1, n, 0)
+    case .causal: return (empty > 0 ? 0 : n - m + 1, n, empty)
     case let .window(radius, causal):
       // The first row sees radius + 1 keys (or all), an interior row 2 radius + 1 (or all).
       let edgeRow = radius >= n ? n : radius + 1
-      return causal ? (1, edgeRow, 0) : (edgeRow, radius >= n ? n : min(n, 2 * radius + 1), 0)
+      return causal ? (empty > 0 ? 0 : min(radius, n - m) + 1, edgeRow, empty) : (edgeRow, radius >= n ? n : min(n, 2 * radius + 1), 0)
+    case let .prefix(length):
+      // Degrees do not decrease with the row.
+      let first = Graph.Component.prefixDegree(row: 0, length: length, queryCount: m, keyCount: n)
+      let last = Graph.Component.prefixDegree(row: m - 1, length: length, queryCount: m, keyCount: n)
+      return (first, last, length > 0 ? 0 : empty)
+    case let .documents(documents):
+      return (documents.shortest, documents.longest, 0)
+    case let .intersection(atoms):
+      guard let (documents, other) = Graph.Component.documentsPair(atoms) else { return nil }
+      switch other {
+      case .full: return (documents.shortest, documents.longest, 0)
+      case .causal: return (1, documents.longest, 0)
+      case let .window(radius, causal):
+        // A document's first row sees min(W+1, n_d) keys; its middle rows min(2W+1, n_d) (W+1 causal).
+        let widest = causal ? radius + 1 : radius.addingReportingOverflow(radius + 1).partialValue
+        return (causal ? 1 : min(radius + 1, documents.shortest), min(widest, documents.longest), 0)
+      default: return nil
+      }
     case let .dilated(radius, dilation):
       // Residue classes of sizes q and q + 1, each a plain window over its members.
       let (q, r) = n.quotientAndRemainder(dividingBy: dilation + 1)
@@ -240,6 +315,15 @@ extension Graph.Component {
       let empty = queryCount - graph.nonEmptyRowCount
       return (empty > 0 ? 0 : lo, hi, empty)
     }
+  }
+
+  /// An intersection of a document graph with one other operand (in either order), the forms whose
+  /// counts have closed forms (`documents & causal`, `documents & window:W[:causal]`, `documents & full`).
+  static func documentsPair(_ atoms: [Graph.Component]) -> (DocumentGraph, Graph.Component)? {
+    guard atoms.count == 2 else { return nil }
+    if case let .documents(d) = atoms[0] { return (d, atoms[1]) }
+    if case let .documents(d) = atoms[1] { return (d, atoms[0]) }
+    return nil
   }
 
   /// `blocked` over `n` keys: full blocks, and the active rows (equal to the degree) of a full and of

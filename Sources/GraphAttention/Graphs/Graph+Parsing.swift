@@ -17,35 +17,48 @@ extension Graph {
   ///
   /// The grammar (the README's "Mask grammar" states it for users):
   /// ```
-  /// mask      := component ('+' component)*
+  /// mask      := term ('+' term)*                 union
+  /// term      := component ('&' component)*       intersection, binding tighter than '+'
   /// component := kind (':' field)*
   /// field     := text | '"' text '"'
   /// ```
-  /// Kinds: `full`, `causal`, `window:W`, `window:W:causal`, `dilated:W:D`, `blocked:B:D` (`blocked:B`
-  /// means `D = 0`), `global:I,J,...`, `random:P:SEED`, `csr:INDPTR.npy:INDICES.npy`,
-  /// `coo:ROWS.npy:COLS.npy`, `mtx:FILE.mtx`. A field in double quotes is taken literally, so file paths
-  /// may hold `+` and `:` (`csr:"my+ptr.npy":"a:b.npy"`); outside quotes a backslash escapes the next
-  /// character (`csr:my\+ptr.npy:idx.npy`), and inside quotes `\"` and `\\` stand for `"` and `\`.
-  /// Blanks around unquoted fields are ignored.
+  /// Kinds: `full`, `causal`, `window:W`, `window:W:causal`, `prefix:P`, `dilated:W:D`, `blocked:B:D`
+  /// (`blocked:B` means `D = 0`), `global:I,J,...`, `random:P:SEED`, `random:P:SEED:per-head`,
+  /// `documents:0,N1,...,L` (offsets written out) or `documents:CU.npy` (offsets in an integer `.npy`
+  /// file: a field of digits, commas and blanks is a list, anything else a path, so write a path of
+  /// digits as `./123`), `csr:INDPTR.npy:INDICES.npy`, `coo:ROWS.npy:COLS.npy`, `mtx:FILE.mtx`. A field
+  /// in double quotes is taken literally, so file paths may hold `+`, `&` and `:`
+  /// (`csr:"my+ptr.npy":"a:b.npy"`); outside quotes a backslash escapes the next character
+  /// (`csr:my\+ptr.npy:idx.npy`), and inside quotes `\"` and `\\` stand for `"` and `\`. Blanks
+  /// around unquoted fields are ignored.
   ///
   /// - Parameters:
   ///   - specification: the mask.
   ///   - explicit: loads an explicit component; gets where it is stored and the component's text (its
   ///     `source`, for messages).
+  ///   - documents: loads the offsets of `documents:PATH`; gets the path and the component's text. Without
+  ///     it such a component is refused (`Graph(parsing:queryCount:keyCount:)` reads the file).
   /// - Throws: `GraphAttentionError` (`.mask`) naming the component and the expected form, or what
-  ///   `explicit` throws.
+  ///   `explicit` and `documents` throw.
   /// - Complexity: O(length of the specification) plus the loads.
   public init(parsing specification: String,
-              explicit: (_ source: ExplicitGraphSource, _ specification: String) throws -> ExplicitGraph) throws {
+              explicit: (_ source: ExplicitGraphSource, _ specification: String) throws -> ExplicitGraph,
+              documents: ((_ path: String, _ specification: String) throws -> DocumentGraph)? = nil) throws {
     var components: [Component] = []
-    for part in try MaskTokenizer.components(of: specification) {
-      components += try Graph.parseComponent(part, explicit: explicit).components
+    for term in try MaskTokenizer.terms(of: specification) {
+      var graph: Graph?
+      for part in term {
+        let operand = try Graph.parseComponent(part, explicit: explicit, documents: documents)
+        graph = graph.map { $0 & operand } ?? operand
+      }
+      components += graph!.components
     }
     self.init(components: components)
   }
 
   private static func parseComponent(_ part: MaskTokenizer.Component,
-                                     explicit: (ExplicitGraphSource, String) throws -> ExplicitGraph) throws -> Graph {
+                                     explicit: (ExplicitGraphSource, String) throws -> ExplicitGraph,
+                                     documents: ((String, String) throws -> DocumentGraph)?) throws -> Graph {
     let text = part.text
     let kind = part.fields[0].lowercased()
     let arguments = Array(part.fields.dropFirst())
@@ -86,9 +99,31 @@ extension Graph {
         try Graph.integer(String($0), "global token", in: text, form: form)
       }
       return try .global(tokens)
+    case "prefix":
+      let form = "prefix:P (a bidirectional prefix of P tokens, causal after)"
+      try expect(1...1, form)
+      return try .prefix(integer(0, "prefix length", form))
+    case "documents", "docs":
+      let form = "documents:0,N1,...,L (cumulative offsets) or documents:CU.npy"
+      try expect(1...1, form)
+      let field = arguments[0]
+      if !field.isEmpty, field.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "," || $0 == "-" || $0 == "+" || $0.isWhitespace) }) {
+        let offsets = try field.split(separator: ",", omittingEmptySubsequences: false).map {
+          try Graph.integer(String($0), "document offset", in: text, form: form)
+        }
+        return .documents(try DocumentGraph(offsets: offsets, source: text))
+      }
+      guard let documents else {
+        throw GraphAttentionError(.mask, "'\(text)' names a file, and this parser reads no files",
+                                  fix: "parse with Graph(parsing:queryCount:keyCount:), or list the offsets: \(form)")
+      }
+      return .documents(try documents(field, text))
     case "random":
-      let form = "random:P:SEED (probability P in [0,1], integer SEED)"
-      try expect(2...2, form)
+      let form = "random:P:SEED or random:P:SEED:per-head (probability P in [0,1], integer SEED)"
+      try expect(2...3, form)
+      if arguments.count == 3, arguments[2].lowercased() != "per-head" {
+        throw GraphAttentionError(.mask, "'\(text)': unknown random option '\(arguments[2])'", fix: "write it as \(form)")
+      }
       guard let p = Double(arguments[0]), p.isFinite else {
         throw GraphAttentionError(.mask, "probability '\(arguments[0])' in '\(text)' is not a number", fix: "write it as \(form)")
       }
@@ -98,7 +133,7 @@ extension Graph {
           .mask, "seed '\(arguments[1])' in '\(text)' is \(tooLarge ? "too large (at most \(UInt64.max))" : "not a non-negative integer")",
           fix: "write it as \(form)")
       }
-      return try .random(probability: p, seed: seed)
+      return try .random(probability: p, seed: seed, perHead: arguments.count == 3)
     case "csr":
       try expect(2...2, "csr:INDPTR.npy:INDICES.npy")
       return .explicit(try explicit(.csr(indptr: arguments[0], indices: arguments[1]), text))
@@ -111,7 +146,7 @@ extension Graph {
     default:
       throw GraphAttentionError(
         .mask, "unknown mask kind '\(part.fields[0])' in '\(text)'",
-        fix: "use one of full, causal, window:W[:causal], dilated:W:D, blocked:B:D, global:I,J, random:P:SEED, csr:P:I, coo:R:C, mtx:F, joined with '+'")
+        fix: "use one of full, causal, window:W[:causal], prefix:P, documents:0,N,..,L, dilated:W:D, blocked:B:D, global:I,J, random:P:SEED[:per-head], csr:P:I, coo:R:C, mtx:F, joined with '+' (union) or '&' (intersection)")
     }
   }
 
@@ -165,7 +200,9 @@ enum MaskTokenizer {
     var whole: String { String(characters) }
   }
 
-  static func components(of specification: String) throws -> [Component] {
+  /// The union's terms, each the components of an intersection (one for a plain component).
+  static func terms(of specification: String) throws -> [[Component]] {
+    var terms: [[Component]] = []
     var components: [Component] = []
     var fields: [String] = []
     var field = EscapedText()
@@ -184,7 +221,7 @@ enum MaskTokenizer {
       let text = raw.trimmed
       guard !text.isEmpty else {
         throw GraphAttentionError(.mask, "mask '\(specification)' has an empty component",
-                                  fix: "join components with single '+', e.g. window:64+global:0")
+                                  fix: "join components with single '+' or '&', e.g. window:64+global:0, documents:0,5,9&causal")
       }
       components.append(Component(text: text, fields: fields))
       fields = []
@@ -216,6 +253,12 @@ enum MaskTokenizer {
       }
       if !quoted && c == "+" {
         try endComponent()
+        terms.append(components)
+        components = []
+        continue
+      }
+      if !quoted && c == "&" {
+        try endComponent()
         continue
       }
       raw.append(c, escaped: quoted)
@@ -234,7 +277,8 @@ enum MaskTokenizer {
       throw GraphAttentionError(.mask, "mask '\(specification)' has an unterminated quote", fix: "close the quoted field with '\"'")
     }
     try endComponent()
-    return components
+    terms.append(components)
+    return terms
   }
 }
 

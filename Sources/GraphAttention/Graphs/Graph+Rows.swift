@@ -10,6 +10,8 @@ public struct RowScratch {
   @usableFromInline var keys: [Int] = []
   @usableFromInline var merged: [KeyRun] = []
   @usableFromInline var intervals: [KeyRun] = []
+  /// Buffers for intersections (`A&B`), apart from the union's.
+  @usableFromInline var intersection = IntersectionScratch()
 
   /// Creates empty buffers.
   public init() {}
@@ -33,18 +35,21 @@ extension Graph {
     precondition(row >= 0 && row < queryCount, "row \(row) is outside 0..<\(queryCount)")
     scratch.runs.removeAll(keepingCapacity: true)
     if components.count == 1, excluding == nil {
-      components[0].appendRuns(row: row, keyCount: keyCount, to: &scratch.runs)
+      components[0].appendRuns(row: row, queryCount: queryCount, keyCount: keyCount, to: &scratch.runs,
+                               scratch: &scratch.intersection)
       return
     }
     scratch.operands.removeAll(keepingCapacity: true)
     for component in components {
-      component.appendRuns(row: row, keyCount: keyCount, to: &scratch.operands)
+      component.appendRuns(row: row, queryCount: queryCount, keyCount: keyCount, to: &scratch.operands,
+                           scratch: &scratch.intersection)
     }
     Graph.unite(&scratch.operands, into: &scratch.runs, keys: &scratch.keys, intervals: &scratch.intervals)
     if let excluding {
       scratch.operands.removeAll(keepingCapacity: true)
       for component in excluding.components {
-        component.appendRuns(row: row, keyCount: keyCount, to: &scratch.operands)
+        component.appendRuns(row: row, queryCount: queryCount, keyCount: keyCount, to: &scratch.operands,
+                             scratch: &scratch.intersection)
       }
       scratch.excluded.removeAll(keepingCapacity: true)
       Graph.unite(&scratch.operands, into: &scratch.excluded, keys: &scratch.keys, intervals: &scratch.intervals)
@@ -58,7 +63,7 @@ extension Graph {
   /// - Complexity: O(1) for a single implicit component, O(degree) for random rows, else as `neighbourhood`.
   public func degree(row: Int, queryCount: Int, keyCount: Int, scratch: inout RowScratch) -> Int {
     precondition(row >= 0 && row < queryCount, "row \(row) is outside 0..<\(queryCount)")
-    if components.count == 1, let d = components[0].closedFormDegree(row: row, keyCount: keyCount) {
+    if components.count == 1, let d = components[0].closedFormDegree(row: row, queryCount: queryCount, keyCount: keyCount) {
       return d
     }
     neighbourhood(row: row, queryCount: queryCount, keyCount: keyCount, into: &scratch)
@@ -216,17 +221,35 @@ extension Graph {
 
 extension Graph.Component {
   /// Appends this component's runs for `row` (sorted, disjoint). Square components assume
-  /// `row < keyCount`, which validation guarantees.
-  func appendRuns(row i: Int, keyCount n: Int, to runs: inout [KeyRun]) {
+  /// `row < keyCount`, which validation guarantees; `scratch` is used by intersections only.
+  func appendRuns(row i: Int, queryCount m: Int, keyCount n: Int, to runs: inout [KeyRun],
+                  scratch: inout IntersectionScratch) {
     switch self {
     case .full:
       runs.append(KeyRun(start: 0, count: n))
     case .causal:
-      runs.append(KeyRun(start: 0, count: i + 1))
+      // Bottom-right aligned: the last key row i sees is i + L_k - L_q (< L_k since i < L_q).
+      let hi = i + (n - m)
+      if hi >= 0 { runs.append(KeyRun(start: 0, count: hi + 1)) }
     case let .window(radius, causal):
-      let lo = i >= radius ? i - radius : 0
-      let hi = causal ? i : (radius >= n - 1 - i ? n - 1 : i + radius)
-      runs.append(KeyRun(start: lo, count: hi - lo + 1))
+      if causal {
+        let hi = i + (n - m)
+        guard hi >= 0 else { return }
+        let lo = hi >= radius ? hi - radius : 0
+        runs.append(KeyRun(start: lo, count: hi - lo + 1))
+      } else {
+        let lo = i >= radius ? i - radius : 0
+        let hi = radius >= n - 1 - i ? n - 1 : i + radius
+        runs.append(KeyRun(start: lo, count: hi - lo + 1))
+      }
+    case let .prefix(length):
+      let count = Graph.Component.prefixDegree(row: i, length: length, queryCount: m, keyCount: n)
+      if count > 0 { runs.append(KeyRun(start: 0, count: count)) }
+    case let .documents(documents):
+      let (start, end) = documents.document(of: i)
+      runs.append(KeyRun(start: start, count: end - start))
+    case let .intersection(atoms):
+      scratch.intersect(atoms, row: i, queryCount: m, keyCount: n, into: &runs)
     case let .dilated(radius, dilation):
       let s = dilation + 1
       let left = min(radius, i / s)
@@ -263,15 +286,34 @@ extension Graph.Component {
     }
   }
 
-  /// The row's degree when it has a closed form (every kind but random and unions).
-  func closedFormDegree(row i: Int, keyCount n: Int) -> Int? {
+  /// The row's degree when it has a closed form (every kind but random, unions and most intersections).
+  func closedFormDegree(row i: Int, queryCount m: Int, keyCount n: Int) -> Int? {
     switch self {
     case .full: return n
-    case .causal: return i + 1
+    case .causal: return max(0, i + (n - m) + 1)
     case let .window(radius, causal):
+      if causal {
+        let hi = i + (n - m)
+        return hi < 0 ? 0 : min(radius, hi) + 1
+      }
       let lo = i >= radius ? i - radius : 0
-      let hi = causal ? i : (radius >= n - 1 - i ? n - 1 : i + radius)
+      let hi = radius >= n - 1 - i ? n - 1 : i + radius
       return hi - lo + 1
+    case let .prefix(length):
+      return Graph.Component.prefixDegree(row: i, length: length, queryCount: m, keyCount: n)
+    case let .documents(documents):
+      let (start, end) = documents.document(of: i)
+      return end - start
+    case let .intersection(atoms):
+      // documents & causal or & a causal window (square): the causal part within the row's document.
+      guard let (documents, other) = Graph.Component.documentsPair(atoms) else { return nil }
+      let (start, end) = documents.document(of: i)
+      switch other {
+      case .full: return end - start
+      case .causal: return i - start + 1
+      case let .window(radius, true): return min(radius, i - start) + 1
+      default: return nil
+      }
     case let .dilated(radius, dilation):
       let s = dilation + 1
       return min(radius, i / s) + min(radius, (n - 1 - i) / s) + 1
@@ -284,6 +326,12 @@ extension Graph.Component {
     case .random: return nil
     case let .explicit(graph): return graph.columns(ofRow: i).count
     }
+  }
+
+  /// `prefix:P`'s degree of row `i`: `min(L_k, max(P, i + L_k - L_q + 1))`, never negative.
+  @inline(__always)
+  static func prefixDegree(row i: Int, length: Int, queryCount m: Int, keyCount n: Int) -> Int {
+    min(n, max(length, i + (n - m) + 1, 0))
   }
 
   /// Keys `base + t*step < min(base + block, keyCount)`.
@@ -301,5 +349,82 @@ extension Graph.Component {
       if sorted[mid] < value { lo = mid + 1 } else { hi = mid }
     }
     return lo < sorted.count && sorted[lo] == value
+  }
+}
+
+/// Buffers for enumerating an intersection's row: the runs accumulated so far, the next operand's,
+/// and keys for overlapping strided runs.
+@usableFromInline
+struct IntersectionScratch {
+  @usableFromInline var accumulated: [KeyRun] = []
+  @usableFromInline var operand: [KeyRun] = []
+  @usableFromInline var result: [KeyRun] = []
+  @usableFromInline var keys: [Int] = []
+
+  init() {}
+
+  /// Appends the runs of row `i` of the intersection of `atoms` (none an intersection) to `runs`:
+  /// each operand's sorted, disjoint runs intersected with the result so far, left to right.
+  /// - Complexity: O(runs of the operands), plus O(keys) where two strided runs overlap.
+  mutating func intersect(_ atoms: [Graph.Component], row i: Int, queryCount m: Int, keyCount n: Int,
+                          into runs: inout [KeyRun]) {
+    // Atoms are never intersections, so they leave this one untouched (an empty value costs no allocation).
+    var nested = IntersectionScratch()
+    intersect(operands: atoms.count, into: &runs) { k, out in
+      atoms[k].appendRuns(row: i, queryCount: m, keyCount: n, to: &out, scratch: &nested)
+    }
+  }
+
+  /// Appends the intersection of `operands` lists of runs to `runs`; `appendRuns(k, &out)` appends
+  /// operand `k`'s sorted, disjoint runs to `out`. Stops early once the intersection is empty.
+  mutating func intersect(operands: Int, into runs: inout [KeyRun], appendRuns: (Int, inout [KeyRun]) -> Void) {
+    accumulated.removeAll(keepingCapacity: true)
+    appendRuns(0, &accumulated)
+    for k in 1..<operands {
+      if accumulated.isEmpty { return }
+      operand.removeAll(keepingCapacity: true)
+      appendRuns(k, &operand)
+      result.removeAll(keepingCapacity: true)
+      IntersectionScratch.intersect(accumulated, operand, into: &result, keys: &keys)
+      swap(&accumulated, &result)
+    }
+    for run in accumulated { Graph.appendMerging(run, to: &runs) }
+  }
+
+  /// Intersects two lists of sorted runs with disjoint spans, appending sorted, disjoint runs to `out`.
+  static func intersect(_ a: [KeyRun], _ b: [KeyRun], into out: inout [KeyRun], keys: inout [Int]) {
+    var p = 0, q = 0
+    while p < a.count, q < b.count {
+      let x = a[p], y = b[q]
+      let lo = max(x.start, y.start), hi = min(x.last, y.last)
+      if lo <= hi { overlap(x, y, lo, hi, into: &out, keys: &keys) }
+      // Advance the run that ends first; its keys beyond `hi` cannot meet the other list again.
+      if x.last < y.last { p += 1 } else if y.last < x.last { q += 1 } else { p += 1; q += 1 }
+    }
+  }
+
+  /// The common keys of runs `x` and `y` within their common span `lo...hi`.
+  private static func overlap(_ x: KeyRun, _ y: KeyRun, _ lo: Int, _ hi: Int, into out: inout [KeyRun], keys: inout [Int]) {
+    let xDense = x.stride == 1 || x.count == 1, yDense = y.stride == 1 || y.count == 1
+    if xDense && yDense {
+      Graph.appendMerging(KeyRun(start: lo, count: hi - lo + 1), to: &out)
+    } else if xDense || yDense {
+      // A strided run clipped to the contiguous one's span: still a progression.
+      let s = xDense ? y : x
+      let first = s.start + (lo - s.start + s.stride - 1) / s.stride * s.stride
+      guard first <= hi else { return }
+      let count = (hi - first) / s.stride + 1
+      Graph.appendMerging(KeyRun(start: first, count: count, stride: count == 1 ? 1 : s.stride), to: &out)
+    } else {
+      // Two progressions: walk the sparser one, keep the keys the other holds.
+      let (walk, other) = x.stride >= y.stride ? (x, y) : (y, x)
+      keys.removeAll(keepingCapacity: true)
+      var k = walk.start + (lo - walk.start + walk.stride - 1) / walk.stride * walk.stride
+      while k <= hi {
+        if other.contains(k) { keys.append(k) }
+        k += walk.stride
+      }
+      Graph.compress(sortedKeys: keys[...], to: &out)
+    }
   }
 }

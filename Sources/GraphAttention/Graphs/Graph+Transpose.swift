@@ -11,9 +11,12 @@
 /// | component | transpose | memory |
 /// |---|---|---|
 /// | `full` | `full` with the counts swapped | O(1) |
-/// | `causal` (`j <= i`) | `i >= j`: rows `j..<L` | O(1) |
+/// | `causal` (`j <= i + δ`, `δ = L_k - L_q`) | `i >= j - δ`: rows `max(0, j-δ)..<L_q` | O(1) |
 /// | `window:W` | itself (symmetric) | O(1) |
-/// | `window:W:causal` (`i-W <= j <= i`) | rows `j...min(L-1, j+W)` | O(1) |
+/// | `window:W:causal` (`i+δ-W <= j <= i+δ`) | rows `j-δ...j-δ+W` within `0..<L_q` | O(1) |
+/// | `prefix:P` (`j < max(P, i+δ+1)`) | every row for `j < P`, else rows `max(0, j-δ)..<L_q` | O(1) |
+/// | `documents:..` | itself (`i`, `j` in one document is symmetric) | O(documents) |
+/// | `A&B` | `Aᵀ & Bᵀ`, term by term, the runs intersected as in the forward | the operands' |
 /// | `dilated:W:D` | itself (`j ≡ i mod D+1` and `|i-j| <= W(D+1)` are symmetric) | O(1) |
 /// | `blocked:B:D` | itself (an edge joins two lattice points of the same block) | O(1) |
 /// | `global:..` | itself (`i` or `j` listed) | O(1) |
@@ -31,10 +34,14 @@ struct TransposedGraph: Sendable {
   enum Term: Sendable {
     /// A component that is its own transpose; its rows are enumerated with swapped counts.
     case symmetric(Graph.Component)
-    /// The transpose of `causal`: column `j` is attended by rows `j..<L`.
+    /// The transpose of `causal`: column `j` is attended by rows `max(0, j-δ)..<L_q`.
     case reverseCausal
-    /// The transpose of `window(radius, causal: true)`: column `j` is attended by rows `j...j+radius`.
+    /// The transpose of `window(radius, causal: true)`: column `j` is attended by rows `j-δ...j-δ+radius`.
     case reverseCausalWindow(radius: Int)
+    /// The transpose of `prefix(length)`: every row for `j < length`, else rows `max(0, j-δ)..<L_q`.
+    case reversePrefix(length: Int)
+    /// The transpose of an intersection: the operands' transposes, intersected.
+    case intersection([Term])
     /// A materialised transpose (explicit and random components): row `j` of the CSC lists the queries.
     case compressedColumns(ExplicitGraph)
   }
@@ -52,11 +59,15 @@ struct TransposedGraph: Sendable {
   func neighbourhood(column: Int, into scratch: inout RowScratch) {
     scratch.runs.removeAll(keepingCapacity: true)
     if terms.count == 1 {
-      terms[0].appendRuns(column: column, queryCount: queryCount, to: &scratch.runs)
+      terms[0].appendRuns(column: column, queryCount: queryCount, keyCount: keyCount, to: &scratch.runs,
+                          scratch: &scratch.intersection)
       return
     }
     scratch.operands.removeAll(keepingCapacity: true)
-    for term in terms { term.appendRuns(column: column, queryCount: queryCount, to: &scratch.operands) }
+    for term in terms {
+      term.appendRuns(column: column, queryCount: queryCount, keyCount: keyCount, to: &scratch.operands,
+                      scratch: &scratch.intersection)
+    }
     Graph.unite(&scratch.operands, into: &scratch.runs, keys: &scratch.keys, intervals: &scratch.intervals)
   }
 
@@ -66,18 +77,32 @@ struct TransposedGraph: Sendable {
 }
 
 extension TransposedGraph.Term {
-  func appendRuns(column j: Int, queryCount: Int, to runs: inout [KeyRun]) {
+  /// Appends the queries attending to key `j` (sorted, disjoint runs). `queryCount` and `keyCount` are
+  /// the original graph's; `δ = keyCount - queryCount` aligns the causal kinds bottom-right.
+  func appendRuns(column j: Int, queryCount m: Int, keyCount n: Int, to runs: inout [KeyRun],
+                  scratch: inout IntersectionScratch) {
+    var unused = IntersectionScratch()
     switch self {
     case let .symmetric(component):
-      component.appendRuns(row: j, keyCount: queryCount, to: &runs)
+      // Symmetric components are square (or full, whose rows do not depend on the row).
+      component.appendRuns(row: j, queryCount: n, keyCount: m, to: &runs, scratch: &unused)
     case .reverseCausal:
-      // Square graphs only: j < queryCount by validation.
-      runs.append(KeyRun(start: j, count: queryCount - j))
+      let first = max(0, j - (n - m))
+      if first < m { runs.append(KeyRun(start: first, count: m - first)) }
     case let .reverseCausalWindow(radius):
-      let last = radius >= queryCount - 1 - j ? queryCount - 1 : j + radius
-      runs.append(KeyRun(start: j, count: last - j + 1))
+      let lo = j - (n - m)
+      let first = max(0, lo)
+      let last = radius >= m - 1 - lo ? m - 1 : lo + radius  // lo + radius without overflow
+      if first <= last { runs.append(KeyRun(start: first, count: last - first + 1)) }
+    case let .reversePrefix(length):
+      let first = j < length ? 0 : max(0, j - (n - m))
+      if first < m { runs.append(KeyRun(start: first, count: m - first)) }
+    case let .intersection(terms):
+      scratch.intersect(operands: terms.count, into: &runs) { k, out in
+        terms[k].appendRuns(column: j, queryCount: m, keyCount: n, to: &out, scratch: &unused)
+      }
     case let .compressedColumns(csc):
-      Graph.Component.explicit(csc).appendRuns(row: j, keyCount: queryCount, to: &runs)
+      Graph.Component.explicit(csc).appendRuns(row: j, queryCount: n, keyCount: m, to: &runs, scratch: &unused)
     }
   }
 }
@@ -89,14 +114,18 @@ extension Graph {
   /// - Complexity: O(components) for implicit graphs; O(edges + L_k) time and memory per explicit or random
   ///   component, whose compressed columns are built here once.
   func transposed(queryCount: Int, keyCount: Int) -> TransposedGraph {
-    let terms: [TransposedGraph.Term] = components.map { component in
+    func transpose(_ component: Component) -> TransposedGraph.Term {
       switch component {
-      case .full, .window(_, causal: false), .dilated, .blocked, .global:
+      case .full, .window(_, causal: false), .dilated, .blocked, .global, .documents:
         return .symmetric(component)
       case .causal:
         return .reverseCausal
       case let .window(radius, causal: true):
         return .reverseCausalWindow(radius: radius)
+      case let .prefix(length):
+        return .reversePrefix(length: length)
+      case let .intersection(atoms):
+        return .intersection(atoms.map(transpose))
       case let .random(graph):
         return .compressedColumns(TransposedGraph.compressedColumns(queryCount: queryCount, keyCount: keyCount) { row, body in
           graph.forEachKey(row: row, keyCount: keyCount) { key in body(key); return true }
@@ -107,6 +136,7 @@ extension Graph {
         })
       }
     }
+    let terms = components.map(transpose)
     return TransposedGraph(terms: terms, queryCount: queryCount, keyCount: keyCount, preferredRowStride: preferredRowStride)
   }
 }
@@ -130,7 +160,7 @@ extension TransposedGraph {
         cursor[key] += 1
       }
     }
-    return ExplicitGraph(rowOffsets: offsets, columns: rows, rowCount: keyCount, exact: true,
+    return ExplicitGraph(rowOffsets: offsets, rowIDs: nil, columns: rows, rowCount: keyCount, exact: true,
                          declaredColumns: queryCount, source: "transpose")
   }
 }

@@ -8,17 +8,26 @@
 /// | spec | Swift | row `i` attends to `j` when |
 /// |---|---|---|
 /// | `full` | `.full` | always |
-/// | `causal` | `.causal` | `j <= i` |
+/// | `causal` | `.causal` | `j <= i + L_k - L_q` (bottom-right aligned, as FlashAttention >= 2.1) |
 /// | `window:W` | `.window(W)` | `max(0, i-W) <= j <= min(L-1, i+W)` |
-/// | `window:W:causal` | `.window(W, causal: true)` | `i-W <= j <= i` |
+/// | `window:W:causal` | `.window(W, causal: true)` | `i + L_k - L_q - W <= j <= i + L_k - L_q` |
+/// | `prefix:P` | `.prefix(P)` | `j < max(P, i + L_k - L_q + 1)` (bidirectional prefix, causal after) |
+/// | `documents:0,N1,...,L` / `documents:CU.npy` | `.documents(offsets:)` | `i` and `j` lie in the same document |
 /// | `dilated:W:D` | `.dilated(radius: W, dilation: D)` | `j ≡ i (mod D+1)` and `|i-j| <= W(D+1)` |
 /// | `blocked:B:D` | `.blocked(block: B, dilation: D)` | `(i - base) % (D+1) == 0` and `j = base + t(D+1) < L`, `t <= (B-1)/(D+1)`, `base = floor(i/B)*B` |
 /// | `global:I,J,..` | `.global([I, J])` | `i` or `j` is a listed token |
 /// | `random:P:SEED` | `.random(probability: P, seed: SEED)` | independently with probability `P` |
+/// | `random:P:SEED:per-head` | `.random(probability: P, seed: SEED, perHead: true)` | as above, head `h` seeded with `SEED + h * 0x9E3779B97F4A7C15` |
 /// | `csr:`/`coo:`/`mtx:` | `.explicit(...)` | the stored pattern has `(i, j)` |
 ///
 /// Graphs combine with `+` (union): Longformer is `window:W+global:...`, BigBird
-/// `window:W+global:...+random:P:S`.
+/// `window:W+global:...+random:P:S`; and with `&` (intersection, binding tighter than `+`): packed
+/// causal documents are `documents:CU.npy&causal`, Mistral-style packing
+/// `documents:CU.npy&window:4096:causal`. Both are exact: an edge is visited once.
+///
+/// With `L_q != L_k`, the causal kinds (`causal`, `window:W:causal`, `prefix:P`) align the last query
+/// with the last key (a decoding query over a KV cache attends to the newest keys); rows with
+/// `i + L_k - L_q < 0` are then empty. The other implicit kinds need `L_q == L_k`.
 ///
 /// ```swift
 /// let bigBird = try Graph.window(64) + Graph.global([0, 4095]) + Graph.random(probability: 1e-3, seed: 7)
@@ -50,6 +59,11 @@ public struct Graph: Sendable, CustomStringConvertible {
     case global([Int])
     case random(RandomGraph)
     case explicit(ExplicitGraph)
+    /// `j < max(P, i + L_k - L_q + 1)`.
+    case prefix(Int)
+    case documents(DocumentGraph)
+    /// Two or more components, none of them an intersection.
+    case intersection([Component])
   }
 
   // MARK: - Kinds
@@ -123,6 +137,43 @@ public struct Graph: Sendable, CustomStringConvertible {
     return Graph(components: [.random(RandomGraph(probability: probability, seed: seed))])
   }
 
+  /// A bidirectional prefix of `length` tokens, causal after it (prefix-LM, T5/UL2-style).
+  ///
+  /// Row `i` attends to `j < max(length, i + L_k - L_q + 1)`: every row sees the whole prefix, and rows
+  /// past it see the keys up to their own position. `prefix(0)` is `causal`.
+  /// - Throws: `GraphAttentionError` (`.mask`) if `length < 0`.
+  public static func prefix(_ length: Int) throws -> Graph {
+    try require(length >= 0, "prefix length must be >= 0, got \(length)", fix: "use prefix:P with P >= 0, e.g. prefix:128")
+    return Graph(components: [.prefix(length)])
+  }
+
+  /// Packed documents: token `i` attends to token `j` when both lie in the same document.
+  ///
+  /// `offsets` are cumulative (FlashAttention's `cu_seqlens`): first 0, non-decreasing, last the
+  /// sequence length, which is checked when the graph is used. Intersect with `causal` for packed
+  /// decoder training: `try .documents(offsets: cu) & .causal`.
+  /// - Throws: `GraphAttentionError` (`.mask`) for offsets that are not of that form.
+  /// - Complexity: O(documents) to build and in memory; O(log documents) per row.
+  public static func documents<Offsets: Collection>(offsets: Offsets) throws -> Graph where Offsets.Element: BinaryInteger {
+    Graph(components: [.documents(try DocumentGraph(offsets: offsets))])
+  }
+
+  /// Packed documents from validated offsets (e.g. read from a file); see `documents(offsets:)`.
+  public static func documents(_ graph: DocumentGraph) -> Graph {
+    Graph(components: [.documents(graph)])
+  }
+
+  /// A Bernoulli random graph whose pattern differs per query head when `perHead` is true: head `h`
+  /// uses seed `seed &+ UInt64(h) &* 0x9E3779B97F4A7C15` (and head 0 the seed itself).
+  ///
+  /// A graph holding such a component gives each head its own graph (`forHead(_:)`); `attention`
+  /// runs it head by head.
+  /// - Throws: `GraphAttentionError` (`.mask`) unless `0 <= probability <= 1`.
+  public static func random(probability: Double, seed: UInt64, perHead: Bool) throws -> Graph {
+    let graph = try random(probability: probability, seed: seed)
+    return perHead ? Graph(components: [.random(RandomGraph(probability: probability, seed: seed, perHead: true))]) : graph
+  }
+
   /// An explicit graph given by its stored pattern (CSR, COO or Matrix Market).
   public static func explicit(_ pattern: ExplicitGraph) -> Graph {
     Graph(components: [.explicit(pattern)])
@@ -134,6 +185,22 @@ public struct Graph: Sendable, CustomStringConvertible {
   ///   where operands with strided or gathered runs overlap.
   public static func + (lhs: Graph, rhs: Graph) -> Graph {
     Graph(components: lhs.components + rhs.components)
+  }
+
+  /// The intersection of two graphs: `(i, j)` is an edge when it is an edge of both. Binds tighter
+  /// than `+`, as in the specification `documents:CU.npy&causal+global:0`.
+  ///
+  /// Intersection distributes over union: `(A + B) & C` is `A&C + B&C`, each edge still visited once.
+  /// - Complexity: O(1) to build for operands that are not unions; row enumeration intersects the
+  ///   operands' sorted runs, O(runs of the operands) per row (O(keys) where two strided runs overlap).
+  public static func & (lhs: Graph, rhs: Graph) -> Graph {
+    var terms: [Component] = []
+    for l in lhs.components {
+      for r in rhs.components {
+        terms.append(.intersection(l.intersectionAtoms + r.intersectionAtoms))
+      }
+    }
+    return Graph(components: terms)
   }
 
   /// The union of several graphs; see `+`.
@@ -168,16 +235,27 @@ extension Graph.Component: CustomStringConvertible {
     case let .dilated(radius, dilation): return "dilated:\(radius):\(dilation)"
     case let .blocked(block, dilation): return "blocked:\(block):\(dilation)"
     case let .global(tokens): return "global:" + tokens.map(String.init).joined(separator: ",")
-    case let .random(r): return "random:\(r.probability):\(r.seed)"
+    case let .random(r): return "random:\(r.probability):\(r.seed)" + (r.perHead ? ":per-head" : "")
     case let .explicit(e): return e.source
+    case let .prefix(length): return "prefix:\(length)"
+    case let .documents(d): return d.source
+    case let .intersection(atoms): return atoms.map(\.description).joined(separator: "&")
     }
+  }
+
+  /// The operands of an intersection, or the component itself.
+  var intersectionAtoms: [Graph.Component] {
+    if case let .intersection(atoms) = self { return atoms }
+    return [self]
   }
 
   /// Whether the component is defined only for square (self-)attention.
   var requiresSquare: Bool {
     switch self {
-    case .full, .random, .explicit: return false
-    case .causal, .window, .dilated, .blocked, .global: return true
+    case .full, .random, .explicit, .causal, .prefix: return false
+    case let .window(_, causal): return !causal
+    case .dilated, .blocked, .global, .documents: return true
+    case let .intersection(atoms): return atoms.contains(where: \.requiresSquare)
     }
   }
 }

@@ -15,13 +15,16 @@ public struct RandomGraph: Sendable, Equatable {
   public let probability: Double
   /// The seed: graphs with equal seeds and probabilities are equal.
   public let seed: UInt64
+  /// Whether each query head gets its own pattern (`random:P:SEED:per-head`); see `Graph.forHead(_:)`.
+  public let perHead: Bool
   /// `log(1 - probability)`, the denominator of the geometric skip (0 when no edges can occur).
   @usableFromInline let logOneMinusP: Double
 
   /// Creates the graph; `0 <= probability <= 1` (checked by `Graph.random`).
-  public init(probability: Double, seed: UInt64) {
+  public init(probability: Double, seed: UInt64, perHead: Bool = false) {
     self.probability = probability
     self.seed = seed
+    self.perHead = perHead
     self.logOneMinusP = probability >= 1 ? -.infinity : RandomGraph.stableLog(1 - probability)
   }
 

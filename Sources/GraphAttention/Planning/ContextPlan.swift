@@ -295,8 +295,18 @@ public struct ContextPlan: Sendable {
     var streamed = false
     for component in graph.components {
       switch component {
-      case .full, .causal:
+      case .full, .causal, .prefix:
         streamed = true
+      case let .documents(documents):
+        let span = min(L, R + Double(documents.longest))
+        keyTerms.append(("\(documents.source): (R + \(documents.longest) longest document) key rows × B·H_kv·(d + d_v)·s", span * keyRowBytes))
+      case .intersection:
+        // Within its nearest operand's reach (scattered operands only: anywhere, streamed).
+        if let reach = component.localReach(keyCount: keys, shift: 0), reach < keys {
+          keyTerms.append(("\(component): (R + \(reach)) key rows × B·H_kv·(d + d_v)·s", min(L, R + Double(reach)) * keyRowBytes))
+        } else {
+          streamed = true
+        }
       case let .window(radius, causal):
         let span = min(L, R + Double(radius) * (causal ? 1 : 2))
         keyTerms.append(("\(component): (R + \(causal ? "" : "2·")\(radius)) key rows × B·H_kv·(d + d_v)·s", span * keyRowBytes))
@@ -342,7 +352,9 @@ public struct ContextPlan: Sendable {
     let n = keys
     switch component {
     case .full: return queries * keys
-    case .causal: return n * (n + 1) / 2
+    case .causal, .prefix: return n * (n + 1) / 2
+    case let .documents(documents): return Double(documents.edgeCount)
+    case let .intersection(atoms): return atoms.map { edges($0, queries: queries, keys: keys) }.min() ?? 0
     case let .window(radius, causal):
       let w = Double(radius)
       if w >= n - 1 { return causal ? n * (n + 1) / 2 : n * n }

@@ -4,18 +4,16 @@ extension Graph {
   /// cheap to fault back in after their pages were released. `keyCount` for full and causal graphs,
   /// whose rows need every earlier key.
   ///
-  /// Streaming uses this to release the pages of keys and values no later chunk needs.
+  /// Streaming uses this to release the pages of keys and values no later chunk needs. With
+  /// `queryCount != keyCount`, aligned causal windows reach `|L_k - L_q|` further.
   /// - Complexity: O(components).
-  public func backwardReach(keyCount: Int) -> Int {
+  public func backwardReach(keyCount: Int, queryCount: Int? = nil) -> Int {
+    let shift = abs(keyCount - (queryCount ?? keyCount))
     var reach = 0
     for component in components {
-      switch component {
-      case let .window(radius, _): reach = max(reach, radius)
-      case let .dilated(radius, dilation): reach = max(reach, radius.multipliedReportingOverflow(by: dilation + 1).partialValue)
-      case let .blocked(block, _): reach = max(reach, block)
-      case .global, .random, .explicit: continue
-      case .full, .causal: return keyCount
-      }
+      guard let r = component.localReach(keyCount: keyCount, shift: shift) else { continue }
+      if r >= keyCount { return keyCount }
+      reach = max(reach, r)
     }
     return min(reach, keyCount)
   }
@@ -49,13 +47,31 @@ extension Graph {
   }
 }
 
+extension Graph.Component {
+  /// How far from its row a component's keys lie, or nil for scattered kinds (global, random, explicit);
+  /// `keyCount` when they may lie anywhere before it (full, causal, prefix). An intersection reaches no
+  /// further than its nearest operand.
+  func localReach(keyCount: Int, shift: Int) -> Int? {
+    switch self {
+    case let .window(radius, causal): return causal ? radius.addingReportingOverflow(shift).partialValue : radius
+    case let .dilated(radius, dilation): return radius.multipliedReportingOverflow(by: dilation + 1).partialValue
+    case let .blocked(block, _): return block
+    case let .documents(documents): return documents.longest
+    case .global, .random, .explicit: return nil
+    case .full, .causal, .prefix: return keyCount
+    case let .intersection(atoms): return atoms.compactMap { $0.localReach(keyCount: keyCount, shift: shift) }.min()
+    }
+  }
+}
+
 extension Graph {
-  /// The components whose keys lie anywhere in the key range (random and explicit graphs), as a graph,
-  /// or nil if there are none.
+  /// The components whose keys lie anywhere in the key range (random and explicit graphs, and
+  /// intersections of scattered kinds only), as a graph, or nil if there are none.
   var scatteredComponents: Graph? {
     let parts = components.filter {
       switch $0 {
       case .random, .explicit: return true
+      case .intersection: return $0.localReach(keyCount: Int.max, shift: 0) == nil
       default: return false
       }
     }

@@ -43,8 +43,25 @@ extension Graph {
   /// - Throws: `GraphAttentionError` (`.mask`) naming the component and the expected form, or the
   ///   file and index errors of loading an explicit graph.
   public init(parsing specification: String, queryCount: Int? = nil, keyCount: Int? = nil) throws {
-    try self.init(parsing: specification) { source, text in
+    try self.init(parsing: specification, explicit: { source, text in
       try ExplicitGraph(contentsOf: source, specification: text, queryCount: queryCount, keyCount: keyCount)
+    }, documents: { path, text in
+      try DocumentGraph(contentsOf: path, specification: text)
+    })
+  }
+}
+
+extension DocumentGraph {
+  /// Reads cumulative document offsets from an integer `.npy` file (int32 or int64, one dimension).
+  /// - Throws: `GraphAttentionError` for unreadable or malformed files, and as `init(offsets:source:)`.
+  /// - Complexity: O(documents).
+  public init(contentsOf path: String, specification: String? = nil) throws {
+    let array = try NPYArray(contentsOf: path)
+    let name = specification ?? "documents:\(path)"
+    guard array.shape.count == 1 else {
+      throw GraphAttentionError(.shape, "\(name): the offsets have shape \(array.shape), not one dimension",
+                                fix: "save a 1-D array of cumulative offsets, e.g. np.save(path, np.array([0, 100, 250], dtype='<i8'))")
     }
+    try self.init(offsets: try array.integers(name: "document offsets \(path)"), source: name)
   }
 }

@@ -140,10 +140,15 @@ public struct StreamingAttention: Sendable {
   /// Where the attention runs. `.cuda` is not streamed: the inputs are read into memory and computed in
   /// one call on the GPU (they must fit in host and device memory); without a driver the run fails first.
   public var device = AttentionDevice.cpu
-  /// Where to write each row's log-sum-exp (fp32, Q's shape without its last dimension; `-inf` for rows
-  /// without edges), which `attentionGradients` takes; nil writes none. Committed with the output; a job
-  /// that writes it cannot be resumed (it is not checkpointed), and it is CPU only.
+  /// Also write each row's log-sum-exp here (fp32 `.npy` or `.safetensors`, the query's shape without its
+  /// last dimension; `-inf` for empty rows), as `grad --lse` needs. Chunk by chunk beside the output,
+  /// committed with it; such a job cannot be resumed (an interrupted one leaves no log-sum-exp).
   public var logSumExpOutput: String?
+  /// One graph per query head (`Graph.perHead(parsing:heads:)`), or nil for `graph` on every head. With
+  /// them, `graph` should be their union (`Graph.union(headGraphs)`): it sizes chunks and releases pages.
+  /// Each chunk then runs head by head with all keys mapped (far keys are not read from the files);
+  /// CPU only.
+  public var headGraphs: [Graph]?
 
   /// A job computing `output` from tensors in files.
   public init(query: Source, key: Source, value: Source, graph: Graph, output: String) {
@@ -190,16 +195,22 @@ public struct StreamingAttention: Sendable {
       throw GraphAttentionError(.dtype, "key is \(k.type.rawValue) but value is \(v.type.rawValue)",
                                 fix: "store key and value in the same type")
     }
-    if case .cuda = device {
-      if logSumExpOutput != nil {
-        throw GraphAttentionError(.option, "the log-sum-exp output is written by the CPU engine only",
-                                  fix: "run on the CPU to save the log-sum-exp")
+    if let headGraphs {
+      guard headGraphs.count == shape.queryHeads else {
+        throw GraphAttentionError(.mask, "\(headGraphs.count) graph(s) were given for \(shape.queryHeads) query head(s)",
+                                  fix: "give exactly one graph per query head")
       }
-      try CUDARuntime.shared.locked { _ = try CUDARuntime.shared.loadDriver() }
+      for graph in headGraphs { try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount) }
+      guard device == .cpu else {
+        throw GraphAttentionError(.option, "per-head graphs run on the CPU", fix: "drop --device")
+      }
     }
-    if logSumExpOutput != nil, resume {
-      throw GraphAttentionError(.option, "a job that saves the log-sum-exp cannot be resumed (it is not checkpointed)",
-                                fix: "run again from the start without resume")
+    if logSumExpOutput != nil, resume || device != .cpu {
+      throw GraphAttentionError(.option, "the log-sum-exp is written only by a CPU run from the start",
+                                fix: "drop --resume and --device, or the log-sum-exp output")
+    }
+    if case .cuda = device {
+      try CUDARuntime.shared.locked { _ = try CUDARuntime.shared.loadDriver() }
     }
     try refuseOutputAmongInputs([(query.path, q), (key.path, k), (value.path, v)])
     let lock = try OutputLock(output: output)
@@ -229,8 +240,13 @@ public struct StreamingAttention: Sendable {
 
     let (out, firstRow, recordTemplate) = try openOutput(shape: shape, chunk: chunk, resume: resume)
     var record = recordTemplate
-    let logSumExp = try logSumExpOutput.map {
-      try TensorFile.create($0, shape: Array(q.shape.dropLast()), type: .float32, name: "lse")
+    let lseFile: OutputTensorFile?
+    do {
+      lseFile = try logSumExpOutput.map { try TensorFile.create($0, shape: Array(q.shape.dropLast()), type: .float32, name: "lse") }
+    } catch {
+      out.abandon()
+      ProgressRecord.remove(for: output)
+      throw error
     }
     let pages = StreamingPages(query: q, key: k, value: v, output: out.view, shape: shape, graph: graph)
     let guardToken = MappedFaultGuard.watch([q.mappedFile, k.mappedFile, v.mappedFile, out.mapping].compactMap { $0 })
@@ -250,9 +266,14 @@ public struct StreamingAttention: Sendable {
         var chunkOptions = options
         chunkOptions.checksFiniteInputs = false  // scanned above
         chunkOptions.progress = nil
-        edgesAllHeads += try viewAttention(
-          query: q, key: k, value: v, output: out.view, graph: graph, options: chunkOptions, rows: rows,
-          streaming: StreamingKeys(access: access, keysFinished: keysFinished), logSumExp: logSumExp?.view).edges
+        if let headGraphs {
+          edgesAllHeads += try headwiseAttention(query: q, key: k, value: v, output: out.view, shape: shape, graphs: headGraphs,
+                                                 options: chunkOptions, rows: rows, logSumExp: lseFile?.view).edges
+        } else {
+          edgesAllHeads += try viewAttention(
+            query: q, key: k, value: v, output: out.view, graph: graph, options: chunkOptions, rows: rows,
+            streaming: StreamingKeys(access: access, keysFinished: keysFinished), logSumExp: lseFile?.view).edges
+        }
         attentionSeconds += streamingSeconds() - chunkStart
         try MappedFaultGuard.check(guardToken)
         pages.release(done: rows)
@@ -274,23 +295,23 @@ public struct StreamingAttention: Sendable {
       if !cancelled {
         if checkRows > 0 { check = try checkSampledRows(q, k, v, out.view, shape: shape) }
         try MappedFaultGuard.check(guardToken)
+        try lseFile?.commit()
         try out.commit()
-        try logSumExp?.commit()
         ProgressRecord.remove(for: output)
       } else {
-        logSumExp?.abandon()
+        lseFile?.abandon()
       }
       return Result(shape: shape, output: output, outputType: outputType, firstRow: firstRow, completedRows: row,
                     isComplete: !cancelled, edgesAllHeads: edgesAllHeads, attentionSeconds: attentionSeconds,
                     wallSeconds: streamingSeconds() - start, check: check, chunkRows: chunk)
     } catch let error as MappedFaultGuard.Fault {
       // A file changed under the run: what the record vouches for is on disk, so it stays for resume.
-      logSumExp?.abandon()
+      lseFile?.abandon()
       throw error.error(resumable: ProgressRecord.path(for: output))
     } catch {
       // A real failure: nothing of this run may remain, and an existing output stays as it was.
+      lseFile?.abandon()
       out.abandon()
-      logSumExp?.abandon()
       ProgressRecord.remove(for: output)
       throw error
     }
@@ -318,7 +339,7 @@ public struct StreamingAttention: Sendable {
 
   /// The output to write (created, or reopened for resume), the first row to compute and the job's record.
   private func openOutput(shape: AttentionShape, chunk: Int, resume: Bool) throws -> (OutputTensorFile, Int, ProgressRecord) {
-    var record = ProgressRecord(output: output, mask: graph.description,
+    var record = ProgressRecord(output: output, mask: headGraphs.map { $0.map(\.description).joined(separator: " | ") } ?? graph.description,
                                 inputs: [(query.path, query.name ?? ""), (key.path, key.name ?? ""), (value.path, value.name ?? "")],
                                 outputType: outputType.rawValue, chunkRows: chunk, scale: options.scale,
                                 emptyRows: options.emptyRows.rawValue, tokens: shape.queryCount)
@@ -376,7 +397,8 @@ public struct StreamingAttention: Sendable {
             graph.degree(row: row, queryCount: shape.queryCount, keyCount: shape.keyCount, scratch: &scratch) > 1 << 20 {
         row += 1
       }
-      let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: shape, graph: graph, scale: scale)
+      let headGraph = headGraphs?[head % shape.queryHeads] ?? graph
+      let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: shape, graph: headGraph, scale: scale)
       let base = (head * shape.queryCount + row) * shape.valueDim
       let computed = (0..<shape.valueDim).map { out.element(base + $0) }
       worst = max(worst, ReferenceAttention.relativeError(computed: computed[...], reference: reference,

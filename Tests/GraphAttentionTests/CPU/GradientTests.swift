@@ -103,6 +103,36 @@ final class GradientTests: XCTestCase {
     return worst
   }
 
+  /// Documents, intersections, prefixes and per-head random graphs' head patterns, on every kernel level.
+  func testModelGraphs() throws {
+    for l in [1, 2, 3, 10, 41] {
+      for mask in ModelGraphTests.masks(tokens: l) {
+        let d = [1, 3, 8, 17, 16, 64][l % 6]
+        try check(mask, query: [2, l, d], key: [2, l, d], value: [2, l, d])
+      }
+    }
+    let offsets = [0, 1, 70, 70, 200, 333, 334, 400]
+    for mask in [MaskCase.documents(offsets) & .causal, .documents(offsets) & .causalWindow(32), .prefix(77) + .documents(offsets) & .window(3)] {
+      try check(mask, query: [2, 4, 400, 32], key: [2, 2, 400, 32], value: [2, 2, 400, 24])
+    }
+    // One head's pattern of a per-head random graph.
+    try check(.randomPerHead(0.3, seed: 3, head: 2) & .causal, query: [50, 8], key: [50, 8], value: [50, 8],
+              graph: try Graph(parsing: "random:0.3:3:per-head&causal").forHead(2))
+  }
+
+  /// Decoding: a few queries over a long cache with bottom-right aligned causal kinds; more queries than keys.
+  func testAlignedCausalKinds() throws {
+    for lq in [1, 2, 5, 8] {
+      for mask in [MaskCase.causal, .causalWindow(128), .prefix(100), .causalWindow(0) + .prefix(3)] {
+        try check(mask, query: [2, lq, 16], key: [1, 4096, 16], value: [1, 4096, 8])
+      }
+    }
+    for mask in [MaskCase.causal, .causalWindow(2), .prefix(3), .causal & .random(0.5, seed: 1)] {
+      try check(mask, query: [2, 12, 8], key: [2, 5, 8], value: [2, 5, 8])
+      try check(mask, query: [2, 5, 8], key: [2, 12, 8], value: [2, 12, 8])
+    }
+  }
+
   func testEveryKindAtManyLengthsOnEveryKernel() throws {
     let options = AttentionOptions()
     for l in [1, 2, 5, 17, 33, 64, 65, 130] {

@@ -23,6 +23,23 @@ final class GraphTransposeTests: XCTestCase {
                        queryCount: 20, keyCount: 33)
   }
 
+  /// Documents (symmetric), intersections (term by term), prefixes and aligned causal kinds (implicit).
+  func testModelGraphTransposes() throws {
+    for l in [1, 2, 3, 10, 40, 65] {
+      for mask in ModelGraphTests.masks(tokens: l) {
+        try checkTranspose(mask, graph: try Graph(parsing: mask.spec), queryCount: l, keyCount: l)
+      }
+    }
+    for (lq, lk) in [(1, 9), (3, 9), (9, 3), (9, 1), (20, 64), (64, 20), (8, 4096)] {
+      let masks: [MaskCase] = [.causal, .causalWindow(0), .causalWindow(3), .causalWindow(100), .prefix(0), .prefix(2), .prefix(50),
+                               .causal & .prefix(4), .causalWindow(5) + .prefix(1), .causal & .random(0.4, seed: 2), .full & .causal,
+                               .causalWindow(2) & .random(0.5, seed: 8) + .full & .prefix(1)]
+      for mask in masks {
+        try checkTranspose(mask, graph: try Graph(parsing: mask.spec), queryCount: lq, keyCount: lk)
+      }
+    }
+  }
+
   private func checkTranspose(_ mask: MaskCase, graph: Graph, queryCount lq: Int, keyCount lk: Int,
                               file: StaticString = #filePath, line: UInt = #line) throws {
     try graph.validate(queryCount: lq, keyCount: lk)

@@ -13,15 +13,44 @@ struct MaskCase: CustomStringConvertible, Sendable {
     MaskCase(spec: lhs.spec + "+" + rhs.spec) { i, j, lq, lk in lhs.contains(i, j, lq, lk) || rhs.contains(i, j, lq, lk) }
   }
 
+  /// Intersection: an edge of both (`&` binds tighter than `+` in specifications, so `a & b + c` is right).
+  static func & (lhs: MaskCase, rhs: MaskCase) -> MaskCase {
+    MaskCase(spec: lhs.spec + "&" + rhs.spec) { i, j, lq, lk in lhs.contains(i, j, lq, lk) && rhs.contains(i, j, lq, lk) }
+  }
+
   static let full = MaskCase(spec: "full") { _, _, _, _ in true }
-  static let causal = MaskCase(spec: "causal") { i, j, _, _ in j <= i }
+  /// Bottom-right aligned (FlashAttention >= 2.1): query i sits at key position i + L_k - L_q.
+  static let causal = MaskCase(spec: "causal") { i, j, lq, lk in j <= i + lk - lq }
+
+  /// Bidirectional over the first P tokens, causal (aligned) after.
+  static func prefix(_ p: Int) -> MaskCase {
+    MaskCase(spec: "prefix:\(p)") { i, j, lq, lk in j < max(p, i + lk - lq + 1) }
+  }
+
+  /// Packed documents given by cumulative offsets; `inline: false` names the offsets file `path` instead.
+  static func documents(_ offsets: [Int], path: String? = nil) -> MaskCase {
+    let spec = path.map { "documents:\"\($0)\"" } ?? "documents:" + offsets.map(String.init).joined(separator: ",")
+    return MaskCase(spec: spec) { i, j, _, _ in
+      // Linear scan over the documents: the document holding i must hold j.
+      for d in 0..<(offsets.count - 1) where offsets[d] <= i && i < offsets[d + 1] {
+        return offsets[d] <= j && j < offsets[d + 1]
+      }
+      return false
+    }
+  }
+
+  /// A per-head random graph as head `head` sees it: seed `SEED + head * 0x9E3779B97F4A7C15`.
+  static func randomPerHead(_ p: Double, seed: UInt64, head: Int) -> MaskCase {
+    let definition = random(p, seed: seed &+ UInt64(head) &* 0x9E37_79B9_7F4A_7C15)
+    return MaskCase(spec: "random:\(p):\(seed):per-head", contains: definition.contains)
+  }
 
   static func window(_ w: Int) -> MaskCase {
     MaskCase(spec: "window:\(w)") { i, j, _, l in max(0, i - w) <= j && j <= min(l - 1, i + w) }
   }
 
   static func causalWindow(_ w: Int) -> MaskCase {
-    MaskCase(spec: "window:\(w):causal") { i, j, _, _ in i - w <= j && j <= i }
+    MaskCase(spec: "window:\(w):causal") { i, j, lq, lk in i + lk - lq - w <= j && j <= i + lk - lq }
   }
 
   static func dilated(_ w: Int, _ d: Int) -> MaskCase {

@@ -1,0 +1,159 @@
+/// Per-head graphs: one graph per query head, as models that mix windowed and full (or causal)
+/// heads in one layer need.
+///
+/// Each head runs through the same engine as a single graph, with its own graph; heads whose graphs
+/// are equal still run separately (the cost is one dispatch per head and batch element, nothing per
+/// edge). Grouped-query attention works as usual: query head `h` reads key/value head
+/// `h / (H / H_kv)`.
+///
+/// ```swift
+/// let graphs = try [Graph.window(128, causal: true), .causal, .window(128, causal: true), .causal]
+/// let o = try attention(query: q, key: k, value: v, graphs: graphs)  // q: [B, 4, L, d]
+/// ```
+///
+/// - Parameters:
+///   - graphs: one graph per query head (`graphs.count == H`); a graph that varies per head
+///     (`Graph.variesPerHead`) is specialised with `forHead(h)` for its head `h`.
+///   - options, rows, logSumExp: as in `attention(query:key:value:output:graph:options:rows:logSumExp:)`.
+/// - Returns: the edges and scores of all heads together.
+/// - Throws: `GraphAttentionError` (`.mask`) if the number of graphs is not the number of query heads,
+///   and whatever a single-graph call throws for any head's graph.
+/// - Complexity: the sum of each head's single-graph cost.
+@discardableResult
+public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graphs: [Graph],
+                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil,
+                      logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
+  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  guard graphs.count == shape.queryHeads else {
+    throw GraphAttentionError(.mask, "\(graphs.count) graph(s) were given for \(shape.queryHeads) query head(s)",
+                              fix: "give exactly one graph per query head (or one graph for every head)")
+  }
+  guard output.shape == shape.outputShape else {
+    throw GraphAttentionError(.shape, "output has shape \(output.shape) but the result has shape \(shape.outputShape)",
+                              fix: "create the output with the query's leading dimensions and the value's last dimension")
+  }
+  for (h, graph) in graphs.enumerated() {
+    do { try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount) } catch let error as GraphAttentionError {
+      throw GraphAttentionError(error.kind, "head \(h): \(error.problem)", fix: error.fix)
+    }
+  }
+  if let logSumExp, logSumExp.shape != Array(query.shape.dropLast()) || logSumExp.type != .float32 {
+    throw GraphAttentionError(.shape, "logSumExp is \(logSumExp.type.rawValue) \(logSumExp.shape), not fp32 \(Array(query.shape.dropLast()))",
+                              fix: "create the log-sum-exp as fp32 with the query's shape without its last dimension")
+  }
+  return try headwiseAttention(query: query, key: key, value: value, output: output, shape: shape,
+                               graphs: graphs.enumerated().map { $1.forHead($0) }, options: options, rows: rows,
+                               logSumExp: logSumExp)
+}
+
+/// Per-head graphs over in-memory tensors; see `attention(query:key:value:output:graphs:options:rows:)`.
+/// - Returns: the output, shaped like the query with the value's last dimension.
+public func attention(query: Tensor, key: Tensor, value: Tensor, graphs: [Graph],
+                      options: AttentionOptions = AttentionOptions()) throws -> Tensor {
+  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  let output = MutableTensorView(allocating: shape.outputShape, type: .float32)
+  try attention(query: TensorView(query), key: TensorView(key), value: TensorView(value), output: output, graphs: graphs,
+                options: options)
+  return Tensor(output.readOnly)
+}
+
+/// Runs each (batch element, query head) with its own graph through the single-graph engine, on
+/// views of that head's rows (contiguous in the `[B, H, L, d]` layout).
+func headwiseAttention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView,
+                       shape: AttentionShape, graphs: [Graph], options: AttentionOptions, rows: Range<Int>?,
+                       logSumExp: MutableTensorView?) throws -> AttentionWork {
+  let group = shape.queryHeads / shape.keyValueHeads
+  let calls = shape.batch * shape.queryHeads
+  var work = AttentionWork(edges: 0, scoresComputed: 0)
+  var headOptions = options
+  for call in 0..<calls {
+    let (b, h) = call.quotientAndRemainder(dividingBy: shape.queryHeads)
+    let kv = b * shape.keyValueHeads + h / group
+    if let progress = options.progress {
+      headOptions.progress = { progress((Double(call) + $0) / Double(calls)) }
+    }
+    let q = TensorView(shape: [shape.queryCount, shape.keyDim], type: query.type,
+                       base: query.base + call * shape.queryCount * shape.keyDim * query.type.byteCount, owner: query.owner)
+    let k = TensorView(shape: [shape.keyCount, shape.keyDim], type: key.type,
+                       base: key.base + kv * shape.keyCount * shape.keyDim * key.type.byteCount, owner: key.owner)
+    let v = TensorView(shape: [shape.keyCount, shape.valueDim], type: value.type,
+                       base: value.base + kv * shape.keyCount * shape.valueDim * value.type.byteCount, owner: value.owner)
+    let o = MutableTensorView(shape: [shape.queryCount, shape.valueDim], type: output.type,
+                              base: output.base + call * shape.queryCount * shape.valueDim * output.type.byteCount, owner: output.owner)
+    let lse = logSumExp.map {
+      MutableTensorView(shape: [shape.queryCount], type: .float32, base: $0.base + call * shape.queryCount * 4, owner: $0.owner)
+    }
+    let headWork = try viewAttention(query: q, key: k, value: v, output: o, graph: graphs[h], options: headOptions, rows: rows,
+                                     streaming: nil, logSumExp: lse)
+    work.edges += headWork.edges
+    work.scoresComputed += headWork.scoresComputed
+  }
+  return work
+}
+
+/// Gradients with one graph per query head; see `attentionGradients(query:key:value:output:logSumExp:gradOutput:gradQuery:gradKey:gradValue:graph:options:)`
+/// for the formulation and `attention(query:key:value:output:graphs:options:rows:logSumExp:)` for `graphs`.
+///
+/// Each (batch element, query head) runs through the single-graph backward with its own graph; with
+/// grouped-query heads, a key/value head's `dK` and `dV` are the sums of its query heads' contributions,
+/// added in head order (deterministic: the same bytes for any thread count).
+/// - Throws: as the single-graph form, and `GraphAttentionError` (`.mask`) if `graphs.count` is not the
+///   number of query heads.
+/// - Complexity: the sum of each head's single-graph cost; memory O(L_k * (d_k + d_v)) floats more with
+///   grouped-query heads.
+@discardableResult
+public func attentionGradients(query: TensorView, key: TensorView, value: TensorView,
+                               output: TensorView, logSumExp: TensorView, gradOutput: TensorView,
+                               gradQuery: MutableTensorView, gradKey: MutableTensorView,
+                               gradValue: MutableTensorView, graphs: [Graph],
+                               options: AttentionOptions = AttentionOptions()) throws -> AttentionWork {
+  let s = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  guard graphs.count == s.queryHeads else {
+    throw GraphAttentionError(.mask, "\(graphs.count) graph(s) were given for \(s.queryHeads) query head(s)",
+                              fix: "give exactly one graph per query head (or one graph for every head)")
+  }
+  let rowShape = Array(query.shape.dropLast())
+  for (name, view, expected) in [("output", output.shape, s.outputShape), ("gradOutput", gradOutput.shape, s.outputShape),
+                                 ("logSumExp", logSumExp.shape, rowShape), ("gradQuery", gradQuery.shape, query.shape),
+                                 ("gradKey", gradKey.shape, key.shape), ("gradValue", gradValue.shape, value.shape)] where view != expected {
+    throw GraphAttentionError(.shape, "\(name) has shape \(view) but should have shape \(expected)",
+                              fix: "pass tensors shaped like the forward's (gradients like their inputs)")
+  }
+  for (name, type) in [("logSumExp", logSumExp.type), ("gradKey", gradKey.type), ("gradValue", gradValue.type)] where type != .float32 {
+    throw GraphAttentionError(.dtype, "\(name) is \(type.rawValue), not fp32", fix: "create the log-sum-exp and the gradients as fp32")
+  }
+  let group = s.queryHeads / s.keyValueHeads
+  let (lq, lk, dk, dv) = (s.queryCount, s.keyCount, s.keyDim, s.valueDim)
+  func slice(_ v: TensorView, _ index: Int, _ rows: Int, _ width: Int) -> TensorView {
+    TensorView(shape: width == 0 ? [rows] : [rows, width], type: v.type,
+               base: v.base + index * rows * max(width, 1) * v.type.byteCount, owner: v.owner)
+  }
+  func slice(_ v: MutableTensorView, _ index: Int, _ rows: Int, _ width: Int) -> MutableTensorView {
+    MutableTensorView(shape: [rows, width], type: v.type, base: v.base + index * rows * width * v.type.byteCount, owner: v.owner)
+  }
+  // A group's later query heads write their dK, dV here, then add them to the first head's.
+  let extraKey = group > 1 ? MutableTensorView(allocating: [lk, dk], type: .float32) : nil
+  let extraValue = group > 1 ? MutableTensorView(allocating: [lk, dv], type: .float32) : nil
+  var work = AttentionWork(edges: 0, scoresComputed: 0)
+  for call in 0..<(s.batch * s.queryHeads) {
+    let (b, h) = call.quotientAndRemainder(dividingBy: s.queryHeads)
+    let kv = b * s.keyValueHeads + h / group
+    let first = h % group == 0
+    let headKey = first ? slice(gradKey, kv, lk, dk) : extraKey!
+    let headValue = first ? slice(gradValue, kv, lk, dv) : extraValue!
+    let headWork = try attentionGradients(
+      query: slice(query, call, lq, dk), key: slice(key, kv, lk, dk), value: slice(value, kv, lk, dv),
+      output: slice(output, call, lq, dv), logSumExp: slice(logSumExp, call, lq, 0), gradOutput: slice(gradOutput, call, lq, dv),
+      gradQuery: slice(gradQuery, call, lq, dk), gradKey: headKey, gradValue: headValue, graph: graphs[h].forHead(h), options: options)
+    if !first {
+      for (extra, destination) in [(headKey, slice(gradKey, kv, lk, dk)), (headValue, slice(gradValue, kv, lk, dv))] {
+        let source = extra.base.assumingMemoryBound(to: Float.self)
+        let target = destination.base.assumingMemoryBound(to: Float.self)
+        for e in 0..<destination.count { target[e] += source[e] }
+      }
+    }
+    work.edges += headWork.edges
+    work.scoresComputed += headWork.scoresComputed
+  }
+  return work
+}
