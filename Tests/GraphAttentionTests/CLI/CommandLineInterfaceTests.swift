@@ -42,7 +42,8 @@ final class CommandLineInterfaceTests: XCTestCase {
         --dim <dim>             Head dimension d (d_k = d_v). (default: 64)
         --key-tokens <key-tokens>
                                 Key tokens (default: L; differ only for explicit
-                                graphs, full and random).
+                                graphs, full, random and the causal kinds, aligned
+                                bottom-right).
         --edges-out <edges-out> Also write the edges as an int64 [E, 2] (row, column)
                                 .npy file (for cross-checks; small graphs).
         --json                  Print one JSON object.
