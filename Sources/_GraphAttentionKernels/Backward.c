@@ -5,6 +5,7 @@
 // gradient updates then read the columns' rows as they lie (row-major) and broadcast one ds (or p) per
 // column. Rows are register-blocked four at a time, so a packed block is read once per four rows.
 #include "GraphAttentionBackward.h"
+#include "VectorExp.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -66,29 +67,6 @@ static void interleave_rows(const ga_backward_tile *t, float *ra, float *rb) {
 // MARK: - AVX-512 kernel (16 columns per block)
 
 #define GA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static inline
-
-// e^x: Cephes' polynomial on x = n ln2 + r, |r| <= ln2/2, relative error below 2e-7; lanes below -87
-// give 0. Callers mask lanes that are not edges, whatever this returns for them.
-GA_AVX512 __m512 exp_avx512(__m512 x) {
-  const __m512 low = _mm512_set1_ps(-87.0f);
-  const __mmask16 under = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);
-  x = _mm512_min_ps(_mm512_max_ps(x, low), _mm512_set1_ps(88.0f));
-  const __m512 magic = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic);
-  const __m512 n = _mm512_sub_ps(t, magic);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512i bits = _mm512_slli_epi32(
-      _mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(magic)), _mm512_set1_epi32(127)), 23);
-  return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(bits));
-}
 
 // grad[r] (dim floats) += sum over the block's columns j of w[r][j] * X_j, R rows, 2 vectors per pass.
 #define GA_AVX512_UPDATE(R, grad, w, X, dim)                                                               \
@@ -167,7 +145,7 @@ GA_AVX512 __m512 exp_avx512(__m512 x) {
       }                                                                                                     \
       const __m512 l = lse ? _mm512_load_ps(lse) : _mm512_set1_ps(t->row_lse[r0 + r]);                       \
       const __m512 d = delta ? _mm512_load_ps(delta) : _mm512_set1_ps(t->row_delta[r0 + r]);                 \
-      const __m512 p = _mm512_maskz_mov_ps(m, exp_avx512(_mm512_fmsub_ps(s[r], scale, l)));                 \
+      const __m512 p = _mm512_maskz_mov_ps(m, ga_exp_avx512(_mm512_fmsub_ps(s[r], scale, l)));                 \
       _mm512_store_ps(pw + r * GA_BW_BLOCK, p);                                                             \
       _mm512_store_ps(dsw + r * GA_BW_BLOCK, _mm512_maskz_mul_ps(m, p, _mm512_sub_ps(dp[r], d)));             \
     }                                                                                                       \
@@ -256,28 +234,6 @@ GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
 #define GA_BW_AVX2 __attribute__((target("avx2,fma"))) static inline
 #define GA_AVX2_BLOCK 8
 
-// e^x as exp_avx512, 8 lanes.
-GA_BW_AVX2 __m256 bw_exp_avx2(__m256 x) {
-  const __m256 low = _mm256_set1_ps(-87.0f);
-  const __m256 under = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, low), _mm256_set1_ps(88.0f));
-  const __m256 magic = _mm256_set1_ps(12582912.0f);
-  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
-  const __m256 n = _mm256_sub_ps(t, magic);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i bits = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic)), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
-}
-
 // Lanes [0, count) enabled.
 GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -361,7 +317,7 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
       }                                                                                                     \
       const __m256 l = lse ? _mm256_load_ps(lse) : _mm256_set1_ps(t->row_lse[r0 + r]);                       \
       const __m256 d = delta ? _mm256_load_ps(delta) : _mm256_set1_ps(t->row_delta[r0 + r]);                 \
-      const __m256 p = _mm256_and_ps(m, bw_exp_avx2(_mm256_fmsub_ps(s[r], scale, l)));                       \
+      const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_fmsub_ps(s[r], scale, l)));                       \
       _mm256_store_ps(pw + r * GA_BW_BLOCK, p);                                                             \
       _mm256_store_ps(dsw + r * GA_BW_BLOCK, _mm256_and_ps(m, _mm256_mul_ps(p, _mm256_sub_ps(dp[r], d))));    \
     }                                                                                                       \

@@ -6,6 +6,7 @@
 // horizontal-add tree, the softmax runs on whole vectors, and P.V broadcasts one weight per (key, row).
 #include "KernelsInternal.h"
 #include "HalfPrecision.h"
+#include "VectorExp.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -74,29 +75,6 @@ void ga_tile_attend_portable(const ga_tile *tile) { attend_portable(tile); }
 
 #define GA_AVX2 __attribute__((target("avx2,fma,f16c"))) static inline
 
-// e^x for x <= 0 (online-softmax arguments): Cephes' polynomial on x = n ln2 + r, |r| <= ln2/2, relative
-// error below 2e-7; lanes below -87 (subnormal results) and -inf give 0.
-GA_AVX2 __m256 exp_avx2(__m256 x) {
-  const __m256 low = _mm256_set1_ps(-87.0f);
-  const __m256 under = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
-  x = _mm256_max_ps(x, low);
-  const __m256 magic = _mm256_set1_ps(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
-  const __m256 n = _mm256_sub_ps(t, magic);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i bits = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic)), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
-}
-
 // Eight horizontal sums at once: lane i of the result is the sum of a[i]'s lanes.
 GA_AVX2 __m256 sum8(const __m256 a[8]) {
   const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
@@ -153,10 +131,10 @@ GA_AVX2 void softmax_block(const ga_tile *t, const ga_group *g, float *scores, i
   // A row with nothing attended yet (m = -inf) shifts by 0: its scores are all -inf, so its weights are 0.
   const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
   const __m256 shift = _mm256_blendv_ps(m_new, _mm256_setzero_ps(), _mm256_cmp_ps(m_new, minus_inf, _CMP_EQ_OQ));
-  const __m256 factor = exp_avx2(_mm256_sub_ps(m_old, shift));  // 1 when m is unchanged, 0 from -inf
+  const __m256 factor = ga_exp_avx2(_mm256_sub_ps(m_old, shift));  // 1 when m is unchanged, 0 from -inf
   __m256 sum = _mm256_setzero_ps();
   for (int64_t i = 0; i < total; i += 8) {
-    const __m256 p = exp_avx2(_mm256_sub_ps(_mm256_load_ps(scores + i), shift));
+    const __m256 p = ga_exp_avx2(_mm256_sub_ps(_mm256_load_ps(scores + i), shift));
     _mm256_store_ps(scores + i, p);
     sum = _mm256_add_ps(sum, p);
   }

@@ -4,7 +4,7 @@
 // k_j[c] per key per c: outer products, no horizontal sums); masks become -inf by blend; the online
 // softmax runs vertically on both halves; O += P.V per group of 4 rows, 4 x 3 ymm accumulators (24 value
 // columns) per pass. fp16/bf16 K and V rows are widened into fp32 rows once per block.
-// Included once by Kernels.c, after the AVX2 helpers (exp_avx2, tail_mask, the fp16/bf16 loaders).
+// Included once by Kernels.c, after the AVX2 helpers (ga_exp_avx2 from VectorExp.h, tail_mask, the fp16/bf16 loaders).
 
 #define GA_LANE_KEYS 6
 #define GA_AVX2_INLINE GA_AVX2 __attribute__((always_inline))
@@ -158,11 +158,11 @@ GA_AVX2 void attend_avx2_lanes(const ga_tile *t) {
     // A row with nothing attended yet (m = -inf) shifts by 0: its scores are all -inf, so its weights are 0.
     const __m256 shift_lo = _mm256_blendv_ps(new_lo, zero, _mm256_cmp_ps(new_lo, minus_inf, _CMP_EQ_OQ));
     const __m256 shift_hi = _mm256_blendv_ps(new_hi, zero, _mm256_cmp_ps(new_hi, minus_inf, _CMP_EQ_OQ));
-    const __m256 f_lo = exp_avx2(_mm256_sub_ps(m_lo, shift_lo)), f_hi = exp_avx2(_mm256_sub_ps(m_hi, shift_hi));
+    const __m256 f_lo = ga_exp_avx2(_mm256_sub_ps(m_lo, shift_lo)), f_hi = ga_exp_avx2(_mm256_sub_ps(m_hi, shift_hi));
     __m256 sum_lo = zero, sum_hi = zero;
     for (int64_t j = 0; j < count; j++) {
-      const __m256 p0 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(scores + j * 16), shift_lo));
-      const __m256 p1 = exp_avx2(_mm256_sub_ps(_mm256_load_ps(scores + j * 16 + 8), shift_hi));
+      const __m256 p0 = ga_exp_avx2(_mm256_sub_ps(_mm256_load_ps(scores + j * 16), shift_lo));
+      const __m256 p1 = ga_exp_avx2(_mm256_sub_ps(_mm256_load_ps(scores + j * 16 + 8), shift_hi));
       _mm256_store_ps(scores + j * 16, p0);
       _mm256_store_ps(scores + j * 16 + 8, p1);
       sum_lo = _mm256_add_ps(sum_lo, p0);

@@ -16,6 +16,7 @@
 // fp16 and bf16 keys and values are widened into fp32 rows once per block (vcvtph2ps, or a shift), never
 // in the inner loops.
 #include "KernelsInternal.h"
+#include "VectorExp.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -32,29 +33,6 @@
 #define GA_BLOCK_KEYS 64
 /// Keys per register block of scores.
 #define GA_SCORE_KEYS 8
-
-// e^x for x <= 0 (online-softmax arguments), the AVX2 kernel's polynomial on 16 lanes: relative error
-// below 2e-7; lanes below -87 and -inf give 0.
-GA_AVX512_INLINE __m512 exp_avx512(__m512 x) {
-  const __m512 low = _mm512_set1_ps(-87.0f);
-  const __mmask16 under = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);
-  x = _mm512_max_ps(x, low);
-  const __m512 magic = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic);
-  const __m512 n = _mm512_sub_ps(t, magic);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512i bits = _mm512_slli_epi32(
-      _mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(magic)), _mm512_set1_epi32(127)), 23);
-  return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(bits));
-}
 
 // `count` (<= 16) elements of a key or value row from element `offset`, widened to fp32, zeros after.
 GA_AVX512_INLINE __m512 load16_kv(const void *base, int type, int64_t offset, int count) {
@@ -246,10 +224,10 @@ GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
     const __m512 m_new = _mm512_max_ps(m, mx);
     // A row with nothing attended yet (m = -inf) shifts by 0: its scores are all -inf, so its weights are 0.
     const __m512 shift = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m_new, minus_inf, _CMP_EQ_OQ), m_new, _mm512_setzero_ps());
-    const __m512 f = exp_avx512(_mm512_sub_ps(m, shift));  // 1 where m is unchanged, 0 from -inf
+    const __m512 f = ga_exp_avx512(_mm512_sub_ps(m, shift));  // 1 where m is unchanged, 0 from -inf
     __m512 sum = _mm512_setzero_ps();
     for (int64_t j = 0; j < count; j++) {
-      const __m512 p = exp_avx512(_mm512_sub_ps(_mm512_load_ps(scores + j * 16), shift));
+      const __m512 p = ga_exp_avx512(_mm512_sub_ps(_mm512_load_ps(scores + j * 16), shift));
       _mm512_store_ps(scores + j * 16, p);
       sum = _mm512_add_ps(sum, p);
     }
