@@ -43,7 +43,7 @@ struct DemoCommand: ParsableCommand {
     let edges = graph.edgeCount(queryCount: tokens, keyCount: tokens)
     Console.note("graph: \(edges) edges per head (\(String(format: "%.1f", Double(edges) / Double(tokens))) keys per query)")
 
-    let progress = Console.progressBar("attention") ?? { _ in }
+    let progress = Console.progressBar("attention")
     let start = monotonicSeconds()
     let o = try attention(query: q, key: k, value: v, graph: graph,
                           options: AttentionOptions(threads: threads, progress: progress))

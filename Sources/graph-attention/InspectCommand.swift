@@ -61,19 +61,9 @@ struct InspectCommand: ParsableCommand, MaskedCommand {
 }
 
 extension InspectCommand {
-  /// Progress of a row-by-row count: a bar on a terminal, else a plain line every 10 s (rows, rate, ETA).
+  /// Progress of a row-by-row count: a bar on a terminal, else a plain line every 10 s (`Console.progressBar`).
   static func rowProgress(total: Int) -> (Int) -> Void {
     let bar = Console.progressBar("counting rows")
-    let start = monotonicSeconds()
-    var lastLine = start
-    return { done in
-      if let bar { return bar(Double(done) / Double(total)) }
-      let now = monotonicSeconds()
-      guard now - lastLine >= 10 || (done == total && now - start >= 10) else { return }
-      lastLine = now
-      let rate = Double(done) / max(now - start, 1e-9)
-      Console.note("inspect: \(done) of \(total) rows (\(String(format: "%.1f", 100 * Double(done) / Double(total)))%), "
-        + "\(String(format: "%.3g", rate)) rows/s, ETA \(Console.format(seconds: Double(total - done) / rate))")
-    }
+    return { done in bar(Double(done) / Double(max(1, total))) }
   }
 }

@@ -21,6 +21,8 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
   @Option(parsing: .unconditional, help: "Check only this many rows per head, evenly spread (default: every row).") var sample: Int?
   @Option(parsing: .unconditional, help: "Seed of the random inputs (Q, K and V draw independent streams from it).") var seed: UInt64 = 1
   @Option(parsing: .unconditional, help: "Largest relative error that passes.") var tolerance: Double = 1e-5
+  @Option(parsing: .unconditional, help: "When stderr is not a terminal: seconds between plain progress lines (percent, ETA).")
+  var progressSeconds = 10.0
   @OptionGroup var compute: ComputeOptions
   @Flag(help: "Accumulate the mask's '+' components one at a time through AttentionState (each skipping the edges of those before it) instead of in one call.")
   var compose = false
@@ -31,6 +33,7 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
     try requirePositive(heads, "heads", max: 65_536)
     if let sample { try requirePositive(sample, "sample") }
     guard tolerance > 0 else { throw ValidationError("--tolerance must be positive.") }
+    guard progressSeconds >= 0, progressSeconds.isFinite else { throw ValidationError("--progress-seconds must be >= 0.") }
     guard (mask == nil) != (maskFile == nil) else { throw ValidationError("Pass exactly one of --mask and --mask-file.") }
   }
 
@@ -61,10 +64,10 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
       output = state.output(emptyRows: compute.emptyRows)
     } else if perHead {
       output = try attention(query: q, key: k, value: v, graphs: graphs,
-                             options: compute.attentionOptions(progress: Console.progressBar("attention")))
+                             options: compute.attentionOptions(progress: Console.progressBar("attention", plainLineSeconds: progressSeconds)))
     } else {
       output = try attention(query: q, key: k, value: v, graph: graph,
-                             options: compute.attentionOptions(progress: Console.progressBar("attention")),
+                             options: compute.attentionOptions(progress: Console.progressBar("attention", plainLineSeconds: progressSeconds)),
                              device: compute.attentionDevice)
     }
     let problem = try AttentionShape(query: shape, key: shape, value: shape)

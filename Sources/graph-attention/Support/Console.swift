@@ -12,18 +12,28 @@ enum Console {
     FileHandle.standardError.write(Data((text + "\n").utf8))
   }
 
-  /// A progress callback that redraws `label [#####     ] 42%  ETA 3s` on stderr, at most 10 times a second.
-  static func progressBar(_ label: String) -> (@Sendable (Double) -> Void)? {
-    guard stderrIsTerminal else { return nil }
+  /// A progress callback (callable from worker threads) for a fraction of work done: on a terminal it
+  /// redraws `label [#####     ] 42%  1.2 s elapsed, ETA 1.7 s` on stderr, at most 10 times a second;
+  /// otherwise (a batch job, a log file) it writes a plain line `label: 42% after 12.0 s, ETA 16.5 s` every
+  /// `plainLineSeconds`, and a last one at the end if any was written or the work took that long.
+  static func progressBar(_ label: String, plainLineSeconds: Double = 10) -> @Sendable (Double) -> Void {
     let start = Date()
-    let redraw = RedrawTimer()
+    let terminal = stderrIsTerminal
+    let redraw = RedrawTimer(interval: terminal ? 0.1 : plainLineSeconds)
     return { fraction in
       let now = Date()
-      guard redraw.isDue(at: now.timeIntervalSinceReferenceDate, force: fraction >= 1) else { return }
+      let elapsed = now.timeIntervalSince(start)
+      let finishing = fraction >= 1 && (terminal || elapsed >= plainLineSeconds)
+      // Plain lines start after the first interval, so short runs print nothing.
+      guard terminal || elapsed >= plainLineSeconds || finishing,
+            redraw.isDue(at: now.timeIntervalSinceReferenceDate, force: finishing) else { return }
+      let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
+      guard terminal else {
+        note("\(label): \(Int(fraction * 100))% after \(format(seconds: elapsed)), ETA \(format(seconds: eta))")
+        return
+      }
       let width = 30
       let filled = Int(fraction * Double(width))
-      let elapsed = now.timeIntervalSince(start)
-      let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
       let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
       let line = "\r\(label) [\(bar)] \(Int(fraction * 100))%  \(format(seconds: elapsed)) elapsed, ETA \(format(seconds: eta))  "
       FileHandle.standardError.write(Data((fraction >= 1 ? line + "\n" : line).utf8))
@@ -35,7 +45,8 @@ enum Console {
   /// `attention: 1048576 of 16777216 rows (6.2%), 87381 rows/s, ETA 3.1 min`.
   static func rowProgress(_ label: String, lineSeconds: Double) -> ((StreamingAttention.Progress) -> Void)? {
     var announcedResume = false
-    if stderrIsTerminal, let bar = progressBar(label) {
+    if stderrIsTerminal {
+      let bar = progressBar(label)
       return { progress in
         if progress.firstRow > 0, !announcedResume {
           announcedResume = true
@@ -90,11 +101,15 @@ enum Console {
 /// Limits progress redraws to 10 a second, shared by the worker threads that report progress.
 final class RedrawTimer: Sendable {
   private let lastDraw = Mutex(-Double.infinity)
+  private let interval: Double
 
-  /// Whether to redraw at `now` (seconds): true when `force` or 0.1 s passed since the last redraw.
+  /// A timer that is due every `interval` seconds.
+  init(interval: Double = 0.1) { self.interval = interval }
+
+  /// Whether to redraw at `now` (seconds): true when `force` or `interval` passed since the last redraw.
   func isDue(at now: Double, force: Bool = false) -> Bool {
     lastDraw.withLock { last in
-      guard force || now - last > 0.1 else { return false }
+      guard force || now - last >= interval else { return false }
       last = now
       return true
     }

@@ -130,6 +130,16 @@ final class CommandLineInterfaceTests: XCTestCase {
     XCTAssertFalse(named.stderr.contains("would be ignored"), named.stderr)
   }
 
+  func testVerifyWritesPlainProgressLinesWhenStderrIsNotATerminal() throws {
+    // stderr is a pipe here: no bar, plain lines (every 0 s asked for), ending at 100%.
+    let result = try graphAttention(["verify", "--mask", "window:8", "--tokens", "3000", "--dim", "8", "--progress-seconds", "0"])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    XCTAssertTrue(result.stderr.contains("attention: 100% after"), result.stderr)
+    XCTAssertFalse(result.stderr.contains("\r"), "a terminal bar was drawn into a pipe")
+    let quiet = try graphAttention(["verify", "--mask", "window:8", "--tokens", "3000", "--dim", "8"])
+    XCTAssertFalse(quiet.stderr.contains("attention:"), "a short run printed progress: \(quiet.stderr)")
+  }
+
   func testNegativeNumbersAfterAnOptionReachValidation() throws {
     // Each of these used to say "Missing value for '--option <value>'".
     let cases: [([String], String)] = [
