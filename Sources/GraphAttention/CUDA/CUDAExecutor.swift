@@ -156,7 +156,7 @@ enum CUDAExecutor {
         try driver.check(launched, "cuLaunchKernel", detail: "\(name) grid (\(grid.0), \(grid.1)) block \(block)")
       }
 
-      let started = CUDAExecutor.monotonicSeconds()
+      let started = monotonicSeconds()
       let rowsAfterTile = encoding.firstNew + encoding.contiguousCount
       if let tileKernel {
         let rowsPerBlock = KernelSource.tileRows * preferredWarpsPerBlock
@@ -172,7 +172,7 @@ enum CUDAExecutor {
                              firstNew: split ? rowsAfterTile : encoding.firstNew, mode: rowMode))
       }
       try context.synchronize()
-      let kernelSeconds = CUDAExecutor.monotonicSeconds() - started
+      let kernelSeconds = monotonicSeconds() - started
 
       var result = Result(values: try download(out, count: queryRows * shape.valueDim), kernelSeconds: kernelSeconds)
       if case .state = mode, let maxima, let sums {
@@ -193,13 +193,6 @@ enum CUDAExecutor {
     var values = [Float](repeating: 0, count: count)
     try values.withUnsafeMutableBytes { try buffer.download(into: $0) }
     return values
-  }
-
-  /// Monotonic wall-clock seconds (the kernel is timed from launch to synchronisation on the host).
-  static func monotonicSeconds() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
   }
 
   static func gibibytes(_ bytes: Int) -> String {

@@ -13,6 +13,21 @@ import Darwin
 ///
 /// Messages name the path and what to do; errors from system calls keep their `Errno`.
 struct OutputPath {
+  /// `path` made absolute with its directory's symlinks resolved (the file itself need not exist), so
+  /// that one file named by a relative and an absolute path, or through a link, compares equal; `path`
+  /// unchanged when its directory cannot be resolved.
+  /// - Complexity: O(path length), one or two `realpath` calls.
+  static func canonical(_ path: String) -> String {
+    if let resolved = realpath(path, nil) {
+      defer { free(resolved) }
+      return String(cString: resolved)
+    }
+    guard let location = try? OutputPath(path), let resolved = realpath(location.directory, nil) else { return path }
+    defer { free(resolved) }
+    let base = String(cString: resolved)
+    return (base == "/" ? "" : base) + "/" + location.name
+  }
+
   /// The path as given.
   let path: String
   /// Its directory: "." when the path has no slash, "/" for a file at the root.

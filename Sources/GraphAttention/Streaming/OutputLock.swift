@@ -35,7 +35,7 @@ final class OutputLock {
       }
       if case .failure(let failure) = nothingOrErrno({ flock(fd, LOCK_EX | LOCK_NB) }) {
         let code = failure.rawValue
-        let holder = streamingReadSmallFile(path).map { String(decoding: $0, as: UTF8.self).filter(\.isNumber) } ?? ""
+        let holder = storageReadWholeFile(path, limit: 64).map { String(decoding: $0, as: UTF8.self).filter(\.isNumber) } ?? ""
         close(fd)
         if code == EWOULDBLOCK {
           throw GraphAttentionError(

@@ -34,6 +34,8 @@ public struct ProgressRecord: Sendable, Equatable {
 
   /// The record format's version; records of another version are refused.
   public static let currentVersion = 2
+  /// The largest record file read (a record is a few hundred bytes per input; more is not a record).
+  static let maximumBytes = 1 << 24
   /// The record format's version.
   public var version = ProgressRecord.currentVersion
   /// The mask specification (`Graph.description`).
@@ -60,12 +62,12 @@ public struct ProgressRecord: Sendable, Equatable {
   /// Describes a job; inputs are inspected (`stat`) now.
   public init(output: String, mask: String, inputs: [(path: String, name: String)], outputType: String, chunkRows: Int,
               scale: Float?, emptyRows: String, tokens: Int) {
-    self.output = streamingCanonicalPath(output)
+    self.output = OutputPath.canonical(output)
     self.mask = mask
     self.inputs = inputs.map { input in
       var info = stat()
       let found = stat(input.path, &info) == 0
-      return Input(path: streamingCanonicalPath(input.path), name: input.name, bytes: found ? Int(info.st_size) : -1,
+      return Input(path: OutputPath.canonical(input.path), name: input.name, bytes: found ? Int(info.st_size) : -1,
                    modified: found ? Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) * 1e-9 : 0)
     }
     self.outputType = outputType
@@ -83,7 +85,7 @@ public struct ProgressRecord: Sendable, Equatable {
   /// - Complexity: O(record size).
   public static func load(for output: String) throws -> ProgressRecord? {
     let path = path(for: output)
-    guard let bytes = streamingReadSmallFile(path) else { return nil }
+    guard let bytes = storageReadWholeFile(path, limit: ProgressRecord.maximumBytes) else { return nil }
     guard let record = ProgressRecord(json: bytes) else {
       throw GraphAttentionError(.file, "progress record \(path) is unreadable or from another version",
                                 fix: "delete it (and the temporary output it names, .<name>.partial) to start over")
@@ -165,160 +167,30 @@ public struct ProgressRecord: Sendable, Equatable {
 
   /// Parses `json`; nil when it is not a record of the current version.
   init?(json bytes: [UInt8]) {
-    var parser = StreamingJSONParser(bytes)
-    guard case let .object(fields)? = parser.parse(),
-          case let .number(version)? = fields["version"], Int(version) == ProgressRecord.currentVersion,
-          case let .string(mask)? = fields["mask"], case let .array(inputs)? = fields["inputs"],
-          case let .string(outputType)? = fields["outputType"], case let .number(chunkRows)? = fields["chunkRows"],
-          case let .string(emptyRows)? = fields["emptyRows"], case let .number(tokens)? = fields["tokens"],
-          case let .number(completed)? = fields["completedRows"], case let .string(output)? = fields["output"]
+    var parser = JSONParser(bytes: bytes)
+    guard let record = try? parser.parseDocument(),
+          let version = record["version"]?.number, Int(exactly: version) == ProgressRecord.currentVersion,
+          let mask = record["mask"]?.string, case let .array(inputs)? = record["inputs"],
+          let outputType = record["outputType"]?.string, let chunkRows = record["chunkRows"]?.number,
+          let emptyRows = record["emptyRows"]?.string, let tokens = record["tokens"]?.number,
+          let completed = record["completedRows"]?.number, let output = record["output"]?.string
     else { return nil }
     var parsedInputs: [Input] = []
     for input in inputs {
-      guard case let .object(f) = input, case let .string(path)? = f["path"], case let .string(name)? = f["name"],
-            case let .number(bytes)? = f["bytes"], case let .number(modified)? = f["modified"] else { return nil }
+      guard let path = input["path"]?.string, let name = input["name"]?.string,
+            let bytes = input["bytes"]?.number, let modified = input["modified"]?.number else { return nil }
       parsedInputs.append(Input(path: path, name: name, bytes: Int(bytes), modified: modified))
     }
     self.mask = mask
     self.inputs = parsedInputs
     self.outputType = outputType
     self.chunkRows = Int(chunkRows)
-    if case let .number(scale)? = fields["scale"] { self.scale = Float(scale) } else { self.scale = nil }
+    self.scale = record["scale"]?.number.map { Float($0) }
     self.emptyRows = emptyRows
     self.tokens = Int(tokens)
     self.completedRows = Int(completed)
-    if case let .string(temporary)? = fields["temporaryPath"] { self.temporaryPath = temporary }
+    self.temporaryPath = record["temporaryPath"]?.string
     self.output = output
   }
 }
 
-// MARK: - Helpers (local; candidates for the shared primitives)
-
-/// `path` made absolute with its directory's symlinks resolved (the file itself need not exist);
-/// `path` unchanged when the directory cannot be resolved.
-func streamingCanonicalPath(_ path: String) -> String {
-  if let resolved = realpath(path, nil) {
-    defer { free(resolved) }
-    return String(cString: resolved)
-  }
-  guard let location = try? OutputPath(path), let resolved = realpath(location.directory, nil) else { return path }
-  defer { free(resolved) }
-  let base = String(cString: resolved)
-  return (base == "/" ? "" : base) + "/" + location.name
-}
-
-/// The whole of a small file, or nil when it does not exist or cannot be read.
-func streamingReadSmallFile(_ path: String) -> [UInt8]? {
-  storageReadWholeFile(path, limit: 1 << 24)
-}
-
-/// The JSON values a progress record holds.
-enum StreamingJSONValue: Equatable {
-  case object([String: StreamingJSONValue]), array([StreamingJSONValue]), string(String), number(Double), bool(Bool), null
-}
-
-/// A small strict JSON parser (RFC 8259 values; no Foundation in the library).
-struct StreamingJSONParser {
-  private let bytes: [UInt8]
-  private var at = 0
-
-  init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-  /// The single value the text holds, or nil when it is not valid JSON.
-  mutating func parse() -> StreamingJSONValue? {
-    guard let value = value(depth: 0) else { return nil }
-    skipSpace()
-    return at == bytes.count ? value : nil
-  }
-
-  private mutating func skipSpace() {
-    while at < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[at]) { at += 1 }
-  }
-
-  private mutating func value(depth: Int) -> StreamingJSONValue? {
-    skipSpace()
-    guard at < bytes.count, depth < 32 else { return nil }
-    switch bytes[at] {
-    case UInt8(ascii: "{"):
-      at += 1
-      var fields: [String: StreamingJSONValue] = [:]
-      skipSpace()
-      if at < bytes.count, bytes[at] == UInt8(ascii: "}") { at += 1; return .object(fields) }
-      while true {
-        skipSpace()
-        guard case let .string(key)? = string() else { return nil }
-        skipSpace()
-        guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { return nil }
-        at += 1
-        guard let item = value(depth: depth + 1) else { return nil }
-        fields[key] = item
-        skipSpace()
-        guard at < bytes.count else { return nil }
-        if bytes[at] == UInt8(ascii: ",") { at += 1; continue }
-        if bytes[at] == UInt8(ascii: "}") { at += 1; return .object(fields) }
-        return nil
-      }
-    case UInt8(ascii: "["):
-      at += 1
-      var items: [StreamingJSONValue] = []
-      skipSpace()
-      if at < bytes.count, bytes[at] == UInt8(ascii: "]") { at += 1; return .array(items) }
-      while true {
-        guard let item = value(depth: depth + 1) else { return nil }
-        items.append(item)
-        skipSpace()
-        guard at < bytes.count else { return nil }
-        if bytes[at] == UInt8(ascii: ",") { at += 1; continue }
-        if bytes[at] == UInt8(ascii: "]") { at += 1; return .array(items) }
-        return nil
-      }
-    case UInt8(ascii: "\""):
-      return string()
-    case UInt8(ascii: "t"): return literal("true", .bool(true))
-    case UInt8(ascii: "f"): return literal("false", .bool(false))
-    case UInt8(ascii: "n"): return literal("null", .null)
-    default:
-      let start = at
-      while at < bytes.count, "+-0123456789.eE".utf8.contains(bytes[at]) { at += 1 }
-      return Double(String(decoding: bytes[start..<at], as: UTF8.self)).map { .number($0) }
-    }
-  }
-
-  private mutating func literal(_ word: String, _ value: StreamingJSONValue) -> StreamingJSONValue? {
-    let w = Array(word.utf8)
-    guard at + w.count <= bytes.count, Array(bytes[at..<(at + w.count)]) == w else { return nil }
-    at += w.count
-    return value
-  }
-
-  private mutating func string() -> StreamingJSONValue? {
-    guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { return nil }
-    at += 1
-    var scalars = String.UnicodeScalarView()
-    var raw: [UInt8] = []
-    func flush() { scalars.append(contentsOf: String(decoding: raw, as: UTF8.self).unicodeScalars); raw.removeAll() }
-    while at < bytes.count {
-      let byte = bytes[at]
-      at += 1
-      if byte == UInt8(ascii: "\"") { flush(); return .string(String(scalars)) }
-      guard byte == UInt8(ascii: "\\") else { raw.append(byte); continue }
-      guard at < bytes.count else { return nil }
-      let escape = bytes[at]
-      at += 1
-      switch escape {
-      case UInt8(ascii: "n"): raw.append(0x0A)
-      case UInt8(ascii: "t"): raw.append(0x09)
-      case UInt8(ascii: "r"): raw.append(0x0D)
-      case UInt8(ascii: "b"): raw.append(0x08)
-      case UInt8(ascii: "f"): raw.append(0x0C)
-      case UInt8(ascii: "u"):
-        guard at + 4 <= bytes.count, let code = UInt32(String(decoding: bytes[at..<(at + 4)], as: UTF8.self), radix: 16) else { return nil }
-        at += 4
-        flush()
-        scalars.append(Unicode.Scalar(code) ?? "\u{FFFD}")
-      default: raw.append(escape)
-      }
-    }
-    return nil
-  }
-}

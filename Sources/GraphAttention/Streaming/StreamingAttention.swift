@@ -186,7 +186,7 @@ public struct StreamingAttention: Sendable {
   ///   a driver; `.option` for a refused resume; others as `attention`.
   public func run(resume: Bool = false, progress: ((Progress) -> Void)? = nil,
                   isCancelled: () -> Bool = { false }) throws -> Result {
-    let start = streamingSeconds()
+    let start = monotonicSeconds()
     var (q, k, v) = (try TensorFile.open(query.path, name: query.name), try TensorFile.open(key.path, name: key.name),
                      try TensorFile.open(value.path, name: value.name))
     let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
@@ -255,14 +255,14 @@ public struct StreamingAttention: Sendable {
     var attentionSeconds = 0.0
     var edgesAllHeads = 0
     var row = firstRow
-    var lastCheckpoint = streamingSeconds()
+    var lastCheckpoint = monotonicSeconds()
     var cancelled = false
     do {
       let keysFinished: @Sendable (Int, Range<Int>) -> Void = { kvHead, span in pages.keysFinished(kvHead: kvHead, keys: span) }
       while row < shape.queryCount {
         let rows = row..<min(shape.queryCount, row + chunk)
         pages.prefetch(rows: rows)
-        let chunkStart = streamingSeconds()
+        let chunkStart = monotonicSeconds()
         var chunkOptions = options
         chunkOptions.checksFiniteInputs = false  // scanned above
         chunkOptions.progress = nil
@@ -274,21 +274,21 @@ public struct StreamingAttention: Sendable {
             query: q, key: k, value: v, output: out.view, graph: graph, options: chunkOptions, rows: rows,
             streaming: StreamingKeys(access: access, keysFinished: keysFinished), logSumExp: lseFile?.view).edges
         }
-        attentionSeconds += streamingSeconds() - chunkStart
+        attentionSeconds += monotonicSeconds() - chunkStart
         try MappedFaultGuard.check(guardToken)
         pages.release(done: rows)
         row = rows.upperBound
         cancelled = row < shape.queryCount && isCancelled()
         // Checkpoint every few seconds (not every chunk: small chunks would spend their time in fsync):
         // the output's pages first, then the record that vouches for them.
-        if streamingSeconds() - lastCheckpoint >= checkpointSeconds || row == shape.queryCount || cancelled {
+        if monotonicSeconds() - lastCheckpoint >= checkpointSeconds || row == shape.queryCount || cancelled {
           try out.mapping.sync()
           try MappedFaultGuard.check(guardToken)
           record.completedRows = row
           try record.save(for: output)
-          lastCheckpoint = streamingSeconds()
+          lastCheckpoint = monotonicSeconds()
         }
-        progress?(Progress(completedRows: row, totalRows: shape.queryCount, firstRow: firstRow, seconds: streamingSeconds() - start))
+        progress?(Progress(completedRows: row, totalRows: shape.queryCount, firstRow: firstRow, seconds: monotonicSeconds() - start))
         if cancelled { break }
       }
       var check: Check?
@@ -303,7 +303,7 @@ public struct StreamingAttention: Sendable {
       }
       return Result(shape: shape, output: output, outputType: outputType, firstRow: firstRow, completedRows: row,
                     isComplete: !cancelled, edgesAllHeads: edgesAllHeads, attentionSeconds: attentionSeconds,
-                    wallSeconds: streamingSeconds() - start, check: check, chunkRows: chunk)
+                    wallSeconds: monotonicSeconds() - start, check: check, chunkRows: chunk)
     } catch let error as MappedFaultGuard.Fault {
       // A file changed under the run: what the record vouches for is on disk, so it stays for resume.
       lseFile?.abandon()
@@ -417,14 +417,14 @@ public struct StreamingAttention: Sendable {
     let out = try TensorFile.create(output, shape: shape.outputShape, type: outputType, name: outputName)
     var deviceOptions = options
     deviceOptions.checksFiniteInputs = false
-    let begin = streamingSeconds()
+    let begin = monotonicSeconds()
     let result = try attention(query: Tensor(q), key: Tensor(k), value: Tensor(v), graph: graph, options: deviceOptions, device: device)
-    let seconds = streamingSeconds() - begin
+    let seconds = monotonicSeconds() - begin
     result.scalars.withUnsafeBufferPointer { out.view.store($0, at: 0) }
     try out.commit()
     let edges = graph.edgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount) * shape.batch * shape.queryHeads
     return Result(shape: shape, output: output, outputType: outputType, firstRow: 0, completedRows: shape.queryCount,
-                  isComplete: true, edgesAllHeads: edges, attentionSeconds: seconds, wallSeconds: streamingSeconds() - start,
+                  isComplete: true, edgesAllHeads: edges, attentionSeconds: seconds, wallSeconds: monotonicSeconds() - start,
                   check: nil, chunkRows: shape.queryCount)
   }
 }
@@ -435,11 +435,4 @@ private func streamingHeapCopy(_ view: TensorView) -> TensorView {
   heap.base.copyMemory(from: view.base, byteCount: view.byteCount)
   view.dropPages(elements: 0..<view.count)
   return heap.readOnly
-}
-
-/// Monotonic seconds.
-func streamingSeconds() -> Double {
-  var t = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &t)
-  return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
 }

@@ -115,10 +115,3 @@ final class RedrawTimer: Sendable {
     }
   }
 }
-
-/// Monotonic wall-clock seconds.
-func monotonicSeconds() -> Double {
-  var t = timespec()
-  clock_gettime(CLOCK_MONOTONIC, &t)
-  return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
-}
