@@ -123,18 +123,9 @@ final class StreamingRunTests: XCTestCase {
   override func setUpWithError() throws { directory = try StorageScratchDirectory() }
   override func tearDown() { directory.remove() }
 
-  private func launch(_ arguments: [String]) throws -> Process {
-    let process = Process()
-    process.executableURL = CommandLineRunner.executable
-    process.arguments = arguments
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    return process
-  }
 
   private func run(_ arguments: [String]) throws -> Int32 {
-    let process = try launch(arguments)
+    let process = try CommandLineRunner.launch(arguments)
     process.waitUntilExit()
     return process.terminationStatus
   }
@@ -203,7 +194,7 @@ final class StreamingRunTests: XCTestCase {
     let output = directory.path("o.npy")
     let record = output + ".progress.json"
     for signal in [SIGKILL, SIGINT] {
-      let process = try launch(runArguments(output: output))
+      let process = try CommandLineRunner.launch(runArguments(output: output))
       var completed = 0
       let deadline = Date().addingTimeInterval(60)
       while completed == 0, process.isRunning, Date() < deadline {

@@ -10,15 +10,6 @@ final class RunReliabilityTests: XCTestCase {
   override func setUpWithError() throws { directory = try StorageScratchDirectory() }
   override func tearDown() { directory.remove() }
 
-  private func launch(_ arguments: [String]) throws -> Process {
-    let process = Process()
-    process.executableURL = CommandLineRunner.executable
-    process.arguments = arguments
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    return process
-  }
 
   private func generate(tokens: Int) throws {
     let result = try CommandLineRunner.run(["generate", "--tokens", "\(tokens)", "--heads", "1", "--dim", "32", "--dtype", "f32",
@@ -51,7 +42,7 @@ final class RunReliabilityTests: XCTestCase {
     try generate(tokens: 30000)
     XCTAssertEqual(try CommandLineRunner.run(runArguments(output: directory.path("whole.npy"))).status, 0)
     let output = directory.path("o.npy")
-    let first = try launch(runArguments(output: output))
+    let first = try CommandLineRunner.launch(runArguments(output: output))
     XCTAssertGreaterThan(waitForRecord(output, rows: 1, while: first), 0, "the first run ended before the test could race it")
     for extra in [[], ["--resume"]] {
       let second = try CommandLineRunner.run(runArguments(output: output, mask: "window:8", extra: extra))
@@ -70,7 +61,7 @@ final class RunReliabilityTests: XCTestCase {
     try generate(tokens: 6000)
     XCTAssertEqual(try CommandLineRunner.run(runArguments(output: directory.path("whole.npy"))).status, 0)
     let output = directory.path("o.npy")
-    let checking = try launch(runArguments(output: output, extra: ["--check-rows", "6000"]))
+    let checking = try CommandLineRunner.launch(runArguments(output: output, extra: ["--check-rows", "6000"]))
     XCTAssertEqual(waitForRecord(output, rows: 6000, while: checking), 6000, "the run ended before its check could be killed")
     kill(checking.processIdentifier, SIGKILL)
     checking.waitUntilExit()

@@ -3,6 +3,18 @@ import XCTest
 
 /// Runs the `graph-attention` executable built next to the test bundle (`swift test` builds every product).
 enum CommandLineRunner {
+  /// Starts the CLI with `arguments` in the background, its output discarded (for tests that interrupt
+  /// it or race a second run against it); the caller waits for or signals the process.
+  static func launch(_ arguments: [String]) throws -> Process {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
+  }
+
   static let executable: URL = {
     var url = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for _ in 0..<4 {
