@@ -52,7 +52,8 @@ def test_validation_of_lengths():
     with pytest.raises(GraphAttentionError, match="global token 10"):
         g.validate(8)
     with pytest.raises(GraphAttentionError, match="self-attention"):
-        Graph("causal").validate(8, 9)
+        Graph("window:3").validate(8, 9)
+    Graph("causal").validate(8, 9)  # causal kinds align bottom-right when L_q != L_k
     with pytest.raises(GraphAttentionError):
         g.edge_count(0)
     with pytest.raises(GraphAttentionError, match="row"):
