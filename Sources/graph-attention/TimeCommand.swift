@@ -63,9 +63,9 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
     }
     var walls: [Double] = []
     var kernels: [Double] = []
+    var work = AttentionWork(edges: 0, scoresComputed: 0)
     for iteration in 0..<(warmup + repetitions) {
       let start = monotonicSeconds()
-      var work = AttentionWork(edges: 0, scoresComputed: 0)
       _ = try attention(query: q, key: k, value: v, graph: graph, options: options, device: device, work: &work)
       let wall = monotonicSeconds() - start
       if iteration >= warmup {
@@ -82,8 +82,9 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
     if json {
       print(Console.json([
         "mask": graph.description, "tokens": tokens, "batch": batch, "heads": heads, "kv_heads": kv, "dim": dim,
-        "device": device.description, "kernel": device == .cpu ? try compute.kernel.resolved().rawValue : "cuda",
-        "edges": edges, "repeat": repetitions,
+        "dtype": dtype.shortName, "device": device.description,
+        "kernel": device == .cpu ? try compute.kernel.resolved().rawValue : "cuda", "edges": edges,
+        "scores_per_edge": Double(work.scoresComputed) / Double(max(1, work.edges)), "repeat": repetitions,
         "seconds_min": walls.min() ?? .nan, "seconds_median": median(walls),
         "kernel_seconds_min": kernels.min() ?? .nan, "kernel_seconds_median": median(kernels),
         "gflops": gflops, "build": build,
