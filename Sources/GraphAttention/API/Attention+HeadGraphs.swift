@@ -28,18 +28,11 @@ public func attention(query: TensorView, key: TensorView, value: TensorView, out
     throw GraphAttentionError(.mask, "\(graphs.count) graph(s) were given for \(shape.queryHeads) query head(s)",
                               fix: "give exactly one graph per query head (or one graph for every head)")
   }
-  guard output.shape == shape.outputShape else {
-    throw GraphAttentionError(.shape, "output has shape \(output.shape) but the result has shape \(shape.outputShape)",
-                              fix: "create the output with the query's leading dimensions and the value's last dimension")
-  }
+  try checkDestinations(shape: shape, query: query, output: output, logSumExp: logSumExp)
   for (h, graph) in graphs.enumerated() {
     do { try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount) } catch let error as GraphAttentionError {
       throw GraphAttentionError(error.kind, "head \(h): \(error.problem)", fix: error.fix)
     }
-  }
-  if let logSumExp, logSumExp.shape != Array(query.shape.dropLast()) || logSumExp.type != .float32 {
-    throw GraphAttentionError(.shape, "logSumExp is \(logSumExp.type.rawValue) \(logSumExp.shape), not fp32 \(Array(query.shape.dropLast()))",
-                              fix: "create the log-sum-exp as fp32 with the query's shape without its last dimension")
   }
   return try headwiseAttention(query: query, key: key, value: value, output: output, shape: shape,
                                graphs: graphs.enumerated().map { $1.forHead($0) }, options: options, rows: rows,

@@ -47,22 +47,10 @@ func viewAttention(query: TensorView, key: TensorView, value: TensorView, output
                    options: AttentionOptions, rows: Range<Int>?, streaming: StreamingKeys?,
                    logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-  guard output.shape == shape.outputShape else {
-    throw GraphAttentionError(.shape, "output has shape \(output.shape) but the result has shape \(shape.outputShape)",
-                              fix: "create the output with the query's leading dimensions and the value's last dimension")
-  }
+  try checkDestinations(shape: shape, query: query, output: output, logSumExp: logSumExp)
   guard key.type == value.type else {
     throw GraphAttentionError(.dtype, "key is \(key.type.rawValue) but value is \(value.type.rawValue)",
                               fix: "store key and value in the same type")
-  }
-  if let logSumExp {
-    guard logSumExp.shape == Array(query.shape.dropLast()) else {
-      throw GraphAttentionError(.shape, "logSumExp has shape \(logSumExp.shape) but should have shape \(Array(query.shape.dropLast()))",
-                                fix: "create the log-sum-exp with the query's shape without its last dimension")
-    }
-    guard logSumExp.type == .float32 else {
-      throw GraphAttentionError(.dtype, "logSumExp is \(logSumExp.type.rawValue), not fp32", fix: "create the log-sum-exp as fp32")
-    }
   }
   if let rows, rows.lowerBound < 0 || rows.upperBound > shape.queryCount {
     throw GraphAttentionError(.option, "rows \(rows) are outside 0..<\(shape.queryCount)", fix: "pass a range of query rows")
@@ -122,3 +110,20 @@ public struct AttentionWork: Sendable, Equatable {
   }
 }
 
+/// Throws unless `output` has the result's shape and `logSumExp`, when given, is fp32 with the query's
+/// shape without its last dimension (the checks every view form of `attention` makes before writing).
+func checkDestinations(shape: AttentionShape, query: TensorView, output: MutableTensorView,
+                       logSumExp: MutableTensorView?) throws {
+  guard output.shape == shape.outputShape else {
+    throw GraphAttentionError(.shape, "output has shape \(output.shape) but the result has shape \(shape.outputShape)",
+                              fix: "create the output with the query's leading dimensions and the value's last dimension")
+  }
+  guard let logSumExp else { return }
+  guard logSumExp.shape == Array(query.shape.dropLast()) else {
+    throw GraphAttentionError(.shape, "logSumExp has shape \(logSumExp.shape) but should have shape \(Array(query.shape.dropLast()))",
+                              fix: "create the log-sum-exp with the query's shape without its last dimension")
+  }
+  guard logSumExp.type == .float32 else {
+    throw GraphAttentionError(.dtype, "logSumExp is \(logSumExp.type.rawValue), not fp32", fix: "create the log-sum-exp as fp32")
+  }
+}
