@@ -16,6 +16,9 @@ func storageType(code: Int32, name: String) throws -> StorageType {
 struct CTensor {
   var shape: [Int]
   var type: StorageType
+  /// The caller's memory as a view (borrowed: the caller owns it for the call).
+  var view: TensorView { TensorView(shape: shape, type: type, base: base, owner: nil) }
+  private let base: UnsafeRawPointer
 
   init(name: String, base: UnsafeRawPointer?, dtype: Int32, rank: Int32, shape: UnsafePointer<Int64>?) throws {
     guard (2...4).contains(rank) else {
@@ -28,9 +31,10 @@ struct CTensor {
     self.shape = (0..<Int(rank)).map { Int(shape[$0]) }
     try Self.checkExtents(name: name, self.shape, type)
     // After the extents: an empty tensor's data pointer may well be NULL, and the shape error is the useful one.
-    guard base != nil else {
+    guard let base else {
       throw CABIFailure(status: .argument, message: "argument: \(name) data pointer is NULL. Fix: pass one.")
     }
+    self.base = base
   }
 
   static func checkExtents(name: String, _ shape: [Int], _ type: StorageType) throws {
@@ -106,9 +110,7 @@ public func ga_attention_forward(
       MutableTensorView(shape: Array(q.shape.dropLast()), type: .float32, base: UnsafeMutableRawPointer($0), owner: nil)
     }
     let done = try attention(
-      query: TensorView(shape: q.shape, type: q.type, base: query!, owner: nil),
-      key: TensorView(shape: k.shape, type: k.type, base: key!, owner: nil),
-      value: TensorView(shape: v.shape, type: v.type, base: value!, owner: nil),
+      query: q.view, key: k.view, value: v.view,
       output: MutableTensorView(shape: shape.outputShape, type: outputType, base: output, owner: nil),
       graph: g, options: options, logSumExp: lse)
     if let work {

@@ -37,9 +37,7 @@ public func ga_attention_backward(
     let gradOutputType = try storageType(code: gradOutputDtype, name: "grad_output")
     let options = try attentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, flags: flags)
     try attentionGradients(
-      query: TensorView(shape: q.shape, type: q.type, base: query!, owner: nil),
-      key: TensorView(shape: k.shape, type: k.type, base: key!, owner: nil),
-      value: TensorView(shape: v.shape, type: v.type, base: value!, owner: nil),
+      query: q.view, key: k.view, value: v.view,
       output: TensorView(shape: shape.outputShape, type: outputType, base: output, owner: nil),
       logSumExp: TensorView(shape: Array(q.shape.dropLast()), type: .float32, base: UnsafeRawPointer(logSumExp), owner: nil),
       gradOutput: TensorView(shape: shape.outputShape, type: gradOutputType, base: gradOutput, owner: nil),
