@@ -205,6 +205,37 @@ GA_AVX512 void pack_avx512(float *dst, const float *src, const int64_t *cols, in
   }
 }
 
+// The packed block of the tile that starts at column position `block` (a multiple of `width`) if the tile can
+// use its panel (contiguous columns, aligned to the panel's blocks, inside it), packing it on first use; else NULL.
+static inline const float *panel_block(const ga_backward_tile *t, int64_t block, int width, int is_b,
+                                       void (*pack)(float *, const float *, const int64_t *, int, int)) {
+  ga_backward_panel *panel = t->panel;
+  const int64_t offset = t->columns[0] - panel->first + block;
+  const int64_t index = offset / width;
+  const int dim = is_b ? t->b_dim : t->a_dim;
+  float *base = (is_b ? panel->B : panel->A) + index * width * (int64_t)dim;
+  // One flag per block and side: bit 0 A, bit 1 B.
+  if (!(panel->packed[index] & (1 << is_b))) {
+    int64_t cols[16];
+    const int64_t start = panel->first + index * width;
+    const int count = panel->limit - start < width ? (int)(panel->limit - start) : width;
+    for (int j = 0; j < width; j++) cols[j] = start + (j < count ? j : 0);
+    pack(base, is_b ? t->B : t->A, cols, count, dim);
+    panel->packed[index] |= (uint8_t)(1 << is_b);
+  }
+  return base;
+}
+
+// Whether the tile reads its blocks from its panel (see ga_backward_panel).
+static inline int uses_panel(const ga_backward_tile *t, int width) {
+  const ga_backward_panel *panel = t->panel;
+  if (!panel || t->n == 0) return 0;
+  const int64_t first = t->columns[0], last = t->columns[t->n - 1];
+  if (last - first != t->n - 1 || first < panel->first || (first - panel->first) % width != 0) return 0;
+  const int64_t end_block = (first - panel->first + t->n + width - 1) / width;
+  return end_block * width <= panel->capacity;
+}
+
 GA_AVX512_GROUP(1)
 GA_AVX512_GROUP(2)
 GA_AVX512_GROUP(3)
@@ -218,14 +249,21 @@ GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
   float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
   __attribute__((aligned(64))) int32_t positions[GA_BW_BLOCK];
   const int32_t *colpos = ga_has_score_mods(&t->mods) ? positions : NULL;
+  const int shared = uses_panel(t, GA_BW_BLOCK);
   interleave_rows(t, ra, rb);
   for (int64_t block = 0; block < t->n; block += GA_BW_BLOCK) {
     const int count = t->n - block < GA_BW_BLOCK ? (int)(t->n - block) : GA_BW_BLOCK;
     const int64_t *cols = t->columns + block;
     if (colpos) for (int j = 0; j < GA_BW_BLOCK; j++) positions[j] = j < count ? (int32_t)cols[j] : 0;
-    // Pack the block transposed, [dim][16], zero beyond `count` (masked, but kept finite).
-    pack_avx512(At, t->A, cols, count, da);
-    pack_avx512(Bt, t->B, cols, count, db);
+    // Pack the block transposed, [dim][16], zero beyond `count` (masked, but kept finite); or find it packed.
+    const float *Ab = At, *Bb = Bt;
+    if (shared) {
+      Ab = panel_block(t, block, GA_BW_BLOCK, 0, pack_avx512);
+      Bb = panel_block(t, block, GA_BW_BLOCK, 1, pack_avx512);
+    } else {
+      pack_avx512(At, t->A, cols, count, da);
+      pack_avx512(Bt, t->B, cols, count, db);
+    }
     if (t->col_lse) {
       for (int j = 0; j < GA_BW_BLOCK; j++) {
         lse[j] = j < count ? t->col_lse[cols[j]] : 0;
@@ -234,11 +272,11 @@ GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
     int r = 0;
-    for (; r + 4 <= t->rows; r += 4) group_avx512_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos);
+    for (; r + 4 <= t->rows; r += 4) group_avx512_4(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos);
     switch (t->rows - r) {
-      case 3: group_avx512_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
-      case 2: group_avx512_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
-      case 1: group_avx512_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 3: group_avx512_3(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 2: group_avx512_2(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 1: group_avx512_1(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
       default: break;
     }
   }
@@ -395,13 +433,20 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
   float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
   __attribute__((aligned(32))) int32_t positions[GA_AVX2_BLOCK];
   const int32_t *colpos = ga_has_score_mods(&t->mods) ? positions : NULL;
+  const int shared = uses_panel(t, GA_AVX2_BLOCK);
   interleave_rows(t, ra, rb);
   for (int64_t block = 0; block < t->n; block += GA_AVX2_BLOCK) {
     const int count = t->n - block < GA_AVX2_BLOCK ? (int)(t->n - block) : GA_AVX2_BLOCK;
     const int64_t *cols = t->columns + block;
     if (colpos) for (int j = 0; j < GA_AVX2_BLOCK; j++) positions[j] = j < count ? (int32_t)cols[j] : 0;
-    pack_avx2(At, t->A, cols, count, da);
-    pack_avx2(Bt, t->B, cols, count, db);
+    const float *Ab = At, *Bb = Bt;
+    if (shared) {
+      Ab = panel_block(t, block, GA_AVX2_BLOCK, 0, pack_avx2);
+      Bb = panel_block(t, block, GA_AVX2_BLOCK, 1, pack_avx2);
+    } else {
+      pack_avx2(At, t->A, cols, count, da);
+      pack_avx2(Bt, t->B, cols, count, db);
+    }
     if (t->col_lse) {
       for (int j = 0; j < GA_AVX2_BLOCK; j++) {
         lse[j] = j < count ? t->col_lse[cols[j]] : 0;
@@ -410,11 +455,11 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
     int r = 0;
-    for (; r + 4 <= t->rows; r += 4) group_avx2_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos);
+    for (; r + 4 <= t->rows; r += 4) group_avx2_4(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos);
     switch (t->rows - r) {
-      case 3: group_avx2_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
-      case 2: group_avx2_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
-      case 1: group_avx2_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 3: group_avx2_3(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 2: group_avx2_2(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 1: group_avx2_1(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
       default: break;
     }
   }

@@ -42,7 +42,7 @@ enum CPUBackward {
   }
 
   /// Edges per work item: large enough to amortise the hand-out, small enough to balance.
-  static let targetEdgesPerItem = 1 << 15
+  static let targetEdgesPerItem = 1 << 17
 
   /// Computes dQ, dK and dV (every element written).
   ///
@@ -91,9 +91,11 @@ enum CPUBackward {
           (b.gradQuery + (headRow + first) * kd).update(repeating: 0, count: (last - first) * kd)
           kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads))
           kernel.setColumns(a: b.key + kvHead * lk * kd, b: b.value + kvHead * lk * vd, lse: nil, delta: nil)
+          kernel.detachPanel()
           tiler.forEachTile(rows: first..<last, empty: { row in
             if emptyRows == .nan { (b.gradQuery + (headRow + row) * kd).update(repeating: .nan, count: kd) }
           }, tile: { tile in
+            if !kernel.hasPanel { kernel.anchorPanel(first: Int(tile.columns[0]), limit: lk) }
             for (slot, row) in tile.rows.enumerated() {
               let i = headRow + row
               kernel.setRow(slot, position: row, a: b.query + i * kd, b: b.gradOutput + i * vd, gradA: b.gradQuery + i * kd,
@@ -148,12 +150,16 @@ enum CPUBackward {
           (b.gradKey + (headColumn + first) * kd).update(repeating: 0, count: (last - first) * kd)
           (b.gradValue + (headColumn + first) * vd).update(repeating: 0, count: (last - first) * vd)
           let firstHead = (kvHead / shape.keyValueHeads) * shape.queryHeads + (kvHead % shape.keyValueHeads) * shape.groupSize
-          tiler.forEachTile(rows: first..<last, empty: { _ in }, tile: { tile in
-            for head in firstHead..<(firstHead + shape.groupSize) {
-              let headRow = head * lq
-              kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads, keyRows: true))
-              kernel.setColumns(a: b.query + headRow * kd, b: b.gradOutput + headRow * vd,
-                                lse: b.logSumExp + headRow, delta: delta + headRow)
+          // Head by head, each over all the item's tiles, so a head's packed query columns serve every tile; a
+          // key's gradient still sums its query heads in head order (the same bytes as tile by tile).
+          for head in firstHead..<(firstHead + shape.groupSize) {
+            let headRow = head * lq
+            kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads, keyRows: true))
+            kernel.setColumns(a: b.query + headRow * kd, b: b.gradOutput + headRow * vd,
+                              lse: b.logSumExp + headRow, delta: delta + headRow)
+            kernel.detachPanel()
+            tiler.forEachTile(rows: first..<last, empty: { _ in }, tile: { tile in
+              if !kernel.hasPanel { kernel.anchorPanel(first: Int(tile.columns[0]), limit: lq) }
               for (slot, column) in tile.rows.enumerated() {
                 let j = headColumn + column
                 kernel.setRow(slot, position: column, a: b.key + j * kd, b: b.value + j * vd, gradA: b.gradKey + j * kd,
@@ -161,12 +167,10 @@ enum CPUBackward {
               }
               kernel.run(rows: tile.rows.count, columns: tile.columns, count: tile.columnCount, mask: tile.mask)
               passScores += tile.rows.count * tile.columnCount
-            }
-            for column in tile.rows {
-              let g = b.gradKey + (headColumn + column) * kd
-              for c in 0..<kd { g[c] *= scale }
-            }
-          })
+            })
+          }
+          let g = b.gradKey + (headColumn + first) * kd
+          for e in 0..<((last - first) * kd) { g[e] *= scale }
         }
         scores.wrappingAdd(passScores, ordering: .relaxed)
       }

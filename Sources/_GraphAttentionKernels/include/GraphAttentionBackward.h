@@ -14,6 +14,20 @@ extern "C" {
 /// Columns per packed block (the lanes of one AVX-512 vector; the AVX2 kernel uses two halves).
 #define GA_BW_BLOCK 16
 
+/// Columns packed once and shared by many tiles: the columns `[first, first + capacity)` of A and B, in
+/// blocks of the kernel's width (16 for AVX-512, 8 for AVX2) packed transposed on first use. Tiles whose
+/// columns are contiguous, start a whole number of blocks after `first` and end inside the panel read their
+/// blocks here instead of packing them again: tiles of neighbouring rows of a window or blocked graph share
+/// most columns, so each column is packed once per work item instead of once per tile.
+typedef struct {
+  float *A;                 ///< capacity * a_dim floats, 64-byte aligned
+  float *B;                 ///< capacity * b_dim floats, 64-byte aligned
+  uint8_t *packed;          ///< capacity / 8 flags, zeroed by the owner when `first` or the sources change
+  int64_t first;            ///< the first column
+  int64_t capacity;         ///< columns, a multiple of 16
+  int64_t limit;            ///< columns that exist in A and B (a block is never read past it)
+} ga_backward_panel;
+
 /// One backward tile: up to 16 "rows" against a shared sorted list of "columns". Both passes of the
 /// backward are this one shape (FlashAttention-2's formulation, with S and dP recomputed in each pass):
 ///
@@ -49,6 +63,7 @@ typedef struct {
   int isa;                                ///< GA_ISA_* (GraphAttentionKernels.h); AUTOMATIC: the widest
   ga_score_mods mods;                     ///< the head's score modifiers (all 0: none)
   int32_t row_position[GA_BW_MAX_ROWS];   ///< each row's position (read only with an ALiBi slope); columns are positions
+  ga_backward_panel *panel;               ///< shared packed columns of A and B, or NULL (each tile packs its own)
 } ga_backward_tile;
 
 /// Runs one tile with the kernel `tile->isa` names (GA_ISA_AUTOMATIC: the widest this CPU runs; the caller

@@ -7,8 +7,13 @@ import _GraphAttentionKernels
 struct BackwardKernel {
   static let maxRows = Int(GA_BW_MAX_ROWS)
 
+  /// Columns a panel holds (`ga_backward_panel`): a work item's tiles of a window or blocked graph span
+  /// its rows plus twice the window, packed once.
+  static let panelColumns = 4096
+
   private var call = ga_backward_tile()
   private let scratch: UnsafeMutablePointer<Float>
+  private let panel: UnsafeMutablePointer<ga_backward_panel>
 
   /// A call record for dimensions `a_dim`, `b_dim`, running `kernel` (resolved: not `.automatic`).
   init(aDim: Int, bDim: Int, scale: Float, kernel: CPUKernel) {
@@ -19,10 +24,37 @@ struct BackwardKernel {
     call.scale = scale
     call.scratch = scratch
     call.isa = kernel.isa
+    panel = .allocate(capacity: 1)
+    let columns = BackwardKernel.panelColumns
+    panel.initialize(to: ga_backward_panel(
+      A: UnsafeMutableRawPointer.allocate(byteCount: columns * aDim * 4, alignment: 64).bindMemory(to: Float.self, capacity: columns * aDim),
+      B: UnsafeMutableRawPointer.allocate(byteCount: columns * bDim * 4, alignment: 64).bindMemory(to: Float.self, capacity: columns * bDim),
+      packed: .allocate(capacity: columns / 8), first: 0, capacity: Int64(columns), limit: 0))
   }
 
-  /// Frees the scratch; the kernel must not be used afterwards.
-  func deallocate() { scratch.deallocate() }
+  /// Frees the scratch and the panel; the kernel must not be used afterwards.
+  func deallocate() {
+    scratch.deallocate()
+    panel.pointee.A.deallocate()
+    panel.pointee.B.deallocate()
+    panel.pointee.packed.deallocate()
+    panel.deallocate()
+  }
+
+  /// Whether tiles read packed columns from the panel (anchored since the last `detachPanel`).
+  var hasPanel: Bool { call.panel != nil }
+
+  /// Stops using the panel: call when the column vectors change (a new item or head).
+  mutating func detachPanel() { call.panel = nil }
+
+  /// Starts the panel at column `first` of columns that number `limit`: later tiles whose columns are
+  /// contiguous from `first` plus a multiple of the block width reuse the blocks packed once.
+  mutating func anchorPanel(first: Int, limit: Int) {
+    panel.pointee.first = Int64(first)
+    panel.pointee.limit = Int64(limit)
+    panel.pointee.packed.update(repeating: 0, count: BackwardKernel.panelColumns / 8)
+    call.panel = panel
+  }
 
   /// Sets the column vectors and, for pass 2, the per-column lse and delta.
   mutating func setColumns(a: UnsafePointer<Float>, b: UnsafePointer<Float>, lse: UnsafePointer<Float>?,
