@@ -1,11 +1,13 @@
 """`attention`: sparse attention over a mask graph for NumPy arrays and PyTorch tensors."""
+import ctypes
 import math
 
 import numpy as np
 
 from . import _library
-from ._library import DTYPE_CODES, EMPTY_ROWS_CODES, FLAG_CHECK_FINITE, GraphAttentionError, check, lib, shape_array
-from .graph import cached_graph
+from ._library import (DTYPE_CODES, EMPTY_ROWS_CODES, FLAG_CHECK_FINITE, AttentionOptions, GraphAttentionError, check,
+                       lib, shape_array)
+from .graph import cached_graphs, mask_argument
 
 __all__ = ["attention"]
 
@@ -24,8 +26,10 @@ def attention(query, key, value, mask="window:256+global:0", scale=None, empty_r
             a NumPy array or a CPU torch tensor (then differentiable in query, key and value).
         key: `[..., H_kv, L_k, d_k]` with `H_kv` dividing `H_q` (grouped-query attention), same dtype.
         value: `[..., H_kv, L_k, d_v]`; `d_v` may differ from `d_k`.
-        mask: a mask specification (see `Graph`) or a `Graph`. Self-attention kinds need `L_q == L_k`;
-            `full`, `random` and explicit graphs (csr, coo, mtx) allow cross-attention.
+        mask: a mask specification (see `Graph`) or a `Graph`, for every head; or a list of them, one per query
+            head (`len(mask) == H_q`), as models mixing windowed and full heads need. Self-attention kinds need
+            `L_q == L_k`; `full`, `random`, explicit graphs (csr, coo, mtx) and the causal kinds (aligned
+            bottom-right) allow `L_q != L_k`.
         scale: the factor on `q . k`; None for `1 / sqrt(d_k)`.
         empty_rows: "zero" (rows with no edge give zeros, their gradients are zero) or "nan" (as SDPA).
         return_lse: also return the log-sum-exp per row and head, fp32 of shape `query.shape[:-1]`:
@@ -91,26 +95,46 @@ def check_arguments(shapes, dtype_names, scale, empty_rows, threads):
     return scale, EMPTY_ROWS_CODES[empty_rows], threads or 0
 
 
-def forward_raw(graph, pointers, shapes, dtype, output, lse, scale, empty_rows_code, threads, check_finite):
-    """One ga_attention_forward call over contiguous buffers (addresses as ints) of one dtype name."""
+def _options(graphs, scale, empty_rows_code, threads, flags):
+    """The `ga_attention_options` of a call with per-head graphs (the struct keeps the handle array alive)."""
+    handles = (ctypes.c_void_p * len(graphs))(*(g._handle.value for g in graphs))
+    return AttentionOptions(graph_count=len(graphs), graphs=handles, scale=scale, empty_rows=empty_rows_code,
+                            threads=threads, flags=flags)
+
+
+def forward_raw(graphs, pointers, shapes, dtype, output, lse, scale, empty_rows_code, threads, check_finite):
+    """One forward call over contiguous buffers (addresses as ints) of one dtype name: ga_attention_forward for
+    one graph, ga_attention_forward_ex for one graph per query head."""
     code = DTYPE_CODES[dtype]
     flags = FLAG_CHECK_FINITE if check_finite else 0
     q, k, v = pointers
-    check(lib.ga_attention_forward(
-        q, shape_array(shapes[0]), code, k, shape_array(shapes[1]), code, v, shape_array(shapes[2]), code,
-        len(shapes[0]), output, code, lse, graph._handle, scale, empty_rows_code, threads, flags, None))
+    arguments = (q, shape_array(shapes[0]), code, k, shape_array(shapes[1]), code, v, shape_array(shapes[2]), code,
+                 len(shapes[0]), output, code, lse)
+    if len(graphs) == 1:
+        check(lib.ga_attention_forward(*arguments, graphs[0]._handle, scale, empty_rows_code, threads, flags, None))
+    else:
+        options = _options(graphs, scale, empty_rows_code, threads, flags)
+        check(lib.ga_attention_forward_ex(*arguments, ctypes.byref(options), None))
 
 
-def backward_raw(graph, pointers, shapes, dtype, output, lse, grad_output, grads, scale, empty_rows_code, threads,
+def backward_raw(graphs, pointers, shapes, dtype, output, lse, grad_output, grads, scale, empty_rows_code, threads,
                  check_finite):
-    """One ga_attention_backward call: fp32 gradients into `grads` (three addresses)."""
+    """One backward call: fp32 gradients into `grads` (three addresses), for the graphs of `forward_raw`."""
     code = DTYPE_CODES[dtype]
     flags = FLAG_CHECK_FINITE if check_finite else 0
     q, k, v = pointers
-    check(lib.ga_attention_backward(
-        q, shape_array(shapes[0]), code, k, shape_array(shapes[1]), code, v, shape_array(shapes[2]), code,
-        len(shapes[0]), output, code, lse, grad_output, code, grads[0], grads[1], grads[2], graph._handle,
-        scale, empty_rows_code, threads, flags))
+    arguments = (q, shape_array(shapes[0]), code, k, shape_array(shapes[1]), code, v, shape_array(shapes[2]), code,
+                 len(shapes[0]), output, code, lse, grad_output, code, grads[0], grads[1], grads[2])
+    if len(graphs) == 1:
+        check(lib.ga_attention_backward(*arguments, graphs[0]._handle, scale, empty_rows_code, threads, flags))
+    else:
+        options = _options(graphs, scale, empty_rows_code, threads, flags)
+        check(lib.ga_attention_backward_ex(*arguments, None, ctypes.byref(options)))
+
+
+def query_heads(query_shape):
+    """H_q of a query shape of rank 2 to 4 (1 for `[L, d]`)."""
+    return query_shape[-3] if len(query_shape) >= 3 else 1
 
 
 def _new_array(shape, dtype):
@@ -135,12 +159,13 @@ def _numpy_attention(query, key, value, mask, scale, empty_rows, return_lse, thr
     shapes = [tuple(a.shape) for a in arrays]
     dtypes = [_numpy_dtype_name(a) for a in arrays]
     scale, empty_code, threads = check_arguments(shapes, dtypes, scale, empty_rows, threads)
-    graph = cached_graph(mask)
+    mask_argument(mask, query_heads(shapes[0]))
+    graphs = cached_graphs(mask)
     arrays = [np.ascontiguousarray(a) for a in arrays]  # no copy when already C-contiguous
     q, k, v = arrays
     output = _new_array(q.shape[:-1] + (v.shape[-1],), q.dtype)
     lse = _new_array(q.shape[:-1], np.float32) if return_lse else None
-    forward_raw(graph, [_address(a) for a in arrays], shapes, dtypes[0], _address(output),
+    forward_raw(graphs, [_address(a) for a in arrays], shapes, dtypes[0], _address(output),
                 None if lse is None else _address(lse), scale, empty_code, threads, check_finite)
     return (output, lse) if return_lse else output
 

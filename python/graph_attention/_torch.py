@@ -1,12 +1,13 @@
 """PyTorch custom ops over the engine: `graph_attention::attention` (output and LSE) and
 `graph_attention::attention_backward` (dq, dk, dv), with fake (meta) implementations for torch.compile and
-autograd wired between them. The mask travels as a string argument, so compiled graphs hold plain values."""
+autograd wired between them. The mask travels as a string argument (per-head masks as one specification a
+line), so compiled graphs hold plain values."""
 import torch
 
 from . import _library
 from ._library import EMPTY_ROWS_CODES, GraphAttentionError
-from ._attention import backward_raw, check_arguments, forward_raw
-from .graph import Graph, cached_graph
+from ._attention import backward_raw, check_arguments, forward_raw, query_heads
+from .graph import cached_graphs, mask_argument
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
@@ -35,7 +36,7 @@ def _attention_impl(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     _, empty_code, _ = check_arguments(shapes, [_dtype_name(t.dtype) for t in (q, k, v)], scale, empty_rows, None)
     output = _new_tensor(shapes[0][:-1] + shapes[2][-1:], q.dtype)
     lse = _new_tensor(shapes[0][:-1], torch.float32)
-    forward_raw(cached_graph(mask), [t.data_ptr() for t in (q, k, v)], shapes, _dtype_name(q.dtype),
+    forward_raw(cached_graphs(mask), [t.data_ptr() for t in (q, k, v)], shapes, _dtype_name(q.dtype),
                 output.data_ptr(), lse.data_ptr(), scale, empty_code, threads, check_finite)
     return output, lse
 
@@ -60,7 +61,7 @@ def _attention_backward_op(grad_output: torch.Tensor, query: torch.Tensor, key: 
     o, dout = output.contiguous(), grad_output.to(dtype).contiguous()
     lse = lse.contiguous()
     grads = [_new_tensor(t.shape, torch.float32) for t in (q, k, v)]
-    backward_raw(cached_graph(mask), [t.data_ptr() for t in (q, k, v)], [tuple(t.shape) for t in (q, k, v)],
+    backward_raw(cached_graphs(mask), [t.data_ptr() for t in (q, k, v)], [tuple(t.shape) for t in (q, k, v)],
                  _dtype_name(dtype), o.data_ptr(), lse.data_ptr(), dout.data_ptr(), [g.data_ptr() for g in grads],
                  scale, empty_code, threads, check_finite)
     return tuple(g if dtype == torch.float32 else g.to(dtype) for g in grads)
@@ -124,10 +125,7 @@ def attention(query, key, value, mask, scale, empty_rows, return_lse, threads, c
     _require_cpu(query, key, value)
     scale, _, threads = check_arguments([tuple(t.shape) for t in (query, key, value)],
                                         [_dtype_name(t.dtype) for t in (query, key, value)], scale, empty_rows, threads)
-    if isinstance(mask, Graph):
-        mask = mask.spec
-    elif not isinstance(mask, str):
-        raise TypeError(f"mask must be a specification string such as 'window:256+global:0' or a Graph, got {type(mask).__name__}")
+    mask = mask_argument(mask, query_heads(query.shape))
     arguments = (query, key, value, mask, scale, empty_rows, threads, bool(check_finite))
     if not _plain_eager((query, key, value)):
         output, lse = _attention_op(*arguments)
