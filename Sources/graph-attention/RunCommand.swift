@@ -24,9 +24,7 @@ struct RunCommand: ParsableCommand {
   @Option(help: "Query tensor (.npy or .safetensors).") var query: String
   @Option(help: "Key tensor (.npy or .safetensors).") var key: String
   @Option(help: "Value tensor (.npy or .safetensors).") var value: String
-  @Option(help: "Mask specification, e.g. window:256+global:0.") var mask: String?
-  @Option(name: .customLong("mask-file"), help: "A file of mask specifications, one a line, one line per query head (per-head graphs).")
-  var maskFile: String?
+  @OptionGroup var masks: HeadMaskOptions
   @Option(help: "Output tensor (.npy, or .safetensors for bf16).") var output: String
   @Option(help: "Tensor name of the query inside a .safetensors input.") var queryName = "q"
   @Option(help: "Tensor name of the key inside a .safetensors input.") var keyName = "k"
@@ -51,21 +49,16 @@ struct RunCommand: ParsableCommand {
 
   /// `--mask`, or the union of `--mask-file`'s graphs (for chunk sizing and page release).
   private func graph() throws -> Graph {
-    try mask.map { try Graph(parsing: $0) } ?? Graph.union(headGraphs()!)
+    try masks.mask.map { try Graph(parsing: $0) } ?? Graph.union(headGraphs()!)
   }
 
   /// `--mask-file`'s graphs, one per query head (the heads read from the query file's shape).
   private func headGraphs() throws -> [Graph]? {
-    guard let maskFile else { return nil }
-    guard let text = try? String(contentsOfFile: maskFile, encoding: .utf8) else {
-      throw GraphAttentionError(.file, "cannot read the mask file \(maskFile)", fix: "pass a readable text file, one mask a line")
-    }
-    let shape = try TensorFile.open(query, name: queryName).shape
-    return try Graph.perHead(parsing: text, heads: shape.count >= 3 ? shape[shape.count - 3] : 1)
+    guard masks.maskFile != nil else { return nil }
+    return try masks.headGraphs(heads: queryHeads(of: TensorFile.open(query, name: queryName).shape))
   }
 
   func validate() throws {
-    guard (mask == nil) != (maskFile == nil) else { throw ValidationError("Pass exactly one of --mask and --mask-file.") }
     guard StorageType(parsing: outputDtype) != nil else {
       throw ValidationError("--output-dtype must be f32, f16 or bf16, got '\(outputDtype)'.")
     }
