@@ -5,7 +5,7 @@
 // gradient updates then read the columns' rows as they lie (row-major) and broadcast one ds (or p) per
 // column. Rows are register-blocked four at a time, so a packed block is read once per four rows.
 #include "GraphAttentionBackward.h"
-#include "VectorExp.h"
+#include "VectorMath.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -32,7 +32,7 @@ static inline float delta_of(const ga_backward_tile *t, int r, int64_t col) {
 }
 
 static void backward_portable(const ga_backward_tile *t) {
-  const int da = t->a_dim, db = t->b_dim;
+  const int da = t->a_dim, db = t->b_dim, modified = ga_has_score_mods(&t->mods);
   for (int r = 0; r < t->rows; r++) {
     const float *a = t->a[r], *b = t->b[r];
     float *ga = t->grad_a[r], *gb = t->grad_b[r];
@@ -43,8 +43,10 @@ static void backward_portable(const ga_backward_tile *t) {
       float s = 0, dp = 0;
       for (int c = 0; c < da; c++) s += a[c] * A[c];
       for (int c = 0; c < db; c++) dp += b[c] * B[c];
-      const float p = expf(s * t->scale - lse_of(t, r, col));
-      const float ds = p * (dp - delta_of(t, r, col));
+      float slope = 1.0f, z = s * t->scale;
+      if (modified) z = ga_modify_score_scalar(&t->mods, z, t->row_position[r] - col, &slope);
+      const float p = expf(z - lse_of(t, r, col));
+      const float ds = p * (dp - delta_of(t, r, col)) * slope;
       for (int c = 0; c < da; c++) ga[c] += ds * A[c];
       if (gb)
         for (int c = 0; c < db; c++) gb[c] += p * B[c];
@@ -108,7 +110,8 @@ static void interleave_rows(const ga_backward_tile *t, float *ra, float *rb) {
 #define GA_AVX512_GROUP(R)                                                                                  \
   GA_AVX512 void group_avx512_##R(const ga_backward_tile *t, int r0, int64_t block, int count,              \
                                   const int64_t *cols, const float *At, const float *Bt, const float *lse,  \
-                                  const float *delta, float *pw, float *dsw, const float *ra, const float *rb) { \
+                                  const float *delta, float *pw, float *dsw, const float *ra, const float *rb,  \
+                                  const int32_t *colpos) {                                                  \
     const int da = t->a_dim, db = t->b_dim;                                                                 \
     const __mmask16 valid = count == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);              \
     __m512 s[R], dp[R];                                                                                     \
@@ -145,6 +148,15 @@ static void interleave_rows(const ga_backward_tile *t, float *ra, float *rb) {
       }                                                                                                     \
       const __m512 l = lse ? _mm512_load_ps(lse) : _mm512_set1_ps(t->row_lse[r0 + r]);                       \
       const __m512 d = delta ? _mm512_load_ps(delta) : _mm512_set1_ps(t->row_delta[r0 + r]);                 \
+      if (colpos) { /* score modifiers: softcap's derivative scales ds */                                 \
+        __m512 slope;                                                                                       \
+        const __m512i diff = _mm512_sub_epi32(_mm512_set1_epi32(t->row_position[r0 + r]), _mm512_load_si512(colpos)); \
+        const __m512 z = ga_modify_scores_avx512(&t->mods, _mm512_mul_ps(s[r], scale), diff, &slope);      \
+        const __m512 p = _mm512_maskz_mov_ps(m, ga_exp_avx512(_mm512_sub_ps(z, l)));                         \
+        _mm512_store_ps(pw + r * GA_BW_BLOCK, p);                                                           \
+        _mm512_store_ps(dsw + r * GA_BW_BLOCK, _mm512_maskz_mul_ps(m, _mm512_mul_ps(p, slope), _mm512_sub_ps(dp[r], d))); \
+        continue;                                                                                           \
+      }                                                                                                     \
       const __m512 p = _mm512_maskz_mov_ps(m, ga_exp_avx512(_mm512_fmsub_ps(s[r], scale, l)));                 \
       _mm512_store_ps(pw + r * GA_BW_BLOCK, p);                                                             \
       _mm512_store_ps(dsw + r * GA_BW_BLOCK, _mm512_maskz_mul_ps(m, p, _mm512_sub_ps(dp[r], d)));             \
@@ -204,10 +216,13 @@ GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
   float *lse = Bt + GA_BW_BLOCK * db, *delta = lse + GA_BW_BLOCK;
   float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;
   float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
+  __attribute__((aligned(64))) int32_t positions[GA_BW_BLOCK];
+  const int32_t *colpos = ga_has_score_mods(&t->mods) ? positions : NULL;
   interleave_rows(t, ra, rb);
   for (int64_t block = 0; block < t->n; block += GA_BW_BLOCK) {
     const int count = t->n - block < GA_BW_BLOCK ? (int)(t->n - block) : GA_BW_BLOCK;
     const int64_t *cols = t->columns + block;
+    if (colpos) for (int j = 0; j < GA_BW_BLOCK; j++) positions[j] = j < count ? (int32_t)cols[j] : 0;
     // Pack the block transposed, [dim][16], zero beyond `count` (masked, but kept finite).
     pack_avx512(At, t->A, cols, count, da);
     pack_avx512(Bt, t->B, cols, count, db);
@@ -219,11 +234,11 @@ GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
     int r = 0;
-    for (; r + 4 <= t->rows; r += 4) group_avx512_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db);
+    for (; r + 4 <= t->rows; r += 4) group_avx512_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos);
     switch (t->rows - r) {
-      case 3: group_avx512_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
-      case 2: group_avx512_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
-      case 1: group_avx512_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 3: group_avx512_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 2: group_avx512_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 1: group_avx512_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
       default: break;
     }
   }
@@ -277,7 +292,8 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
 #define GA_AVX2_GROUP(R)                                                                                    \
   GA_BW_AVX2 void group_avx2_##R(const ga_backward_tile *t, int r0, int64_t block, int count,               \
                                  const int64_t *cols, const float *At, const float *Bt, const float *lse,   \
-                                 const float *delta, float *pw, float *dsw, const float *ra, const float *rb) { \
+                                 const float *delta, float *pw, float *dsw, const float *ra, const float *rb, \
+                                 const int32_t *colpos) {                                                   \
     const int da = t->a_dim, db = t->b_dim;                                                                 \
     const __m256i valid = bw_lanes_avx2(count);                                                             \
     __m256 s[R], dp[R];                                                                                     \
@@ -317,6 +333,16 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
       }                                                                                                     \
       const __m256 l = lse ? _mm256_load_ps(lse) : _mm256_set1_ps(t->row_lse[r0 + r]);                       \
       const __m256 d = delta ? _mm256_load_ps(delta) : _mm256_set1_ps(t->row_delta[r0 + r]);                 \
+      if (colpos) { /* score modifiers: softcap's derivative scales ds */                                 \
+        __m256 slope;                                                                                       \
+        const __m256i diff = _mm256_sub_epi32(_mm256_set1_epi32(t->row_position[r0 + r]),                   \
+                                              _mm256_load_si256((const __m256i *)colpos));                  \
+        const __m256 z = ga_modify_scores_avx2(&t->mods, _mm256_mul_ps(s[r], scale), diff, &slope);        \
+        const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_sub_ps(z, l)));                                 \
+        _mm256_store_ps(pw + r * GA_BW_BLOCK, p);                                                           \
+        _mm256_store_ps(dsw + r * GA_BW_BLOCK, _mm256_and_ps(m, _mm256_mul_ps(_mm256_mul_ps(p, slope), _mm256_sub_ps(dp[r], d)))); \
+        continue;                                                                                           \
+      }                                                                                                     \
       const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_fmsub_ps(s[r], scale, l)));                       \
       _mm256_store_ps(pw + r * GA_BW_BLOCK, p);                                                             \
       _mm256_store_ps(dsw + r * GA_BW_BLOCK, _mm256_and_ps(m, _mm256_mul_ps(p, _mm256_sub_ps(dp[r], d))));    \
@@ -367,10 +393,13 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
   float *lse = Bt + GA_BW_BLOCK * db, *delta = lse + GA_BW_BLOCK;
   float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;
   float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
+  __attribute__((aligned(32))) int32_t positions[GA_AVX2_BLOCK];
+  const int32_t *colpos = ga_has_score_mods(&t->mods) ? positions : NULL;
   interleave_rows(t, ra, rb);
   for (int64_t block = 0; block < t->n; block += GA_AVX2_BLOCK) {
     const int count = t->n - block < GA_AVX2_BLOCK ? (int)(t->n - block) : GA_AVX2_BLOCK;
     const int64_t *cols = t->columns + block;
+    if (colpos) for (int j = 0; j < GA_AVX2_BLOCK; j++) positions[j] = j < count ? (int32_t)cols[j] : 0;
     pack_avx2(At, t->A, cols, count, da);
     pack_avx2(Bt, t->B, cols, count, db);
     if (t->col_lse) {
@@ -381,11 +410,11 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
     int r = 0;
-    for (; r + 4 <= t->rows; r += 4) group_avx2_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db);
+    for (; r + 4 <= t->rows; r += 4) group_avx2_4(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos);
     switch (t->rows - r) {
-      case 3: group_avx2_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
-      case 2: group_avx2_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
-      case 1: group_avx2_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db); break;
+      case 3: group_avx2_3(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 2: group_avx2_2(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 1: group_avx2_1(t, r, block, count, cols, At, Bt, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
       default: break;
     }
   }

@@ -6,7 +6,7 @@
 // horizontal-add tree, the softmax runs on whole vectors, and P.V broadcasts one weight per (key, row).
 #include "KernelsInternal.h"
 #include "HalfPrecision.h"
-#include "VectorExp.h"
+#include "VectorMath.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -28,7 +28,11 @@ static inline float kv_element(const void *base, int type, int64_t i) {
   }
 }
 
+// The position of the tile's key entry `p` (for ALiBi).
+static inline int64_t key_position(const ga_tile *t, int64_t p) { return t->key_positions ? t->key_positions[p] : t->keys[p]; }
+
 static void attend_portable(const ga_tile *t) {
+  const int modified = ga_has_score_mods(&t->mods);
   float *scores = t->scratch;
   for (int64_t block = 0; block < t->n; block += GA_KEY_BLOCK) {
     const int64_t count = t->n - block < GA_KEY_BLOCK ? t->n - block : GA_KEY_BLOCK;
@@ -41,6 +45,7 @@ static void attend_portable(const ga_tile *t) {
         float dot = 0;
         for (int c = 0; c < t->key_dim; c++) dot += t->query[r][c] * kv_element(t->key, t->kv_type, k + c);
         s[j] = dot * t->scale;
+        if (modified) s[j] = ga_modify_score_scalar(&t->mods, s[j], t->row_position[r] - key_position(t, block + j), NULL);
         if (s[j] > block_max) block_max = s[j];
       }
       float m = *t->m[r];
@@ -97,6 +102,7 @@ typedef struct {
   float *acc[4];
   const uint8_t *mask;     // the group's [key][row] mask bytes, or NULL
   int rows;                // 1 or 4
+  int32_t position[4];     // the rows' query positions (ALiBi)
 } ga_group;
 
 GA_AVX2 void scale_row(float *acc, int dv, float factor) {

@@ -109,6 +109,11 @@ GA_AVX2 void GA_FN(attend_group_block)(const ga_tile *t, const ga_group *g, int6
       const GA_KV *k1 = j + 1 < count ? (const GA_KV *)t->key + t->keys[begin + j + 1] * d : k0;
       _mm256_store_ps(scores + j * 4, _mm256_mul_ps(GA_FN(dots4x2)(g->query, k0, k1, d), scale));
     }
+    if (ga_has_score_mods(&t->mods)) {
+      for (int64_t j = 0; j < count; j++)
+        for (int r = 0; r < 4; r++)
+          scores[j * 4 + r] = ga_modify_score_scalar(&t->mods, scores[j * 4 + r], g->position[r] - key_position(t, begin + j), NULL);
+    }
     if (g->mask) {
       // 8 mask bytes cover the 8 score lanes of two keys: widen, compare, blend.
       const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
@@ -135,6 +140,9 @@ GA_AVX2 void GA_FN(attend_group_block)(const ga_tile *t, const ga_group *g, int6
       }
       _mm256_store_ps(scores + j, _mm256_mul_ps(GA_FN(dots1x8)(g->query[0], k, d), scale));
     }
+    if (ga_has_score_mods(&t->mods))
+      for (int64_t j = 0; j < count; j++)
+        scores[j] = ga_modify_score_scalar(&t->mods, scores[j], g->position[0] - key_position(t, begin + j), NULL);
     for (int64_t j = count; j < padded; j++) scores[j] = -INFINITY;
     // Single-row tiles hold exactly the row's keys: no mask.
   }
@@ -154,6 +162,7 @@ GA_AVX2 void GA_FN(attend_avx2)(const ga_tile *t) {
       g->m[r] = t->m[row];
       g->l[r] = t->l[row];
       g->acc[r] = t->acc[row];
+      g->position[r] = t->row_position[row];
     }
     g->mask = t->mask ? t->mask + (int64_t)gi * t->n * 4 : NULL;
   }

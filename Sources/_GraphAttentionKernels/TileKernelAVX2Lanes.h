@@ -1,10 +1,10 @@
 // The AVX2 form of the AVX-512 kernel's design (TileKernelAVX512.c): tiles of 4-16 rows with the rows in
 // the lanes of two 8-lane vectors (rows 0-7 and 8-15). Q^T is packed once per tile; per 64-key block,
 // S^T[j] = sum over c of Q^T[c] * k_j[c] for 6 keys at a time (12 ymm accumulators, one broadcast of
-// k_j[c] per key per c: outer products, no horizontal sums); masks become -inf by blend; the online
+// k_j[c] per key per c: outer products, no horizontal sums); score modifiers; masks become -inf by blend; the online
 // softmax runs vertically on both halves; O += P.V per group of 4 rows, 4 x 3 ymm accumulators (24 value
 // columns) per pass. fp16/bf16 K and V rows are widened into fp32 rows once per block.
-// Included once by Kernels.c, after the AVX2 helpers (ga_exp_avx2 from VectorExp.h, tail_mask, the fp16/bf16 loaders).
+// Included once by Kernels.c, after the AVX2 helpers (ga_exp_avx2 from VectorMath.h, tail_mask, the fp16/bf16 loaders).
 
 #define GA_LANE_KEYS 6
 #define GA_AVX2_INLINE GA_AVX2 __attribute__((always_inline))
@@ -75,8 +75,16 @@ GA_AVX2_INLINE void lanes_score_keys(const ga_tile *t, int groups, const float *
       on_lo = _mm256_xor_si256(_mm256_cmpeq_epi32(_mm256_cvtepu8_epi32(bytes), zero), _mm256_set1_epi32(-1));
       on_hi = _mm256_xor_si256(_mm256_cmpeq_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)), zero), _mm256_set1_epi32(-1));
     }
-    _mm256_store_ps(scores + (j0 + i) * 16, _mm256_blendv_ps(minus_inf, _mm256_mul_ps(lo[i], scale), _mm256_castsi256_ps(on_lo)));
-    _mm256_store_ps(scores + (j0 + i) * 16 + 8, _mm256_blendv_ps(minus_inf, _mm256_mul_ps(hi[i], scale), _mm256_castsi256_ps(on_hi)));
+    __m256 v_lo = _mm256_mul_ps(lo[i], scale), v_hi = _mm256_mul_ps(hi[i], scale);
+    if (ga_has_score_mods(&t->mods)) {
+      const __m256i column = _mm256_set1_epi32((int32_t)(t->key_positions ? t->key_positions[p] : t->keys[p]));
+      const __m256i rows_lo = _mm256_loadu_si256((const __m256i *)t->row_position);
+      const __m256i rows_hi = _mm256_loadu_si256((const __m256i *)(t->row_position + 8));
+      v_lo = ga_modify_scores_avx2(&t->mods, v_lo, _mm256_sub_epi32(rows_lo, column), NULL);
+      v_hi = ga_modify_scores_avx2(&t->mods, v_hi, _mm256_sub_epi32(rows_hi, column), NULL);
+    }
+    _mm256_store_ps(scores + (j0 + i) * 16, _mm256_blendv_ps(minus_inf, v_lo, _mm256_castsi256_ps(on_lo)));
+    _mm256_store_ps(scores + (j0 + i) * 16 + 8, _mm256_blendv_ps(minus_inf, v_hi, _mm256_castsi256_ps(on_hi)));
   }
 }
 

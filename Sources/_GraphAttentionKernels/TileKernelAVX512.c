@@ -8,7 +8,7 @@
 //       and gathered keys run the same loop and no K is copied or transposed (each element of K is one
 //       broadcast for all 16 rows; a transposed pack would cost a load, shuffle and store per element
 //       for the same single use);
-//   scale, mask (per key, the tile's 4 mask bytes of each group become a 16-lane mask with one byte
+//   scale, score modifiers (softcap, ALiBi: VectorMath.h), mask (per key, the tile's 4 mask bytes of each group become a 16-lane mask with one byte
 //       test), online softmax per lane over blocks of 64 keys: maxima, exp, sums are all vertical, and
 //       (m, l) of all 16 rows live in two registers for the whole tile;
 //   O[r] = O[r] * e^(m_old - m_new) + P . V per group of 4 rows, 4 x 4 zmm accumulators (64 value
@@ -16,7 +16,7 @@
 // fp16 and bf16 keys and values are widened into fp32 rows once per block (vcvtph2ps, or a shift), never
 // in the inner loops.
 #include "KernelsInternal.h"
-#include "VectorExp.h"
+#include "VectorMath.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -170,9 +170,17 @@ GA_AVX512_INLINE void score_keys(const ga_tile *t, int groups, const float *qt, 
   for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_add_ps(s[i], odd[i]);
   const __m512 scale = _mm512_set1_ps(t->scale), minus_inf = _mm512_set1_ps(-INFINITY);
   const __m512i begin = _mm512_loadu_si512(t->row_begin), end = _mm512_loadu_si512(t->row_end);
+  const int modified = ga_has_score_mods(&t->mods);
+  const __m512i rows = _mm512_loadu_si512(t->row_position);
   for (int i = 0; i < GA_SCORE_KEYS && j0 + i < count; i++) {
-    const __mmask16 lanes = key_lanes(t, groups, first + j0 + i, live, begin, end);
-    _mm512_store_ps(scores + (j0 + i) * 16, _mm512_mask_mul_ps(minus_inf, lanes, s[i], scale));
+    const int64_t p = first + j0 + i;
+    const __mmask16 lanes = key_lanes(t, groups, p, live, begin, end);
+    __m512 v = _mm512_mul_ps(s[i], scale);
+    if (modified) {
+      const int64_t column = t->key_positions ? t->key_positions[p] : t->keys[p];
+      v = ga_modify_scores_avx512(&t->mods, v, _mm512_sub_epi32(rows, _mm512_set1_epi32((int32_t)column)), NULL);
+    }
+    _mm512_store_ps(scores + (j0 + i) * 16, _mm512_mask_mov_ps(minus_inf, lanes, v));
   }
 }
 

@@ -33,8 +33,11 @@
 ///     writes it); `-inf` for rows without edges.
 ///   - gradOutput: `dO`, shaped like `output`, any storage type.
 ///   - gradQuery, gradKey, gradValue: fp32, shaped like `query`, `key`, `value`; every element is written.
-///   - options: `scale` must be the forward's; `threads`, `emptyRows`, `checksFiniteInputs` and `kernel`
-///     (`.portable` forces the portable kernels) apply.
+///   - options: `scale`, `softcap`, `alibi` and `sinks` must be the forward's; `threads`, `emptyRows`,
+///     `checksFiniteInputs` and `kernel` (`.portable` forces the portable kernels) apply. With a softcap,
+///     `dS` is scaled by its derivative `1 - tanh^2`; ALiBi's bias is a constant; sinks enter through `LSE`.
+///   - gradSinks: with `options.sinks`, fp32 `[H_q]`, overwritten with `dL/dsink_h =
+///     -sum_i e^(sink_h - LSE_i) D_i` over the head's rows of every batch element; ignored without sinks.
 /// - Returns: the edges of the graph over every query head (`edges`), and the scores both passes computed
 ///   (`scoresComputed`, about twice the edges: `S` is recomputed in each pass).
 /// - Throws: `GraphAttentionError` for mismatched shapes or types, bad options, and (when checked)
@@ -47,13 +50,16 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
                                output: TensorView, logSumExp: TensorView, gradOutput: TensorView,
                                gradQuery: MutableTensorView, gradKey: MutableTensorView,
                                gradValue: MutableTensorView, graph: Graph,
-                               options: AttentionOptions = AttentionOptions()) throws -> AttentionWork {
+                               options: AttentionOptions = AttentionOptions(),
+                               gradSinks: MutableTensorView? = nil) throws -> AttentionWork {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   if graph.variesPerHead, shape.queryHeads > 1 {  // a per-head random pattern: head by head
     return try attentionGradients(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
                                   gradOutput: gradOutput, gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue,
-                                  graphs: Array(repeating: graph, count: shape.queryHeads), options: options)
+                                  graphs: Array(repeating: graph, count: shape.queryHeads), options: options,
+                                  gradSinks: gradSinks)
   }
+  try checkGradSinks(gradSinks, options: options, queryHeads: shape.queryHeads)
   let rowShape = Array(query.shape.dropLast())
   for (name, view, expected) in [("output", output.shape, shape.outputShape), ("gradOutput", gradOutput.shape, shape.outputShape),
                                  ("logSumExp", logSumExp.shape, rowShape)] where view != expected {
@@ -96,10 +102,22 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
     logSumExp: logSumExp.base.assumingMemoryBound(to: Float.self), gradOutput: fp32(gradOutput),
     gradQuery: gradQuery.base.assumingMemoryBound(to: Float.self),
     gradKey: gradKey.base.assumingMemoryBound(to: Float.self),
-    gradValue: gradValue.base.assumingMemoryBound(to: Float.self))
+    gradValue: gradValue.base.assumingMemoryBound(to: Float.self),
+    gradSinks: gradSinks?.base.assumingMemoryBound(to: Float.self))
+  // With sinks no row is empty: its output and dQ are zeros.
   let work = CPUBackward.run(shape: shape, graph: graph, scale: call.scale, threads: call.threads, kernel: call.kernel,
-                             emptyRows: options.emptyRows, edgesPerHead: call.edgesPerHead, buffers: buffers)
+                             emptyRows: options.sinks == nil ? options.emptyRows : .zero, edgesPerHead: call.edgesPerHead,
+                             modifiers: call.modifiers, buffers: buffers)
   return AttentionWork(edges: work.edges, scoresComputed: work.scores)
+}
+
+/// Throws unless `gradSinks` is absent or fp32 `[H_q]`.
+func checkGradSinks(_ gradSinks: MutableTensorView?, options: AttentionOptions, queryHeads: Int) throws {
+  guard let gradSinks else { return }
+  guard gradSinks.shape == [queryHeads], gradSinks.type == .float32 else {
+    throw GraphAttentionError(.shape, "gradSinks is \(gradSinks.type.rawValue) \(gradSinks.shape), not fp32 [\(queryHeads)]",
+                              fix: "create the sinks' gradient as fp32 with one element per query head")
+  }
 }
 
 /// Useful floating-point work of a backward pass over `edges` edges (over every head, as

@@ -59,9 +59,11 @@ func headwiseAttention(query: TensorView, key: TensorView, value: TensorView, ou
   let calls = shape.batch * shape.queryHeads
   var work = AttentionWork(edges: 0, scoresComputed: 0)
   var headOptions = options
+  let modifiers = try ScoreModifiers(options: options, shape: shape)
   for call in 0..<calls {
     let (b, h) = call.quotientAndRemainder(dividingBy: shape.queryHeads)
     let kv = b * shape.keyValueHeads + h / group
+    headOptions.setModifiers(modifiers, head: h)
     if let progress = options.progress {
       headOptions.progress = { progress((Double(call) + $0) / Double(calls)) }
     }
@@ -99,12 +101,19 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
                                output: TensorView, logSumExp: TensorView, gradOutput: TensorView,
                                gradQuery: MutableTensorView, gradKey: MutableTensorView,
                                gradValue: MutableTensorView, graphs: [Graph],
-                               options: AttentionOptions = AttentionOptions()) throws -> AttentionWork {
+                               options: AttentionOptions = AttentionOptions(),
+                               gradSinks: MutableTensorView? = nil) throws -> AttentionWork {
   let s = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
   guard graphs.count == s.queryHeads else {
     throw GraphAttentionError(.mask, "\(graphs.count) graph(s) were given for \(s.queryHeads) query head(s)",
                               fix: "give exactly one graph per query head (or one graph for every head)")
   }
+  try checkGradSinks(gradSinks, options: options, queryHeads: s.queryHeads)
+  let modifiers = try ScoreModifiers(options: options, shape: s)
+  var headOptions = options
+  let headGradSink = MutableTensorView(allocating: [1], type: .float32)
+  let gradSinkSums = gradSinks?.base.assumingMemoryBound(to: Float.self)
+  for h in 0..<s.queryHeads { gradSinkSums?[h] = 0 }
   let rowShape = Array(query.shape.dropLast())
   for (name, view, expected) in [("output", output.shape, s.outputShape), ("gradOutput", gradOutput.shape, s.outputShape),
                                  ("logSumExp", logSumExp.shape, rowShape), ("gradQuery", gradQuery.shape, query.shape),
@@ -134,10 +143,13 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
     let first = h % group == 0
     let headKey = first ? slice(gradKey, kv, lk, dk) : extraKey!
     let headValue = first ? slice(gradValue, kv, lk, dv) : extraValue!
+    headOptions.setModifiers(modifiers, head: h)
     let headWork = try attentionGradients(
       query: slice(query, call, lq, dk), key: slice(key, kv, lk, dk), value: slice(value, kv, lk, dv),
       output: slice(output, call, lq, dv), logSumExp: slice(logSumExp, call, lq, 0), gradOutput: slice(gradOutput, call, lq, dv),
-      gradQuery: slice(gradQuery, call, lq, dk), gradKey: headKey, gradValue: headValue, graph: graphs[h].forHead(h), options: options)
+      gradQuery: slice(gradQuery, call, lq, dk), gradKey: headKey, gradValue: headValue, graph: graphs[h].forHead(h),
+      options: headOptions, gradSinks: gradSinks == nil ? nil : headGradSink)
+    gradSinkSums?[h] += headGradSink.base.assumingMemoryBound(to: Float.self)[0]
     if !first {
       for (extra, destination) in [(headKey, slice(gradKey, kv, lk, dk)), (headValue, slice(gradValue, kv, lk, dv))] {
         let source = extra.base.assumingMemoryBound(to: Float.self)
@@ -149,4 +161,14 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
     work.scoresComputed += headWork.scoresComputed
   }
   return work
+}
+
+extension AttentionOptions {
+  /// Sets the score modifiers of query head `head` alone (ALiBi slope and sink as one-element lists,
+  /// softcap unchanged), for a call on that head's slice: the slice has one head, so `.standard` slopes
+  /// must be resolved for the whole call first.
+  mutating func setModifiers(_ modifiers: ScoreModifiers, head: Int) {
+    alibi = modifiers.slopes.map { .slopes([$0[head]]) }
+    sinks = modifiers.sinks.map { [$0[head]] }
+  }
 }

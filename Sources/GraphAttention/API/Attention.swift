@@ -55,12 +55,25 @@ public struct AttentionOptions: Sendable {
   public var progress: (@Sendable (Double) -> Void)?
   /// The CPU kernel; `.automatic` unless comparing implementations.
   public var kernel: CPUKernel
+  /// Logit softcap `C > 0` (Gemma 2): each score `s = scale * q.k` becomes `C * tanh(s / C)` before the
+  /// softmax (and before ALiBi's bias); nil for none. Costs a vector tanh per score.
+  public var softcap: Float?
+  /// ALiBi biases `-slope_h * |i + L_k - L_q - j|` added to each score of query head `h`; nil for none.
+  public var alibi: ALiBi?
+  /// Learnable attention sinks (GPT-OSS): one logit `s_h` per query head that joins every row's softmax
+  /// denominator and contributes no value, `o_i = sum_j e^(s_ij) v_j / (e^(s_h) + sum_j e^(s_ij))`; a
+  /// row without edges then gives zeros (whatever `emptyRows` says) and its log-sum-exp is `s_h`. nil for none.
+  public var sinks: [Float]?
 
-  /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked.
+  /// Options with the defaults: scale `1/sqrt(d_k)`, zero empty rows, all processors, inputs checked, no
+  /// score modifiers.
   public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
               checksFiniteInputs: Bool = true, progress: (@Sendable (Double) -> Void)? = nil,
-              kernel: CPUKernel = .automatic) {
+              kernel: CPUKernel = .automatic, softcap: Float? = nil, alibi: ALiBi? = nil, sinks: [Float]? = nil) {
     self.kernel = kernel
+    self.softcap = softcap
+    self.alibi = alibi
+    self.sinks = sinks
     self.scale = scale
     self.emptyRows = emptyRows
     self.threads = threads
@@ -163,6 +176,8 @@ struct AttentionCall {
   let edgesPerHead: Int
   let progress: (@Sendable (Double) -> Void)?
   let kernel: CPUKernel
+  /// Softcap, ALiBi and sinks, resolved for the call's heads.
+  var modifiers: ScoreModifiers
   /// Set by a streamed job (`StreamingKeys`): releases the pages of keys a long row has passed.
   var keysFinished: (@Sendable (Int, Range<Int>) -> Void)? = nil
 
@@ -186,6 +201,7 @@ struct AttentionCall {
     self.edgesPerHead = edgesPerHead ?? max(1, graph.estimatedEdgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount))
     self.progress = options.progress
     self.kernel = try options.kernel.resolved()
+    self.modifiers = try ScoreModifiers(options: options, shape: shape)
   }
 
   /// Throws for the first NaN or infinity in the inputs, naming the tensor and the index.
@@ -201,7 +217,7 @@ struct AttentionCall {
   @discardableResult
   func run(excluding: Graph?, rows: Range<Int>? = nil, pointers: CPUExecutor.Pointers) -> CPUExecutor.Work {
     CPUExecutor.run(shape: shape, graph: graph, excluding: excluding, edgesPerHead: edgesPerHead, scale: scale,
-                    threads: threads, kernel: kernel, rows: rows, pointers: pointers,
+                    threads: threads, kernel: kernel, rows: rows, modifiers: modifiers, pointers: pointers,
                     progress: progress, keysFinished: keysFinished)
   }
 }

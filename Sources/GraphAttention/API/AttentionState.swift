@@ -53,6 +53,10 @@ public struct AttentionState: Sendable {
         .shape, "tensors with output shape \(callShape.outputShape) and \(callShape.keyCount) keys do not match the state's \(shape.outputShape) and \(shape.keyCount) keys",
         fix: "accumulate with the query, key and value the state was made for")
     }
+    if options.sinks != nil {
+      throw GraphAttentionError(.option, "sinks were given to an accumulation; a sink joins each row's softmax once, when it is normalised",
+                                fix: "pass the sinks to output(sinks:) and logSumExp(sinks:) instead")
+    }
     let call = try AttentionCall(shape: callShape, graph: graph, options: options)
     if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
     return call
@@ -88,12 +92,36 @@ public struct AttentionState: Sendable {
   /// Rows with no edges give zeros, or NaN with `.nan`.
   /// - Complexity: O(output).
   public func output(emptyRows: EmptyRowPolicy = .zero) -> Tensor {
+    normalized(emptyRows: emptyRows, sinks: nil).output
+  }
+
+  /// The normalised output with attention sinks: each row's softmax also counts `e^(sinks[h])` for its query
+  /// head `h` (see `AttentionOptions.sinks`), once, however many graphs were accumulated. Rows with no
+  /// edges give zeros.
+  /// - Throws: `GraphAttentionError` (`.option`) unless `sinks` holds one finite logit per query head.
+  /// - Complexity: O(output).
+  public func output(sinks: [Float]) throws -> Tensor {
+    normalized(emptyRows: .zero, sinks: try checkedSinks(sinks)).output
+  }
+
+  /// The rows' outputs and log-sum-exps, from one normalisation (`CPUExecutor.finish`).
+  func normalized(emptyRows: EmptyRowPolicy, sinks: [Float]?) -> (output: Tensor, logSumExp: Tensor) {
     var out = accumulator
+    var lse = [Float](repeating: 0, count: sums.count)
     out.withUnsafeMutableBufferPointer { o in
       for row in 0..<sums.count {
-        CPUExecutor.finish(acc: o.baseAddress! + row * shape.valueDim, sum: sums[row], count: shape.valueDim, emptyRows: emptyRows)
+        let head = (row / shape.queryCount) % shape.queryHeads
+        lse[row] = CPUExecutor.finish(acc: o.baseAddress! + row * shape.valueDim, maximum: maxima[row], sum: sums[row],
+                                      count: shape.valueDim, emptyRows: emptyRows, sink: sinks?[head])
       }
     }
-    return Tensor(shape: shape.outputShape, scalars: out)
+    return (Tensor(shape: shape.outputShape, scalars: out), Tensor(shape: Array(shape.outputShape.dropLast()), scalars: lse))
+  }
+
+  /// `sinks`, validated against the state's query heads.
+  func checkedSinks(_ sinks: [Float]) throws -> [Float] {
+    var options = AttentionOptions()
+    options.sinks = sinks
+    return try ScoreModifiers(options: options, shape: shape).sinks!
   }
 }

@@ -1,6 +1,14 @@
 import Dispatch
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Runs the backward of attention on the CPU in two deterministic passes, without atomics on gradients.
 ///
 /// Pass 1, over query rows (items of (head, row block)): `D_i = dO_i . O_i`, then
@@ -29,6 +37,8 @@ enum CPUBackward {
     var gradQuery: UnsafeMutablePointer<Float>
     var gradKey: UnsafeMutablePointer<Float>
     var gradValue: UnsafeMutablePointer<Float>
+    /// `[H_q]`: receives dL/dsink per query head when the modifiers have sinks; nil skips it.
+    var gradSinks: UnsafeMutablePointer<Float>? = nil
   }
 
   /// Edges per work item: large enough to amortise the hand-out, small enough to balance.
@@ -38,8 +48,13 @@ enum CPUBackward {
   ///
   /// - Parameter kernel: the tile kernel (resolved: not `.automatic`).
   /// - Returns: edges per pass over every query head, and the scores both passes computed.
+  /// With score modifiers, `P` and `dS` use the modified scores (`ScoreModifiers`): the softcap's
+  /// derivative `1 - tanh^2` scales `dS`, ALiBi's bias is constant, and a sink needs nothing more than the
+  /// log-sum-exp that counted it; its own gradient is `dsink_h = -sum_i e^(sink_h - LSE_i) D_i` over the
+  /// head's rows (O(rows), summed in a fixed order).
   static func run(shape: AttentionShape, graph: Graph, scale: Float, threads: Int, kernel: CPUKernel,
-                  emptyRows: EmptyRowPolicy, edgesPerHead: Int, buffers b: Buffers) -> (edges: Int, scores: Int) {
+                  emptyRows: EmptyRowPolicy, edgesPerHead: Int, modifiers: ScoreModifiers = ScoreModifiers(),
+                  buffers b: Buffers) -> (edges: Int, scores: Int) {
     let (lq, lk, kd, vd) = (shape.queryCount, shape.keyCount, shape.keyDim, shape.valueDim)
     let heads = shape.batch * shape.queryHeads
     let deltaBuffer = UnsafeSendable(UnsafeMutablePointer<Float>.allocate(capacity: heads * lq))
@@ -74,13 +89,14 @@ enum CPUBackward {
             delta[i] = d
           }
           (b.gradQuery + (headRow + first) * kd).update(repeating: 0, count: (last - first) * kd)
+          kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads))
           kernel.setColumns(a: b.key + kvHead * lk * kd, b: b.value + kvHead * lk * vd, lse: nil, delta: nil)
           tiler.forEachTile(rows: first..<last, empty: { row in
             if emptyRows == .nan { (b.gradQuery + (headRow + row) * kd).update(repeating: .nan, count: kd) }
           }, tile: { tile in
             for (slot, row) in tile.rows.enumerated() {
               let i = headRow + row
-              kernel.setRow(slot, a: b.query + i * kd, b: b.gradOutput + i * vd, gradA: b.gradQuery + i * kd,
+              kernel.setRow(slot, position: row, a: b.query + i * kd, b: b.gradOutput + i * vd, gradA: b.gradQuery + i * kd,
                             gradB: nil, lse: b.logSumExp[i], delta: delta[i])
             }
             kernel.run(rows: tile.rows.count, columns: tile.columns, count: tile.columnCount, mask: tile.mask)
@@ -92,6 +108,18 @@ enum CPUBackward {
         }
         edges.wrappingAdd(tiler.edges, ordering: .relaxed)
         scores.wrappingAdd(tiler.scores, ordering: .relaxed)
+      }
+    }
+
+    if let sinks = modifiers.sinks, let gradSinks = b.gradSinks {
+      let delta = deltaBuffer.value
+      for h in 0..<shape.queryHeads {
+        var sum = 0.0
+        for batch in 0..<shape.batch {
+          let headRow = (batch * shape.queryHeads + h) * lq
+          for i in headRow..<(headRow + lq) { sum += Double(exp(sinks[h] - b.logSumExp[i])) * Double(delta[i]) }
+        }
+        gradSinks[h] = Float(-sum)
       }
     }
 
@@ -123,11 +151,12 @@ enum CPUBackward {
           tiler.forEachTile(rows: first..<last, empty: { _ in }, tile: { tile in
             for head in firstHead..<(firstHead + shape.groupSize) {
               let headRow = head * lq
+              kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads, keyRows: true))
               kernel.setColumns(a: b.query + headRow * kd, b: b.gradOutput + headRow * vd,
                                 lse: b.logSumExp + headRow, delta: delta + headRow)
               for (slot, column) in tile.rows.enumerated() {
                 let j = headColumn + column
-                kernel.setRow(slot, a: b.key + j * kd, b: b.value + j * vd, gradA: b.gradKey + j * kd,
+                kernel.setRow(slot, position: column, a: b.key + j * kd, b: b.value + j * vd, gradA: b.gradKey + j * kd,
                               gradB: b.gradValue + j * vd)
               }
               kernel.run(rows: tile.rows.count, columns: tile.columns, count: tile.columnCount, mask: tile.mask)

@@ -79,7 +79,7 @@ enum CPUExecutor {
   @discardableResult
   static func run(shape: AttentionShape, graph: Graph, excluding: Graph?, edgesPerHead: Int, scale: Float,
                   threads: Int, forcePortable: Bool = false, kernel kernelChoice: CPUKernel = .automatic,
-                  rows: Range<Int>? = nil, pointers: Pointers,
+                  rows: Range<Int>? = nil, modifiers: ScoreModifiers = ScoreModifiers(), pointers: Pointers,
                   progress: (@Sendable (Double) -> Void)?,
                   keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)? = nil) -> Work {
     let rowRange = rows ?? 0..<shape.queryCount
@@ -140,6 +140,7 @@ enum CPUExecutor {
         let headKeys = p.key + kvHead * shape.keyCount * kd * kvSize
         let headValues = p.value + kvHead * shape.keyCount * vd * kvSize
         kernel.setHead(key: headKeys, value: headValues, elementType: p.keyValueType)
+        kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads))
         let headRows = head * shape.queryCount
         // A row may come in several tiles (its shared keys, then its scattered ones): its state starts
         // here and is normalised once all tiles of the item are done.
@@ -161,10 +162,10 @@ enum CPUExecutor {
             switch p.destination {
             case .output:
               let local = row - firstRow
-              kernel.setRow(slot, query: query, maximum: itemMaxima + local, sum: itemSums + local,
+              kernel.setRow(slot, position: row, query: query, maximum: itemMaxima + local, sum: itemSums + local,
                             accumulator: outputRows! + local * vd)
             case let .state(maxima, sums, accumulator):
-              kernel.setRow(slot, query: query, maximum: maxima + rowIndex, sum: sums + rowIndex,
+              kernel.setRow(slot, position: row, query: query, maximum: maxima + rowIndex, sum: sums + rowIndex,
                             accumulator: accumulator + rowIndex * vd)
             }
           }
@@ -179,7 +180,7 @@ enum CPUExecutor {
               reader.gather(row: tile.rows[0], kvHead: kvHead, keys: tile.keys + first, count: n,
                             mappedKeys: headKeys, mappedValues: headValues,
                             keyBuffer: gatheredKeys, valueBuffer: gatheredValues)
-              kernel.attend(rows: 1, keys: reader.positions, keyCount: n, mask: nil)
+              kernel.attend(rows: 1, keys: reader.positions, keyCount: n, mask: nil, keyPositions: tile.keys + first)
               first += n
             }
             kernel.setHead(key: headKeys, value: headValues, elementType: p.keyValueType)
@@ -189,14 +190,11 @@ enum CPUExecutor {
           if let finished = tile.finishedKeys { keysFinished?(kvHead, finished) }
         })
         if case let .output(out, type, emptyRows) = p.destination {
+          let sink = modifiers.sinks?[head % shape.queryHeads]
           for local in 0..<(lastRow - firstRow) {
-            finish(acc: outputRows! + local * vd, sum: itemSums[local], count: vd, emptyRows: emptyRows)
-          }
-          if let lse = p.logSumExp {
-            for local in 0..<(lastRow - firstRow) {
-              let l = itemSums[local]
-              lse[headRows + firstRow + local] = l > 0 ? itemMaxima[local] + log(l) : -.infinity
-            }
+            let lse = finish(acc: outputRows! + local * vd, maximum: itemMaxima[local], sum: itemSums[local], count: vd,
+                             emptyRows: emptyRows, sink: sink)
+            p.logSumExp?[headRows + firstRow + local] = lse
           }
           if type != .float32 {
             TensorView.store(itemOutputs, count: (lastRow - firstRow) * vd, to: out + (headRows + firstRow) * vd * type.byteCount,
@@ -214,14 +212,29 @@ enum CPUExecutor {
     return Work(edges: edgesVisited.load(ordering: .relaxed), scores: scoresComputed.load(ordering: .relaxed))
   }
 
-  /// Normalises an accumulated row: `acc / l`, or zeros / NaN for a row without edges (`l == 0`).
+  /// Normalises an accumulated row `(m, l, acc)` in place and returns its log-sum-exp.
+  ///
+  /// Without a sink: `acc / l` and `m + log(l)`, or for a row without edges (`l == 0`) zeros (NaN with
+  /// `.nan`) and `-inf`. With a sink logit `s`, which joins the denominator: with `m' = max(m, s)`,
+  /// `acc e^(m - m') / (l e^(m - m') + e^(s - m'))` and `m' + log(l e^(m - m') + e^(s - m'))`; a row
+  /// without edges gives zeros (its `acc` is zero) and `s`.
   @inline(__always)
-  static func finish(acc: UnsafeMutablePointer<Float>, sum l: Float, count: Int, emptyRows: EmptyRowPolicy) {
+  static func finish(acc: UnsafeMutablePointer<Float>, maximum m: Float, sum l: Float, count: Int,
+                     emptyRows: EmptyRowPolicy, sink: Float?) -> Float {
+    if let sink {
+      let top = l > 0 ? max(m, sink) : sink
+      let carried: Float = l > 0 ? exp(m - top) : 0
+      let total = l * carried + exp(sink - top)
+      let factor = carried / total
+      for c in 0..<count { acc[c] *= factor }
+      return top + log(total)
+    }
     if l > 0 {
       let inverse = 1 / l
       for c in 0..<count { acc[c] *= inverse }
-    } else {
-      acc.update(repeating: emptyRows == .nan ? .nan : 0, count: count)
+      return m + log(l)
     }
+    acc.update(repeating: emptyRows == .nan ? .nan : 0, count: count)
+    return -.infinity
   }
 }

@@ -47,6 +47,10 @@ enum CUDAExecutor {
       ?? CUDAGraphEncoding.unsupported(excluding, queryCount: shape.queryCount, keyCount: shape.keyCount) {
       throw GraphAttentionError(.device, problem, fix: "run this mask on the CPU (--device cpu)")
     }
+    if !call.modifiers.isIdentity {
+      throw GraphAttentionError(.device, "softcap, ALiBi and sinks are not in the CUDA kernels yet",
+                                fix: "run score modifiers on the CPU (--device cpu)")
+    }
     let encoding = CUDAGraphEncoding(graph: call.graph, excluding: excluding)
     let tileKernel = tensorCores && encoding.contiguousCount > 0
       ? KernelSource.tileKernel(for: storage, keyDim: shape.keyDim, valueDim: shape.valueDim) : nil

@@ -58,11 +58,14 @@ public struct ProgressRecord: Sendable, Equatable {
   public var temporaryPath: String?
   /// The output's real path (its directory resolved), so `o.npy` and `/abs/o.npy` are the same job.
   public var output: String
+  /// The score modifiers (softcap, ALiBi, sinks) in words, "none" without any.
+  public var scoreModifiers = "none"
 
   /// Describes a job; inputs are inspected (`stat`) now.
   public init(output: String, mask: String, inputs: [(path: String, name: String)], outputType: String, chunkRows: Int,
-              scale: Float?, emptyRows: String, tokens: Int) {
+              scale: Float?, emptyRows: String, tokens: Int, scoreModifiers: String = "none") {
     self.output = OutputPath.canonical(output)
+    self.scoreModifiers = scoreModifiers
     self.mask = mask
     self.inputs = inputs.map { input in
       var info = stat()
@@ -121,6 +124,7 @@ public struct ProgressRecord: Sendable, Equatable {
     compare("chunk rows", chunkRows, other.chunkRows) { "\($0)" }
     compare("the scale", scale, other.scale) { $0.map { "\($0)" } ?? "1/sqrt(d_k)" }
     compare("the empty-row policy", emptyRows, other.emptyRows) { $0 }
+    compare("the score modifiers", scoreModifiers, other.scoreModifiers) { $0 }
     compare("the token count", tokens, other.tokens) { "\($0)" }
     let roles = ["query", "key", "value"]
     for i in 0..<max(inputs.count, other.inputs.count) {
@@ -160,6 +164,7 @@ public struct ProgressRecord: Sendable, Equatable {
       ("outputType", JSONText.quoted(outputType)),
     ]
     if let scale { fields.append(("scale", "\(scale)")) }
+    fields.append(("scoreModifiers", JSONText.quoted(scoreModifiers)))
     if let temporaryPath { fields.append(("temporaryPath", JSONText.quoted(temporaryPath))) }
     fields += [("tokens", "\(tokens)"), ("version", "\(version)")]
     return "{\n" + fields.map { "  \"\($0.0)\" : \($0.1)" }.joined(separator: ",\n") + "\n}\n"
@@ -191,6 +196,7 @@ public struct ProgressRecord: Sendable, Equatable {
     self.completedRows = Int(completed)
     self.temporaryPath = record["temporaryPath"]?.string
     self.output = output
+    self.scoreModifiers = record["scoreModifiers"]?.string ?? "none"
   }
 }
 

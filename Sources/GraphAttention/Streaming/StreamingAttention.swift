@@ -342,7 +342,8 @@ public struct StreamingAttention: Sendable {
     var record = ProgressRecord(output: output, mask: headGraphs.map { $0.map(\.description).joined(separator: " | ") } ?? graph.description,
                                 inputs: [(query.path, query.name ?? ""), (key.path, key.name ?? ""), (value.path, value.name ?? "")],
                                 outputType: outputType.rawValue, chunkRows: chunk, scale: options.scale,
-                                emptyRows: options.emptyRows.rawValue, tokens: shape.queryCount)
+                                emptyRows: options.emptyRows.rawValue, tokens: shape.queryCount,
+                                scoreModifiers: options.scoreModifierDescription)
     let recordPath = ProgressRecord.path(for: output)
     let existing = try ProgressRecord.load(for: output)
     if let existing {

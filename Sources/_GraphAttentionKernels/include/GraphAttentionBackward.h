@@ -17,14 +17,16 @@ extern "C" {
 /// One backward tile: up to 16 "rows" against a shared sorted list of "columns". Both passes of the
 /// backward are this one shape (FlashAttention-2's formulation, with S and dP recomputed in each pass):
 ///
-///   s = a_r . A_c,  dp = b_r . B_c,  p = exp(scale * s - lse),  ds = p * (dp - delta)
+///   s = a_r . A_c,  dp = b_r . B_c,  p = exp(mod(scale * s) - lse),  ds = p * (dp - delta) * mod'
 ///   grad_a[r] += ds * A_c           (unscaled: the caller multiplies by `scale` once at the end)
 ///   grad_b[r] += p * B_c            (when grad_b is set)
 ///
 /// Pass 1 (dQ, over query rows): a = q_i, b = dO_i, A = keys, B = values, lse/delta per row,
 /// grad_a = dQ_i, no grad_b. Pass 2 (dK, dV, over key columns through the transposed graph): a = k_j,
 /// b = v_j, A = queries, B = dO, lse/delta per column (query), grad_a = dK_j, grad_b = dV_j.
-/// Entries whose mask byte is 0 contribute nothing (p = ds = 0, whatever their scores).
+/// Entries whose mask byte is 0 contribute nothing (p = ds = 0, whatever their scores). `mod` is the
+/// head's score modifiers (`ga_score_mods`: softcap, ALiBi; the identity when off) and `mod'` its
+/// derivative (1 - tanh^2 of the softcap; the bias is constant).
 typedef struct {
   int rows;                               ///< 1...16
   const float *a[GA_BW_MAX_ROWS];         ///< a_dim floats per row
@@ -45,6 +47,8 @@ typedef struct {
   float scale;
   float *scratch;                         ///< ga_backward_scratch_floats(a_dim, b_dim) floats, 64-byte aligned
   int isa;                                ///< GA_ISA_* (GraphAttentionKernels.h); AUTOMATIC: the widest
+  ga_score_mods mods;                     ///< the head's score modifiers (all 0: none)
+  int32_t row_position[GA_BW_MAX_ROWS];   ///< each row's position (read only with an ALiBi slope); columns are positions
 } ga_backward_tile;
 
 /// Runs one tile with the kernel `tile->isa` names (GA_ISA_AUTOMATIC: the widest this CPU runs; the caller

@@ -17,6 +17,17 @@ extern "C" {
 /// Storage types of keys and values; arithmetic is fp32.
 enum { GA_FLOAT32 = 0, GA_FLOAT16 = 1, GA_BFLOAT16 = 2 };
 
+/// Score modifiers of one head, applied to each scaled score `s = scale * q.k` in this order (a field
+/// at 0 is off): softcap `s <- softcap * tanh(s / softcap)` (Gemma), then the ALiBi bias
+/// `s <- s - alibi_slope * |row - column + alibi_offset|` of the pair's positions. For query rows
+/// against key columns, alibi_offset is L_k - L_q (bottom-right alignment: |i + L_k - L_q - j|); for key
+/// rows against query columns (the backward's second pass) it is L_q - L_k. Positions fit in int32.
+typedef struct {
+  float softcap;
+  float alibi_slope;
+  int32_t alibi_offset;
+} ga_score_mods;
+
 /// One tile: 1 query row, or 4, 8, 12 or 16 rows in groups of 4, against a shared sorted list of keys.
 ///
 /// Each row's state (m, l, acc) is read and updated in place: m is the running maximum of scaled
@@ -58,6 +69,13 @@ typedef struct {
   int has_row_spans;
   int32_t row_begin[GA_MAX_ROWS];
   int32_t row_end[GA_MAX_ROWS];
+  /// The head's score modifiers (all 0: none).
+  ga_score_mods mods;
+  /// Each row's query position (read only with an ALiBi slope).
+  int32_t row_position[GA_MAX_ROWS];
+  /// The key position of each entry of `keys` when `keys` index a buffer of gathered rows (ALiBi reads
+  /// positions); NULL: `keys` are the positions.
+  const int64_t *key_positions;
 } ga_tile;
 
 /// Kernel instruction sets, from the narrowest.

@@ -18,10 +18,25 @@ enum GradientReference {
     var keyMagnitude: [Double]
     var valueMagnitude: [Double]
     var maxAbsLogit = 0.0
+    /// dL/dsink per query head (summed over batch elements) and the size of its terms; empty without sinks.
+    var gradSinks: [Double] = []
+    /// Per output row, `max_c sum_j p_ij |v_jc|` (0 for rows without edges), as `ReferenceAttention` measures.
+    var outputMagnitude: [Double] = []
+    var sinkMagnitude: [Double] = []
+  }
+
+  /// Score modifiers, defined here from their formulas (not the library's): per edge `z = scale * q.k`,
+  /// `z <- C tanh(z / C)`, `z <- z - slope_h |i + L_k - L_q - j|`; a sink `s_h` adds `e^(s_h)` to each
+  /// row's denominator.
+  struct Modifiers {
+    var softcap: Double? = nil
+    var slopes: [Double]? = nil
+    var sinks: [Double]? = nil
   }
 
   static func gradients(query: Tensor, key: Tensor, value: Tensor, gradOutput: Tensor, shape: AttentionShape,
-                        mask: MaskCase, scale: Double? = nil) -> Result {
+                        mask: MaskCase, scale: Double? = nil, modifiers: Modifiers = Modifiers(),
+                        headMasks: [MaskCase]? = nil) -> Result {
     let s = scale ?? 1 / Double(shape.keyDim).squareRoot()
     let (lq, lk, kd, vd) = (shape.queryCount, shape.keyCount, shape.keyDim, shape.valueDim)
     let rows = shape.batch * shape.queryHeads * lq
@@ -31,6 +46,11 @@ enum GradientReference {
                    gradValue: .init(repeating: 0, count: kvRows * vd), queryMagnitude: .init(repeating: 0, count: rows),
                    keyMagnitude: .init(repeating: 0, count: kvRows), valueMagnitude: .init(repeating: 0, count: kvRows))
     let group = shape.queryHeads / shape.keyValueHeads
+    r.outputMagnitude = .init(repeating: 0, count: rows)
+    if modifiers.sinks != nil {
+      r.gradSinks = .init(repeating: 0, count: shape.queryHeads)
+      r.sinkMagnitude = .init(repeating: 0, count: shape.queryHeads)
+    }
     func q(_ row: Int, _ c: Int) -> Double { Double(query.scalars[row * kd + c]) }
     func k(_ row: Int, _ c: Int) -> Double { Double(key.scalars[row * kd + c]) }
     func v(_ row: Int, _ c: Int) -> Double { Double(value.scalars[row * vd + c]) }
@@ -39,22 +59,37 @@ enum GradientReference {
       let kv = (head / shape.queryHeads) * shape.keyValueHeads + (head % shape.queryHeads) / group
       for i in 0..<lq {
         let row = head * lq + i
-        var keys: [Int] = [], logits: [Double] = []
-        for j in 0..<lk where mask.contains(i, j, lq, lk) {
+        var keys: [Int] = [], logits: [Double] = [], slopes: [Double] = []
+        let h = head % shape.queryHeads
+        for j in 0..<lk where (headMasks?[h] ?? mask).contains(i, j, lq, lk) {
           var dot = 0.0
           for c in 0..<kd { dot += q(row, c) * k(kv * lk + j, c) }
+          var z = dot * s, slope = 1.0
+          if let cap = modifiers.softcap {
+            let t = Foundation.tanh(z / cap)
+            z = cap * t
+            slope = 1 - t * t
+          }
+          if let alibi = modifiers.slopes { z -= alibi[h] * Double(abs(i + lk - lq - j)) }
           keys.append(j)
-          logits.append(dot * s)
-          r.maxAbsLogit = max(r.maxAbsLogit, abs(dot * s))
+          logits.append(z)
+          slopes.append(slope)
+          r.maxAbsLogit = max(r.maxAbsLogit, abs(z))
         }
-        guard let m = logits.max() else { continue }
+        let sink = modifiers.sinks?[h]
+        guard let m = (logits + (sink.map { [$0] } ?? [])).max() else { continue }
         let weights = logits.map { Foundation.exp($0 - m) }
-        let total = weights.reduce(0, +)
+        let total = weights.reduce(0, +) + (sink.map { Foundation.exp($0 - m) } ?? 0)
         r.logSumExp[row] = m + Foundation.log(total)
         let p = weights.map { $0 / total }
+        var magnitude = [Double](repeating: 0, count: vd)
         for (t, j) in keys.enumerated() {
-          for c in 0..<vd { r.output[row * vd + c] += p[t] * v(kv * lk + j, c) }
+          for c in 0..<vd {
+            r.output[row * vd + c] += p[t] * v(kv * lk + j, c)
+            magnitude[c] += p[t] * abs(v(kv * lk + j, c))
+          }
         }
+        r.outputMagnitude[row] = magnitude.max() ?? 0
         var d = 0.0, dAbs = 0.0
         for c in 0..<vd {
           d += g(row, c) * r.output[row * vd + c]
@@ -69,7 +104,7 @@ enum GradientReference {
             dp += g(row, c) * v(key, c)
             dpAbs += abs(g(row, c) * v(key, c))
           }
-          let ds = p[t] * (dp - d)
+          let ds = p[t] * (dp - d) * slopes[t]
           // Size of ds's terms, widened by the logit's size: P carries about |s| ulps of error.
           let dsAbs = p[t] * (dpAbs + dAbs) * (1 + abs(logits[t]))
           let kMax = (0..<kd).map { abs(k(key, $0)) }.max()!
@@ -81,6 +116,11 @@ enum GradientReference {
           r.queryMagnitude[row] += s * dsAbs * kMax
           r.keyMagnitude[key] += s * dsAbs * qMax
           r.valueMagnitude[key] += p[t] * (1 + abs(logits[t])) * gMax
+        }
+        if let sink {
+          let pSink = Foundation.exp(sink - r.logSumExp[row])
+          r.gradSinks[h] -= pSink * d
+          r.sinkMagnitude[h] += pSink * dAbs * (1 + abs(sink))
         }
       }
     }

@@ -33,9 +33,17 @@ struct BackwardKernel {
     call.col_delta = delta
   }
 
-  /// Sets row `slot`: its vectors, gradient accumulators and (pass 1) lse and delta.
-  mutating func setRow(_ slot: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, gradA: UnsafeMutablePointer<Float>,
+  /// Sets the score modifiers of the head being run (softcap, ALiBi; all zero for none).
+  mutating func setModifiers(_ modifiers: ga_score_mods) {
+    call.mods = modifiers
+  }
+
+  /// Sets row `slot`: its position (for ALiBi), vectors, gradient accumulators and (pass 1) lse and delta.
+  mutating func setRow(_ slot: Int, position: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, gradA: UnsafeMutablePointer<Float>,
                        gradB: UnsafeMutablePointer<Float>?, lse: Float = 0, delta: Float = 0) {
+    withUnsafeMutableBytes(of: &call.row_position) {
+      $0.storeBytes(of: Int32(truncatingIfNeeded: position), toByteOffset: slot * 4, as: Int32.self)
+    }
     withUnsafeMutableBytes(of: &call.a) { $0.storeBytes(of: a, toByteOffset: slot * 8, as: UnsafePointer<Float>.self) }
     withUnsafeMutableBytes(of: &call.b) { $0.storeBytes(of: b, toByteOffset: slot * 8, as: UnsafePointer<Float>.self) }
     withUnsafeMutableBytes(of: &call.grad_a) { $0.storeBytes(of: gradA, toByteOffset: slot * 8, as: UnsafeMutablePointer<Float>.self) }

@@ -50,9 +50,17 @@ struct TileKernel {
     }
   }
 
-  /// Sets row `slot` of the tile: its query and its `(m, l, acc)` state.
-  mutating func setRow(_ slot: Int, query: UnsafePointer<Float>, maximum: UnsafeMutablePointer<Float>,
+  /// Sets the head's score modifiers (softcap, ALiBi; all zero for none).
+  mutating func setModifiers(_ modifiers: ga_score_mods) {
+    call.mods = modifiers
+  }
+
+  /// Sets row `slot` of the tile: its query position (for ALiBi), its query and its `(m, l, acc)` state.
+  mutating func setRow(_ slot: Int, position: Int, query: UnsafePointer<Float>, maximum: UnsafeMutablePointer<Float>,
                        sum: UnsafeMutablePointer<Float>, accumulator: UnsafeMutablePointer<Float>) {
+    withUnsafeMutableBytes(of: &call.row_position) {
+      $0.storeBytes(of: Int32(truncatingIfNeeded: position), toByteOffset: slot * 4, as: Int32.self)
+    }
     // The C struct's fixed arrays import as tuples: store element `slot` at its byte offset.
     let offset = slot * MemoryLayout<UnsafeRawPointer>.stride
     withUnsafeMutableBytes(of: &call.query) { $0.storeBytes(of: query, toByteOffset: offset, as: UnsafePointer<Float>.self) }
@@ -73,10 +81,12 @@ struct TileKernel {
 
   /// Folds `keyCount` keys into the first `rows` rows' states; row r attends to the keys its `mask` bytes
   /// mark, or with `spans` (and no mask), to positions `spans[r]`, or with neither, to all of them.
+  /// `keyPositions` gives the keys' positions when `keys` index a buffer of gathered rows.
   mutating func attend(rows: Int, keys: UnsafePointer<Int64>, keyCount: Int, mask: UnsafePointer<UInt8>?,
-                       spans: UnsafePointer<Range<Int>>? = nil) {
+                       spans: UnsafePointer<Range<Int>>? = nil, keyPositions: UnsafePointer<Int64>? = nil) {
     call.rows = Int32(rows)
     call.keys = keys
+    call.key_positions = keyPositions
     call.n = Int64(keyCount)
     call.mask = mask
     call.has_row_spans = spans == nil ? 0 : 1
