@@ -9,9 +9,9 @@ struct GradCommand: ParsableCommand {
     abstract: "Compute the gradients dQ, dK, dV of attention over a mask for an output gradient dO.",
     discussion: """
       Q, K, V and dO are .npy or .safetensors (fp32, fp16 or bf16), shaped as for `run` (dO like the output). \
-      Writes DIR/dq.npy, DIR/dk.npy and DIR/dv.npy (fp32, the shapes of Q, K and V), each through a temporary \
-      file renamed at the end. The forward is run first (in memory) unless --output and --lse give the output \
-      and log-sum-exp of an earlier `run --save-lse` (with the same --mask or --mask-file). Deterministic: the \
+      Writes DIR/dq.npy, DIR/dk.npy and DIR/dv.npy (fp32, the shapes of Q, K and V), and with --sinks \
+      DIR/dsinks.npy (fp32 [H_q]), each through a temporary file renamed at the end. The forward is run first (in memory) unless --output and --lse give the output \
+      and log-sum-exp of an earlier `run --save-lse` (with the same mask and score modifiers). Deterministic: the \
       same bytes for any --threads. \
       With --json, prints edges (per head), seconds (the backward only) and gflops (10 * edges * d per head).
       """
@@ -22,13 +22,14 @@ struct GradCommand: ParsableCommand {
   @Option(help: "Value tensor.") var value: String
   @Option(help: "Gradient of the output, dO (shaped like the output).") var gradOutput: String
   @OptionGroup var masks: HeadMaskOptions
-  @Option(help: "Directory for dq.npy, dk.npy and dv.npy (must exist).") var outputDirectory: String
+  @Option(help: "Directory for dq.npy, dk.npy, dv.npy and, with --sinks, dsinks.npy (must exist).") var outputDirectory: String
   @Option(help: "The forward's output O (from `run`); needs --lse.") var output: String?
   @Option(help: "The forward's log-sum-exp (from `run --save-lse`); needs --output.") var lse: String?
   @Option(parsing: .unconditional, help: "Factor on q.k before the softmax (default 1/sqrt(d_k)); must be the forward's.") var scale: Float?
   @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
   @Option(help: "dQ of rows with no edges: zero, or nan (as PyTorch gives for fully masked rows).")
   var emptyRows: EmptyRowPolicy = .zero
+  @OptionGroup var modifiers: ScoreModifierOptions
   @Flag(help: "Print one JSON object with edges, seconds (backward only) and gflops.") var json = false
 
   func validate() throws {
@@ -55,9 +56,11 @@ struct GradCommand: ParsableCommand {
     guard FileManager.default.fileExists(atPath: outputDirectory, isDirectory: &isDirectory), isDirectory.boolValue else {
       throw GraphAttentionError(.file, "output directory \(outputDirectory) does not exist", fix: "create it first (mkdir -p)")
     }
-    let paths = ["dq", "dk", "dv"].map { outputDirectory + "/" + $0 + ".npy" }
+    let options = try modifiers.applied(to: AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads),
+                                        queryHeads: shape.queryHeads)
+    let names = ["dq", "dk", "dv"] + (options.sinks == nil ? [] : ["dsinks"])
+    let paths = names.map { outputDirectory + "/" + $0 + ".npy" }
     for path in paths { try checkOutputWritable(path) }
-    let options = AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads)
 
     let o: TensorView, logSumExp: TensorView
     var forwardSeconds: Double?
@@ -77,19 +80,22 @@ struct GradCommand: ParsableCommand {
       (o, logSumExp) = (out.readOnly, rowLSE.readOnly)
     }
 
-    let files = try zip(paths, [q.shape, k.shape, v.shape]).map { path, shape in
+    let files = try zip(paths, [q.shape, k.shape, v.shape, [shape.queryHeads]]).map { path, shape in
       try TensorFile.create(path, shape: shape, type: .float32, name: "grad")
     }
     let work: AttentionWork
     let start = monotonicSeconds()
     do {
       let (dq, dk, dv) = (files[0].view, files[1].view, files[2].view)
+      let dsinks = files.count > 3 ? files[3].view : nil
       if let headGraphs {
         work = try attentionGradients(query: q, key: k, value: v, output: o, logSumExp: logSumExp, gradOutput: dO,
-                                      gradQuery: dq, gradKey: dk, gradValue: dv, graphs: headGraphs, options: options)
+                                      gradQuery: dq, gradKey: dk, gradValue: dv, graphs: headGraphs, options: options,
+                                      gradSinks: dsinks)
       } else {
         work = try attentionGradients(query: q, key: k, value: v, output: o, logSumExp: logSumExp, gradOutput: dO,
-                                      gradQuery: dq, gradKey: dk, gradValue: dv, graph: graph, options: options)
+                                      gradQuery: dq, gradKey: dk, gradValue: dv, graph: graph, options: options,
+                                      gradSinks: dsinks)
       }
     } catch {
       for file in files { file.abandon() }

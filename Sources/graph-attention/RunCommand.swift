@@ -42,6 +42,7 @@ struct RunCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "When stderr is not a terminal: seconds between plain progress lines (rows, rate, ETA).")
   var progressSeconds = 10.0
   @OptionGroup var compute: ComputeOptions
+  @OptionGroup var modifiers: ScoreModifierOptions
   @Flag(help: "Print one JSON object with edges, seconds (attention only), gflops and peak_resident_bytes (VmHWM).")
   var json = false
   @Option(help: "Also write each row's log-sum-exp (fp32 .npy, Q's shape without d; -inf for empty rows), for `grad --lse`.")
@@ -67,6 +68,9 @@ struct RunCommand: ParsableCommand {
     }
     if let chunkRows { try requirePositive(chunkRows, "chunk-rows") }
     guard checkRows >= 0 else { throw ValidationError("--check-rows must be >= 0.") }
+    if checkRows > 0, !modifiers.isEmpty {
+      throw ValidationError("--check-rows compares with the float64 reference, which does not apply --softcap, --alibi or --sinks yet: drop --check-rows (the Python tests check the modifiers against float64).")
+    }
     guard checkpointSeconds >= 0, checkpointSeconds.isFinite else { throw ValidationError("--checkpoint-seconds must be >= 0.") }
     if saveLse != nil, resume { throw ValidationError("--save-lse cannot be combined with --resume; rerun from the start.") }
     guard progressSeconds >= 0, progressSeconds.isFinite else { throw ValidationError("--progress-seconds must be >= 0.") }
@@ -78,6 +82,9 @@ struct RunCommand: ParsableCommand {
     job.headGraphs = try headGraphs()
     job.outputType = StorageType(parsing: outputDtype)!
     job.options = compute.attentionOptions()
+    if !modifiers.isEmpty {
+      job.options = try modifiers.applied(to: job.options, queryHeads: queryHeads(of: TensorFile.open(query, name: queryName).shape))
+    }
     job.chunkRows = chunkRows
     job.scatteredKeys = ScatteredKeyAccess(rawValue: scatteredKeys)!
     job.checkpointSeconds = checkpointSeconds

@@ -22,6 +22,7 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
   @Option(parsing: .unconditional, help: "When stderr is not a terminal: seconds between plain progress lines (percent, ETA).")
   var progressSeconds = 10.0
   @OptionGroup var compute: ComputeOptions
+  @OptionGroup var modifiers: ScoreModifierOptions
   @Flag(help: "Accumulate the mask's '+' components one at a time through AttentionState (each skipping the edges of those before it) instead of in one call.")
   var compose = false
 
@@ -35,6 +36,10 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
   }
 
   func run() throws {
+    guard modifiers.isEmpty else {
+      throw GraphAttentionError(.option, "verify's float64 reference (ReferenceAttention) does not apply softcap, ALiBi or sinks yet",
+                                fix: "drop --softcap, --alibi, --alibi-slopes and --sinks here; python/tests check them against float64 torch")
+    }
     let one = try masks.mask.map { try Graph(parsing: $0, queryCount: tokens, keyCount: tokens) }
     let graphs = try one.map { graph in (0..<heads).map { graph.forHead($0) } }
       ?? masks.headGraphs(heads: heads, queryCount: tokens, keyCount: tokens)!
