@@ -140,8 +140,8 @@ public func ga_attention_forward(
   }
 }
 
-/// `ga_attention_forward` with its options in a versioned struct: per-head graphs, and the score modifiers
-/// (softcap, ALiBi, sinks) as the library gains them.
+/// `ga_attention_forward` with its options in a versioned struct: per-head graphs and the score modifiers
+/// (softcap, ALiBi, sinks; see `AttentionOptions`).
 ///
 /// - Parameters:
 ///   - query ... work: as for `ga_attention_forward`.

@@ -5,7 +5,7 @@ extension CAttentionInputs {
   func backward(output: UnsafeRawPointer?, outputDtype: Int32, logSumExp: UnsafePointer<Float>?,
                 gradOutput: UnsafeRawPointer?, gradOutputDtype: Int32, gradQuery: UnsafeMutablePointer<Float>?,
                 gradKey: UnsafeMutablePointer<Float>?, gradValue: UnsafeMutablePointer<Float>?,
-                graphs: [Graph], options: AttentionOptions) throws {
+                gradSinks: UnsafeMutablePointer<Float>? = nil, graphs: [Graph], options: AttentionOptions) throws {
     guard let output, let logSumExp, let gradOutput, let gradQuery, let gradKey, let gradValue else {
       throw CABIFailure(status: .argument, message: "argument: an output, log-sum-exp, grad_output or gradient pointer is NULL. Fix: pass all of them.")
     }
@@ -17,12 +17,19 @@ extension CAttentionInputs {
     let dQ = MutableTensorView(shape: query.shape, type: .float32, base: UnsafeMutableRawPointer(gradQuery), owner: nil)
     let dK = MutableTensorView(shape: key.shape, type: .float32, base: UnsafeMutableRawPointer(gradKey), owner: nil)
     let dV = MutableTensorView(shape: value.shape, type: .float32, base: UnsafeMutableRawPointer(gradValue), owner: nil)
+    var dSinks: MutableTensorView?
+    if options.sinks != nil {
+      guard let gradSinks else {
+        throw CABIFailure(status: .argument, message: "argument: options hold sinks but grad_sinks is NULL. Fix: pass H_q floats for dL/dsinks.")
+      }
+      dSinks = MutableTensorView(shape: [shape.queryHeads], type: .float32, base: UnsafeMutableRawPointer(gradSinks), owner: nil)
+    }
     if graphs.count == 1 {
       try attentionGradients(query: query.view, key: key.view, value: value.view, output: o, logSumExp: lse, gradOutput: dO,
-                             gradQuery: dQ, gradKey: dK, gradValue: dV, graph: graphs[0], options: options)
+                             gradQuery: dQ, gradKey: dK, gradValue: dV, graph: graphs[0], options: options, gradSinks: dSinks)
     } else {
       try attentionGradients(query: query.view, key: key.view, value: value.view, output: o, logSumExp: lse, gradOutput: dO,
-                             gradQuery: dQ, gradKey: dK, gradValue: dV, graphs: graphs, options: options)
+                             gradQuery: dQ, gradKey: dK, gradValue: dV, graphs: graphs, options: options, gradSinks: dSinks)
     }
   }
 }
@@ -85,9 +92,8 @@ public func ga_attention_backward_ex(
   withStatus {
     let inputs = try CAttentionInputs(query, queryShape, queryDtype, key, keyShape, keyDtype, value, valueShape, valueDtype, rank: rank)
     let read = try CAttentionOptions(options, queryHeads: inputs.shape.queryHeads)
-    _ = gradSinks  // written once the library computes sinks (issue 15); CAttentionOptions refuses them until then
     try inputs.backward(output: output, outputDtype: outputDtype, logSumExp: logSumExp, gradOutput: gradOutput,
                         gradOutputDtype: gradOutputDtype, gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue,
-                        graphs: read.graphs, options: read.options)
+                        gradSinks: gradSinks, graphs: read.graphs, options: read.options)
   }
 }

@@ -17,13 +17,8 @@ struct CAttentionOptions {
 
   /// One graph for every head (one element), or one per query head.
   var graphs: [Graph]
+  /// Everything else, score modifiers included (the library checks their values).
   var options: AttentionOptions
-  /// Gemma's logit softcap `C`, nil for none.
-  var softcap: Float?
-  /// The ALiBi slopes asked for: nil for none, an empty array for the standard slopes, else one per query head.
-  var alibiSlopes: [Float]?
-  /// GPT-OSS sink logits, one per query head, or nil.
-  var sinks: [Float]?
 
   /// Reads and checks the caller's options for a call with `queryHeads` query heads.
   init(_ pointer: UnsafeRawPointer?, queryHeads: Int) throws {
@@ -53,32 +48,19 @@ struct CAttentionOptions {
     }
     graphs = try (0..<Int(graphCount)).map { try GraphHandle.borrow(handles[$0]) }
     options = try attentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, flags: flags)
-
-    guard !(softcap < 0), !softcap.isInfinite else {  // NaN means none, as 0 does
-      throw GraphAttentionError(.option, "softcap is \(softcap)", fix: "pass a positive, finite softcap, or 0 for none")
-    }
-    self.softcap = softcap > 0 ? softcap : nil
+    // 0 means no softcap; anything else (negative, infinite, NaN) reaches the library's check and its message.
+    options.softcap = softcap == 0 ? nil : softcap
     switch alibi {
-    case 0: alibiSlopes = nil
-    case 1: alibiSlopes = []
+    case 0: options.alibi = nil
+    case 1: options.alibi = .standard
     case 2:
       guard let slopes else {
         throw CABIFailure(status: .argument, message: "argument: alibi is 2 but alibi_slopes is NULL. Fix: point alibi_slopes at one slope per query head.")
       }
-      alibiSlopes = Array(UnsafeBufferPointer(start: slopes, count: queryHeads))
+      options.alibi = .slopes(Array(UnsafeBufferPointer(start: slopes, count: queryHeads)))
     default:
       throw CABIFailure(status: .argument, message: "argument: alibi code \(alibi). Fix: use 0 (none), 1 (standard slopes) or 2 (alibi_slopes).")
     }
-    self.sinks = sinks.map { Array(UnsafeBufferPointer(start: $0, count: queryHeads)) }
-    try requireLibrarySupport()
-  }
-
-  /// Softcap, ALiBi and sinks reach the engine once the library computes them (issue 15); until then a
-  /// caller asking for one gets an error rather than attention without it.
-  private func requireLibrarySupport() throws {
-    for (name, asked) in [("softcap", softcap != nil), ("ALiBi", alibiSlopes != nil), ("sinks", sinks != nil)] where asked {
-      throw GraphAttentionError(.option, "\(name) is not available in this build of the library",
-                                fix: "leave softcap 0, alibi 0 and sinks NULL, or use a newer libgraph_attention.so")
-    }
+    options.sinks = sinks.map { Array(UnsafeBufferPointer(start: $0, count: queryHeads)) }
   }
 }

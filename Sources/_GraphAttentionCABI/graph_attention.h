@@ -77,8 +77,10 @@ static inline ga_attention_options ga_attention_options_default(void) {
   return options;
 }
 
-/* ga_attention_forward with per-head graphs and score modifiers, as `options` says. Softcap, ALiBi and sinks
- * return status 6 (option) from a library that does not compute them yet. */
+/* ga_attention_forward with per-head graphs and score modifiers, as `options` says: s = scale * q.k, then the
+ * softcap, then ALiBi's bias; sinks join each row's softmax denominator (a row without edges then gives zeros,
+ * whatever empty_rows says, and its log-sum-exp includes the sink). A softcap that is not 0 or positive and
+ * finite, slopes or sinks that are not finite: status 6 (option). */
 int32_t ga_attention_forward_ex(const void *query, const int64_t *query_shape, int32_t query_dtype,
                                 const void *key, const int64_t *key_shape, int32_t key_dtype,
                                 const void *value, const int64_t *value_shape, int32_t value_dtype,

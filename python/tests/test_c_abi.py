@@ -129,6 +129,7 @@ def test_forward_ex_success():
     (dict(alibi=2), 10, "alibi_slopes is NULL"),
     (dict(softcap=-1.0), 6, "softcap"),
     (dict(softcap=float("inf")), 6, "softcap"),
+    (dict(softcap=float("nan")), 6, "softcap"),
 ])
 def test_forward_ex_contract_violations_are_statuses(arguments, status, words):
     got, message = forward_ex(**arguments)
@@ -147,3 +148,21 @@ def test_forward_ex_null_options_and_handles():
     handles = (ctypes.c_void_p * 2)(causal._handle.value, None)
     options = AttentionOptions(graph_count=2, graphs=handles, scale=NAN)
     assert forward_ex(options=options)[0] == 10 and "graph handle is NULL" in lib.ga_last_error().decode()
+
+
+def test_backward_ex_needs_grad_sinks_with_sinks():
+    x = np.ones((2, 8, 4), np.float32)
+    s = shape_array(x.shape)
+    lse = np.zeros((2, 8), np.float32)
+    grads = [np.empty_like(x) for _ in range(3)]
+    sinks = np.zeros(2, np.float32)
+    graph = Graph("causal")
+    handles = (ctypes.c_void_p * 1)(graph._handle.value)
+    options = AttentionOptions(graph_count=1, graphs=handles, scale=NAN, sinks=sinks.ctypes.data)
+    arguments = [x.ctypes.data, s, 0, x.ctypes.data, s, 0, x.ctypes.data, s, 0, 3, x.ctypes.data, 0, lse.ctypes.data,
+                 x.ctypes.data, 0] + [g.ctypes.data for g in grads]
+    assert lib.ga_attention_backward_ex(*arguments, None, options) == 10
+    assert "grad_sinks is NULL" in lib.ga_last_error().decode()
+    dsinks = np.full(2, np.nan, np.float32)
+    assert lib.ga_attention_backward_ex(*arguments, dsinks.ctypes.data, options) == 0
+    assert np.isfinite(dsinks).all()
