@@ -68,6 +68,42 @@ func attentionOptions(scale: Float, emptyRows: Int32, threads: Int32, flags: UIn
                           checksFiniteInputs: flags & checkFiniteFlag != 0)
 }
 
+/// The three inputs of a forward or backward call, each checked (`CTensor`), and their attention shape.
+struct CAttentionInputs {
+  var query: CTensor
+  var key: CTensor
+  var value: CTensor
+  var shape: AttentionShape
+
+  init(_ query: UnsafeRawPointer?, _ queryShape: UnsafePointer<Int64>?, _ queryDtype: Int32,
+       _ key: UnsafeRawPointer?, _ keyShape: UnsafePointer<Int64>?, _ keyDtype: Int32,
+       _ value: UnsafeRawPointer?, _ valueShape: UnsafePointer<Int64>?, _ valueDtype: Int32, rank: Int32) throws {
+    self.query = try CTensor(name: "query", base: query, dtype: queryDtype, rank: rank, shape: queryShape)
+    self.key = try CTensor(name: "key", base: key, dtype: keyDtype, rank: rank, shape: keyShape)
+    self.value = try CTensor(name: "value", base: value, dtype: valueDtype, rank: rank, shape: valueShape)
+    self.shape = try AttentionShape(query: self.query.shape, key: self.key.shape, value: self.value.shape)
+  }
+
+  /// The forward both entry points run: one graph for every head, or one per query head.
+  func forward(output: UnsafeMutableRawPointer?, outputDtype: Int32, logSumExp: UnsafeMutablePointer<Float>?,
+               graphs: [Graph], options: AttentionOptions, work: UnsafeMutablePointer<Int64>?) throws {
+    guard let output else { throw CABIFailure(status: .argument, message: "argument: output pointer is NULL. Fix: pass one.") }
+    let outputType = try storageType(code: outputDtype, name: "output")
+    try CTensor.checkExtents(name: "output", shape.outputShape, outputType)
+    let out = MutableTensorView(shape: shape.outputShape, type: outputType, base: output, owner: nil)
+    let lse = logSumExp.map {
+      MutableTensorView(shape: Array(query.shape.dropLast()), type: .float32, base: UnsafeMutableRawPointer($0), owner: nil)
+    }
+    let done = graphs.count == 1
+      ? try attention(query: query.view, key: key.view, value: value.view, output: out, graph: graphs[0], options: options, logSumExp: lse)
+      : try attention(query: query.view, key: key.view, value: value.view, output: out, graphs: graphs, options: options, logSumExp: lse)
+    if let work {
+      work[0] = Int64(done.edges)
+      work[1] = Int64(done.scoresComputed)
+    }
+  }
+}
+
 /// Sparse attention over C-contiguous tensors: `out = softmax(scale * q k^T restricted to the graph) v`.
 ///
 /// - Parameters:
@@ -97,25 +133,37 @@ public func ga_attention_forward(
   _ work: UnsafeMutablePointer<Int64>?
 ) -> Int32 {
   withStatus {
-    let q = try CTensor(name: "query", base: query, dtype: queryDtype, rank: rank, shape: queryShape)
-    let k = try CTensor(name: "key", base: key, dtype: keyDtype, rank: rank, shape: keyShape)
-    let v = try CTensor(name: "value", base: value, dtype: valueDtype, rank: rank, shape: valueShape)
-    let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
-    guard let output else { throw CABIFailure(status: .argument, message: "argument: output pointer is NULL. Fix: pass one.") }
-    let outputType = try storageType(code: outputDtype, name: "output")
-    try CTensor.checkExtents(name: "output", shape.outputShape, outputType)
-    let options = try attentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, flags: flags)
-    let g = try GraphHandle.borrow(graph)
-    let lse = logSumExp.map {
-      MutableTensorView(shape: Array(q.shape.dropLast()), type: .float32, base: UnsafeMutableRawPointer($0), owner: nil)
-    }
-    let done = try attention(
-      query: q.view, key: k.view, value: v.view,
-      output: MutableTensorView(shape: shape.outputShape, type: outputType, base: output, owner: nil),
-      graph: g, options: options, logSumExp: lse)
-    if let work {
-      work[0] = Int64(done.edges)
-      work[1] = Int64(done.scoresComputed)
-    }
+    let inputs = try CAttentionInputs(query, queryShape, queryDtype, key, keyShape, keyDtype, value, valueShape, valueDtype, rank: rank)
+    try inputs.forward(output: output, outputDtype: outputDtype, logSumExp: logSumExp, graphs: [try GraphHandle.borrow(graph)],
+                       options: try attentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, flags: flags),
+                       work: work)
+  }
+}
+
+/// `ga_attention_forward` with its options in a versioned struct: per-head graphs and the score modifiers
+/// (softcap, ALiBi, sinks; see `AttentionOptions`).
+///
+/// - Parameters:
+///   - query ... work: as for `ga_attention_forward`.
+///   - options: a `ga_attention_options` (see graph_attention.h): `graph_count` 1 applies `graphs[0]` to every
+///     head, `graph_count` H_q gives query head `h` the graph `graphs[h]` (any other count is a mask error).
+/// - Returns: 0, or a status with `ga_last_error` set; the outputs are then unspecified.
+/// - Complexity: the sum of each head's single-graph cost.
+@_cdecl("ga_attention_forward_ex")
+public func ga_attention_forward_ex(
+  _ query: UnsafeRawPointer?, _ queryShape: UnsafePointer<Int64>?, _ queryDtype: Int32,
+  _ key: UnsafeRawPointer?, _ keyShape: UnsafePointer<Int64>?, _ keyDtype: Int32,
+  _ value: UnsafeRawPointer?, _ valueShape: UnsafePointer<Int64>?, _ valueDtype: Int32,
+  _ rank: Int32,
+  _ output: UnsafeMutableRawPointer?, _ outputDtype: Int32,
+  _ logSumExp: UnsafeMutablePointer<Float>?,
+  _ options: UnsafeRawPointer?,
+  _ work: UnsafeMutablePointer<Int64>?
+) -> Int32 {
+  withStatus {
+    let inputs = try CAttentionInputs(query, queryShape, queryDtype, key, keyShape, keyDtype, value, valueShape, valueDtype, rank: rank)
+    let read = try CAttentionOptions(options, queryHeads: inputs.shape.queryHeads)
+    try inputs.forward(output: output, outputDtype: outputDtype, logSumExp: logSumExp, graphs: read.graphs,
+                       options: read.options, work: work)
   }
 }

@@ -8,6 +8,7 @@
  * extents: [L, d], [H, L, d] or [B, H, L, d], key/value heads dividing query heads. */
 #ifndef GRAPH_ATTENTION_H
 #define GRAPH_ATTENTION_H
+#include <math.h>
 #include <stdint.h>
 #ifdef __cplusplus
 extern "C" {
@@ -45,6 +46,56 @@ int32_t ga_attention_backward(const void *query, const int64_t *query_shape, int
                               const void *grad_output, int32_t grad_output_dtype,
                               float *grad_query, float *grad_key, float *grad_value,
                               ga_graph graph, float scale, int32_t empty_rows, int32_t threads, uint32_t flags);
+
+/* Options of ga_attention_forward_ex and ga_attention_backward_ex, in a struct that grows: `size` is the
+ * version (sizeof as the caller was compiled), later versions append fields and read the ones an older caller's
+ * smaller size lacks as their defaults. Start from ga_attention_options_default() and change what you need.
+ * Layout of version 1 (56 bytes, no padding): offsets 0 size, 4 graph_count, 8 graphs, 16 alibi_slopes,
+ * 24 sinks, 32 scale, 36 softcap, 40 empty_rows, 44 threads, 48 flags, 52 alibi. */
+typedef struct ga_attention_options {
+  uint32_t size;              /* sizeof(ga_attention_options): 56 in version 1 */
+  int32_t graph_count;        /* 1: graphs[0] for every head; H_q: graphs[h] for query head h */
+  const ga_graph *graphs;     /* graph_count handles from ga_graph_parse, borrowed for the call */
+  const float *alibi_slopes;  /* with alibi 2: H_q slopes, one per query head; else ignored */
+  const float *sinks;         /* NULL, or H_q sink logits (GPT-OSS), each joining its head's softmax denominators */
+  float scale;                /* the factor on q . k; NaN for 1/sqrt(d_k) */
+  float softcap;              /* 0 for none; C > 0 caps scores as C * tanh(s / C) (Gemma), before ALiBi */
+  int32_t empty_rows;         /* 0 zeros, 1 NaN */
+  int32_t threads;            /* worker threads, 0 for every processor */
+  uint32_t flags;             /* bit 0 scans inputs for NaN/inf first */
+  int32_t alibi;              /* 0 none, 1 the standard slopes 2^(-8(h+1)/H_q), 2 alibi_slopes; adds -slope * |i + L_k - L_q - j| */
+} ga_attention_options;
+
+/* The defaults: one graph (set graphs), scale 1/sqrt(d_k), zero empty rows, every processor, inputs checked,
+ * no softcap, ALiBi or sinks. */
+static inline ga_attention_options ga_attention_options_default(void) {
+  ga_attention_options options = {0};
+  options.size = sizeof(ga_attention_options);
+  options.graph_count = 1;
+  options.scale = NAN;
+  options.flags = 1;
+  return options;
+}
+
+/* ga_attention_forward with per-head graphs and score modifiers, as `options` says: s = scale * q.k, then the
+ * softcap, then ALiBi's bias; sinks join each row's softmax denominator (a row without edges then gives zeros,
+ * whatever empty_rows says, and its log-sum-exp includes the sink). A softcap that is not 0 or positive and
+ * finite, slopes or sinks that are not finite: status 6 (option). */
+int32_t ga_attention_forward_ex(const void *query, const int64_t *query_shape, int32_t query_dtype,
+                                const void *key, const int64_t *key_shape, int32_t key_dtype,
+                                const void *value, const int64_t *value_shape, int32_t value_dtype,
+                                int32_t rank, void *output, int32_t output_dtype, float *log_sum_exp,
+                                const ga_attention_options *options, int64_t *work);
+
+/* ga_attention_backward with the forward's `options`; grad_sinks (H_q floats) receives dL/dsinks and is
+ * required when options->sinks is set, else may be NULL. */
+int32_t ga_attention_backward_ex(const void *query, const int64_t *query_shape, int32_t query_dtype,
+                                 const void *key, const int64_t *key_shape, int32_t key_dtype,
+                                 const void *value, const int64_t *value_shape, int32_t value_dtype,
+                                 int32_t rank, const void *output, int32_t output_dtype, const float *log_sum_exp,
+                                 const void *grad_output, int32_t grad_output_dtype,
+                                 float *grad_query, float *grad_key, float *grad_value, float *grad_sinks,
+                                 const ga_attention_options *options);
 
 #ifdef __cplusplus
 }

@@ -8,10 +8,11 @@ struct GradCommand: ParsableCommand {
     commandName: "grad",
     abstract: "Compute the gradients dQ, dK, dV of attention over a mask for an output gradient dO.",
     discussion: """
-      Q, K, V and dO are .npy or .safetensors (fp32, fp16 or bf16), shaped as for `run` (dO like the output).
-      Writes DIR/dq.npy, DIR/dk.npy and DIR/dv.npy (fp32, the shapes of Q, K and V), each through a temporary
-      file renamed at the end. The forward is run first (in memory) unless --output and --lse give the output
-      and log-sum-exp of an earlier `run --save-lse`. Deterministic: the same bytes for any --threads.
+      Q, K, V and dO are .npy or .safetensors (fp32, fp16 or bf16), shaped as for `run` (dO like the output). \
+      Writes DIR/dq.npy, DIR/dk.npy and DIR/dv.npy (fp32, the shapes of Q, K and V), and with --sinks \
+      DIR/dsinks.npy (fp32 [H_q]), each through a temporary file renamed at the end. The forward is run first (in memory) unless --output and --lse give the output \
+      and log-sum-exp of an earlier `run --save-lse` (with the same mask and score modifiers). Deterministic: the \
+      same bytes for any --threads. \
       With --json, prints edges (per head), seconds (the backward only) and gflops (10 * edges * d per head).
       """
   )
@@ -20,14 +21,15 @@ struct GradCommand: ParsableCommand {
   @Option(help: "Key tensor.") var key: String
   @Option(help: "Value tensor.") var value: String
   @Option(help: "Gradient of the output, dO (shaped like the output).") var gradOutput: String
-  @Option(help: "Mask specification, e.g. window:256+global:0.") var mask: String
-  @Option(help: "Directory for dq.npy, dk.npy and dv.npy (must exist).") var outputDirectory: String
+  @OptionGroup var masks: HeadMaskOptions
+  @Option(help: "Directory for dq.npy, dk.npy, dv.npy and, with --sinks, dsinks.npy (must exist).") var outputDirectory: String
   @Option(help: "The forward's output O (from `run`); needs --lse.") var output: String?
   @Option(help: "The forward's log-sum-exp (from `run --save-lse`); needs --output.") var lse: String?
   @Option(parsing: .unconditional, help: "Factor on q.k before the softmax (default 1/sqrt(d_k)); must be the forward's.") var scale: Float?
   @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
   @Option(help: "dQ of rows with no edges: zero, or nan (as PyTorch gives for fully masked rows).")
   var emptyRows: EmptyRowPolicy = .zero
+  @OptionGroup var modifiers: ScoreModifierOptions
   @Flag(help: "Print one JSON object with edges, seconds (backward only) and gflops.") var json = false
 
   func validate() throws {
@@ -43,18 +45,22 @@ struct GradCommand: ParsableCommand {
   }
 
   func run() throws {
-    let graph = try Graph(parsing: mask)
     let q = try TensorFile.open(query), k = try TensorFile.open(key), v = try TensorFile.open(value)
     let dO = try TensorFile.open(gradOutput)
     let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
-    try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount)
+    // One graph for every head, or with --mask-file one per query head (the per-head forms of the library).
+    let headGraphs = try masks.headGraphs(heads: shape.queryHeads, queryCount: shape.queryCount, keyCount: shape.keyCount)
+    let graph = try headGraphs.map(Graph.union) ?? Graph(parsing: masks.mask!)
+    for graph in headGraphs ?? [graph] { try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount) }
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: outputDirectory, isDirectory: &isDirectory), isDirectory.boolValue else {
       throw GraphAttentionError(.file, "output directory \(outputDirectory) does not exist", fix: "create it first (mkdir -p)")
     }
-    let paths = ["dq", "dk", "dv"].map { outputDirectory + "/" + $0 + ".npy" }
+    let options = try modifiers.applied(to: AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads),
+                                        queryHeads: shape.queryHeads)
+    let names = ["dq", "dk", "dv"] + (options.sinks == nil ? [] : ["dsinks"])
+    let paths = names.map { outputDirectory + "/" + $0 + ".npy" }
     for path in paths { try checkOutputWritable(path) }
-    let options = AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads)
 
     let o: TensorView, logSumExp: TensorView
     var forwardSeconds: Double?
@@ -65,20 +71,32 @@ struct GradCommand: ParsableCommand {
       let out = MutableTensorView(allocating: shape.outputShape, type: .float32)
       let rowLSE = MutableTensorView(allocating: Array(q.shape.dropLast()), type: .float32)
       let start = monotonicSeconds()
-      try attention(query: q, key: k, value: v, output: out, graph: graph, options: options, logSumExp: rowLSE)
+      if let headGraphs {
+        try attention(query: q, key: k, value: v, output: out, graphs: headGraphs, options: options, logSumExp: rowLSE)
+      } else {
+        try attention(query: q, key: k, value: v, output: out, graph: graph, options: options, logSumExp: rowLSE)
+      }
       forwardSeconds = monotonicSeconds() - start
       (o, logSumExp) = (out.readOnly, rowLSE.readOnly)
     }
 
-    let files = try zip(paths, [q.shape, k.shape, v.shape]).map { path, shape in
+    let files = try zip(paths, [q.shape, k.shape, v.shape, [shape.queryHeads]]).map { path, shape in
       try TensorFile.create(path, shape: shape, type: .float32, name: "grad")
     }
     let work: AttentionWork
     let start = monotonicSeconds()
     do {
-      work = try attentionGradients(query: q, key: k, value: v, output: o, logSumExp: logSumExp, gradOutput: dO,
-                                    gradQuery: files[0].view, gradKey: files[1].view, gradValue: files[2].view,
-                                    graph: graph, options: options)
+      let (dq, dk, dv) = (files[0].view, files[1].view, files[2].view)
+      let dsinks = files.count > 3 ? files[3].view : nil
+      if let headGraphs {
+        work = try attentionGradients(query: q, key: k, value: v, output: o, logSumExp: logSumExp, gradOutput: dO,
+                                      gradQuery: dq, gradKey: dk, gradValue: dv, graphs: headGraphs, options: options,
+                                      gradSinks: dsinks)
+      } else {
+        work = try attentionGradients(query: q, key: k, value: v, output: o, logSumExp: logSumExp, gradOutput: dO,
+                                      gradQuery: dq, gradKey: dk, gradValue: dv, graph: graph, options: options,
+                                      gradSinks: dsinks)
+      }
     } catch {
       for file in files { file.abandon() }
       throw error
@@ -95,7 +113,7 @@ struct GradCommand: ParsableCommand {
     if json {
       print(Console.json([
         "edges": edges, "edges_all_heads": work.edges, "seconds": seconds, "gflops": flops / seconds / 1e9,
-        "forward_seconds": forwardSeconds ?? .nan, "mask": graph.description, "outputs": paths.joined(separator: ","),
+        "forward_seconds": forwardSeconds ?? .nan, "mask": masks.described(graph, heads: shape.queryHeads), "outputs": paths.joined(separator: ","),
       ]))
     } else {
       print("wrote \(paths.joined(separator: ", ")) (fp32): \(edges) edges per head, backward "

@@ -24,9 +24,7 @@ struct RunCommand: ParsableCommand {
   @Option(help: "Query tensor (.npy or .safetensors).") var query: String
   @Option(help: "Key tensor (.npy or .safetensors).") var key: String
   @Option(help: "Value tensor (.npy or .safetensors).") var value: String
-  @Option(help: "Mask specification, e.g. window:256+global:0.") var mask: String?
-  @Option(name: .customLong("mask-file"), help: "A file of mask specifications, one a line, one line per query head (per-head graphs).")
-  var maskFile: String?
+  @OptionGroup var masks: HeadMaskOptions
   @Option(help: "Output tensor (.npy, or .safetensors for bf16).") var output: String
   @Option(help: "Tensor name of the query inside a .safetensors input.") var queryName = "q"
   @Option(help: "Tensor name of the key inside a .safetensors input.") var keyName = "k"
@@ -44,6 +42,7 @@ struct RunCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "When stderr is not a terminal: seconds between plain progress lines (rows, rate, ETA).")
   var progressSeconds = 10.0
   @OptionGroup var compute: ComputeOptions
+  @OptionGroup var modifiers: ScoreModifierOptions
   @Flag(help: "Print one JSON object with edges, seconds (attention only), gflops and peak_resident_bytes (VmHWM).")
   var json = false
   @Option(help: "Also write each row's log-sum-exp (fp32 .npy, Q's shape without d; -inf for empty rows), for `grad --lse`.")
@@ -51,21 +50,16 @@ struct RunCommand: ParsableCommand {
 
   /// `--mask`, or the union of `--mask-file`'s graphs (for chunk sizing and page release).
   private func graph() throws -> Graph {
-    try mask.map { try Graph(parsing: $0) } ?? Graph.union(headGraphs()!)
+    try masks.mask.map { try Graph(parsing: $0) } ?? Graph.union(headGraphs()!)
   }
 
   /// `--mask-file`'s graphs, one per query head (the heads read from the query file's shape).
   private func headGraphs() throws -> [Graph]? {
-    guard let maskFile else { return nil }
-    guard let text = try? String(contentsOfFile: maskFile, encoding: .utf8) else {
-      throw GraphAttentionError(.file, "cannot read the mask file \(maskFile)", fix: "pass a readable text file, one mask a line")
-    }
-    let shape = try TensorFile.open(query, name: queryName).shape
-    return try Graph.perHead(parsing: text, heads: shape.count >= 3 ? shape[shape.count - 3] : 1)
+    guard masks.maskFile != nil else { return nil }
+    return try masks.headGraphs(heads: queryHeads(of: TensorFile.open(query, name: queryName).shape))
   }
 
   func validate() throws {
-    guard (mask == nil) != (maskFile == nil) else { throw ValidationError("Pass exactly one of --mask and --mask-file.") }
     guard StorageType(parsing: outputDtype) != nil else {
       throw ValidationError("--output-dtype must be f32, f16 or bf16, got '\(outputDtype)'.")
     }
@@ -74,6 +68,9 @@ struct RunCommand: ParsableCommand {
     }
     if let chunkRows { try requirePositive(chunkRows, "chunk-rows") }
     guard checkRows >= 0 else { throw ValidationError("--check-rows must be >= 0.") }
+    if checkRows > 0, !modifiers.isEmpty {
+      throw ValidationError("--check-rows compares with the float64 reference, which does not apply --softcap, --alibi or --sinks yet: drop --check-rows (the Python tests check the modifiers against float64).")
+    }
     guard checkpointSeconds >= 0, checkpointSeconds.isFinite else { throw ValidationError("--checkpoint-seconds must be >= 0.") }
     if saveLse != nil, resume { throw ValidationError("--save-lse cannot be combined with --resume; rerun from the start.") }
     guard progressSeconds >= 0, progressSeconds.isFinite else { throw ValidationError("--progress-seconds must be >= 0.") }
@@ -85,6 +82,9 @@ struct RunCommand: ParsableCommand {
     job.headGraphs = try headGraphs()
     job.outputType = StorageType(parsing: outputDtype)!
     job.options = compute.attentionOptions()
+    if !modifiers.isEmpty {
+      job.options = try modifiers.applied(to: job.options, queryHeads: queryHeads(of: TensorFile.open(query, name: queryName).shape))
+    }
     job.chunkRows = chunkRows
     job.scatteredKeys = ScatteredKeyAccess(rawValue: scatteredKeys)!
     job.checkpointSeconds = checkpointSeconds

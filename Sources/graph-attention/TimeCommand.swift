@@ -26,6 +26,7 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
   @Option(parsing: .unconditional, help: "Untimed calls first.") var warmup: Int = 2
   @Option(name: .customLong("repeat"), parsing: .unconditional, help: "Timed calls.") var repetitions: Int = 10
   @OptionGroup var compute: ComputeOptions
+  @OptionGroup var modifiers: ScoreModifierOptions
   @Flag(help: "Print one JSON object.") var json = false
 
   func validate() throws {
@@ -56,7 +57,7 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
     let q = Tensor.random(shape: [batch, heads, tokens, dim], seed: 1)
     let k = Tensor.random(shape: [batch, kv, tokens, dim], seed: 2)
     let v = Tensor.random(shape: [batch, kv, tokens, dim], seed: 3)
-    let options = compute.attentionOptions()
+    let options = try modifiers.applied(to: compute.attentionOptions(), queryHeads: heads)
     var device = compute.attentionDevice
     if case let .cuda(ordinal, .float32, tensorCores) = device, dtype != .float32 {
       device = .cuda(ordinal: ordinal, storage: dtype, tensorCores: tensorCores)
@@ -111,7 +112,7 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
       RandomTensorGenerator(seed: 1, stream: stream).fill(view, threads: compute.threads)
     }
     let fillSeconds = monotonicSeconds() - start
-    let options = compute.attentionOptions()
+    let options = try modifiers.applied(to: compute.attentionOptions(), queryHeads: heads)
     var walls: [Double] = []
     var work = AttentionWork(edges: 0, scoresComputed: 0)
     for iteration in 0..<(warmup + repetitions) {

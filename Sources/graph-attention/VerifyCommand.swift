@@ -14,9 +14,7 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
       """
   )
 
-  @Option(help: "Mask specification (one graph for every head), e.g. window:256+global:0.") var mask: String?
-  @Option(name: .customLong("mask-file"), help: "A file of mask specifications, one a line, one line per head (per-head graphs).")
-  var maskFile: String?
+  @OptionGroup var masks: HeadMaskOptions
   @OptionGroup var shape: ShapeOptions
   @Option(parsing: .unconditional, help: "Check only this many rows per head, evenly spread (default: every row).") var sample: Int?
   @Option(parsing: .unconditional, help: "Seed of the random inputs (Q, K and V draw independent streams from it).") var seed: UInt64 = 1
@@ -24,6 +22,7 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
   @Option(parsing: .unconditional, help: "When stderr is not a terminal: seconds between plain progress lines (percent, ETA).")
   var progressSeconds = 10.0
   @OptionGroup var compute: ComputeOptions
+  @OptionGroup var modifiers: ScoreModifierOptions
   @Flag(help: "Accumulate the mask's '+' components one at a time through AttentionState (each skipping the edges of those before it) instead of in one call.")
   var compose = false
 
@@ -34,13 +33,16 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
     if let sample { try requirePositive(sample, "sample") }
     guard tolerance > 0 else { throw ValidationError("--tolerance must be positive.") }
     guard progressSeconds >= 0, progressSeconds.isFinite else { throw ValidationError("--progress-seconds must be >= 0.") }
-    guard (mask == nil) != (maskFile == nil) else { throw ValidationError("Pass exactly one of --mask and --mask-file.") }
   }
 
   func run() throws {
-    let one = try mask.map { try Graph(parsing: $0, queryCount: tokens, keyCount: tokens) }
+    guard modifiers.isEmpty else {
+      throw GraphAttentionError(.option, "verify's float64 reference (ReferenceAttention) does not apply softcap, ALiBi or sinks yet",
+                                fix: "drop --softcap, --alibi, --alibi-slopes and --sinks here; python/tests check them against float64 torch")
+    }
+    let one = try masks.mask.map { try Graph(parsing: $0, queryCount: tokens, keyCount: tokens) }
     let graphs = try one.map { graph in (0..<heads).map { graph.forHead($0) } }
-      ?? VerifyCommand.graphs(maskFile: maskFile!, heads: heads, tokens: tokens)
+      ?? masks.headGraphs(heads: heads, queryCount: tokens, keyCount: tokens)!
     let perHead = one?.variesPerHead ?? true
     for graph in graphs {
       try graph.validate(queryCount: tokens, keyCount: tokens)
@@ -86,7 +88,7 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
       }
     }
     let verdict = worst <= tolerance ? "PASS" : "FAIL"
-    let described = maskFile.map { "mask file \($0) (\(heads) graphs)" } ?? graph.description
+    let described = masks.described(graph, heads: heads)
     print("\(verdict) \(described) \(compose ? "composed " : "")\(compute.device == .cpu ? "" : "on \(compute.attentionDevice) ")L=\(tokens) d=\(dim) heads=\(heads): max relative error \(String(format: "%.3e", worst)) "
       + "(head \(worstAt.0), row \(worstAt.1); \(rows * heads) rows checked, tolerance \(tolerance))")
     if worst > tolerance || worst.isNaN { throw ExitCode(1) }
@@ -94,14 +96,6 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
 }
 
 extension VerifyCommand {
-  /// Each head's graph from `--mask-file`: one line per head.
-  static func graphs(maskFile: String, heads: Int, tokens: Int) throws -> [Graph] {
-    guard let text = try? String(contentsOfFile: maskFile, encoding: .utf8) else {
-      throw GraphAttentionError(.file, "cannot read the mask file \(maskFile)", fix: "pass a readable text file, one mask a line")
-    }
-    return try Graph.perHead(parsing: text, heads: heads, queryCount: tokens, keyCount: tokens)
-  }
-
   /// The most edges x heads `verify` takes on: about a minute of attention on two cores at d = 64.
   static let maximumEdgeHeads = 1 << 34
   /// The most bytes of Q, K, V and O (fp32) `verify` holds in memory.

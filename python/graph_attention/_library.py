@@ -46,6 +46,22 @@ class GraphAttentionOSError(OSError):
         self.kind = kind
 
 
+class AttentionOptions(ctypes.Structure):
+    """`ga_attention_options` of graph_attention.h, version 1 (56 bytes); `size` is set by `__init__`."""
+
+    _fields_ = [("size", ctypes.c_uint32), ("graph_count", ctypes.c_int32), ("graphs", ctypes.POINTER(ctypes.c_void_p)),
+                ("alibi_slopes", ctypes.c_void_p), ("sinks", ctypes.c_void_p), ("scale", ctypes.c_float),
+                ("softcap", ctypes.c_float), ("empty_rows", ctypes.c_int32), ("threads", ctypes.c_int32),
+                ("flags", ctypes.c_uint32), ("alibi", ctypes.c_int32)]
+
+    def __init__(self, **fields):
+        super().__init__(size=ctypes.sizeof(AttentionOptions), **fields)
+
+
+# ALiBi codes of ga_attention_options.alibi.
+ALIBI_NONE, ALIBI_STANDARD, ALIBI_SLOPES = 0, 1, 2
+
+
 def _library_path():
     override = os.environ.get("GRAPH_ATTENTION_LIBRARY")
     return Path(override) if override else Path(__file__).with_name(LIBRARY_NAME)
@@ -76,6 +92,10 @@ def _load():
                                        p, i32, p, p, f32, i32, i32, u32, c_int64_p]),
         "ga_attention_backward": (i32, [p, c_int64_p, i32, p, c_int64_p, i32, p, c_int64_p, i32, i32,
                                         p, i32, p, p, i32, p, p, p, p, f32, i32, i32, u32]),
+        "ga_attention_forward_ex": (i32, [p, c_int64_p, i32, p, c_int64_p, i32, p, c_int64_p, i32, i32,
+                                          p, i32, p, ctypes.POINTER(AttentionOptions), c_int64_p]),
+        "ga_attention_backward_ex": (i32, [p, c_int64_p, i32, p, c_int64_p, i32, p, c_int64_p, i32, i32,
+                                           p, i32, p, p, i32, p, p, p, p, ctypes.POINTER(AttentionOptions)]),
     }
     for name, (restype, argtypes) in signatures.items():
         function = getattr(lib, name, None)

@@ -5,7 +5,7 @@ import threading
 from collections import OrderedDict
 
 from . import _library
-from ._library import check, lib
+from ._library import GraphAttentionError, check, lib
 
 __all__ = ["Graph"]
 
@@ -144,6 +144,40 @@ def cached_graph(mask):
                 _implicit.clear()
             _implicit[mask] = graph
     return graph
+
+
+def _spec_of(mask):
+    if isinstance(mask, Graph):
+        return mask.spec
+    if not isinstance(mask, str):
+        raise TypeError(f"mask must be a specification string such as 'window:256+global:0', a Graph, or a list of "
+                        f"them (one per query head), got {type(mask).__name__}")
+    if "\n" in mask:
+        raise GraphAttentionError(f"mask: the specification {mask!r} holds a line break. Fix: pass a list with one "
+                                  "specification per query head instead of lines.", "mask")
+    return mask
+
+
+def mask_argument(mask, query_heads):
+    """The mask as the one string the torch ops carry: a specification, or for a list (one mask per query head,
+    each a spec or a Graph) the specifications joined by newlines. Checks the list has `query_heads` masks."""
+    if not isinstance(mask, (list, tuple)):
+        return _spec_of(mask)
+    if len(mask) != query_heads:
+        raise GraphAttentionError(f"mask: {len(mask)} masks were given for {query_heads} query head(s). Fix: give "
+                                  "one mask per query head (a list as long as query.shape[-3]), or one mask for every "
+                                  "head.", "mask")
+    return "\n".join(_spec_of(m) for m in mask)
+
+
+def cached_graphs(mask):
+    """The graphs of a mask argument: `[graph]` for one mask (every head), one per query head for a list or a
+    newline-joined string of specifications (as `mask_argument` makes)."""
+    if isinstance(mask, (list, tuple)):
+        return [cached_graph(m) for m in mask]
+    if isinstance(mask, str) and "\n" in mask:
+        return [cached_graph(spec) for spec in mask.split("\n")]
+    return [cached_graph(mask)]
 
 
 # Keep the library alive while Graph finalisers run at interpreter exit.

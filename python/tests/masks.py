@@ -32,3 +32,12 @@ def write_explicit_graphs(directory, query_count, key_count, seed=5):
         f.write(f"%%MatrixMarket matrix coordinate pattern general\n{query_count} {key_count} {len(rows)}\n")
         f.writelines(f"{r + 1} {c + 1}\n" for r, c in zip(rows, cols))
     return ["csr:indptr.npy:indices.npy", "coo:rows.npy:cols.npy", "mtx:graph.mtx"]
+
+
+def aligned_causal(query_count, key_count, window=None):
+    """Dense bool [L_q, L_k] of `causal` (or `window:W:causal`) aligned bottom-right, as the engine defines them
+    for `L_q != L_k` (query i sits at key position i + L_k - L_q), written out independently of the engine."""
+    i = np.arange(query_count)[:, None] + (key_count - query_count)
+    j = np.arange(key_count)[None, :]
+    mask = j <= i
+    return mask if window is None else mask & (i - j <= window)

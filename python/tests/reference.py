@@ -41,8 +41,11 @@ def random_inputs(shapes, dtype=torch.float32, seed=0):
     return out
 
 
-def attention64(q, k, v, mask, scale=None, empty_rows="zero"):
-    """float64 attention over a dense bool mask [L_q, L_k] with GQA; differentiable; empty rows as asked."""
+def attention64(q, k, v, mask, scale=None, empty_rows="zero", softcap=None, bias=None, sinks=None):
+    """float64 attention over a dense bool mask ([L_q, L_k], or [H_q, L_q, L_k] per head) with GQA; differentiable
+    (sinks too); empty rows as asked. Score modifiers in the engine's order: `s = scale q.k`, then the softcap
+    `C tanh(s / C)`, then `+ bias` (broadcast over [..., H_q, L_q, L_k], e.g. `alibi_bias`); `sinks` ([H_q]) adds
+    one logit per head to every row's softmax denominator (and to the LSE), with no value."""
     q, k, v = (t.to(torch.float64) for t in (q, k, v))
     mask = torch.as_tensor(np.asarray(mask), dtype=torch.bool)
     if scale is None:
@@ -52,15 +55,39 @@ def attention64(q, k, v, mask, scale=None, empty_rows="zero"):
         k = k.repeat_interleave(group, dim=-3)
         v = v.repeat_interleave(group, dim=-3)
     scores = scale * (q @ k.transpose(-1, -2))
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    if bias is not None:
+        scores = scores + torch.as_tensor(bias).to(torch.float64)
     empty = ~mask.any(dim=-1, keepdim=True)
-    # Empty rows get finite scores (zeros) and then weights 0: a softmax over no terms, without NaN gradients.
-    filler = torch.where(empty, torch.zeros((), dtype=torch.float64), torch.tensor(-math.inf, dtype=torch.float64))
-    p = torch.softmax(torch.where(mask, scores, filler), dim=-1) * mask
-    out = p @ v
-    lse = torch.logsumexp(torch.where(mask, scores, torch.tensor(-math.inf, dtype=torch.float64)), dim=-1)
-    if empty_rows == "nan":
+    minus_inf = torch.tensor(-math.inf, dtype=torch.float64)
+    if sinks is not None:
+        # The sink is one more logit per row (its weight multiplies no value), so no row's softmax is empty.
+        sink = sinks.to(torch.float64).view(-1, 1, 1).expand(*scores.shape[:-1], 1)
+        logits = torch.cat([torch.where(mask, scores, minus_inf), sink], dim=-1)
+        out = torch.softmax(logits, dim=-1)[..., :-1] @ v
+        lse = torch.logsumexp(logits, dim=-1)
+    else:
+        # Empty rows get finite scores (zeros) and then weights 0: a softmax over no terms, without NaN gradients.
+        filler = torch.where(empty, torch.zeros((), dtype=torch.float64), minus_inf)
+        p = torch.softmax(torch.where(mask, scores, filler), dim=-1) * mask
+        out = p @ v
+        lse = torch.logsumexp(torch.where(mask, scores, minus_inf), dim=-1)
+    if empty_rows == "nan" and sinks is None:  # with a sink no row is empty: its output is zeros
         out = torch.where(empty, torch.tensor(math.nan, dtype=torch.float64), out)
     return out, lse
+
+
+def standard_alibi_slopes(heads):
+    """ALiBi's slopes for `heads` query heads: 2^(-8 (h + 1) / H) (Press et al.)."""
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)], dtype=torch.float64)
+
+
+def alibi_bias(slopes, query_count, key_count):
+    """[H_q, L_q, L_k] ALiBi bias `-slope_h |i + L_k - L_q - j|` (query i at key position i + L_k - L_q)."""
+    i = torch.arange(query_count, dtype=torch.float64)[:, None] + (key_count - query_count)
+    j = torch.arange(key_count, dtype=torch.float64)[None, :]
+    return -torch.as_tensor(slopes).to(torch.float64).view(-1, 1, 1) * (i - j).abs()
 
 
 def relative_error(actual, expected):

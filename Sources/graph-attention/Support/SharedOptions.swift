@@ -96,6 +96,41 @@ struct MaskOptions: ParsableArguments {
   var mask: String
 }
 
+/// `--mask` or `--mask-file`, declared once for the commands that take one graph per query head (run, verify,
+/// grad): exactly one of a specification for every head, or a file of one specification a line, one line per
+/// query head (blank lines and `#` comments skipped).
+struct HeadMaskOptions: ParsableArguments {
+  @Option(help: "Mask specification (one graph for every head), e.g. window:256+global:0.")
+  var mask: String?
+
+  @Option(name: .customLong("mask-file"), help: "A file of mask specifications, one a line, one line per query head (per-head graphs).")
+  var maskFile: String?
+
+  func validate() throws {
+    guard (mask == nil) != (maskFile == nil) else { throw ValidationError("Pass exactly one of --mask and --mask-file.") }
+  }
+
+  /// `--mask-file`'s graphs, one per query head and each specialised for its head (`Graph.forHead`), or nil
+  /// with `--mask`. Explicit graphs are checked against `queryCount` and `keyCount` while loading when given.
+  func headGraphs(heads: Int, queryCount: Int? = nil, keyCount: Int? = nil) throws -> [Graph]? {
+    guard let maskFile else { return nil }
+    guard let text = try? String(contentsOfFile: maskFile, encoding: .utf8) else {
+      throw GraphAttentionError(.file, "cannot read the mask file \(maskFile)", fix: "pass a readable text file, one mask a line")
+    }
+    return try Graph.perHead(parsing: text, heads: heads, queryCount: queryCount, keyCount: keyCount)
+  }
+
+  /// How output lines name the mask: its canonical description, or the file and its number of graphs.
+  func described(_ graph: Graph, heads: Int) -> String {
+    maskFile.map { "mask file \($0) (\(heads) graphs)" } ?? graph.description
+  }
+}
+
+/// The query heads `H` of a tensor shape `[L, d]`, `[H, L, d]` or `[B, H, L, d]` (1 for rank 2).
+func queryHeads(of shape: [Int]) -> Int {
+  shape.count >= 3 ? shape[shape.count - 3] : 1
+}
+
 /// A command with the shared `ShapeOptions` group: reads its extents by their option names.
 protocol ShapedCommand {
   var shape: ShapeOptions { get }

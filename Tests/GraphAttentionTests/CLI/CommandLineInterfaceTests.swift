@@ -60,7 +60,7 @@ final class CommandLineInterfaceTests: XCTestCase {
   }
 
   func testEveryHelpIsCompleteAndUsesOneStorageSpelling() throws {
-    for command in ["demo", "run", "verify", "inspect", "bench", "time", "generate", "plan", "cuda-compile", "cuda-info"] {
+    for command in ["demo", "run", "grad", "verify", "inspect", "bench", "time", "generate", "plan", "cuda-compile", "cuda-info"] {
       let result = try graphAttention([command, "--help"])
       XCTAssertEqual(result.status, 0, "\(command): \(result.stderr)")
       // Every option says what it is for (`run --help` listed --key-name and --value-name with nothing).

@@ -92,4 +92,54 @@ final class GradCommandTests: XCTestCase {
     XCTAssertTrue(badShape.stderr.contains("gradOutput"), badShape.stderr)
     XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path("g")), [])
   }
+
+  /// `grad --mask-file`: one graph per query head, as `run` and `verify` read them; the outputs are the library's
+  /// per-head gradients (checked against the float64 reference in ModelAttentionTests), bit for bit.
+  func testGradWithAMaskFilePerHead() throws {
+    let q = Inputs.tensor([2, 4, 70, 8], seed: 21), k = Inputs.tensor([2, 2, 70, 8], seed: 22)
+    let v = Inputs.tensor([2, 2, 70, 8], seed: 23), dO = Inputs.tensor([2, 4, 70, 8], seed: 24)
+    for (name, t) in [("q", q), ("k", k), ("v", v), ("do", dO)] { try t.write(npyFile: directory.path(name + ".npy")) }
+    let specs = ["window:16:causal", "causal", "window:16:causal", "random:0.1:5:per-head&causal"]
+    let file = directory.path("masks.txt")
+    try ("# one line per query head\n" + specs.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+    try FileManager.default.createDirectory(atPath: directory.path("g"), withIntermediateDirectories: false)
+    let inputs = ["grad", "--query", directory.path("q.npy"), "--key", directory.path("k.npy"), "--value", directory.path("v.npy"),
+                  "--grad-output", directory.path("do.npy"), "--output-directory", directory.path("g")]
+    let result = try CommandLineRunner.run(inputs + ["--mask-file", file, "--json"])
+    XCTAssertEqual(result.status, 0, result.stderr)
+    XCTAssertTrue(result.stdout.contains("mask file"), result.stdout)
+
+    let graphs = try specs.enumerated().map { try Graph(parsing: $1).forHead($0) }
+    let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
+    let o = MutableTensorView(allocating: shape.outputShape, type: .float32)
+    let lse = MutableTensorView(allocating: [2, 4, 70], type: .float32)
+    try attention(query: TensorView(q), key: TensorView(k), value: TensorView(v), output: o, graphs: graphs, logSumExp: lse)
+    let expected = [q.shape, k.shape, v.shape].map { MutableTensorView(allocating: $0, type: .float32) }
+    try attentionGradients(query: TensorView(q), key: TensorView(k), value: TensorView(v), output: o.readOnly, logSumExp: lse.readOnly,
+                           gradOutput: TensorView(dO), gradQuery: expected[0], gradKey: expected[1], gradValue: expected[2], graphs: graphs)
+    for (name, view) in zip(["dq", "dk", "dv"], expected) {
+      let written = Tensor(try TensorFile.open(directory.path("g/\(name).npy")))
+      XCTAssertEqual(written.shape, view.shape, name)
+      XCTAssertEqual(written.scalars.map(\.bitPattern), (0..<view.count).map { view.element($0).bitPattern }, name)
+    }
+
+    let errors: [([String], String)] = [
+      (["--mask-file", try write("causal\ncausal\n", "two.txt")], "2 specification(s) for 4 query head(s)"),
+      (["--mask-file", try write("causal\nwindow:x\ncausal\ncausal\n", "bad.txt")], "line 2"),
+      (["--mask-file", directory.path("missing.txt")], "cannot read the mask file"),
+      (["--mask-file", file, "--mask", "causal"], "exactly one of --mask and --mask-file"),
+      ([], "exactly one of --mask and --mask-file"),
+    ]
+    for (arguments, words) in errors {
+      let failed = try CommandLineRunner.run(inputs + arguments)
+      XCTAssertNotEqual(failed.status, 0, "\(arguments)")
+      XCTAssertTrue(failed.stderr.contains(words), "\(arguments): \(failed.stderr)")
+    }
+  }
+
+  private func write(_ text: String, _ name: String) throws -> String {
+    let path = directory.path(name)
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+  }
 }
