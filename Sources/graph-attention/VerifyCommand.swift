@@ -36,10 +36,6 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
   }
 
   func run() throws {
-    guard modifiers.isEmpty else {
-      throw GraphAttentionError(.option, "verify's float64 reference (ReferenceAttention) does not apply softcap, ALiBi or sinks yet",
-                                fix: "drop --softcap, --alibi, --alibi-slopes and --sinks here; python/tests check them against float64 torch")
-    }
     let one = try masks.mask.map { try Graph(parsing: $0, queryCount: tokens, keyCount: tokens) }
     let graphs = try one.map { graph in (0..<heads).map { graph.forHead($0) } }
       ?? masks.headGraphs(heads: heads, queryCount: tokens, keyCount: tokens)!
@@ -57,20 +53,21 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
     let k = Tensor.random(shape: shape, seed: seed &+ 1)
     let v = Tensor.random(shape: shape, seed: seed &+ 2)
     let output: Tensor
+    let options = try modifiers.applied(to: compute.attentionOptions(progress: compose ? nil : Console.progressBar("attention", plainLineSeconds: progressSeconds)),
+                                        queryHeads: heads)
     if compose {
+      // Softcap and ALiBi apply per accumulation; a sink joins each row once, at the output.
+      var accumulation = options
+      accumulation.sinks = nil
       var state = try AttentionState(query: q, value: v)
       for part in graph.operands {
-        try state.accumulate(query: q, key: k, value: v, graph: part,
-                             options: compute.attentionOptions(), device: compute.attentionDevice)
+        try state.accumulate(query: q, key: k, value: v, graph: part, options: accumulation, device: compute.attentionDevice)
       }
-      output = state.output(emptyRows: compute.emptyRows)
+      output = try options.sinks.map { try state.output(sinks: $0) } ?? state.output(emptyRows: compute.emptyRows)
     } else if perHead {
-      output = try attention(query: q, key: k, value: v, graphs: graphs,
-                             options: compute.attentionOptions(progress: Console.progressBar("attention", plainLineSeconds: progressSeconds)))
+      output = try attention(query: q, key: k, value: v, graphs: graphs, options: options)
     } else {
-      output = try attention(query: q, key: k, value: v, graph: graph,
-                             options: compute.attentionOptions(progress: Console.progressBar("attention", plainLineSeconds: progressSeconds)),
-                             device: compute.attentionDevice)
+      output = try attention(query: q, key: k, value: v, graph: graph, options: options, device: compute.attentionDevice)
     }
     let problem = try AttentionShape(query: shape, key: shape, value: shape)
     let scale = Double(compute.scale ?? 1 / Float(dim).squareRoot())
@@ -80,10 +77,11 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
     for head in 0..<heads {
       for s in 0..<rows {
         let row = rows == tokens ? s : (rows == 1 ? 0 : s * (tokens - 1) / (rows - 1))
-        let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: problem, graph: graphs[head], scale: scale)
+        let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: problem, graph: graphs[head],
+                                               scale: scale, options: options)
         let base = (head * tokens + row) * dim
         let error = ReferenceAttention.relativeError(computed: output.scalars[base..<base + dim], reference: reference,
-                                                     expectNaN: compute.emptyRows == .nan)
+                                                     expectNaN: compute.emptyRows == .nan && options.sinks == nil)
         if !(error <= worst) { worst = error; worstAt = (head, row) }
       }
     }

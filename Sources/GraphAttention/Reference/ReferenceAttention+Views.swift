@@ -1,10 +1,13 @@
 extension ReferenceAttention {
   /// Row `row` of flattened head `head`, exactly, from tensors in any storage (memory-mapped files included).
   ///
-  /// Reads only the query row and the keys and values the row attends to.
+  /// Reads only the query row and the keys and values the row attends to. `options`' score modifiers apply
+  /// as in the in-memory form.
   /// - Complexity: O(L_k * cost of `contains` + degree * (d_k + d_v)).
   public static func row(_ row: Int, head: Int, query: TensorView, key: TensorView, value: TensorView,
-                         shape: AttentionShape, graph: Graph, scale: Double) -> Row {
+                         shape: AttentionShape, graph: Graph, scale: Double,
+                         options: AttentionOptions = AttentionOptions()) -> Row {
+    let modifiers = ReferenceModifiers(options: options, head: head, shape: shape)
     let batch = head / shape.queryHeads
     let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
     let qBase = (head * shape.queryCount + row) * shape.keyDim
@@ -24,10 +27,10 @@ extension ReferenceAttention {
         var s = 0.0
         for c in 0..<shape.keyDim { s += q[c] * Double(key.element(kBase + c)) }
         neighbours.append(j)
-        scores.append(s * scale)
+        scores.append(modifiers.score(s * scale, row: row, key: j, shape: shape))
       }
     }
-    return softmax(scores: scores, neighbours: neighbours, valueDim: shape.valueDim) { j, c in
+    return softmax(scores: scores, neighbours: neighbours, valueDim: shape.valueDim, sink: modifiers.sink) { j, c in
       Double(value.element((kvHead * shape.keyCount + j) * shape.valueDim + c))
     }
   }

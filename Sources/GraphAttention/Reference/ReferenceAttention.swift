@@ -21,10 +21,14 @@ public enum ReferenceAttention {
     }
   }
 
-  /// Computes row `row` of flattened head `head` (`batch * H_q + h`) exactly.
+  /// Computes row `row` of flattened head `head` (`batch * H_q + h`) exactly, with `options`' score
+  /// modifiers (softcap, ALiBi, sinks; their formulas are spelled out here again, in Double, apart from the
+  /// kernels'; a modifier the options cannot resolve for this shape is left out, as the engine refuses it).
   /// - Complexity: O(L_k * cost of `contains` + degree * (d_k + d_v)).
   public static func row(_ row: Int, head: Int, query: Tensor, key: Tensor, value: Tensor,
-                         shape: AttentionShape, graph: Graph, scale: Double) -> Row {
+                         shape: AttentionShape, graph: Graph, scale: Double,
+                         options: AttentionOptions = AttentionOptions()) -> Row {
+    let modifiers = ReferenceModifiers(options: options, head: head, shape: shape)
     let batch = head / shape.queryHeads
     let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
     let qBase = (head * shape.queryCount + row) * shape.keyDim
@@ -35,9 +39,9 @@ public enum ReferenceAttention {
       var s = 0.0
       for c in 0..<shape.keyDim { s += Double(query.scalars[qBase + c]) * Double(key.scalars[kBase + c]) }
       neighbours.append(j)
-      scores.append(s * scale)
+      scores.append(modifiers.score(s * scale, row: row, key: j, shape: shape))
     }
-    return softmax(scores: scores, neighbours: neighbours, valueDim: shape.valueDim) { j, c in
+    return softmax(scores: scores, neighbours: neighbours, valueDim: shape.valueDim, sink: modifiers.sink) { j, c in
       Double(value.scalars[(kvHead * shape.keyCount + j) * shape.valueDim + c])
     }
   }
@@ -48,14 +52,16 @@ public enum ReferenceAttention {
   /// from its own mask definitions).
   ///
   /// Two passes in `Double`: the maximum score first, then `exp(s - max)`. No scores give an empty row
-  /// (zeros, degree 0).
+  /// (zeros, degree 0). A `sink` logit joins the denominator (`e^sink`) and adds no value.
   /// - Complexity: O(`scores.count` * `valueDim`).
-  public static func softmax(scores: [Double], neighbours: [Int], valueDim: Int, value: (Int, Int) -> Double) -> Row {
+  public static func softmax(scores: [Double], neighbours: [Int], valueDim: Int, sink: Double? = nil,
+                             value: (Int, Int) -> Double) -> Row {
     var output = [Double](repeating: 0, count: valueDim)
     var magnitude = [Double](repeating: 0, count: valueDim)
-    guard let m = scores.max() else { return Row(output: output, magnitude: magnitude, degree: 0) }
+    guard let top = scores.max() else { return Row(output: output, magnitude: magnitude, degree: 0) }
+    let m = max(top, sink ?? top)
     let weights = scores.map { libmExp($0 - m) }
-    let total = weights.reduce(0, +)
+    let total = weights.reduce(0, +) + (sink.map { libmExp($0 - m) } ?? 0)
     for (t, j) in neighbours.enumerated() {
       let p = weights[t] / total
       for c in 0..<valueDim {
@@ -85,6 +91,31 @@ public enum ReferenceAttention {
       worst = max(worst, difference)
     }
     return scale > 0 ? worst / scale : (worst == 0 ? 0 : .infinity)
+  }
+}
+
+/// One head's score modifiers in Double, from `AttentionOptions`, for the reference rows: the formulas of
+/// softcap and ALiBi written out again, apart from the kernels' (`ga_score_mods`).
+struct ReferenceModifiers {
+  var softcap: Double?
+  var slope: Double?
+  var sink: Double?
+
+  /// The modifiers of flattened head `head`; one the options cannot resolve for `shape` is left out (the
+  /// engine refuses it).
+  init(options: AttentionOptions, head: Int, shape: AttentionShape) {
+    let h = head % shape.queryHeads
+    softcap = options.softcap.map(Double.init)
+    slope = (try? options.alibi?.slopes(queryHeads: shape.queryHeads)).flatMap { $0.map { Double($0[h]) } }
+    sink = options.sinks.flatMap { $0.count == shape.queryHeads ? Double($0[h]) : nil }
+  }
+
+  /// The modified score of query `row` and key `key`, from the scaled `q.k`.
+  func score(_ scaled: Double, row: Int, key: Int, shape: AttentionShape) -> Double {
+    var z = scaled
+    if let softcap { z = softcap * tanh(z / softcap) }
+    if let slope { z -= slope * Double(abs(row + shape.keyCount - shape.queryCount - key)) }
+    return z
   }
 }
 

@@ -96,6 +96,20 @@ final class ScoreModifierCommandLineTests: XCTestCase {
     }
   }
 
+  /// verify and run --check-rows compare with the float64 reference, which applies the modifiers too.
+  func testVerifyAndCheckedRunsApplyEveryModifier() throws {
+    let modifiers = ["--softcap", "4", "--alibi", "--sinks", scratch.path("sinks.npy")]
+    for extra in [[], ["--compose"]] {
+      let result = try CommandLineRunner.run(["verify", "--mask", "window:5+global:0", "--tokens", "70", "--dim", "8", "--heads", "4"]
+                                             + modifiers + extra)
+      XCTAssertEqual(result.status, 0, "\(extra): \(result.stdout) \(result.stderr)")
+      XCTAssertTrue(result.stdout.hasPrefix("PASS"), result.stdout)
+    }
+    let run = try CommandLineRunner.run(["run"] + inputs + ["--mask", "causal", "--output", scratch.path("o.npy"), "--check-rows", "12"]
+                                        + ["--softcap", "4", "--alibi-slopes", scratch.path("slopes.npy"), "--sinks", scratch.path("sinks.npy")])
+    XCTAssertEqual(run.status, 0, run.stderr)
+  }
+
   func testBadModifiersAreErrorsNamingTheFix() throws {
     try NPYWriter.write([1, 2, 3] as [Float], shape: [3], to: scratch.path("three.npy"))
     try NPYWriter.write([0, .nan, 0, 0] as [Float], shape: [4], to: scratch.path("nan.npy"))
@@ -110,8 +124,6 @@ final class ScoreModifierCommandLineTests: XCTestCase {
       (grad + ["--sinks", scratch.path("three.npy")], "has shape [3], but Q has 4 query head(s)"),
       (grad + ["--sinks", scratch.path("nan.npy")], "holds nan at head 1"),
       (run + ["--sinks", scratch.path("missing.npy")], "missing.npy"),
-      (run + ["--softcap", "5", "--check-rows", "4"], "--check-rows compares with the float64 reference"),
-      (["verify", "--mask", "causal", "--tokens", "16", "--softcap", "5"], "does not apply softcap, ALiBi or sinks yet"),
     ]
     for (arguments, words) in cases {
       let result = try CommandLineRunner.run(arguments)
