@@ -17,9 +17,9 @@
 #endif
 
 int64_t ga_backward_scratch_floats(int a_dim, int b_dim) {
-  // Packed A and B blocks, then lse, delta, and p and ds of four rows: 16-float vectors; then the tile's
-  // rows interleaved by group, [group][c][4 rows], for a and b.
-  return (int64_t)GA_BW_BLOCK * (a_dim + b_dim) + 12 * GA_BW_BLOCK + (int64_t)GA_BW_MAX_ROWS * (a_dim + b_dim);
+  // Packed A and B of a pair of blocks, then lse, delta, and p and ds of four rows, for 32 columns; then the
+  // tile's rows interleaved by group, [group][c][4 rows], for a and b.
+  return 2 * (int64_t)GA_BW_BLOCK * (a_dim + b_dim) + 12 * 2 * GA_BW_BLOCK + (int64_t)GA_BW_MAX_ROWS * (a_dim + b_dim);
 }
 
 // MARK: - Portable kernel (plain C; the compiler may vectorise it for the baseline ISA)
@@ -69,101 +69,130 @@ static void interleave_rows(const ga_backward_tile *t, float *ra, float *rb) {
 // MARK: - AVX-512 kernel (16 columns per block)
 
 #define GA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) static inline
+/// Columns of the AVX-512 kernel's step: a pair of 16-column blocks.
+#define GA_AVX512_PAIR 32
 
-// grad[r] (dim floats) += sum over the block's columns j of w[r][j] * X_j, R rows, 2 vectors per pass.
+// grad[r] (dim floats) += sum over the block's columns j of w[r][j] * X_j, R rows, V vectors of 16 per pass
+// (R x V accumulators; each loaded row of X serves R rows, each broadcast weight V vectors).
+#define GA_AVX512_UPDATE_PASS(R, V, grad, w, X, dim)                                                      \
+  for (; c + 16 * (V) <= (dim); c += 16 * (V)) {                                                          \
+    __m512 acc[R][V];                                                                                     \
+    for (int r = 0; r < (R); r++)                                                                         \
+      for (int u = 0; u < (V); u++) acc[r][u] = _mm512_loadu_ps(grad[r] + c + 16 * u);                   \
+    for (int j = 0; j < count; j++) {                                                                     \
+      const float *x = (X) + cols[j] * (int64_t)(dim) + c;                                                \
+      __m512 xv[V];                                                                                       \
+      for (int u = 0; u < (V); u++) xv[u] = _mm512_loadu_ps(x + 16 * u);                                  \
+      for (int r = 0; r < (R); r++) {                                                                     \
+        const __m512 weight = _mm512_set1_ps(w[r * GA_AVX512_PAIR + j]);                                     \
+        for (int u = 0; u < (V); u++) acc[r][u] = _mm512_fmadd_ps(weight, xv[u], acc[r][u]);              \
+      }                                                                                                   \
+    }                                                                                                     \
+    for (int r = 0; r < (R); r++)                                                                         \
+      for (int u = 0; u < (V); u++) _mm512_storeu_ps(grad[r] + c + 16 * u, acc[r][u]);                    \
+  }
+
 #define GA_AVX512_UPDATE(R, grad, w, X, dim)                                                               \
   do {                                                                                                      \
     int c = 0;                                                                                              \
-    for (; c + 32 <= (dim); c += 32) {                                                                      \
-      __m512 acc[R][2];                                                                                     \
-      for (int r = 0; r < (R); r++) {                                                                       \
-        acc[r][0] = _mm512_loadu_ps(grad[r] + c);                                                           \
-        acc[r][1] = _mm512_loadu_ps(grad[r] + c + 16);                                                      \
-      }                                                                                                     \
-      for (int j = 0; j < count; j++) {                                                                     \
-        const float *x = (X) + cols[j] * (int64_t)(dim) + c;                                                \
-        const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);                                  \
-        for (int r = 0; r < (R); r++) {                                                                     \
-          const __m512 weight = _mm512_set1_ps(w[r * GA_BW_BLOCK + j]);                                     \
-          acc[r][0] = _mm512_fmadd_ps(weight, x0, acc[r][0]);                                               \
-          acc[r][1] = _mm512_fmadd_ps(weight, x1, acc[r][1]);                                               \
-        }                                                                                                   \
-      }                                                                                                     \
-      for (int r = 0; r < (R); r++) {                                                                       \
-        _mm512_storeu_ps(grad[r] + c, acc[r][0]);                                                           \
-        _mm512_storeu_ps(grad[r] + c + 16, acc[r][1]);                                                      \
-      }                                                                                                     \
-    }                                                                                                       \
+    GA_AVX512_UPDATE_PASS(R, 4, grad, w, X, dim)                                                            \
+    GA_AVX512_UPDATE_PASS(R, 2, grad, w, X, dim)                                                            \
     for (; c < (dim); c += 16) {                                                                            \
       const __mmask16 tail = (dim) - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << ((dim) - c)) - 1);   \
       __m512 acc[R];                                                                                        \
       for (int r = 0; r < (R); r++) acc[r] = _mm512_maskz_loadu_ps(tail, grad[r] + c);                    \
       for (int j = 0; j < count; j++) {                                                                     \
         const __m512 x0 = _mm512_maskz_loadu_ps(tail, (X) + cols[j] * (int64_t)(dim) + c);                   \
-        for (int r = 0; r < (R); r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(w[r * GA_BW_BLOCK + j]), x0, acc[r]); \
+        for (int r = 0; r < (R); r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(w[r * GA_AVX512_PAIR + j]), x0, acc[r]); \
       }                                                                                                     \
       for (int r = 0; r < (R); r++) _mm512_mask_storeu_ps(grad[r] + c, tail, acc[r]);                       \
     }                                                                                                       \
   } while (0)
 
 // Rows r0..r0+R-1 of the tile against one packed block of `count` columns.
+// Rows r0..r0+R-1 of the tile against a pair of packed blocks (32 columns; `count` <= 32 of them are real):
+// 4R accumulators (S and dP of both blocks), so each broadcast row element serves two column vectors and
+// 4R independent FMA chains cover the FMA latency. p and ds are stored as [row][32].
 #define GA_AVX512_GROUP(R)                                                                                  \
   GA_AVX512 void group_avx512_##R(const ga_backward_tile *t, int r0, int64_t block, int count,              \
-                                  const int64_t *cols, const float *At, const float *Bt, const float *lse,  \
-                                  const float *delta, float *pw, float *dsw, const float *ra, const float *rb,  \
-                                  const int32_t *colpos) {                                                  \
+                                  const int64_t *cols, const float *A0, const float *B0, const float *A1,   \
+                                  const float *B1, const float *lse, const float *delta, float *pw,          \
+                                  float *dsw, const float *ra, const float *rb, const int32_t *colpos) {     \
     const int da = t->a_dim, db = t->b_dim;                                                                 \
-    const __mmask16 valid = count == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);              \
-    __m512 s[R], dp[R];                                                                                     \
+    __m512 s0[R], dp0[R], s1[R], dp1[R];                                                                    \
     float *ga[R], *gb[R];                                                                                   \
     for (int r = 0; r < (R); r++) {                                                                         \
-      s[r] = _mm512_setzero_ps();                                                                           \
-      dp[r] = _mm512_setzero_ps();                                                                          \
+      s0[r] = dp0[r] = s1[r] = dp1[r] = _mm512_setzero_ps();                                                \
       ga[r] = t->grad_a[r0 + r];                                                                            \
       gb[r] = t->grad_b[r0 + r];                                                                            \
     }                                                                                                       \
-    /* S and dP side by side: 2R independent FMA chains hide the FMA latency. */                            \
     const int both = da < db ? da : db;                                                                     \
     for (int c = 0; c < both; c++) {                                                                        \
-      const __m512 x = _mm512_load_ps(At + c * GA_BW_BLOCK), y = _mm512_load_ps(Bt + c * GA_BW_BLOCK);      \
+      const __m512 x0 = _mm512_load_ps(A0 + c * GA_BW_BLOCK), x1 = _mm512_load_ps(A1 + c * GA_BW_BLOCK);    \
+      const __m512 y0 = _mm512_load_ps(B0 + c * GA_BW_BLOCK), y1 = _mm512_load_ps(B1 + c * GA_BW_BLOCK);    \
       for (int r = 0; r < (R); r++) {                                                                       \
-        s[r] = _mm512_fmadd_ps(_mm512_set1_ps(ra[c * 4 + r]), x, s[r]);                                     \
-        dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(rb[c * 4 + r]), y, dp[r]);                                   \
+        const __m512 a = _mm512_set1_ps(ra[c * 4 + r]), b = _mm512_set1_ps(rb[c * 4 + r]);                  \
+        s0[r] = _mm512_fmadd_ps(a, x0, s0[r]);                                                              \
+        s1[r] = _mm512_fmadd_ps(a, x1, s1[r]);                                                              \
+        dp0[r] = _mm512_fmadd_ps(b, y0, dp0[r]);                                                            \
+        dp1[r] = _mm512_fmadd_ps(b, y1, dp1[r]);                                                            \
       }                                                                                                     \
     }                                                                                                       \
     for (int c = both; c < da; c++) {                                                                       \
-      const __m512 x = _mm512_load_ps(At + c * GA_BW_BLOCK);                                                \
-      for (int r = 0; r < (R); r++) s[r] = _mm512_fmadd_ps(_mm512_set1_ps(ra[c * 4 + r]), x, s[r]);         \
+      const __m512 x0 = _mm512_load_ps(A0 + c * GA_BW_BLOCK), x1 = _mm512_load_ps(A1 + c * GA_BW_BLOCK);    \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        const __m512 a = _mm512_set1_ps(ra[c * 4 + r]);                                                     \
+        s0[r] = _mm512_fmadd_ps(a, x0, s0[r]);                                                              \
+        s1[r] = _mm512_fmadd_ps(a, x1, s1[r]);                                                              \
+      }                                                                                                     \
     }                                                                                                       \
     for (int c = both; c < db; c++) {                                                                       \
-      const __m512 x = _mm512_load_ps(Bt + c * GA_BW_BLOCK);                                                \
-      for (int r = 0; r < (R); r++) dp[r] = _mm512_fmadd_ps(_mm512_set1_ps(rb[c * 4 + r]), x, dp[r]);       \
+      const __m512 y0 = _mm512_load_ps(B0 + c * GA_BW_BLOCK), y1 = _mm512_load_ps(B1 + c * GA_BW_BLOCK);    \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        const __m512 b = _mm512_set1_ps(rb[c * 4 + r]);                                                     \
+        dp0[r] = _mm512_fmadd_ps(b, y0, dp0[r]);                                                            \
+        dp1[r] = _mm512_fmadd_ps(b, y1, dp1[r]);                                                            \
+      }                                                                                                     \
     }                                                                                                       \
-    const __m512 scale = _mm512_set1_ps(t->scale);                                                          \
-    for (int r = 0; r < (R); r++) {                                                                         \
-      __mmask16 m = valid;                                                                                  \
-      if (t->mask) {                                                                                        \
-        const __m128i bytes = _mm_maskz_loadu_epi8(valid, t->mask + (int64_t)(r0 + r) * t->n + block);      \
-        m = _mm_mask_cmpneq_epi8_mask(valid, bytes, _mm_setzero_si128());                                   \
-      }                                                                                                     \
-      const __m512 l = lse ? _mm512_load_ps(lse) : _mm512_set1_ps(t->row_lse[r0 + r]);                       \
-      const __m512 d = delta ? _mm512_load_ps(delta) : _mm512_set1_ps(t->row_delta[r0 + r]);                 \
-      if (colpos) { /* score modifiers: softcap's derivative scales ds */                                 \
-        __m512 slope;                                                                                       \
-        const __m512i diff = _mm512_sub_epi32(_mm512_set1_epi32(t->row_position[r0 + r]), _mm512_load_si512(colpos)); \
-        const __m512 z = ga_modify_scores_avx512(&t->mods, _mm512_mul_ps(s[r], scale), diff, &slope);      \
-        const __m512 p = _mm512_maskz_mov_ps(m, ga_exp_avx512(_mm512_sub_ps(z, l)));                         \
-        _mm512_store_ps(pw + r * GA_BW_BLOCK, p);                                                           \
-        _mm512_store_ps(dsw + r * GA_BW_BLOCK, _mm512_maskz_mul_ps(m, _mm512_mul_ps(p, slope), _mm512_sub_ps(dp[r], d))); \
-        continue;                                                                                           \
-      }                                                                                                     \
-      const __m512 p = _mm512_maskz_mov_ps(m, ga_exp_avx512(_mm512_fmsub_ps(s[r], scale, l)));                 \
-      _mm512_store_ps(pw + r * GA_BW_BLOCK, p);                                                             \
-      _mm512_store_ps(dsw + r * GA_BW_BLOCK, _mm512_maskz_mul_ps(m, p, _mm512_sub_ps(dp[r], d)));             \
+    for (int h = 0; h < 2; h++) {                                                                           \
+      const int n = count - 16 * h < 0 ? 0 : (count - 16 * h > 16 ? 16 : count - 16 * h);                   \
+      const __mmask16 valid = n == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);                     \
+      for (int r = 0; r < (R); r++)                                                                         \
+        weights_avx512(t, r0 + r, block + 16 * h, valid, h ? s1[r] : s0[r], h ? dp1[r] : dp0[r],            \
+                       lse ? lse + 16 * h : NULL, delta ? delta + 16 * h : NULL,                            \
+                       colpos ? colpos + 16 * h : NULL, pw + r * GA_AVX512_PAIR + 16 * h,                    \
+                       dsw + r * GA_AVX512_PAIR + 16 * h);                                                  \
     }                                                                                                       \
     GA_AVX512_UPDATE(R, ga, dsw, t->A, da);                                                                 \
     if (gb[0]) GA_AVX512_UPDATE(R, gb, pw, t->B, db);                                                       \
   }
+
+// p and ds of row `row` against 16 columns (lanes `valid` real) from its scores s and dP values dp: the mask,
+// the score modifiers (softcap's derivative scales ds), p = exp(z - lse), ds = p (dp - delta).
+GA_AVX512 __attribute__((always_inline)) void weights_avx512(const ga_backward_tile *t, int row, int64_t position, __mmask16 valid,
+                                                             __m512 s, __m512 dp, const float *lse, const float *delta,
+                                                             const int32_t *colpos, float *pw, float *dsw) {
+  __mmask16 m = valid;
+  if (t->mask) {
+    const __m128i bytes = _mm_maskz_loadu_epi8(valid, t->mask + (int64_t)row * t->n + position);
+    m = _mm_mask_cmpneq_epi8_mask(valid, bytes, _mm_setzero_si128());
+  }
+  const __m512 l = lse ? _mm512_load_ps(lse) : _mm512_set1_ps(t->row_lse[row]);
+  const __m512 d = delta ? _mm512_load_ps(delta) : _mm512_set1_ps(t->row_delta[row]);
+  const __m512 scale = _mm512_set1_ps(t->scale);
+  if (colpos) {
+    __m512 slope;
+    const __m512i diff = _mm512_sub_epi32(_mm512_set1_epi32(t->row_position[row]), _mm512_load_si512(colpos));
+    const __m512 z = ga_modify_scores_avx512(&t->mods, _mm512_mul_ps(s, scale), diff, &slope);
+    const __m512 p = _mm512_maskz_mov_ps(m, ga_exp_avx512(_mm512_sub_ps(z, l)));
+    _mm512_store_ps(pw, p);
+    _mm512_store_ps(dsw, _mm512_maskz_mul_ps(m, _mm512_mul_ps(p, slope), _mm512_sub_ps(dp, d)));
+    return;
+  }
+  const __m512 p = _mm512_maskz_mov_ps(m, ga_exp_avx512(_mm512_fmsub_ps(s, scale, l)));
+  _mm512_store_ps(pw, p);
+  _mm512_store_ps(dsw, _mm512_maskz_mul_ps(m, p, _mm512_sub_ps(dp, d)));
+}
 
 // dst[c][0..16) = src[cols[j]][c] for j < count (zero beyond), c < dim: 16x16 in-register transposes
 // (unpack, shuffle, 128-bit lane shuffles), 16 loads and 16 stores per 256 elements.
@@ -243,40 +272,51 @@ GA_AVX512_GROUP(4)
 
 GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
   const int da = t->a_dim, db = t->b_dim;
-  float *At = t->scratch, *Bt = At + GA_BW_BLOCK * da;
-  float *lse = Bt + GA_BW_BLOCK * db, *delta = lse + GA_BW_BLOCK;
-  float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;
-  float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
-  __attribute__((aligned(64))) int32_t positions[GA_BW_BLOCK];
+  float *At = t->scratch, *Bt = At + GA_AVX512_PAIR * da;
+  float *lse = Bt + GA_AVX512_PAIR * db, *delta = lse + GA_AVX512_PAIR;
+  float *pw = delta + GA_AVX512_PAIR, *dsw = pw + 4 * GA_AVX512_PAIR;
+  float *ra = dsw + 4 * GA_AVX512_PAIR, *rb = ra + GA_BW_MAX_ROWS * da;
+  __attribute__((aligned(64))) int32_t positions[GA_AVX512_PAIR];
   const int32_t *colpos = ga_has_score_mods(&t->mods) ? positions : NULL;
   const int shared = uses_panel(t, GA_BW_BLOCK);
   interleave_rows(t, ra, rb);
-  for (int64_t block = 0; block < t->n; block += GA_BW_BLOCK) {
-    const int count = t->n - block < GA_BW_BLOCK ? (int)(t->n - block) : GA_BW_BLOCK;
+  for (int64_t block = 0; block < t->n; block += GA_AVX512_PAIR) {
+    const int count = t->n - block < GA_AVX512_PAIR ? (int)(t->n - block) : GA_AVX512_PAIR;
     const int64_t *cols = t->columns + block;
-    if (colpos) for (int j = 0; j < GA_BW_BLOCK; j++) positions[j] = j < count ? (int32_t)cols[j] : 0;
-    // Pack the block transposed, [dim][16], zero beyond `count` (masked, but kept finite); or find it packed.
-    const float *Ab = At, *Bb = Bt;
+    if (colpos) for (int j = 0; j < GA_AVX512_PAIR; j++) positions[j] = j < count ? (int32_t)cols[j] : 0;
+    // Each block packed transposed, [dim][16], zero beyond its columns (masked, but kept finite), or found
+    // packed in the panel; a pair's missing second block repeats the first (its lanes are all masked).
+    const float *A0 = At, *B0 = Bt, *A1 = At + GA_BW_BLOCK * da, *B1 = Bt + GA_BW_BLOCK * db;
+    const int second = count > GA_BW_BLOCK ? count - GA_BW_BLOCK : 0;
     if (shared) {
-      Ab = panel_block(t, block, GA_BW_BLOCK, 0, pack_avx512);
-      Bb = panel_block(t, block, GA_BW_BLOCK, 1, pack_avx512);
+      A0 = panel_block(t, block, GA_BW_BLOCK, 0, pack_avx512);
+      B0 = panel_block(t, block, GA_BW_BLOCK, 1, pack_avx512);
+      A1 = second ? panel_block(t, block + GA_BW_BLOCK, GA_BW_BLOCK, 0, pack_avx512) : A0;
+      B1 = second ? panel_block(t, block + GA_BW_BLOCK, GA_BW_BLOCK, 1, pack_avx512) : B0;
     } else {
-      pack_avx512(At, t->A, cols, count, da);
-      pack_avx512(Bt, t->B, cols, count, db);
+      pack_avx512(At, t->A, cols, count < GA_BW_BLOCK ? count : GA_BW_BLOCK, da);
+      pack_avx512(Bt, t->B, cols, count < GA_BW_BLOCK ? count : GA_BW_BLOCK, db);
+      if (second) {
+        pack_avx512(At + GA_BW_BLOCK * da, t->A, cols + GA_BW_BLOCK, second, da);
+        pack_avx512(Bt + GA_BW_BLOCK * db, t->B, cols + GA_BW_BLOCK, second, db);
+      } else {
+        A1 = A0;
+        B1 = B0;
+      }
     }
     if (t->col_lse) {
-      for (int j = 0; j < GA_BW_BLOCK; j++) {
+      for (int j = 0; j < GA_AVX512_PAIR; j++) {
         lse[j] = j < count ? t->col_lse[cols[j]] : 0;
         delta[j] = j < count ? t->col_delta[cols[j]] : 0;
       }
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
     int r = 0;
-    for (; r + 4 <= t->rows; r += 4) group_avx512_4(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos);
+    for (; r + 4 <= t->rows; r += 4) group_avx512_4(t, r, block, count, cols, A0, B0, A1, B1, l, d, pw, dsw, ra + r * da, rb + r * db, colpos);
     switch (t->rows - r) {
-      case 3: group_avx512_3(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
-      case 2: group_avx512_2(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
-      case 1: group_avx512_1(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 3: group_avx512_3(t, r, block, count, cols, A0, B0, A1, B1, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 2: group_avx512_2(t, r, block, count, cols, A0, B0, A1, B1, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 1: group_avx512_1(t, r, block, count, cols, A0, B0, A1, B1, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
       default: break;
     }
   }
