@@ -10,23 +10,27 @@ compilation are not timed). Rows:
   * engine: graph_attention.attention (this package: the Swift engine through its C ABI) with the mask and the
     score modifier; plain: the same mask without modifiers, for the modifier's cost;
   * flex: torch.compile(flex_attention) with a compiled create_block_mask of the equivalent mask_mod and
-    score_mod (softcap: C * tanh(s / C); ALiBi: s - slope_h * |q - kv|; sinks: flex has none, so its output
-    is scaled by sigmoid(LSE - sink_h) from return_lse, the exact sink formula).
+    score_mod (softcap: C * tanh(s / C); ALiBi: s - slope_h * |q - kv|; sinks: flex has none, and its CPU path
+    cannot return the log-sum-exp under compile, so a sink is one extra key of zero value that every query
+    attends to, with the sink logit as its score).
   * documents&causal over --document-tokens tokens in --documents equal documents (engine only: FlexAttention
     would build a block mask of (L / 128)^2 blocks), against window:W:causal with the same number of edges.
 
 One JSON object per row on stdout; a table on stderr.
 """
 import argparse
+import os
 import json
 import math
 import statistics
 import sys
 import time
 
-import torch
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # no compile workers beside the timings
 
-import graph_attention
+import torch  # noqa: E402
+
+import graph_attention  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -49,36 +53,37 @@ def document_edges(offsets):
 
 
 def flex_runner(q, k, v, window, modifier, heads, sinks, slopes, softcap):
+    """FlexAttention with the mask and modifier; sinks as one extra key (zero value) whose score is the sink
+    logit, the usual way to express them in flex (its CPU path cannot return the log-sum-exp under compile)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+    torch._dynamo.reset()  # each row compiles its own kernel; a shared cache would hit the recompile limit
     L = q.shape[-2]
+    with_sinks = modifier in ("sinks", "all")
+    with_score_mod = modifier in ("softcap", "alibi", "all") or with_sinks
+    if with_sinks:
+        k = torch.cat([k, torch.zeros_like(k[:, :, :1])], dim=2)
+        v = torch.cat([v, torch.zeros_like(v[:, :, :1])], dim=2)
 
     def mask_mod(b, h, q_idx, kv_idx):
-        return (q_idx - kv_idx <= window) & (kv_idx - q_idx <= window)
+        inside = (q_idx - kv_idx <= window) & (kv_idx - q_idx <= window)
+        return (inside | (kv_idx == L)) if with_sinks else inside
 
-    block_mask = torch.compile(create_block_mask)(mask_mod, None, None, L, L, "cpu")
+    block_mask = torch.compile(create_block_mask)(mask_mod, None, None, L, k.shape[2], "cpu")
     slope_tensor = torch.tensor(slopes)
+    sink_tensor = torch.tensor(sinks)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         if modifier in ("softcap", "all"):
             score = softcap * torch.tanh(score / softcap)
         if modifier in ("alibi", "all"):
             score = score - slope_tensor[h] * (q_idx - kv_idx).abs()
+        if with_sinks:
+            score = torch.where(kv_idx == L, sink_tensor[h], score)
         return score
 
     compiled = torch.compile(flex_attention, dynamic=False)
-    sink_tensor = torch.tensor(sinks).view(1, heads, 1, 1)
-    with_score_mod = modifier in ("softcap", "alibi", "all")
-    with_sinks = modifier in ("sinks", "all")
-
-    def run():
-        if with_sinks:
-            out, lse = compiled(q, k, v, block_mask=block_mask, score_mod=score_mod if with_score_mod else None,
-                                return_lse=True)
-            return out * torch.sigmoid(lse.unsqueeze(-1) - sink_tensor)
-        return compiled(q, k, v, block_mask=block_mask, score_mod=score_mod if with_score_mod else None)
-
-    return run
+    return lambda: compiled(q, k, v, block_mask=block_mask, score_mod=score_mod if with_score_mod else None)
 
 
 def main():
@@ -107,9 +112,12 @@ def main():
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    # The engine's rows first: FlexAttention's compilation leaves worker processes that disturb timings.
+    inputs = {}
     for length in [int(t) for t in a.tokens.split(",")]:
         torch.manual_seed(0)
-        q, k, v = (torch.randn(1, heads, length, a.dim) for _ in range(3))
+        inputs[length] = tuple(torch.randn(1, heads, length, a.dim) for _ in range(3))
+        q, k, v = inputs[length]
         mask = f"window:{a.window}"
         edges = (length * (2 * a.window + 1) - a.window * (a.window + 1)) * heads
         plain_seconds = None
@@ -117,16 +125,9 @@ def main():
             seconds, runs = timed(lambda: graph_attention.attention(q, k, v, mask=mask, threads=threads, **kwargs), a.repeats)
             if name == "plain":
                 plain_seconds = seconds
-            row = {"side": "engine", "mask": mask, "modifier": name, "tokens": length, "dim": a.dim, "heads": heads,
-                   "seconds": seconds, "runs": runs, "gflops": 4 * edges * a.dim / seconds / 1e9,
-                   "over_plain": seconds / plain_seconds}
-            if not a.no_flex:
-                run = flex_runner(q, k, v, a.window, name, heads, sinks, slopes, softcap)
-                flex_seconds, flex_runs = timed(run, a.repeats)
-                ours = graph_attention.attention(q, k, v, mask=mask, **kwargs)
-                row.update(flex_seconds=flex_seconds, flex_runs=flex_runs, speedup_over_flex=flex_seconds / seconds,
-                           max_abs_difference_from_flex=float((run() - ours).abs().max()))
-            emit(row)
+            emit({"side": "engine", "mask": mask, "modifier": name, "tokens": length, "dim": a.dim, "heads": heads,
+                  "seconds": seconds, "runs": runs, "gflops": 4 * edges * a.dim / seconds / 1e9,
+                  "over_plain": seconds / plain_seconds})
 
     # Packed documents against a causal window of the same edges.
     length, count = a.document_tokens, a.documents
@@ -145,12 +146,22 @@ def main():
               "modifier": "plain", "tokens": length, "dim": a.dim, "heads": heads, "edges_per_head": edges,
               "seconds": seconds, "runs": runs, "gflops": 4 * edges * heads * a.dim / seconds / 1e9})
 
-    print(f"{'mask':<24} {'modifier':<8} {'tokens':>8} {'seconds':>9} {'GFLOP/s':>8} {'x plain':>8} {'flex s':>9} {'x flex':>7}",
+    if not a.no_flex:
+        for row in [r for r in rows if r["side"] == "engine" and "over_plain" in r]:
+            q, k, v = inputs[row["tokens"]]
+            run = flex_runner(q, k, v, a.window, row["modifier"], heads, sinks, slopes, softcap)
+            flex_seconds, flex_runs = timed(run, a.repeats)
+            ours = graph_attention.attention(q, k, v, mask=row["mask"], **modifiers[row["modifier"]])
+            emit(dict(row, side="flex", seconds=flex_seconds, runs=flex_runs, gflops=row["gflops"] * row["seconds"] / flex_seconds,
+                      engine_speedup=flex_seconds / row["seconds"],
+                      max_abs_difference_from_engine=float((run() - ours).abs().max())))
+
+    print(f"{'side':<7} {'mask':<24} {'modifier':<8} {'tokens':>8} {'seconds':>9} {'GFLOP/s':>8} {'x plain':>8} {'engine x':>8}",
           file=sys.stderr)
     for r in rows:
-        flex = f"{r['flex_seconds']:9.4f} {r['speedup_over_flex']:7.2f}" if "flex_seconds" in r else f"{'-':>9} {'-':>7}"
-        over = f"{r['over_plain']:8.3f}" if "over_plain" in r else f"{'-':>8}"
-        print(f"{r['mask']:<24} {r['modifier']:<8} {r['tokens']:>8} {r['seconds']:9.4f} {r['gflops']:8.1f} {over} {flex}",
+        over = f"{r['over_plain']:8.3f}" if "over_plain" in r and r["side"] == "engine" else f"{'-':>8}"
+        speedup = f"{r['engine_speedup']:8.2f}" if "engine_speedup" in r else f"{'-':>8}"
+        print(f"{r['side']:<7} {r['mask']:<24} {r['modifier']:<8} {r['tokens']:>8} {r['seconds']:9.4f} {r['gflops']:8.1f} {over} {speedup}",
               file=sys.stderr)
 
 
