@@ -234,35 +234,54 @@ GA_AVX512 void pack_avx512(float *dst, const float *src, const int64_t *cols, in
   }
 }
 
-// The packed block of the tile that starts at column position `block` (a multiple of `width`) if the tile can
-// use its panel (contiguous columns, aligned to the panel's blocks, inside it), packing it on first use; else NULL.
+// The packed block of the tile's columns from entry `block` (a multiple of `width`) on, found in the panel
+// (see uses_panel), packed there on first use.
 static inline const float *panel_block(const ga_backward_tile *t, int64_t block, int width, int is_b,
                                        void (*pack)(float *, const float *, const int64_t *, int, int)) {
   ga_backward_panel *panel = t->panel;
-  const int64_t offset = t->columns[0] - panel->first + block;
-  const int64_t index = offset / width;
+  const int64_t index = ((t->columns[0] - panel->first) / panel->stride + block) / width;
   const int dim = is_b ? t->b_dim : t->a_dim;
   float *base = (is_b ? panel->B : panel->A) + index * width * (int64_t)dim;
   // One flag per block and side: bit 0 A, bit 1 B.
   if (!(panel->packed[index] & (1 << is_b))) {
     int64_t cols[16];
-    const int64_t start = panel->first + index * width;
-    const int count = panel->limit - start < width ? (int)(panel->limit - start) : width;
-    for (int j = 0; j < width; j++) cols[j] = start + (j < count ? j : 0);
+    const int64_t start = panel->first + index * width * panel->stride;
+    const int64_t left = (panel->limit - start + panel->stride - 1) / panel->stride;
+    const int count = left < width ? (int)left : width;
+    for (int j = 0; j < width; j++) cols[j] = start + (j < count ? j : 0) * panel->stride;
     pack(base, is_b ? t->B : t->A, cols, count, dim);
     panel->packed[index] |= (uint8_t)(1 << is_b);
   }
   return base;
 }
 
-// Whether the tile reads its blocks from its panel (see ga_backward_panel).
+// Whether the tile reads its blocks from its panel: its columns step evenly by the panel's stride (contiguous
+// for windows, the dilation for dilated graphs) from a whole number of blocks after the panel's first column
+// and end inside it. A tile that steps evenly but does not fit (the first of an item, or of the next residue
+// class of a dilated graph) moves the panel to itself, forgetting what was packed.
 static inline int uses_panel(const ga_backward_tile *t, int width) {
-  const ga_backward_panel *panel = t->panel;
-  if (!panel || t->n == 0) return 0;
+  ga_backward_panel *panel = t->panel;
+  // A tile of less than a block packs its own: a panel block would pack columns it does not need.
+  if (!panel || t->n < width) return 0;
   const int64_t first = t->columns[0], last = t->columns[t->n - 1];
-  if (last - first != t->n - 1 || first < panel->first || (first - panel->first) % width != 0) return 0;
-  const int64_t end_block = (first - panel->first + t->n + width - 1) / width;
-  return end_block * width <= panel->capacity;
+  const int64_t step = t->columns[1] - first;
+  if (step < 1 || last - first != (t->n - 1) * step) return 0;
+  // Sorted distinct columns with the first and last `step` apart per entry are contiguous when step is 1;
+  // a wider step must be checked column by column ([0, 2, 3, 6] passes the test above).
+  if (step > 1)
+    for (int64_t j = 2; j < t->n; j++)
+      if (t->columns[j] - t->columns[j - 1] != step) return 0;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (panel->stride == step && first >= panel->first && (first - panel->first) % (step * width) == 0) {
+      const int64_t end_block = ((first - panel->first) / step + t->n + width - 1) / width;
+      if (end_block * width <= panel->capacity) return 1;
+    }
+    if ((t->n + width - 1) / width * width > panel->capacity) return 0;
+    panel->first = first;
+    panel->stride = step;
+    memset(panel->packed, 0, (size_t)(panel->capacity / 8));
+  }
+  return 0;
 }
 
 GA_AVX512_GROUP(1)

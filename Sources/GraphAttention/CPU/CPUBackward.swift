@@ -91,11 +91,10 @@ enum CPUBackward {
           (b.gradQuery + (headRow + first) * kd).update(repeating: 0, count: (last - first) * kd)
           kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads))
           kernel.setColumns(a: b.key + kvHead * lk * kd, b: b.value + kvHead * lk * vd, lse: nil, delta: nil)
-          kernel.detachPanel()
+          kernel.resetPanel(limit: lk)
           tiler.forEachTile(rows: first..<last, empty: { row in
             if emptyRows == .nan { (b.gradQuery + (headRow + row) * kd).update(repeating: .nan, count: kd) }
           }, tile: { tile in
-            if !kernel.hasPanel { kernel.anchorPanel(first: Int(tile.columns[0]), limit: lk) }
             for (slot, row) in tile.rows.enumerated() {
               let i = headRow + row
               kernel.setRow(slot, position: row, a: b.query + i * kd, b: b.gradOutput + i * vd, gradA: b.gradQuery + i * kd,
@@ -157,9 +156,8 @@ enum CPUBackward {
             kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads, keyRows: true))
             kernel.setColumns(a: b.query + headRow * kd, b: b.gradOutput + headRow * vd,
                               lse: b.logSumExp + headRow, delta: delta + headRow)
-            kernel.detachPanel()
+            kernel.resetPanel(limit: lq)
             tiler.forEachTile(rows: first..<last, empty: { _ in }, tile: { tile in
-              if !kernel.hasPanel { kernel.anchorPanel(first: Int(tile.columns[0]), limit: lq) }
               for (slot, column) in tile.rows.enumerated() {
                 let j = headColumn + column
                 kernel.setRow(slot, position: column, a: b.key + j * kd, b: b.value + j * vd, gradA: b.gradKey + j * kd,

@@ -14,16 +14,19 @@ extern "C" {
 /// Columns per packed block (the lanes of one AVX-512 vector; the AVX2 kernel uses two halves).
 #define GA_BW_BLOCK 16
 
-/// Columns packed once and shared by many tiles: the columns `[first, first + capacity)` of A and B, in
-/// blocks of the kernel's width (16 for AVX-512, 8 for AVX2) packed transposed on first use. Tiles whose
-/// columns are contiguous, start a whole number of blocks after `first` and end inside the panel read their
-/// blocks here instead of packing them again: tiles of neighbouring rows of a window or blocked graph share
-/// most columns, so each column is packed once per work item instead of once per tile.
+/// Columns packed once and shared by many tiles: the columns `first + k * stride`, k < capacity, of A and B,
+/// in blocks of the kernel's width (16 for AVX-512, 8 for AVX2) packed transposed on first use. Tiles whose
+/// columns step by `stride` from a whole number of blocks after `first` and end inside the panel read their
+/// blocks here instead of packing them again: tiles of neighbouring rows of a window, blocked or dilated graph
+/// share most columns, so each column is packed about once per work item instead of once per tile. The
+/// kernel places the panel (`first`, `stride`, flags) itself at the first tile that steps evenly and does not
+/// fit; its owner sets `stride` to 0 (no place yet) whenever the sources A and B change.
 typedef struct {
   float *A;                 ///< capacity * a_dim floats, 64-byte aligned
   float *B;                 ///< capacity * b_dim floats, 64-byte aligned
-  uint8_t *packed;          ///< capacity / 8 flags, zeroed by the owner when `first` or the sources change
+  uint8_t *packed;          ///< capacity / 8 flags
   int64_t first;            ///< the first column
+  int64_t stride;           ///< the step between the panel's columns; 0 before the kernel places it
   int64_t capacity;         ///< columns, a multiple of 16
   int64_t limit;            ///< columns that exist in A and B (a block is never read past it)
 } ga_backward_panel;

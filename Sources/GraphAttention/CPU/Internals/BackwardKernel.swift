@@ -29,7 +29,7 @@ struct BackwardKernel {
     panel.initialize(to: ga_backward_panel(
       A: UnsafeMutableRawPointer.allocate(byteCount: columns * aDim * 4, alignment: 64).bindMemory(to: Float.self, capacity: columns * aDim),
       B: UnsafeMutableRawPointer.allocate(byteCount: columns * bDim * 4, alignment: 64).bindMemory(to: Float.self, capacity: columns * bDim),
-      packed: .allocate(capacity: columns / 8), first: 0, capacity: Int64(columns), limit: 0))
+      packed: .allocate(capacity: columns / 8), first: 0, stride: 0, capacity: Int64(columns), limit: 0))
   }
 
   /// Frees the scratch and the panel; the kernel must not be used afterwards.
@@ -41,18 +41,11 @@ struct BackwardKernel {
     panel.deallocate()
   }
 
-  /// Whether tiles read packed columns from the panel (anchored since the last `detachPanel`).
-  var hasPanel: Bool { call.panel != nil }
-
-  /// Stops using the panel: call when the column vectors change (a new item or head).
-  mutating func detachPanel() { call.panel = nil }
-
-  /// Starts the panel at column `first` of columns that number `limit`: later tiles whose columns are
-  /// contiguous from `first` plus a multiple of the block width reuse the blocks packed once.
-  mutating func anchorPanel(first: Int, limit: Int) {
-    panel.pointee.first = Int64(first)
+  /// Empties the panel for new column vectors (`setColumns`; a new item or head) that number `limit`: the
+  /// kernel places it at the first tile whose columns step evenly, and later such tiles reuse its blocks.
+  mutating func resetPanel(limit: Int) {
+    panel.pointee.stride = 0
     panel.pointee.limit = Int64(limit)
-    panel.pointee.packed.update(repeating: 0, count: BackwardKernel.panelColumns / 8)
     call.panel = panel
   }
 
