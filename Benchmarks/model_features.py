@@ -13,6 +13,7 @@ compilation are not timed). Rows:
     score_mod (softcap: C * tanh(s / C); ALiBi: s - slope_h * |q - kv|; sinks: flex has none, and its CPU path
     cannot return the log-sum-exp under compile, so a sink is one extra key of zero value that every query
     attends to, with the sink logit as its score).
+  * documents&causal at each --tokens length, documents of the mean length below, beside flex's document mask_mod;
   * documents&causal over --document-tokens tokens in --documents equal documents (engine only: FlexAttention
     would build a block mask of (L / 128)^2 blocks), against window:W:causal with the same number of edges.
 
@@ -52,9 +53,10 @@ def document_edges(offsets):
     return sum((b - a) * (b - a + 1) // 2 for a, b in zip(offsets, offsets[1:]))
 
 
-def flex_runner(q, k, v, window, modifier, heads, sinks, slopes, softcap):
+def flex_runner(q, k, v, window, modifier, heads, sinks, slopes, softcap, offsets=None):
     """FlexAttention with the mask and modifier; sinks as one extra key (zero value) whose score is the sink
-    logit, the usual way to express them in flex (its CPU path cannot return the log-sum-exp under compile)."""
+    logit, the usual way to express them in flex (its CPU path cannot return the log-sum-exp under compile).
+    With `offsets`, the mask is causal attention within the documents those offsets delimit."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     torch._dynamo.reset()  # each row compiles its own kernel; a shared cache would hit the recompile limit
@@ -65,8 +67,17 @@ def flex_runner(q, k, v, window, modifier, heads, sinks, slopes, softcap):
         k = torch.cat([k, torch.zeros_like(k[:, :, :1])], dim=2)
         v = torch.cat([v, torch.zeros_like(v[:, :, :1])], dim=2)
 
+    document = None
+    if offsets is not None:
+        document = torch.zeros(L, dtype=torch.int32)
+        for i, (a, b) in enumerate(zip(offsets, offsets[1:])):
+            document[a:b] = i
+
     def mask_mod(b, h, q_idx, kv_idx):
-        inside = (q_idx - kv_idx <= window) & (kv_idx - q_idx <= window)
+        if document is not None:
+            inside = (document[q_idx] == document[kv_idx]) & (kv_idx <= q_idx)
+        else:
+            inside = (q_idx - kv_idx <= window) & (kv_idx - q_idx <= window)
         return (inside | (kv_idx == L)) if with_sinks else inside
 
     block_mask = torch.compile(create_block_mask)(mask_mod, None, None, L, k.shape[2], "cpu")
@@ -128,6 +139,14 @@ def main():
             emit({"side": "engine", "mask": mask, "modifier": name, "tokens": length, "dim": a.dim, "heads": heads,
                   "seconds": seconds, "runs": runs, "gflops": 4 * edges * a.dim / seconds / 1e9,
                   "over_plain": seconds / plain_seconds})
+        # Packed causal documents of the 1M-token row's mean length.
+        count = max(1, round(length * a.documents / a.document_tokens))
+        offsets = [round(length * i / count) for i in range(count + 1)]
+        spec = "documents:" + ",".join(str(o) for o in offsets) + "&causal"
+        seconds, runs = timed(lambda: graph_attention.attention(q, k, v, mask=spec, threads=threads), a.repeats)
+        emit({"side": "engine", "mask": "documents&causal", "documents": count, "offsets": offsets, "modifier": "plain",
+              "tokens": length, "dim": a.dim, "heads": heads, "seconds": seconds, "runs": runs,
+              "gflops": 4 * document_edges(offsets) * heads * a.dim / seconds / 1e9})
 
     # Packed documents against a causal window of the same edges.
     length, count = a.document_tokens, a.documents
@@ -147,11 +166,13 @@ def main():
               "seconds": seconds, "runs": runs, "gflops": 4 * edges * heads * a.dim / seconds / 1e9})
 
     if not a.no_flex:
-        for row in [r for r in rows if r["side"] == "engine" and "over_plain" in r]:
+        for row in [r for r in rows if r["side"] == "engine" and r["tokens"] in inputs]:
             q, k, v = inputs[row["tokens"]]
-            run = flex_runner(q, k, v, a.window, row["modifier"], heads, sinks, slopes, softcap)
+            offsets = row.get("offsets")
+            run = flex_runner(q, k, v, a.window, row["modifier"], heads, sinks, slopes, softcap, offsets)
             flex_seconds, flex_runs = timed(run, a.repeats)
-            ours = graph_attention.attention(q, k, v, mask=row["mask"], **modifiers[row["modifier"]])
+            spec = "documents:" + ",".join(str(o) for o in offsets) + "&causal" if offsets else row["mask"]
+            ours = graph_attention.attention(q, k, v, mask=spec, **modifiers[row["modifier"]])
             emit(dict(row, side="flex", seconds=flex_seconds, runs=flex_runs, gflops=row["gflops"] * row["seconds"] / flex_seconds,
                       engine_speedup=flex_seconds / row["seconds"],
                       max_abs_difference_from_engine=float((run() - ours).abs().max())))

@@ -152,6 +152,16 @@ struct QueryTiler {
           }
         }
         if degree > 0 {
+          var slot = slot
+          // A row whose keys all lie past the previous row's (the first row of a document, or of a block)
+          // shares nothing with the rows pending: tile those alone, so no tile straddles the break.
+          if slot > 0, let first = scratch[slot].runs.first?.start, let previous = scratch[slot - 1].runs.last?.last,
+             first > previous {
+            flush(pending, tile: tile)
+            pending.removeAll(keepingCapacity: true)
+            scratch.swapAt(0, slot)
+            slot = 0
+          }
           degrees[slot] = degree
           pending.append(row)
           if pending.count == QueryTiler.maxRows {
@@ -162,6 +172,11 @@ struct QueryTiler {
         row += stride
       }
     }
+    flush(pending, tile: tile)
+  }
+
+  /// Emits fewer than `maxRows` pending rows: their groups of four as one tile, the rest singly.
+  private mutating func flush(_ pending: [Int], tile: (Tile) -> Void) {
     let grouped = pending.count / QueryTiler.groupRows * QueryTiler.groupRows
     if grouped > 0 { emit(pending, slots: 0..<grouped, tile: tile) }
     for slot in grouped..<pending.count { emitSingle(pending[slot], slot: slot, tile: tile) }
