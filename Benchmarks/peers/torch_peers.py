@@ -3,7 +3,7 @@
 
     python torch_peers.py --mask SPEC --tokens L --dim D --heads H [--repeats N] [--warmup N]
         [--threads T] [--peers sdpa_masked,sdpa_dense,flex] [--memory-limit-gib G] [--edges E.npy]
-        [--flex-mask eager|compiled] [--timeout-s S]
+        [--flex-mask eager|compiled] [--timeout-s S] [--backward]
     python torch_peers.py --self-test
 
 For each requested peer, one JSON object on its own line of stdout (everything else goes to stderr):
@@ -24,6 +24,9 @@ Peers (each runs in its own subprocess, so peak_rss_bytes is per peer and an OOM
 Inputs: torch.manual_seed(0); q, k, v = randn [1, H, L, D] fp32, in that order. Default scale 1/sqrt(D).
 Timing: time.perf_counter around the attention call only (mask building and compilation excluded), median
 of --repeats runs after --warmup runs (flex always has at least one warmup: the compiling call).
+With --backward, the timed part is the backward alone: each run does an untimed forward with q, k, v requiring
+gradients, then times out.backward(dO) for a fixed random dO (flex is reported unsupported: PyTorch's CPU
+FlexAttention has no backward).
 
 Mask grammar (see the repository README): full, causal, window:W, window:W:causal, dilated:W:D,
 blocked:B:D, global:I,J,..., random:P:SEED, csr:INDPTR.npy:INDICES.npy, coo:ROWS.npy:COLS.npy,
@@ -371,6 +374,13 @@ def run_peer(a):
         q = torch.randn(1, H, L, D)
         k = torch.randn(1, H, L, D)
         v = torch.randn(1, H, L, D)
+        if a.backward:
+            if peer == "flex":
+                raise Unsupported("PyTorch's CPU FlexAttention has no backward (a clear error since PR #169646)")
+            q.requires_grad_(True)
+            k.requires_grad_(True)
+            v.requires_grad_(True)
+            grad_out = torch.randn(1, H, L, D)
         res["baseline_rss_bytes"] = _rss()
 
         mask = None
@@ -401,6 +411,16 @@ def run_peer(a):
             flex = torch.compile(flex_attention, dynamic=False)
             fn = lambda: flex(q, k, v, block_mask=bm)  # noqa: E731
         res["mask_seconds"] = time.perf_counter() - t0
+        if a.backward:
+            forward = fn
+
+            def fn():  # the backward alone is timed (below); its forward runs first, untimed
+                out = forward()
+                start = time.perf_counter()
+                out.backward(grad_out)
+                elapsed = time.perf_counter() - start
+                q.grad = k.grad = v.grad = None
+                return elapsed
 
         warmup = max(a.warmup, 1) if peer == "flex" else a.warmup
         for w in range(warmup):
@@ -413,7 +433,7 @@ def run_peer(a):
         for _ in range(a.repeats):
             t0 = time.perf_counter()
             out = fn()
-            runs.append(time.perf_counter() - t0)
+            runs.append(out if a.backward else time.perf_counter() - t0)
             del out
         res.update(status="ok", runs=runs, median_seconds=statistics.median(runs), min_seconds=min(runs))
         res["peak_rss_bytes"] = _rss()          # before counting edges, whose temporaries are not the peer's
@@ -446,6 +466,8 @@ def child_command(a, peer):
            "--memory-limit-gib", repr(a.memory_limit_gib), "--flex-mask", a.flex_mask]
     if a.edges_file is not None:
         cmd += ["--edges", a.edges_file]
+    if a.backward:
+        cmd.append("--backward")
     return cmd
 
 
@@ -558,6 +580,7 @@ def main(argv=None):
                     help="create_block_mask as is (eager, default: materialises [L, L]) or under torch.compile")
     ap.add_argument("--timeout-s", type=float, default=3600.0, help="per-peer time limit (default 3600)")
     ap.add_argument("--in-process", action="store_true", help="run the peers in this process (debugging)")
+    ap.add_argument("--backward", action="store_true", help="time the backward alone (out.backward(dO)), not the forward")
     ap.add_argument("--self-test", action="store_true", help="check masks, edge counts and flex; then exit")
     ap.add_argument("--child", choices=PEERS, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

@@ -35,7 +35,7 @@ struct BenchCommand: ParsableCommand {
   @Option(help: "Python with PyTorch for --peers.") var peerPython = "Benchmarks/peers/.venv/bin/python"
   @Option(help: "The peer script for --peers.") var peerScript = "Benchmarks/peers/torch_peers.py"
   @Option(parsing: .unconditional, help: "Run peers only up to this length.") var peerMaxTokens = 65536
-  @Flag(help: "Also time the backward (attentionGradients, from a saved forward) of each measured mask, as a row 'MASK bwd' (GFLOP/s count 10 * edges * d).")
+  @Flag(help: "Also time the backward (attentionGradients, from a saved forward) of each measured mask, as a row 'MASK bwd' (GFLOP/s count 10 * edges * d); with --peers, PyTorch's backward alone beside it.")
   var backward = false
 
   func validate() throws {
@@ -143,7 +143,11 @@ struct BenchCommand: ParsableCommand {
               } catch {
                 gradients.skipped = "\(error)"
               }
-              print(gradients.tableLine(peers: false))
+              if peers, gradients.skipped == nil, length <= peerMaxTokens {
+                gradients.peers = PeerRunner(python: peerPython, script: peerScript)
+                  .run(spec: spec, tokens: length, dim: dim, heads: headCount, threads: threadCount, repeats: repeats, backward: true)
+              }
+              print(gradients.tableLine(peers: peers))
               report.rows.append(gradients)
             }
           }

@@ -47,7 +47,8 @@ struct PeerRunner {
     }
   }
 
-  func run(spec: String, tokens: Int, dim: Int, heads: Int, threads: Int, repeats: Int) -> [PeerResult] {
+  /// Each peer's median time on this mask and shape; with `backward`, of its backward alone (the forward untimed).
+  func run(spec: String, tokens: Int, dim: Int, heads: Int, threads: Int, repeats: Int, backward: Bool = false) -> [PeerResult] {
     guard FileManager.default.isExecutableFile(atPath: python), FileManager.default.fileExists(atPath: script) else {
       return [PeerResult(peer: "all", status: "unavailable", reason: "no \(python) or \(script): run Benchmarks/peers/setup.sh")]
     }
@@ -71,6 +72,7 @@ struct PeerRunner {
     process.executableURL = URL(fileURLWithPath: python)
     process.arguments = [script, "--mask", mask, "--tokens", "\(tokens)", "--dim", "\(dim)", "--heads", "\(heads)",
                          "--threads", "\(threads)", "--repeats", "\(repeats)", "--flex-mask", "compiled"] + extra
+      + (backward ? ["--backward"] : [])
     let output = Pipe()
     process.standardOutput = output
     process.standardError = FileHandle.standardError
