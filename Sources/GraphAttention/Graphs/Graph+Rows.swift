@@ -370,8 +370,12 @@ struct IntersectionScratch {
                           into runs: inout [KeyRun]) {
     // Atoms are never intersections, so they leave this one untouched (an empty value costs no allocation).
     var nested = IntersectionScratch()
-    intersect(operands: atoms.count, into: &runs) { k, out in
-      atoms[k].appendRuns(row: i, queryCount: m, keyCount: n, to: &out, scratch: &nested)
+    // Through the buffer, each atom is borrowed in place: `atoms[k]` copied it, retaining its payload's
+    // arrays (a document graph's offsets) twice per row.
+    atoms.withUnsafeBufferPointer { atoms in
+      intersect(operands: atoms.count, into: &runs) { k, out in
+        atoms[k].appendRuns(row: i, queryCount: m, keyCount: n, to: &out, scratch: &nested)
+      }
     }
   }
 
