@@ -245,8 +245,9 @@ int ga_uses_avx2(void) { return 0; }
 int ga_isa_supported(int isa) { return isa <= ga_widest_isa(); }
 
 int64_t ga_pack_floats(int key_dim, int value_dim) {
-  // Q^T (16 x d), a block's scores (64 x 16), and fp32 copies of a block's fp16/bf16 K and V rows.
-  return 16 * (int64_t)key_dim + 64 * 16 + 64 * (int64_t)key_dim + 64 * (int64_t)((value_dim + 15) & ~15);
+  // Q^T (16 x d), a block's scores (128 x 16: the AVX-512 kernel's block; the AVX2 one uses 64), and fp32 copies
+  // of a block's fp16/bf16 K and V rows.
+  return 16 * (int64_t)key_dim + 128 * 16 + 128 * (int64_t)key_dim + 128 * (int64_t)((value_dim + 15) & ~15);
 }
 
 void ga_tile_attend(const ga_tile *tile) {

@@ -9,7 +9,7 @@
 //       broadcast for all 16 rows; a transposed pack would cost a load, shuffle and store per element
 //       for the same single use);
 //   scale, score modifiers (softcap, ALiBi: VectorMath.h), mask (per key, the tile's 4 mask bytes of each group become a 16-lane mask with one byte
-//       test), online softmax per lane over blocks of 64 keys: maxima, exp, sums are all vertical, and
+//       test), online softmax per lane over blocks of 128 keys: maxima, exp, sums are all vertical, and
 //       (m, l) of all 16 rows live in two registers for the whole tile;
 //   O[r] = O[r] * e^(m_old - m_new) + P . V per group of 4 rows, 4 x 4 zmm accumulators (64 value
 //       columns) per pass: one row of V loaded per key, each weight broadcast from the block's buffer.
@@ -29,8 +29,9 @@
 #define GA_AVX512 GA_AVX512_TARGET static inline
 #define GA_AVX512_INLINE GA_AVX512_TARGET static inline __attribute__((always_inline))
 
-/// Keys per softmax block (scores of a block are kept as 64 x 16 floats).
-#define GA_BLOCK_KEYS 64
+/// Keys per softmax block (scores of a block are kept as 128 x 16 floats, 8 KiB): 128 halves the per-block
+/// bookkeeping of 64 (maxima, rescaling the accumulators) and measured 5-15% faster on windows and dilated graphs.
+#define GA_BLOCK_KEYS 128
 /// Keys per register block of scores.
 #define GA_SCORE_KEYS 8
 

@@ -88,7 +88,7 @@ int ga_isa_supported(int isa);
 /// The widest instruction set this CPU and OS run: GA_ISA_AVX512, GA_ISA_AVX2 or GA_ISA_PORTABLE.
 int ga_widest_isa(void);
 
-/// Floats the AVX-512 kernel's pack buffer needs for these dimensions: O((d_k + d_v) * 64).
+/// Floats the rows-in-lanes kernels' pack buffer needs for these dimensions: O((d_k + d_v) * 128).
 int64_t ga_pack_floats(int key_dim, int value_dim);
 
 /// Runs `iterations` of ten independent FMA chains as wide as `isa` (8 lanes for AVX2, 16 for AVX-512,

@@ -17,8 +17,8 @@ struct TileKernel {
 
   /// A call record for one head's keys and values, run by `kernel` (`.automatic`: the widest).
   ///
-  /// For the AVX2 and AVX-512 kernels it owns a pack buffer (`ga_pack_floats`: (80 d_k + 64 d_v + 1024)
-  /// floats, 40 KiB at d = 64), which runs tiles of several rows with the rows in the lanes: free it with
+  /// For the AVX2 and AVX-512 kernels it owns a pack buffer (`ga_pack_floats`: (144 d_k + 128 d_v + 2048)
+  /// floats, 76 KiB at d = 64; only the first 16 d_k + 2048 are touched for fp32 K and V), which runs tiles of several rows with the rows in the lanes: free it with
   /// `deallocate()`.
   init(keyDim: Int, valueDim: Int, scale: Float, scratch: UnsafeMutablePointer<Float>, kernel: CPUKernel) {
     call.key_dim = Int32(keyDim)
