@@ -62,9 +62,10 @@ struct ScoreModifiers: Sendable, Equatable {
   ///   slopes or sinks that do not number the query heads or are not finite.
   init(options: AttentionOptions, shape: AttentionShape) throws {
     if let softcap = options.softcap {
-      guard softcap.isFinite, softcap > 0 else {
-        throw GraphAttentionError(.option, "softcap \(softcap) is not a positive finite number",
-                                  fix: "pass a softcap above 0 (Gemma 2 uses 50 for attention logits), or none")
+      // A subnormal softcap would make the kernels' 1 / softcap infinite (and 0 * inf a NaN score).
+      guard softcap.isNormal, softcap > 0 else {
+        throw GraphAttentionError(.option, "softcap \(softcap) is not a positive finite number of normal size",
+                                  fix: "pass a softcap above 0 (Gemma 2 uses 50 for attention logits; at least 1.2e-38), or none")
       }
       self.softcap = softcap
     }

@@ -259,6 +259,7 @@ final class ScoreModifierTests: XCTestCase {
       (AttentionOptions(softcap: 0), "softcap 0.0 is not a positive finite number"),
       (AttentionOptions(softcap: -3), "softcap -3.0"),
       (AttentionOptions(softcap: .infinity), "softcap inf"),
+      (AttentionOptions(softcap: 1e-45), "not a positive finite number of normal size"),
       (AttentionOptions(alibi: .slopes([1])), "1 ALiBi slope(s) were given for 2 query head(s)"),
       (AttentionOptions(alibi: .slopes([1, .nan])), "ALiBi slope 1 is nan"),
       (AttentionOptions(sinks: [1, 2, 3]), "3 sink logit(s) were given for 2 query head(s)"),
