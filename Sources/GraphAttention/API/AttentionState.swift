@@ -92,7 +92,7 @@ public struct AttentionState: Sendable {
   /// Rows with no edges give zeros, or NaN with `.nan`.
   /// - Complexity: O(output).
   public func output(emptyRows: EmptyRowPolicy = .zero) -> Tensor {
-    normalized(emptyRows: emptyRows, sinks: nil).output
+    normalized(emptyRows: emptyRows, sinks: nil)
   }
 
   /// The normalised output with attention sinks: each row's softmax also counts `e^(sinks[h])` for its query
@@ -101,21 +101,20 @@ public struct AttentionState: Sendable {
   /// - Throws: `GraphAttentionError` (`.option`) unless `sinks` holds one finite logit per query head.
   /// - Complexity: O(output).
   public func output(sinks: [Float]) throws -> Tensor {
-    normalized(emptyRows: .zero, sinks: try checkedSinks(sinks)).output
+    normalized(emptyRows: .zero, sinks: try checkedSinks(sinks))
   }
 
-  /// The rows' outputs and log-sum-exps, from one normalisation (`CPUExecutor.finish`).
-  func normalized(emptyRows: EmptyRowPolicy, sinks: [Float]?) -> (output: Tensor, logSumExp: Tensor) {
+  /// The rows' outputs, normalised by `CPUExecutor.finish`.
+  func normalized(emptyRows: EmptyRowPolicy, sinks: [Float]?) -> Tensor {
     var out = accumulator
-    var lse = [Float](repeating: 0, count: sums.count)
     out.withUnsafeMutableBufferPointer { o in
       for row in 0..<sums.count {
         let head = (row / shape.queryCount) % shape.queryHeads
-        lse[row] = CPUExecutor.finish(acc: o.baseAddress! + row * shape.valueDim, maximum: maxima[row], sum: sums[row],
-                                      count: shape.valueDim, emptyRows: emptyRows, sink: sinks?[head])
+        _ = CPUExecutor.finish(acc: o.baseAddress! + row * shape.valueDim, maximum: maxima[row], sum: sums[row],
+                               count: shape.valueDim, emptyRows: emptyRows, sink: sinks?[head])
       }
     }
-    return (Tensor(shape: shape.outputShape, scalars: out), Tensor(shape: Array(shape.outputShape.dropLast()), scalars: lse))
+    return Tensor(shape: shape.outputShape, scalars: out)
   }
 
   /// `sinks`, validated against the state's query heads.

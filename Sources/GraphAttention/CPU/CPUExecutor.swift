@@ -221,20 +221,25 @@ enum CPUExecutor {
   @inline(__always)
   static func finish(acc: UnsafeMutablePointer<Float>, maximum m: Float, sum l: Float, count: Int,
                      emptyRows: EmptyRowPolicy, sink: Float?) -> Float {
+    let (logSumExp, factor) = normalization(maximum: m, sum: l, sink: sink)
+    if let factor {
+      for c in 0..<count { acc[c] *= factor }
+    } else {
+      acc.update(repeating: emptyRows == .nan ? .nan : 0, count: count)
+    }
+    return logSumExp
+  }
+
+  /// A row's log-sum-exp and the factor `finish` scales its accumulator by (nil: a row without edges and
+  /// without a sink, whose output is the empty-row value).
+  @inline(__always)
+  static func normalization(maximum m: Float, sum l: Float, sink: Float?) -> (logSumExp: Float, factor: Float?) {
     if let sink {
       let top = l > 0 ? max(m, sink) : sink
       let carried: Float = l > 0 ? exp(m - top) : 0
       let total = l * carried + exp(sink - top)
-      let factor = carried / total
-      for c in 0..<count { acc[c] *= factor }
-      return top + log(total)
+      return (top + log(total), carried / total)
     }
-    if l > 0 {
-      let inverse = 1 / l
-      for c in 0..<count { acc[c] *= inverse }
-      return m + log(l)
-    }
-    acc.update(repeating: emptyRows == .nan ? .nan : 0, count: count)
-    return -.infinity
+    return l > 0 ? (m + log(l), 1 / l) : (-.infinity, nil)
   }
 }
