@@ -38,9 +38,11 @@ GA_AVX2 void lanes_widen_block(const ga_tile *t, int64_t first, int64_t count, f
   }
 }
 
-// Scores of keys j0..j0+5 of the block (fewer at its end), scaled, masked and stored as 16-float rows.
+// Scores of keys j0..j0+5 of the block (fewer at its end) from the scaled Q^T, masked and stored as 16-float
+// rows; key positions in [all_begin, all_end) are attended by every row (rows' spans only).
 GA_AVX2_INLINE void lanes_score_keys(const ga_tile *t, int groups, const float *qt, const float *const *kp, int64_t first,
-                              int64_t j0, int64_t count, const int32_t *begin, const int32_t *end, float *scores) {
+                              int64_t j0, int64_t count, const int32_t *begin, const int32_t *end,
+                              int64_t all_begin, int64_t all_end, float *scores) {
   const int d = t->key_dim;
   const float *k[GA_LANE_KEYS];
   for (int i = 0; i < GA_LANE_KEYS; i++) k[i] = kp[j0 + i < count ? j0 + i : j0];
@@ -54,11 +56,13 @@ GA_AVX2_INLINE void lanes_score_keys(const ga_tile *t, int groups, const float *
       hi[i] = _mm256_fmadd_ps(b, q1, hi[i]);
     }
   }
-  const __m256 scale = _mm256_set1_ps(t->scale), minus_inf = _mm256_set1_ps(-INFINITY);
+  const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
   for (int i = 0; i < GA_LANE_KEYS && j0 + i < count; i++) {
     const int64_t p = first + j0 + i;
     __m256i on_lo, on_hi;  // all-ones lanes attend
-    if (!t->mask && t->has_row_spans) {
+    if (p >= all_begin && p < all_end) {
+      on_lo = on_hi = _mm256_set1_epi32(-1);  // lanes past the tile's rows are never read
+    } else if (!t->mask && t->has_row_spans) {
       const __m256i position = _mm256_set1_epi32((int32_t)p);
       const __m256i b0 = _mm256_loadu_si256((const __m256i *)begin), b1 = _mm256_loadu_si256((const __m256i *)(begin + 8));
       const __m256i e0 = _mm256_loadu_si256((const __m256i *)end), e1 = _mm256_loadu_si256((const __m256i *)(end + 8));
@@ -75,7 +79,7 @@ GA_AVX2_INLINE void lanes_score_keys(const ga_tile *t, int groups, const float *
       on_lo = _mm256_xor_si256(_mm256_cmpeq_epi32(_mm256_cvtepu8_epi32(bytes), zero), _mm256_set1_epi32(-1));
       on_hi = _mm256_xor_si256(_mm256_cmpeq_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)), zero), _mm256_set1_epi32(-1));
     }
-    __m256 v_lo = _mm256_mul_ps(lo[i], scale), v_hi = _mm256_mul_ps(hi[i], scale);
+    __m256 v_lo = lo[i], v_hi = hi[i];
     if (ga_has_score_mods(&t->mods)) {
       const __m256i column = _mm256_set1_epi32((int32_t)(t->key_positions ? t->key_positions[p] : t->keys[p]));
       const __m256i rows_lo = _mm256_loadu_si256((const __m256i *)t->row_position);
@@ -125,8 +129,12 @@ GA_AVX2 void attend_avx2_lanes(const ga_tile *t) {
   float *scores = qt + (int64_t)d * 16;
   float *kbuf = scores + 64 * 16;
   float *vbuf = kbuf + 64 * (int64_t)d;
+  // Q^T, scaled (one multiply per element instead of one per score).
   for (int c = 0; c < d; c++)
-    for (int r = 0; r < 16; r++) qt[c * 16 + r] = r < rows ? t->query[r][c] : 0.0f;
+    for (int r = 0; r < 16; r++) qt[c * 16 + r] = r < rows ? t->scale * t->query[r][c] : 0.0f;
+  // The next tile's rows usually follow this tile's last row in memory: fetch them into L2 while this tile
+  // computes (a prefetch never faults, so a guess past the end of Q is harmless).
+  for (int64_t e = 0; e < (int64_t)GA_MAX_ROWS * d; e += 16) _mm_prefetch((const char *)(t->query[rows - 1] + d + e), _MM_HINT_T1);
   int32_t begin[16], end[16];
   __attribute__((aligned(32))) float state[16];
   for (int r = 0; r < 16; r++) {
@@ -143,6 +151,16 @@ GA_AVX2 void attend_avx2_lanes(const ga_tile *t) {
     if (t->group_end[g] > hi_all) hi_all = t->group_end[g];
   }
   if (hi_all > t->n) hi_all = t->n;
+  // Key positions every row attends to (rows' spans without a mask): these skip the per-key lane test.
+  int64_t all_begin = 0, all_end = 0;
+  if (!t->mask && t->has_row_spans) {
+    all_begin = INT64_MIN;
+    all_end = INT64_MAX;
+    for (int r = 0; r < rows; r++) {
+      if (t->row_begin[r] > all_begin) all_begin = t->row_begin[r];
+      if (t->row_end[r] < all_end) all_end = t->row_end[r];
+    }
+  }
   const float *kp[64], *vp[64];
   const __m256 minus_inf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
   __attribute__((aligned(32))) float factor[16];
@@ -156,7 +174,7 @@ GA_AVX2 void attend_avx2_lanes(const ga_tile *t) {
     } else {
       lanes_widen_block(t, first, count, kbuf, vbuf, ldv, kp, vp);
     }
-    for (int64_t j0 = 0; j0 < count; j0 += GA_LANE_KEYS) lanes_score_keys(t, groups, qt, kp, first, j0, count, begin, end, scores);
+    for (int64_t j0 = 0; j0 < count; j0 += GA_LANE_KEYS) lanes_score_keys(t, groups, qt, kp, first, j0, count, begin, end, all_begin, all_end, scores);
     __m256 mx_lo = minus_inf, mx_hi = minus_inf;
     for (int64_t j = 0; j < count; j++) {
       mx_lo = _mm256_max_ps(mx_lo, _mm256_load_ps(scores + j * 16));

@@ -145,10 +145,12 @@ GA_AVX512_INLINE void pv_pass(const ga_tile *t, int r0, int c0, const float *fac
     for (int z = 0; z < NZ; z++) _mm512_mask_storeu_ps(t->acc[r0 + r] + c0 + 16 * z, cols[z], a[r][z]);
 }
 
-// S^T for keys j0..j0+7 of the block (fewer at its end: the missing ones repeat the first), scaled,
-// masked and stored as 16-lane rows of `scores`.
+// S^T for keys j0..j0+7 of the block (fewer at its end: the missing ones repeat the first) from the
+// scaled Q^T, masked, stored as 16-lane rows of `scores` and folded into the lanes' block maxima `mx`.
+// Key positions in [all_begin, all_end) are attended by every live lane (rows' spans only).
 GA_AVX512_INLINE void score_keys(const ga_tile *t, int groups, const float *qt, const float *const *kp, int64_t first,
-                                 int64_t j0, int64_t count, __mmask16 live, float *scores) {
+                                 int64_t j0, int64_t count, __mmask16 live, int64_t all_begin, int64_t all_end,
+                                 float *scores, __m512 *mx) {
   const int d = t->key_dim;
   const float *k[GA_SCORE_KEYS];
   for (int i = 0; i < GA_SCORE_KEYS; i++) k[i] = kp[j0 + i < count ? j0 + i : j0];
@@ -169,20 +171,24 @@ GA_AVX512_INLINE void score_keys(const ga_tile *t, int groups, const float *qt, 
     for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(k[i][c]), q0, s[i]);
   }
   for (int i = 0; i < GA_SCORE_KEYS; i++) s[i] = _mm512_add_ps(s[i], odd[i]);
-  const __m512 scale = _mm512_set1_ps(t->scale), minus_inf = _mm512_set1_ps(-INFINITY);
+  const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
   const __m512i begin = _mm512_loadu_si512(t->row_begin), end = _mm512_loadu_si512(t->row_end);
   const int modified = ga_has_score_mods(&t->mods);
   const __m512i rows = _mm512_loadu_si512(t->row_position);
+  __m512 block_max = *mx;
   for (int i = 0; i < GA_SCORE_KEYS && j0 + i < count; i++) {
     const int64_t p = first + j0 + i;
-    const __mmask16 lanes = key_lanes(t, groups, p, live, begin, end);
-    __m512 v = _mm512_mul_ps(s[i], scale);
+    const __mmask16 lanes = p >= all_begin && p < all_end ? live : key_lanes(t, groups, p, live, begin, end);
+    __m512 v = s[i];
     if (modified) {
       const int64_t column = t->key_positions ? t->key_positions[p] : t->keys[p];
       v = ga_modify_scores_avx512(&t->mods, v, _mm512_sub_epi32(rows, _mm512_set1_epi32((int32_t)column)), NULL);
     }
-    _mm512_store_ps(scores + (j0 + i) * 16, _mm512_mask_mov_ps(minus_inf, lanes, v));
+    v = _mm512_mask_mov_ps(minus_inf, lanes, v);
+    _mm512_store_ps(scores + (j0 + i) * 16, v);
+    block_max = _mm512_max_ps(block_max, v);
   }
+  *mx = block_max;
 }
 
 GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
@@ -193,15 +199,20 @@ GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
   float *scores = qt + (int64_t)d * 16;           // [GA_BLOCK_KEYS][16]: scores, then weights
   float *kbuf = scores + GA_BLOCK_KEYS * 16;      // [GA_BLOCK_KEYS][d], fp16/bf16 only
   float *vbuf = kbuf + GA_BLOCK_KEYS * (int64_t)d; // [GA_BLOCK_KEYS][ldv], fp16/bf16 only
-  // Q^T: lane r of qt[c] is row r's q[c]; lanes past the tile's rows are 0 (and masked).
+  // Q^T, scaled: lane r of qt[c] is scale * row r's q[c] (one multiply per element instead of one per
+  // score); lanes past the tile's rows are 0 (and masked).
+  const __m512 scale = _mm512_set1_ps(t->scale);
   for (int c0 = 0; c0 < d; c0 += 16) {
     const int cc = d - c0 < 16 ? d - c0 : 16;
     const __mmask16 cm = cc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cc) - 1);
     __m512 r[16];
     for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(cm, t->query[i] + c0) : _mm512_setzero_ps();
     transpose16(r);
-    for (int i = 0; i < cc; i++) _mm512_store_ps(qt + (c0 + i) * 16, r[i]);
+    for (int i = 0; i < cc; i++) _mm512_store_ps(qt + (c0 + i) * 16, _mm512_mul_ps(r[i], scale));
   }
+  // The next tile's rows usually follow this tile's last row in memory: fetch them into L2 while this tile
+  // computes (a prefetch never faults, so a guess past the end of Q is harmless).
+  for (int64_t e = 0; e < (int64_t)GA_MAX_ROWS * d; e += 16) _mm_prefetch((const char *)(t->query[rows - 1] + d + e), _MM_HINT_T1);
   __attribute__((aligned(64))) float state[16];
   for (int r = 0; r < 16; r++) state[r] = r < rows ? *t->m[r] : -INFINITY;
   __m512 m = _mm512_load_ps(state);
@@ -213,6 +224,16 @@ GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
     if (t->group_end[g] > hi_all) hi_all = t->group_end[g];
   }
   if (hi_all > t->n) hi_all = t->n;
+  // Key positions every live row attends to (rows' spans without a mask): these skip the per-key lane test.
+  int64_t all_begin = 0, all_end = 0;
+  if (!t->mask && t->has_row_spans) {
+    all_begin = INT64_MIN;
+    all_end = INT64_MAX;
+    for (int r = 0; r < rows; r++) {
+      if (t->row_begin[r] > all_begin) all_begin = t->row_begin[r];
+      if (t->row_end[r] < all_end) all_end = t->row_end[r];
+    }
+  }
   const float *kp[GA_BLOCK_KEYS], *vp[GA_BLOCK_KEYS];
   const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
   __attribute__((aligned(64))) float factor[16];
@@ -226,10 +247,10 @@ GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
     } else {
       widen_block(t, first, count, kbuf, vbuf, ldv, kp, vp);
     }
-    for (int64_t j0 = 0; j0 < count; j0 += GA_SCORE_KEYS) score_keys(t, groups, qt, kp, first, j0, count, live, scores);
-    // Online softmax, all 16 rows at once.
     __m512 mx = minus_inf;
-    for (int64_t j = 0; j < count; j++) mx = _mm512_max_ps(mx, _mm512_load_ps(scores + j * 16));
+    for (int64_t j0 = 0; j0 < count; j0 += GA_SCORE_KEYS)
+      score_keys(t, groups, qt, kp, first, j0, count, live, all_begin, all_end, scores, &mx);
+    // Online softmax, all 16 rows at once.
     const __m512 m_new = _mm512_max_ps(m, mx);
     // A row with nothing attended yet (m = -inf) shifts by 0: its scores are all -inf, so its weights are 0.
     const __m512 shift = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m_new, minus_inf, _CMP_EQ_OQ), m_new, _mm512_setzero_ps());
