@@ -179,6 +179,21 @@ final class StorageConversionTests: XCTestCase {
     XCTAssertNil(TensorView(Tensor(shape: [0, 4], scalars: [])).firstNonFinite(name: "q"))
   }
 
+  /// Inputs above the threshold are scanned in one part per processor: the earliest bad element wins
+  /// whichever part holds it, and a bad element at either end of a part is found.
+  func testFirstNonFiniteOfLargeInputsSplitAcrossThreads() {
+    // Above the library's threshold of 2^22 elements; parts are ceil(count / processors) long.
+    let count = (1 << 22) + 12_345
+    let heap = MutableTensorView(allocating: [count], type: .float16)
+    XCTAssertNil(heap.readOnly.firstNonFinite(name: "v"))
+    let parts = max(2, ProcessInfo.processInfo.activeProcessorCount)
+    let partLength = (count + parts - 1) / parts
+    for flat in [count - 1, partLength, partLength - 1, 0] {  // each one earlier than the last
+      heap.setElement(flat, .nan)
+      XCTAssertTrue(heap.readOnly.firstNonFinite(name: "v")?.problem.hasPrefix("v[\(flat)] is nan") ?? false, "\(flat)")
+    }
+  }
+
   // MARK: - Helpers
 
   private func convert<T: FixedWidthInteger>(_ patterns: [T], _ type: StorageType, _ kernel: ConversionKernel) -> [Float] {

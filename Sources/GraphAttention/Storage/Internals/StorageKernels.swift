@@ -1,3 +1,4 @@
+import Dispatch
 import _GraphAttentionKernels
 
 /// Typed wrappers over the C conversion and scan kernels (`_GraphAttentionKernels/Convert.c`).
@@ -42,9 +43,37 @@ enum StorageKernels {
     }
   }
 
+  /// Elements below which a scan runs on the calling thread alone (a few hundred microseconds).
+  static let parallelScanThreshold = 1 << 22
+
   /// Flat index of the first NaN or infinity among `count` elements, or nil.
+  ///
+  /// Large inputs are split into one contiguous part per processor, scanned at once: the scan is bound
+  /// by memory bandwidth, which one core does not saturate, and it runs before every attention call.
+  /// - Complexity: O(`count`).
   static func firstNonFinite(_ source: UnsafeRawPointer, type: StorageType, count: Int) -> Int? {
     guard count > 0 else { return nil }
+    let parts = count < parallelScanThreshold ? 1 : CPUExecutor.defaultThreadCount
+    guard parts > 1 else { return firstNonFiniteSerially(source, type: type, count: count) }
+    let partLength = (count + parts - 1) / parts
+    let found = UnsafeMutableBufferPointer<Int>.allocate(capacity: parts)
+    defer { found.deallocate() }
+    found.initialize(repeating: Int.max)
+    let results = UnsafeSendable(found)
+    let base = UnsafeSendable(source)
+    DispatchQueue.concurrentPerform(iterations: parts) { part in
+      let start = part * partLength
+      guard start < count else { return }
+      let length = min(partLength, count - start)
+      if let index = firstNonFiniteSerially(base.value + start * type.byteCount, type: type, count: length) {
+        results.value[part] = start + index
+      }
+    }
+    let first = found.min()!
+    return first == .max ? nil : first
+  }
+
+  private static func firstNonFiniteSerially(_ source: UnsafeRawPointer, type: StorageType, count: Int) -> Int? {
     let n = Int64(count)
     let found: Int64
     switch type {
