@@ -50,6 +50,10 @@ static void backward_portable(const ga_backward_tile *t) {
       for (int c = 0; c < da; c++) ga[c] += ds * A[c];
       if (gb)
         for (int c = 0; c < db; c++) gb[c] += p * B[c];
+      if (t->grad_A) {
+        float *gA = t->grad_A + (col - t->grad_A_first) * da;
+        for (int c = 0; c < da; c++) gA[c] += ds * a[c];
+      }
     }
   }
 }
@@ -109,7 +113,33 @@ static void interleave_rows(const ga_backward_tile *t, float *ra, float *rb) {
     }                                                                                                       \
   } while (0)
 
-// Rows r0..r0+R-1 of the tile against one packed block of `count` columns.
+// grad_A[column] += sum over rows r of ds[r][j] * a_r for the block's `count` columns j: the R rows' vectors
+// stay in registers (64 dimensions per pass), each column's gradient is loaded and stored once per pass.
+GA_AVX512 __attribute__((always_inline)) void column_update_avx512(const ga_backward_tile *t, int r0, const int R, int count,
+                                                                   const int64_t *cols, const float *dsw) {
+  const int da = t->a_dim;
+  for (int c = 0; c < da; c += 64) {
+    __mmask16 m[4];
+    __m512 a[4][4];
+    for (int u = 0; u < 4; u++) {
+      const int left = da - c - 16 * u;
+      m[u] = left >= 16 ? (__mmask16)0xFFFF : (left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0);
+    }
+    for (int r = 0; r < R; r++)
+      for (int u = 0; u < 4; u++) a[r][u] = _mm512_maskz_loadu_ps(m[u], t->a[r0 + r] + c + 16 * u);
+    for (int j = 0; j < count; j++) {
+      float *g = t->grad_A + (cols[j] - t->grad_A_first) * (int64_t)da + c;
+      __m512 x[4];
+      for (int u = 0; u < 4; u++) x[u] = _mm512_maskz_loadu_ps(m[u], g + 16 * u);
+      for (int r = 0; r < R; r++) {
+        const __m512 w = _mm512_set1_ps(dsw[r * GA_AVX512_PAIR + j]);
+        for (int u = 0; u < 4; u++) x[u] = _mm512_fmadd_ps(w, a[r][u], x[u]);
+      }
+      for (int u = 0; u < 4; u++) _mm512_mask_storeu_ps(g + 16 * u, m[u], x[u]);
+    }
+  }
+}
+
 // Rows r0..r0+R-1 of the tile against a pair of packed blocks (32 columns; `count` <= 32 of them are real):
 // 4R accumulators (S and dP of both blocks), so each broadcast row element serves two column vectors and
 // 4R independent FMA chains cover the FMA latency. p and ds are stored as [row][32].
@@ -165,6 +195,7 @@ static void interleave_rows(const ga_backward_tile *t, float *ra, float *rb) {
     }                                                                                                       \
     GA_AVX512_UPDATE(R, ga, dsw, t->A, da);                                                                 \
     if (gb[0]) GA_AVX512_UPDATE(R, gb, pw, t->B, db);                                                       \
+    if (t->grad_A) column_update_avx512(t, r0, R, count, cols, dsw);                                      \
   }
 
 // p and ds of row `row` against 16 columns (lanes `valid` real) from its scores s and dP values dp: the mask,
@@ -386,6 +417,32 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
     }                                                                                                       \
   } while (0)
 
+// grad_A[column] += sum over rows r of ds[r][j] * a_r for the block's `count` columns j, 16 dimensions per
+// pass (the R rows' two vectors each stay in registers).
+GA_BW_AVX2 __attribute__((always_inline)) void column_update_avx2(const ga_backward_tile *t, int r0, const int R, int count,
+                                                                  const int64_t *cols, const float *dsw) {
+  const int da = t->a_dim;
+  for (int c = 0; c < da; c += 16) {
+    const __m256i m0 = bw_lanes_avx2(da - c), m1 = bw_lanes_avx2(da - c - 8);
+    __m256 a[4][2];
+    for (int r = 0; r < R; r++) {
+      a[r][0] = _mm256_maskload_ps(t->a[r0 + r] + c, m0);
+      a[r][1] = _mm256_maskload_ps(t->a[r0 + r] + c + 8, m1);
+    }
+    for (int j = 0; j < count; j++) {
+      float *g = t->grad_A + (cols[j] - t->grad_A_first) * (int64_t)da + c;
+      __m256 x0 = _mm256_maskload_ps(g, m0), x1 = _mm256_maskload_ps(g + 8, m1);
+      for (int r = 0; r < R; r++) {
+        const __m256 w = _mm256_broadcast_ss(dsw + r * GA_BW_BLOCK + j);
+        x0 = _mm256_fmadd_ps(w, a[r][0], x0);
+        x1 = _mm256_fmadd_ps(w, a[r][1], x1);
+      }
+      _mm256_maskstore_ps(g, m0, x0);
+      _mm256_maskstore_ps(g + 8, m1, x1);
+    }
+  }
+}
+
 #define GA_AVX2_GROUP(R)                                                                                    \
   GA_BW_AVX2 void group_avx2_##R(const ga_backward_tile *t, int r0, int64_t block, int count,               \
                                  const int64_t *cols, const float *At, const float *Bt, const float *lse,   \
@@ -446,6 +503,7 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
     }                                                                                                       \
     GA_AVX2_UPDATE(R, ga, dsw, t->A, da);                                                                   \
     if (gb[0]) GA_AVX2_UPDATE(R, gb, pw, t->B, db);                                                         \
+    if (t->grad_A) column_update_avx2(t, r0, R, count, cols, dsw);                                          \
   }
 
 // dst[c][0..8) = src[cols[j]][c] for j < count (zero beyond), c < dim: 8x8 in-register transposes.

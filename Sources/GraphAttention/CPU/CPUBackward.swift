@@ -9,7 +9,13 @@ import Musl
 import Darwin
 #endif
 
-/// Runs the backward of attention on the CPU in two deterministic passes, without atomics on gradients.
+/// Runs the backward of attention on the CPU in one or two deterministic passes, without atomics on gradients.
+///
+/// Graphs whose key columns reach narrow bands of query rows (windows, dilated, blocked: `QuerySpans`) take
+/// a single pass over key columns that also gathers dQ: each item adds its tiles' `dS_ij k_j` into its own
+/// band of rows, and the bands are summed into dQ in item order. That is 5d multiply-adds per edge instead
+/// of the two passes' 7d, for at most twice dQ's memory. Other graphs (global tokens, random, explicit)
+/// and `emptyRows: .nan` take the two passes below.
 ///
 /// Pass 1, over query rows (items of (head, row block)): `D_i = dO_i . O_i`, then
 /// `dQ_i = scale * sum_j P_ij (dP_ij - D_i) k_j`. Pass 2, over key columns through the transposed graph
@@ -60,9 +66,20 @@ enum CPUBackward {
     let deltaBuffer = UnsafeSendable(UnsafeMutablePointer<Float>.allocate(capacity: heads * lq))
     defer { deltaBuffer.value.deallocate() }
     let edges = Atomic<Int>(0), scores = Atomic<Int>(0)
+    let transposed = graph.transposed(queryCount: lq, keyCount: lk)
+    let columnsPerItem = itemSize(count: lk, averageDegree: edgesPerHead * shape.groupSize / lk)
+    let spans = emptyRows == .nan ? nil
+      : QuerySpans(transposed, queryCount: lq, keyCount: lk, columnsPerItem: columnsPerItem)
 
+    if let spans {
+      // D for every row, in parallel over row blocks (each row's sum has one order).
+      let blocks = (heads * lq + 4095) / 4096
+      DispatchQueue.concurrentPerform(iterations: blocks) { block in
+        let rows = (block * 4096)..<min(heads * lq, (block + 1) * 4096)
+        fillDelta(rows: rows, buffers: b, valueDim: vd, into: deltaBuffer.value)
+      }
+    } else {
     // Pass 1: dQ over query rows.
-    do {
       let rowsPerItem = itemSize(count: lq, averageDegree: edgesPerHead / lq)
       let blocks = (lq + rowsPerItem - 1) / rowsPerItem
       let itemCount = heads * blocks
@@ -82,12 +99,7 @@ enum CPUBackward {
           let batch = head / shape.queryHeads
           let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
           let headRow = head * lq
-          for i in (headRow + first)..<(headRow + last) {
-            var d: Float = 0
-            let o = b.output + i * vd, g = b.gradOutput + i * vd
-            for c in 0..<vd { d += o[c] * g[c] }
-            delta[i] = d
-          }
+          fillDelta(rows: (headRow + first)..<(headRow + last), buffers: b, valueDim: vd, into: delta)
           (b.gradQuery + (headRow + first) * kd).update(repeating: 0, count: (last - first) * kd)
           kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads))
           kernel.setColumns(a: b.key + kvHead * lk * kd, b: b.value + kvHead * lk * vd, lse: nil, delta: nil)
@@ -124,10 +136,12 @@ enum CPUBackward {
       }
     }
 
-    // Pass 2: dK and dV over key columns, through the transposed graph.
+    // Pass 2: dK and dV (and with spans, dQ's bands) over key columns, through the transposed graph.
+    let bandFloats = spans.map { heads * $0.totalRows * kd } ?? 0
+    let bands = UnsafeSendable(UnsafeMutablePointer<Float>.allocate(capacity: max(1, bandFloats)))
+    defer { bands.value.deallocate() }
     do {
-      let transposed = graph.transposed(queryCount: lq, keyCount: lk)
-      let columnsPerItem = itemSize(count: lk, averageDegree: edgesPerHead * shape.groupSize / lk)
+      let columnsPerItem = spans?.columnsPerBlock ?? columnsPerItem
       let blocks = (lk + columnsPerItem - 1) / columnsPerItem
       let kvHeads = shape.batch * shape.keyValueHeads
       let itemCount = kvHeads * blocks
@@ -149,6 +163,7 @@ enum CPUBackward {
           (b.gradKey + (headColumn + first) * kd).update(repeating: 0, count: (last - first) * kd)
           (b.gradValue + (headColumn + first) * vd).update(repeating: 0, count: (last - first) * vd)
           let firstHead = (kvHead / shape.keyValueHeads) * shape.queryHeads + (kvHead % shape.keyValueHeads) * shape.groupSize
+          let block = item % blocks
           // Head by head, each over all the item's tiles, so a head's packed query columns serve every tile; a
           // key's gradient still sums its query heads in head order (the same bytes as tile by tile).
           for head in firstHead..<(firstHead + shape.groupSize) {
@@ -157,6 +172,11 @@ enum CPUBackward {
             kernel.setColumns(a: b.query + headRow * kd, b: b.gradOutput + headRow * vd,
                               lse: b.logSumExp + headRow, delta: delta + headRow)
             kernel.resetPanel(limit: lq)
+            if let spans {
+              let band = bands.value + (head * spans.totalRows + spans.offsets[block]) * kd
+              band.update(repeating: 0, count: spans.rows[block].count * kd)
+              kernel.setColumnGradients(band, first: spans.rows[block].lowerBound)
+            }
             tiler.forEachTile(rows: first..<last, empty: { _ in }, tile: { tile in
               for (slot, column) in tile.rows.enumerated() {
                 let j = headColumn + column
@@ -171,9 +191,41 @@ enum CPUBackward {
           for e in 0..<((last - first) * kd) { g[e] *= scale }
         }
         scores.wrappingAdd(passScores, ordering: .relaxed)
+        if spans != nil { edges.wrappingAdd(tiler.edges, ordering: .relaxed) }
+      }
+    }
+
+    if let spans {
+      // dQ_i = scale * (the bands holding row i, summed in block order): the same bytes for any thread count.
+      let rowsPerChunk = 1024
+      let chunks = (lq + rowsPerChunk - 1) / rowsPerChunk
+      DispatchQueue.concurrentPerform(iterations: heads * chunks) { index in
+        let head = index / chunks
+        let rows = ((index % chunks) * rowsPerChunk)..<min(lq, (index % chunks + 1) * rowsPerChunk)
+        let out = b.gradQuery + (head * lq) * kd
+        (out + rows.lowerBound * kd).update(repeating: 0, count: rows.count * kd)
+        for block in spans.rows.indices {
+          let band = spans.rows[block].clamped(to: rows)
+          guard !band.isEmpty else { continue }
+          let source = bands.value + (head * spans.totalRows + spans.offsets[block] + band.lowerBound - spans.rows[block].lowerBound) * kd
+          let target = out + band.lowerBound * kd
+          for e in 0..<(band.count * kd) { target[e] += source[e] }
+        }
+        let target = out + rows.lowerBound * kd
+        for e in 0..<(rows.count * kd) { target[e] *= scale }
       }
     }
     return (edges.load(ordering: .relaxed), scores.load(ordering: .relaxed))
+  }
+
+  /// `D_i = dO_i . O_i` for the flat rows `rows` (over every head).
+  private static func fillDelta(rows: Range<Int>, buffers b: Buffers, valueDim vd: Int, into delta: UnsafeMutablePointer<Float>) {
+    for i in rows {
+      var d: Float = 0
+      let o = b.output + i * vd, g = b.gradOutput + i * vd
+      for c in 0..<vd { d += o[c] * g[c] }
+      delta[i] = d
+    }
   }
 
   /// Rows (or columns) per work item for rows of `averageDegree` edges: a function of the problem only,

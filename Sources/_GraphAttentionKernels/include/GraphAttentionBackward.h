@@ -67,6 +67,12 @@ typedef struct {
   ga_score_mods mods;                     ///< the head's score modifiers (all 0: none)
   int32_t row_position[GA_BW_MAX_ROWS];   ///< each row's position (read only with an ALiBi slope); columns are positions
   ga_backward_panel *panel;               ///< shared packed columns of A and B, or NULL (each tile packs its own)
+  /// The columns' gradients of A, or NULL: when set, also grad_A[(c - grad_A_first) * a_dim ...] += ds * a_r
+  /// for every row r and column c (unscaled). A single-pass backward runs pass 2 alone with dQ here (its key
+  /// tiles' ds against their query columns); the caller gives each work item its own rows of grad_A, so
+  /// the sums stay in one fixed order.
+  float *grad_A;
+  int64_t grad_A_first;                   ///< the column whose gradient is grad_A's first row
 } ga_backward_tile;
 
 /// Runs one tile with the kernel `tile->isa` names (GA_ISA_AUTOMATIC: the widest this CPU runs; the caller

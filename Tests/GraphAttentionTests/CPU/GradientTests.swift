@@ -198,6 +198,31 @@ final class GradientTests: XCTestCase {
     }
   }
 
+  /// Banded graphs long enough that the single pass over key columns splits them into several items, so
+  /// dQ is summed from several bands per row: against the float64 reference, and the same bytes for 1, 2
+  /// and 3 threads on every kernel.
+  func testSinglePassBandsOfManyItems() throws {
+    for mask in [MaskCase.window(128), .causalWindow(300), .dilated(64, 2), .blocked(256, 1)] {
+      try check(mask, query: [1600, 16], key: [1600, 16], value: [1600, 8], options: AttentionOptions())
+    }
+    let q = Inputs.tensor([1, 2, 1600, 16], seed: 11), k = Inputs.tensor([1, 1, 1600, 16], seed: 12)
+    let v = Inputs.tensor([1, 1, 1600, 8], seed: 13), dO = Inputs.tensor([1, 2, 1600, 8], seed: 14)
+    for spec in ["window:128", "dilated:64:2"] {
+      for kernel in CPUKernel.supported {
+        var runs: [Run] = []
+        for threads in [1, 2, 3] {
+          var options = AttentionOptions(threads: threads)
+          options.kernel = kernel
+          runs.append(try GradientTests.gradients(q: q, k: k, v: v, dO: dO, graph: try Graph(parsing: spec), options: options))
+        }
+        for run in runs.dropFirst() {
+          XCTAssertEqual(run.gradQuery.map(\.bitPattern), runs[0].gradQuery.map(\.bitPattern), "dQ \(spec) kernel \(kernel)")
+          XCTAssertEqual(run.gradKey.map(\.bitPattern), runs[0].gradKey.map(\.bitPattern), "dK \(spec) kernel \(kernel)")
+        }
+      }
+    }
+  }
+
   /// Byte equality across thread counts (1, 2, 3) on every kernel.
   func testSameBytesForAnyThreadCount() throws {
     let q = Inputs.tensor([2, 2, 300, 24], seed: 1), k = Inputs.tensor([2, 1, 300, 24], seed: 2)

@@ -58,6 +58,13 @@ struct BackwardKernel {
     call.col_delta = delta
   }
 
+  /// Sets where pass 2 of a single-pass backward also accumulates the columns' gradients of A (dQ, unscaled):
+  /// column `c`'s at `gradA + (c - first) * a_dim`; nil accumulates none.
+  mutating func setColumnGradients(_ gradA: UnsafeMutablePointer<Float>?, first: Int) {
+    call.grad_A = gradA
+    call.grad_A_first = Int64(first)
+  }
+
   /// Sets the score modifiers of the head being run (softcap, ALiBi; all zero for none).
   mutating func setModifiers(_ modifiers: ga_score_mods) {
     call.mods = modifiers
