@@ -8,6 +8,7 @@
 # bench/results/cpu-kernels/dtypes.jsonl; the machine (lscpu, uptime) in machine.txt.
 #   Benchmarks/run_cpu_kernels.sh           # everything (about 20-30 minutes on the 2-core machine)
 #   QUICK=1 Benchmarks/run_cpu_kernels.sh   # 64K tokens, d = 64, the widest path only (a minute)
+#   REPEATS=9 ...                           # more timed runs per row (medians steadier on a noisy host)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product graph-attention >/dev/null
@@ -25,9 +26,9 @@ done
 masks="window:256,window:1024,window:256:causal,blocked:256:0,dilated:128:1,dilated:256:3"
 if [ -n "${QUICK:-}" ]; then
   paths=("${paths[0]}")
-  tokens=65536 dims=64 repeats=3
+  tokens=65536 dims=64 repeats=${REPEATS:-3}
 else
-  tokens=65536,262144,1048576 dims=64,128 repeats=5
+  tokens=65536,262144,1048576 dims=64,128 repeats=${REPEATS:-5}
 fi
 for kernel in "${paths[@]}"; do
   mkdir -p "$out/$kernel"
