@@ -85,8 +85,11 @@ enum CPUExecutor {
     let rowRange = rows ?? 0..<shape.queryCount
     guard !rowRange.isEmpty else { return Work() }
     let averageDegree = max(1, edgesPerHead / shape.queryCount)
-    let rowsPerItem = max(1, min(maxRowsPerItem, targetEdgesPerItem / averageDegree,
+    let rowsByEdges = max(1, min(maxRowsPerItem, targetEdgesPerItem / averageDegree,
                                  (rowRange.count + minItemsPerRange - 1) / minItemsPerRange))
+    // Whole tiles per item: a remainder of 1-3 rows would run as single-row tiles on the slower dot-product
+    // kernel (with 127 rows per item, 2.4% of a window's rows did).
+    let rowsPerItem = rowsByEdges > QueryTiler.maxRows ? rowsByEdges - rowsByEdges % QueryTiler.maxRows : rowsByEdges
     let blocksPerHead = (rowRange.count + rowsPerItem - 1) / rowsPerItem
     let heads = shape.batch * shape.queryHeads
     let itemCount = heads * blocksPerHead

@@ -194,9 +194,17 @@ struct QueryTiler {
   /// union test as a whole; then the long runs are tiled together and each row's scattered keys follow
   /// as a single-row tile. The carried (m, l, acc) state makes the two passes one softmax.
   private mutating func emit(_ rows: [Int], slots: Range<Int>, allowSplit: Bool = true, tile: (Tile) -> Void) {
+    let a = slots.lowerBound, b = slots.lowerBound + 1
+    // Rows of one long run plus the same few short ones (a window with global columns: Longformer) are two
+    // tiles whose rows are spans, cheaper than one tile with a mask byte per row and key (and than the
+    // merges of rows of several runs below).
+    if allowSplit, spansSuffice, scratch[a].runs.count > 1, slots.allSatisfy({ longRuns(scratch[$0].runs) == 1 }),
+       splitScatteredKeys(slots) {
+      emitSplit(rows, slots: slots, tile: tile)
+      return
+    }
     // Rows that do not share keys (random and scattered explicit rows) show it in their first two rows:
     // an O(degree) merge of those two saves the union attempts, which sort all the rows' runs.
-    let a = slots.lowerBound, b = slots.lowerBound + 1
     // The union of two rows of a group may be up to `groupRows` times the overhead wider than either.
     let pairLimit = Int(Double(max(degrees[a], degrees[b])) * (1 + Double(QueryTiler.groupRows) * QueryTiler.maxOverhead))
       + QueryTiler.slackPerGroup
@@ -232,10 +240,7 @@ struct QueryTiler {
       }
     }
     if allowSplit, splitScatteredKeys(slots) {
-      emit(rows, slots: slots, allowSplit: false, tile: tile)
-      for slot in slots where !scattered[slot].isEmpty {
-        emitSingle(rows[slot], runs: scattered[slot], tile: tile)
-      }
+      emitSplit(rows, slots: slots, tile: tile)
       return
     }
     if groups > 1 {
@@ -245,6 +250,32 @@ struct QueryTiler {
     } else {
       for slot in slots { emitSingle(rows[slot], slot: slot, tile: tile) }
     }
+  }
+
+  /// Emits rows split by `splitScatteredKeys`: their long runs as one tile, then their scattered keys, as a
+  /// shared tile when the first two rows' scattered keys are the same (Longformer's global columns), else row
+  /// by row.
+  private mutating func emitSplit(_ rows: [Int], slots: Range<Int>, tile: (Tile) -> Void) {
+    emit(rows, slots: slots, allowSplit: false, tile: tile)
+    let first = slots.lowerBound
+    if slots.allSatisfy({ !scattered[$0].isEmpty }), scattered[first] == scattered[first + 1] {
+      for slot in slots {
+        swap(&scratch[slot].runs, &scattered[slot])
+        degrees[slot] = scratch[slot].degree
+      }
+      emit(rows, slots: slots, allowSplit: false, tile: tile)
+      return
+    }
+    for slot in slots where !scattered[slot].isEmpty {
+      emitSingle(rows[slot], runs: scattered[slot], tile: tile)
+    }
+  }
+
+  /// The runs of `longRun` keys or more among `runs`.
+  private func longRuns(_ runs: [KeyRun]) -> Int {
+    var count = 0
+    for run in runs where run.count >= QueryTiler.longRun { count += 1 }
+    return count
   }
 
   /// Whether two rows' keys have a union of at most `limit` keys: O(1) for two runs on one lattice (windows,
