@@ -85,11 +85,13 @@ enum CPUExecutor {
     let rowRange = rows ?? 0..<shape.queryCount
     guard !rowRange.isEmpty else { return Work() }
     let averageDegree = max(1, edgesPerHead / shape.queryCount)
-    let rowsByEdges = max(1, min(maxRowsPerItem, targetEdgesPerItem / averageDegree,
-                                 (rowRange.count + minItemsPerRange - 1) / minItemsPerRange))
-    // Whole tiles per item: a remainder of 1-3 rows would run as single-row tiles on the slower dot-product
-    // kernel (with 127 rows per item, 2.4% of a window's rows did).
-    let rowsPerItem = rowsByEdges > QueryTiler.maxRows ? rowsByEdges - rowsByEdges % QueryTiler.maxRows : rowsByEdges
+    let quarter = (rowRange.count + minItemsPerRange - 1) / minItemsPerRange
+    let rowsByEdges = max(1, min(maxRowsPerItem, targetEdgesPerItem / averageDegree, quarter))
+    // Whole tiles per item, and at least one: a remainder of 1-3 rows would run as single-row tiles on the
+    // slower dot-product kernel (with 127 rows per item, 2.4% of a window's rows did), and rows of more
+    // than 2^11 keys (dense causal) would come 1-4 to an item, filling 1-4 of the kernel's 16 lanes.
+    let rowsPerItem = rowsByEdges >= QueryTiler.maxRows ? rowsByEdges - rowsByEdges % QueryTiler.maxRows
+      : max(rowsByEdges, min(QueryTiler.maxRows, quarter))
     let blocksPerHead = (rowRange.count + rowsPerItem - 1) / rowsPerItem
     let heads = shape.batch * shape.queryHeads
     let itemCount = heads * blocksPerHead
