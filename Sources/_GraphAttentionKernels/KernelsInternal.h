@@ -8,6 +8,33 @@
 #define GA_X86 1
 #endif
 
+#include <stdint.h>
+
+/// The key positions a rows-in-lanes tile walks, [first, end) (its groups' spans together, within the key
+/// list), and those every row attends, [all_begin, all_end) (the rows' spans intersected; empty when the tile
+/// has a mask or no spans): keys there skip the per-key lane test.
+typedef struct {
+  int64_t first, end, all_begin, all_end;
+} ga_tile_extent;
+
+static inline ga_tile_extent ga_tile_extent_of(const ga_tile *t) {
+  ga_tile_extent e = {INT64_MAX, 0, 0, 0};
+  for (int g = 0; g < t->rows / 4; g++) {
+    if (t->group_begin[g] < e.first) e.first = t->group_begin[g];
+    if (t->group_end[g] > e.end) e.end = t->group_end[g];
+  }
+  if (e.end > t->n) e.end = t->n;
+  if (!t->mask && t->has_row_spans) {
+    e.all_begin = INT64_MIN;
+    e.all_end = INT64_MAX;
+    for (int r = 0; r < t->rows; r++) {
+      if (t->row_begin[r] > e.all_begin) e.all_begin = t->row_begin[r];
+      if (t->row_end[r] < e.all_end) e.all_end = t->row_end[r];
+    }
+  }
+  return e;
+}
+
 /// The AVX-512 GEMM-shaped tile kernel, for tiles of 4, 8, 12 or 16 rows with a pack buffer of at least
 /// `ga_pack_floats` floats. Only call it when `ga_isa_supported(GA_ISA_AVX512)`.
 void ga_tile_attend_avx512(const ga_tile *tile);

@@ -218,22 +218,8 @@ GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
   __m512 m = _mm512_load_ps(state);
   for (int r = 0; r < 16; r++) state[r] = r < rows ? *t->l[r] : 0.0f;
   __m512 l = _mm512_load_ps(state);
-  int64_t lo_all = INT64_MAX, hi_all = 0;
-  for (int g = 0; g < groups; g++) {
-    if (t->group_begin[g] < lo_all) lo_all = t->group_begin[g];
-    if (t->group_end[g] > hi_all) hi_all = t->group_end[g];
-  }
-  if (hi_all > t->n) hi_all = t->n;
-  // Key positions every live row attends to (rows' spans without a mask): these skip the per-key lane test.
-  int64_t all_begin = 0, all_end = 0;
-  if (!t->mask && t->has_row_spans) {
-    all_begin = INT64_MIN;
-    all_end = INT64_MAX;
-    for (int r = 0; r < rows; r++) {
-      if (t->row_begin[r] > all_begin) all_begin = t->row_begin[r];
-      if (t->row_end[r] < all_end) all_end = t->row_end[r];
-    }
-  }
+  const ga_tile_extent extent = ga_tile_extent_of(t);
+  const int64_t lo_all = extent.first, hi_all = extent.end, all_begin = extent.all_begin, all_end = extent.all_end;
   const float *kp[GA_BLOCK_KEYS], *vp[GA_BLOCK_KEYS];
   const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
   __attribute__((aligned(64))) float factor[16];

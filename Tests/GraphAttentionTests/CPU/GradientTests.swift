@@ -208,18 +208,7 @@ final class GradientTests: XCTestCase {
     let q = Inputs.tensor([1, 2, 1600, 16], seed: 11), k = Inputs.tensor([1, 1, 1600, 16], seed: 12)
     let v = Inputs.tensor([1, 1, 1600, 8], seed: 13), dO = Inputs.tensor([1, 2, 1600, 8], seed: 14)
     for spec in ["window:128", "dilated:64:2"] {
-      for kernel in CPUKernel.supported {
-        var runs: [Run] = []
-        for threads in [1, 2, 3] {
-          var options = AttentionOptions(threads: threads)
-          options.kernel = kernel
-          runs.append(try GradientTests.gradients(q: q, k: k, v: v, dO: dO, graph: try Graph(parsing: spec), options: options))
-        }
-        for run in runs.dropFirst() {
-          XCTAssertEqual(run.gradQuery.map(\.bitPattern), runs[0].gradQuery.map(\.bitPattern), "dQ \(spec) kernel \(kernel)")
-          XCTAssertEqual(run.gradKey.map(\.bitPattern), runs[0].gradKey.map(\.bitPattern), "dK \(spec) kernel \(kernel)")
-        }
-      }
+      try assertSameBytesForAnyThreadCount(q: q, k: k, v: v, dO: dO, spec: spec)
     }
   }
 
@@ -228,18 +217,24 @@ final class GradientTests: XCTestCase {
     let q = Inputs.tensor([2, 2, 300, 24], seed: 1), k = Inputs.tensor([2, 1, 300, 24], seed: 2)
     let v = Inputs.tensor([2, 1, 300, 20], seed: 3), dO = Inputs.tensor([2, 2, 300, 20], seed: 4)
     for spec in ["window:33+global:5,200+random:0.01:3", "causal", "dilated:20:2+blocked:64:1"] {
-      for kernel in CPUKernel.supported {
-        var runs: [Run] = []
-        for threads in [1, 2, 3] {
-          var options = AttentionOptions(threads: threads)
-          options.kernel = kernel
-          runs.append(try GradientTests.gradients(q: q, k: k, v: v, dO: dO, graph: try Graph(parsing: spec), options: options))
-        }
-        for run in runs.dropFirst() {
-          XCTAssertEqual(run.gradQuery.map(\.bitPattern), runs[0].gradQuery.map(\.bitPattern), "dQ \(spec) kernel \(kernel)")
-          XCTAssertEqual(run.gradKey.map(\.bitPattern), runs[0].gradKey.map(\.bitPattern), "dK \(spec) kernel \(kernel)")
-          XCTAssertEqual(run.gradValue.map(\.bitPattern), runs[0].gradValue.map(\.bitPattern), "dV \(spec) kernel \(kernel)")
-        }
+      try assertSameBytesForAnyThreadCount(q: q, k: k, v: v, dO: dO, spec: spec)
+    }
+  }
+
+  /// dQ, dK and dV of `spec` are the same bytes for 1, 2 and 3 threads, on every kernel this CPU runs.
+  private func assertSameBytesForAnyThreadCount(q: Tensor, k: Tensor, v: Tensor, dO: Tensor, spec: String,
+                                                file: StaticString = #filePath, line: UInt = #line) throws {
+    for kernel in CPUKernel.supported {
+      var runs: [Run] = []
+      for threads in [1, 2, 3] {
+        var options = AttentionOptions(threads: threads)
+        options.kernel = kernel
+        runs.append(try GradientTests.gradients(q: q, k: k, v: v, dO: dO, graph: try Graph(parsing: spec), options: options))
+      }
+      for run in runs.dropFirst() {
+        XCTAssertEqual(run.gradQuery.map(\.bitPattern), runs[0].gradQuery.map(\.bitPattern), "dQ \(spec) kernel \(kernel)", file: file, line: line)
+        XCTAssertEqual(run.gradKey.map(\.bitPattern), runs[0].gradKey.map(\.bitPattern), "dK \(spec) kernel \(kernel)", file: file, line: line)
+        XCTAssertEqual(run.gradValue.map(\.bitPattern), runs[0].gradValue.map(\.bitPattern), "dV \(spec) kernel \(kernel)", file: file, line: line)
       }
     }
   }
