@@ -44,7 +44,8 @@ extension CAttentionInputs {
 ///   - log_sum_exp: the forward's fp32 LSE (query shape without its last extent).
 ///   - grad_output: the gradient of the loss with respect to the output, shaped like it, of `grad_output_dtype`.
 /// - Returns: 0, or a status with `ga_last_error` set; the gradients are then unspecified.
-/// - Complexity: about 2.5-3.5 times the forward's O(edges * (d_k + d_v)) per head.
+/// - Complexity: about 2-3.5 times the forward's O(edges * (d_k + d_v)) per head (2-2.7 for windows, dilated and
+/// blocked graphs, which take the single pass; see `CPUBackward`).
 @_cdecl("ga_attention_backward")
 public func ga_attention_backward(
   _ query: UnsafeRawPointer?, _ queryShape: UnsafePointer<Int64>?, _ queryDtype: Int32,
