@@ -79,7 +79,7 @@ enum CPUBackward {
         fillDelta(rows: rows, buffers: b, valueDim: vd, into: deltaBuffer.value)
       }
     } else {
-    // Pass 1: dQ over query rows.
+      // Pass 1: dQ over query rows (every other graph).
       let rowsPerItem = itemSize(count: lq, averageDegree: edgesPerHead / lq)
       let blocks = (lq + rowsPerItem - 1) / rowsPerItem
       let itemCount = heads * blocks
