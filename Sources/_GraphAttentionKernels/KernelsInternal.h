@@ -39,6 +39,11 @@ static inline ga_tile_extent ga_tile_extent_of(const ga_tile *t) {
 /// `ga_pack_floats` floats. Only call it when `ga_isa_supported(GA_ISA_AVX512)`.
 void ga_tile_attend_avx512(const ga_tile *tile);
 
+/// One query row against `n` gathered key columns (sorted or not), folded into its state (m, l, acc), with the
+/// head's keys, values, types, dimensions, scale and score modifiers from `t`. AVX-512 only.
+void ga_gather_row_avx512(const ga_tile *t, const float *query, int32_t position, const uint32_t *columns, int64_t n,
+                          float *m, float *l, float *acc);
+
 /// The AVX-512 FMA peak loop: ten independent 16-lane chains.
 double ga_fma_loop_avx512(int64_t iterations);
 

@@ -269,6 +269,135 @@ GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
   for (int r = 0; r < rows; r++) *t->l[r] = state[r];
 }
 
+// MARK: - One row against gathered keys (random and explicit graphs)
+
+// Sixteen horizontal sums at once, in 45 shuffles and adds: lane e of the result is the sum of the lanes of
+// a[4 * (e % 4) + e / 4] (the slots' order is a 4x4 transpose of the lanes': callers load key e into that slot).
+GA_AVX512_INLINE __m512 sum16(const __m512 a[16]) {
+  __m512 v[8], u[4];
+  // Halves of 256 bits, then quarters of 128: u[j]'s 128-bit lane L holds 4 partial sums of slot 4j + L.
+  for (int i = 0; i < 8; i++)
+    v[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44), _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+  for (int j = 0; j < 4; j++)
+    u[j] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0x88), _mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0xDD));
+  const __m512 x = _mm512_add_ps(_mm512_unpacklo_ps(u[0], u[1]), _mm512_unpackhi_ps(u[0], u[1]));
+  const __m512 y = _mm512_add_ps(_mm512_unpacklo_ps(u[2], u[3]), _mm512_unpackhi_ps(u[2], u[3]));
+  return _mm512_add_ps(_mm512_shuffle_ps(x, y, 0x44), _mm512_shuffle_ps(x, y, 0xEE));
+}
+
+/// How far a score may exceed the running maximum before the gathered-row kernel rescales (weights stay below
+/// e^8 ~ 3000: far from fp32 overflow, and no precision is lost, the rescale being exact up to rounding).
+#define GA_LAZY_RESCALE 8.0f
+
+// The row kernel for one storage type and (when the compiler sees constants) one pair of dimensions.
+GA_AVX512_INLINE void gather_row(const ga_tile *t, const float *query, int32_t position, const uint32_t *columns,
+                                 int64_t n, float *m_io, float *l_io, float *acc, const int d, const int dv, const int type) {
+  const void *key = t->key, *value = t->value;
+  const int modified = ga_has_score_mods(&t->mods);
+  const __m512 scale = _mm512_set1_ps(t->scale), minus_inf = _mm512_set1_ps(-INFINITY);
+  float m = *m_io;
+  // l stays in lanes (summed once at the end): no horizontal sum on the path from one block to the next.
+  __m512 l = _mm512_setzero_ps();
+  float l_in = *l_io;
+  for (int64_t b = 0; b < n; b += 16) {
+    const int count = n - b < 16 ? (int)(n - b) : 16;
+    const uint32_t *cols = columns + b;
+    const __mmask16 valid = count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
+    // Scores: q . k for 16 keys, 16 independent FMA chains over d, then one transposing sum.
+    // Scalar address arithmetic: vectorised, the 16 offsets would each be extracted to a register (2 uops each).
+    int64_t slot_row[16];
+#pragma clang loop vectorize(disable) unroll(full)
+    for (int s = 0; s < 16; s++) {
+      const int e = 4 * (s & 3) + (s >> 2);
+      slot_row[s] = (int64_t)cols[e < count ? e : 0];
+    }
+    __m512 a[16];
+    for (int s = 0; s < 16; s++) a[s] = _mm512_setzero_ps();
+    for (int c = 0; c < d; c += 16) {
+      const int w = d - c < 16 ? d - c : 16;
+      const __m512 qc = _mm512_maskz_loadu_ps(w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1), query + c);
+      for (int s = 0; s < 16; s++) a[s] = _mm512_fmadd_ps(qc, load16_kv(key, type, slot_row[s] * d + c, w), a[s]);
+    }
+    __m512 scores = _mm512_mul_ps(sum16(a), scale);
+    if (modified) {
+      __attribute__((aligned(64))) float s16[16];
+      _mm512_store_ps(s16, scores);
+      for (int e = 0; e < count; e++) s16[e] = ga_modify_score_scalar(&t->mods, s16[e], (int64_t)position - cols[e], NULL);
+      scores = _mm512_load_ps(s16);
+    }
+    scores = _mm512_mask_mov_ps(minus_inf, valid, scores);
+    // Lazy rescaling: m moves only when a score exceeds it by more than GA_LAZY_RESCALE, so weights stay below
+    // e^GA_LAZY_RESCALE and the (predicted) branch keeps the block maximum off the path to the weights: the next
+    // block's scores and weights start before this one's maximum is known. The result is the same softmax.
+    const float block_max = _mm512_reduce_max_ps(scores);
+    float factor = 1.0f;
+    if (__builtin_expect(block_max > m + GA_LAZY_RESCALE, 0)) {
+      factor = m == -INFINITY ? 0.0f : expf(m - block_max);
+      l_in *= factor;
+      l = _mm512_mul_ps(l, _mm512_set1_ps(factor));
+      m = block_max;
+    }
+    const __m512 p = _mm512_maskz_mov_ps(valid, ga_exp_avx512(_mm512_sub_ps(scores, _mm512_set1_ps(m))));
+    l = _mm512_add_ps(l, p);
+    // acc = acc * factor + P . V, 64 columns per pass; even and odd keys in separate accumulators (8 chains).
+    const __m512 f = _mm512_set1_ps(factor);
+    for (int c = 0; c < dv; c += 64) {
+      __mmask16 lanes[4];
+      for (int z = 0; z < 4; z++) {
+        const int left = dv - c - 16 * z;
+        lanes[z] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+      }
+      __m512 even[4], odd[4];
+      for (int z = 0; z < 4; z++) {
+        even[z] = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes[z], acc + c + 16 * z), f);
+        odd[z] = _mm512_setzero_ps();
+      }
+      int h = 0;
+      for (; h + 2 <= count; h += 2) {
+        const int64_t v0 = (int64_t)cols[h] * dv + c, v1 = (int64_t)cols[h + 1] * dv + c;
+        const __m512 p0 = _mm512_permutexvar_ps(_mm512_set1_epi32(h), p), p1 = _mm512_permutexvar_ps(_mm512_set1_epi32(h + 1), p);
+        for (int z = 0; z < 4; z++) {
+          if (!lanes[z]) continue;
+          even[z] = _mm512_fmadd_ps(p0, load16_kv(value, type, v0 + 16 * z, dv - c - 16 * z), even[z]);
+          odd[z] = _mm512_fmadd_ps(p1, load16_kv(value, type, v1 + 16 * z, dv - c - 16 * z), odd[z]);
+        }
+      }
+      if (h < count) {
+        const int64_t v0 = (int64_t)cols[h] * dv + c;
+        const __m512 p0 = _mm512_permutexvar_ps(_mm512_set1_epi32(h), p);
+        for (int z = 0; z < 4; z++)
+          if (lanes[z]) even[z] = _mm512_fmadd_ps(p0, load16_kv(value, type, v0 + 16 * z, dv - c - 16 * z), even[z]);
+      }
+      for (int z = 0; z < 4; z++) _mm512_mask_storeu_ps(acc + c + 16 * z, lanes[z], _mm512_add_ps(even[z], odd[z]));
+    }
+  }
+  *m_io = m;
+  *l_io = l_in + _mm512_reduce_add_ps(l);
+}
+
+GA_AVX512_TARGET void ga_gather_row_avx512(const ga_tile *t, const float *query, int32_t position, const uint32_t *columns,
+                                           int64_t n, float *m, float *l, float *acc) {
+  // Constant instances for the common head sizes (the loops over d unroll, masks fold away).
+  const int d = t->key_dim, dv = t->value_dim;
+  switch (t->kv_type) {
+    case GA_FLOAT16:
+      if (d == 64 && dv == 64) gather_row(t, query, position, columns, n, m, l, acc, 64, 64, GA_FLOAT16);
+      else if (d == 128 && dv == 128) gather_row(t, query, position, columns, n, m, l, acc, 128, 128, GA_FLOAT16);
+      else gather_row(t, query, position, columns, n, m, l, acc, d, dv, GA_FLOAT16);
+      return;
+    case GA_BFLOAT16:
+      if (d == 64 && dv == 64) gather_row(t, query, position, columns, n, m, l, acc, 64, 64, GA_BFLOAT16);
+      else if (d == 128 && dv == 128) gather_row(t, query, position, columns, n, m, l, acc, 128, 128, GA_BFLOAT16);
+      else gather_row(t, query, position, columns, n, m, l, acc, d, dv, GA_BFLOAT16);
+      return;
+    default:
+      if (d == 64 && dv == 64) gather_row(t, query, position, columns, n, m, l, acc, 64, 64, GA_FLOAT32);
+      else if (d == 128 && dv == 128) gather_row(t, query, position, columns, n, m, l, acc, 128, 128, GA_FLOAT32);
+      else gather_row(t, query, position, columns, n, m, l, acc, d, dv, GA_FLOAT32);
+      return;
+  }
+}
+
 __attribute__((target("avx512f"))) double ga_fma_loop_avx512(int64_t iterations) {
   // Ten independent 16-lane chains cover the FMA latency (4 cycles) on two 512-bit FMA pipes.
   __m512 a0 = _mm512_set1_ps(1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0;

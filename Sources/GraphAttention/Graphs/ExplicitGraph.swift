@@ -174,6 +174,19 @@ public struct ExplicitGraph: Sendable {
     return storage.columns[storage.rowOffsets[lo]..<storage.rowOffsets[lo + 1]]
   }
 
+  /// Calls `body` with the CSR arrays (`rowCount + 1` offsets into the columns, and the columns) when the
+  /// pattern stores an offset for every row; returns nil without calling it when stored sparsely.
+  /// - Complexity: O(1) plus `body`.
+  func withDenseRows<R>(_ body: (UnsafeBufferPointer<Int>, UnsafeBufferPointer<UInt32>) -> R) -> R? {
+    guard storage.rowIDs == nil else { return nil }
+    return storage.rowOffsets.withUnsafeBufferPointer { offsets in
+      storage.columns.withUnsafeBufferPointer { columns in body(offsets, columns) }
+    }
+  }
+
+  /// Whether `withDenseRows` runs its body (the pattern stores an offset for every row).
+  var storesRowsDensely: Bool { storage.rowIDs == nil }
+
   /// Rows with at least one edge.
   /// - Complexity: O(1) when stored sparsely, O(rowCount) otherwise.
   var nonEmptyRowCount: Int {

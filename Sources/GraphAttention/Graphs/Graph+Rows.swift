@@ -432,3 +432,14 @@ struct IntersectionScratch {
     }
   }
 }
+
+extension Graph {
+  /// The pattern when the graph is exactly one explicit component stored with an offset per row (CSR, or COO
+  /// and Matrix Market patterns dense enough to be stored so): the executor then gathers its rows by key
+  /// blocks (`ga_gather_rows`) instead of tiling them one by one. nil for any other graph.
+  var denselyStoredPattern: ExplicitGraph? {
+    guard components.count == 1, case let .explicit(pattern) = components[0], pattern.storesRowsDensely else { return nil }
+    return pattern
+  }
+}
+

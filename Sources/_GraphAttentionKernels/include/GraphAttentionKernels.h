@@ -107,6 +107,35 @@ void ga_tile_attend_portable(const ga_tile *tile);
 /// 1 if the AVX2+FMA kernel is used on this CPU, else 0.
 int ga_uses_avx2(void);
 
+/// Rows of a stored sparse pattern (CSR: sorted, unique uint32 columns per row) gathered against K and V.
+///
+/// Propagation blocking: the keys are visited in blocks of `key_block`, and for each block every row of the
+/// chunk folds in its columns that fall there, so one block of K and V (key_block * (d_k + d_v) elements) is
+/// brought into L2 once for all the chunk's rows instead of once per edge; each row's state (m, l, acc) simply
+/// carries on from block to block (the online softmax needs no merge). The next block is prefetched while the
+/// current one is used.
+typedef struct {
+  int64_t rows;                  ///< rows of the chunk
+  int32_t first_position;        ///< query position of the first row (ALiBi); row r is at first_position + r
+  const float *query;            ///< rows x key_dim fp32 query rows
+  const int64_t *row_offsets;    ///< rows + 1 offsets into `columns`: row r's columns are [row_offsets[r], row_offsets[r+1])
+  const uint32_t *columns;       ///< sorted, unique key columns of each row, each below key_count
+  int64_t key_count;             ///< keys of the head
+  int64_t key_block;             ///< keys per block (> 0)
+  float *m;                      ///< rows running maxima, updated in place
+  float *l;                      ///< rows running sums
+  float *acc;                    ///< rows x value_dim unnormalised outputs
+  int64_t *cursor;               ///< scratch: `rows` entries
+  int64_t *keys;                 ///< scratch: `key_block` entries (the narrower kernels take 64-bit key lists)
+} ga_gather;
+
+/// Folds each chunk row's columns into its state, key block by key block, with `head`'s keys, values, types,
+/// dimensions, scale, score modifiers and kernel choice (its row fields, keys, mask and spans are ignored;
+/// `head->scratch` is used). The AVX-512 kernel runs each row's run of columns as 16-key blocks of dot products
+/// (one transposing sum per 16 keys, no per-key horizontal sum); other kernels run it as a single-row tile.
+/// - Complexity: O(edges * (d_k + d_v) + rows * key_count / key_block).
+void ga_gather_rows(const ga_tile *head, const ga_gather *gather);
+
 
 /// Runs `iterations` of ten independent FMA chains of the widest instruction set (the machine's FMA peak
 /// loop); returns a value that depends on every chain, so it cannot be optimised away.

@@ -90,6 +90,88 @@ final class KernelPathTests: XCTestCase {
     }
   }
 
+  /// Stored patterns (CSR, COO) are gathered by key blocks (`ga_gather_rows`): rows of hundreds of scattered keys
+  /// over several blocks of keys and several items, empty rows, duplicate and unsorted entries, missing last rows, head dimensions that
+  /// are and are not multiples of 16, on every path against the float64 reference, outputs poisoned first.
+  func testEveryPathOnStoredPatternsGatheredByKeyBlocks() throws {
+    var seed: UInt64 = 8500
+    for (l, density, d, dv) in [(2200, 0.05, 64, 64), (1600, 0.2, 128, 128), (1300, 0.08, 17, 33), (700, 0.5, 16, 8), (1, 1.0, 8, 8)] {
+      seed += 5
+      var rows: [Int64] = [], columns: [Int64] = [], pairs: [(Int, Int)] = []
+      var state = seed
+      // Every 13th row empty, and the last quarter: the COO pattern then ends before the queries do (its missing
+      // rows are empty), and at L = 700 whole work items lie past its last row.
+      for i in 0..<(l - l / 4) where i % 13 != 5 || l == 1 {
+        for j in 0..<l {
+          state = state &* 6364136223846793005 &+ 1442695040888963407
+          guard Double(state >> 11) * 0x1p-53 < density else { continue }
+          pairs.append((i, j))
+          rows.append(Int64(i)); columns.append(Int64(j))
+          if j % 7 == 0 { rows.append(Int64(i)); columns.append(Int64(j)) }  // a duplicate, merged
+        }
+      }
+      // COO in reverse order: the pattern sorts each row once when it is built.
+      let graph = Graph.explicit(try ExplicitGraph(rows: rows.reversed(), columns: columns.reversed(), columnCount: l))
+      let q = Inputs.tensor([2, l, d], seed: seed), k = Inputs.tensor([2, l, d], seed: seed + 1)
+      let v = Inputs.tensor([2, l, dv], seed: seed + 2)
+      let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
+      let reference = DenseReference.attention(query: q, key: k, value: v, shape: shape, mask: .pairs(pairs))
+      var outputs: [Tensor] = []
+      for kernel in CPUKernel.supported {
+        let out = MutableTensorView(allocating: shape.outputShape, type: .float32)
+        for i in 0..<out.count { out.setElement(i, .nan) }
+        try attention(query: TensorView(q), key: TensorView(k), value: TensorView(v), output: out, graph: graph,
+                      options: AttentionOptions(kernel: kernel))
+        let o = Tensor(out.readOnly)
+        DenseReference.assertClose(o, reference, valueDim: dv, "stored pattern \(kernel) L=\(l) p=\(density) d=\(d) dv=\(dv)")
+        outputs.append(o)
+      }
+      // Rows of hundreds of random terms average to outputs ~30x smaller than their terms, so paths are compared as
+      // the reference is, relative to each row's terms (sum_j p_j |v_j|): the gathered AVX-512 kernel lands closer to
+      // float64 than the portable one (1.6e-7 against 2.5e-7 at L = 3000, d = 64), but 1.1e-6 apart relative to max |o|.
+      for (kernel, o) in zip(CPUKernel.supported, outputs) {
+        var worst = 0.0
+        for (row, expected) in reference.rows.enumerated() where expected.degree > 0 {
+          let scale = expected.magnitude.max() ?? 1
+          for c in 0..<dv { worst = max(worst, Double(abs(o.scalars[row * dv + c] - outputs[0].scalars[row * dv + c])) / scale) }
+        }
+        XCTAssertLessThanOrEqual(worst, 1e-6, "stored pattern \(kernel) against portable, L=\(l)")
+      }
+    }
+  }
+
+  /// A gathered pattern with fp16 and bf16 keys and values, with softcap and ALiBi, and carried in a state, gives
+  /// what the same edges give as an implicit random graph through the tiled path (itself checked against float64).
+  func testGatheredPatternsAgreeWithTheTiledPathOnNarrowTypesModifiersAndStates() throws {
+    let l = 2500, d = 64
+    let random = try Graph(parsing: "random:0.06:5")
+    let stored = Graph.explicit(try ExplicitGraph(materializing: random, queryCount: l, keyCount: l))
+    let q = Inputs.tensor([2, l, d], seed: 61), k = Inputs.tensor([2, l, d], seed: 62), v = Inputs.tensor([2, l, d], seed: 63)
+    for type in [StorageType.float32, .float16, .bfloat16] {
+      let narrowK = MutableTensorView(allocating: k.shape, type: type), narrowV = MutableTensorView(allocating: v.shape, type: type)
+      for i in k.scalars.indices { narrowK.setElement(i, k.scalars[i]) }
+      for i in v.scalars.indices { narrowV.setElement(i, v.scalars[i]) }
+      for kernel in CPUKernel.supported {
+        let options = AttentionOptions(kernel: kernel, softcap: type == .float32 ? nil : 4, alibi: type == .bfloat16 ? .standard : nil)
+        var results: [Tensor] = []
+        for graph in [random, stored] {
+          let out = MutableTensorView(allocating: [2, l, d], type: .float32)
+          for i in 0..<out.count { out.setElement(i, .nan) }
+          try attention(query: TensorView(q), key: narrowK.readOnly, value: narrowV.readOnly, output: out, graph: graph, options: options)
+          results.append(Tensor(out.readOnly))
+        }
+        XCTAssertLessThanOrEqual(relativeDifference(results[1], results[0]), 1e-5, "\(type) \(kernel): gathered against tiled")
+        XCTAssertFalse(results[1].scalars.contains { $0.isNaN }, "\(type) \(kernel): an output left unwritten")
+      }
+    }
+    // Through a state: the stored pattern first (gathered into the state), then a window (tiled, minus the pattern).
+    var state = try AttentionState(query: q, value: v)
+    try state.accumulate(query: q, key: k, value: v, graph: stored)
+    try state.accumulate(query: q, key: k, value: v, graph: try Graph(parsing: "window:3"))
+    let union = try attention(query: q, key: k, value: v, graph: try Graph(parsing: "random:0.06:5+window:3"))
+    XCTAssertLessThanOrEqual(relativeDifference(state.output(), union), 1e-5, "state: stored pattern then window")
+  }
+
   /// A kernel this CPU does not run, or an unknown name, is an option error, not a crash.
   func testUnsupportedKernelsAreOptionErrors() throws {
     let q = Inputs.tensor([8, 4], seed: 1)

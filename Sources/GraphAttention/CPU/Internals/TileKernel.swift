@@ -102,4 +102,10 @@ struct TileKernel {
     }
     ga_tile_attend(&call)
   }
+
+  /// Folds a chunk of a stored pattern's rows into their states, key block by key block (`ga_gather_rows`), with
+  /// this head's keys, values, scale, modifiers and kernel; `gather` names the rows, their columns and states.
+  mutating func gather(_ gather: inout ga_gather) {
+    ga_gather_rows(&call, &gather)
+  }
 }
