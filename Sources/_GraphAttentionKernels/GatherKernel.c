@@ -51,7 +51,8 @@ void ga_gather_rows(const ga_tile *head, const ga_gather *g) {
       const int32_t position = g->first_position + (int32_t)r;
 #if GA_X86
       if (isa == GA_ISA_AVX512) {
-        ga_gather_row_avx512(head, query, position, g->columns + begin, e - begin, g->m + r, g->l + r, g->acc + r * dv);
+        ga_gather_row_avx512(head, query, position, g->columns + begin, e - begin, g->m + r, g->l + r, g->acc + r * dv,
+                             g->key_block >= g->key_count);
         continue;
       }
 #endif

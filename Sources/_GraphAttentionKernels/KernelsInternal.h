@@ -40,9 +40,10 @@ static inline ga_tile_extent ga_tile_extent_of(const ga_tile *t) {
 void ga_tile_attend_avx512(const ga_tile *tile);
 
 /// One query row against `n` gathered key columns (sorted or not), folded into its state (m, l, acc), with the
-/// head's keys, values, types, dimensions, scale and score modifiers from `t`. AVX-512 only.
+/// head's keys, values, types, dimensions, scale and score modifiers from `t`; `prefetch` nonzero fetches each next
+/// 16 keys' rows ahead (for rows not already in cache). AVX-512 only.
 void ga_gather_row_avx512(const ga_tile *t, const float *query, int32_t position, const uint32_t *columns, int64_t n,
-                          float *m, float *l, float *acc);
+                          float *m, float *l, float *acc, int prefetch);
 
 /// The AVX-512 FMA peak loop: ten independent 16-lane chains.
 double ga_fma_loop_avx512(int64_t iterations);

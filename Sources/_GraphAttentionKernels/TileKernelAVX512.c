@@ -290,8 +290,11 @@ GA_AVX512_INLINE __m512 sum16(const __m512 a[16]) {
 #define GA_LAZY_RESCALE 8.0f
 
 // The row kernel for one storage type and (when the compiler sees constants) one pair of dimensions.
+#define GA_KV_BYTES(type) ((type) == GA_FLOAT32 ? 4 : 2)
+
 GA_AVX512_INLINE void gather_row(const ga_tile *t, const float *query, int32_t position, const uint32_t *columns,
-                                 int64_t n, float *m_io, float *l_io, float *acc, const int d, const int dv, const int type) {
+                                 int64_t n, float *m_io, float *l_io, float *acc, const int d, const int dv, const int type,
+                                 const int prefetch) {
   const void *key = t->key, *value = t->value;
   const int modified = ga_has_score_mods(&t->mods);
   const __m512 scale = _mm512_set1_ps(t->scale), minus_inf = _mm512_set1_ps(-INFINITY);
@@ -304,6 +307,16 @@ GA_AVX512_INLINE void gather_row(const ga_tile *t, const float *query, int32_t p
     const uint32_t *cols = columns + b;
     const __mmask16 valid = count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
     // Scores: q . k for 16 keys, 16 independent FMA chains over d, then one transposing sum.
+    // Rows scattered over L3 and DRAM: fetch the next block's key rows and this block's value rows (needed after
+    // the softmax) while this block's scores are computed. Not when the rows are in L2 (a gather by key blocks):
+    // there the prefetches only take load slots (measured 10% slower; 20% faster row by row at density 1e-3).
+    if (prefetch) {
+      const int64_t ahead = n - b - 16 < 16 ? n - b - 16 : 16;
+      for (int64_t h = 0; h < ahead; h++)
+        for (int64_t o = 0; o < (int64_t)d * GA_KV_BYTES(type); o += 64) _mm_prefetch((const char *)key + (int64_t)cols[16 + h] * d * GA_KV_BYTES(type) + o, _MM_HINT_T0);
+      for (int h = 0; h < count; h++)
+        for (int64_t o = 0; o < (int64_t)dv * GA_KV_BYTES(type); o += 64) _mm_prefetch((const char *)value + (int64_t)cols[h] * dv * GA_KV_BYTES(type) + o, _MM_HINT_T0);
+    }
     // Scalar address arithmetic: vectorised, the 16 offsets would each be extracted to a register (2 uops each).
     int64_t slot_row[16];
 #pragma clang loop vectorize(disable) unroll(full)
@@ -376,24 +389,24 @@ GA_AVX512_INLINE void gather_row(const ga_tile *t, const float *query, int32_t p
 }
 
 GA_AVX512_TARGET void ga_gather_row_avx512(const ga_tile *t, const float *query, int32_t position, const uint32_t *columns,
-                                           int64_t n, float *m, float *l, float *acc) {
+                                           int64_t n, float *m, float *l, float *acc, int prefetch) {
   // Constant instances for the common head sizes (the loops over d unroll, masks fold away).
   const int d = t->key_dim, dv = t->value_dim;
   switch (t->kv_type) {
     case GA_FLOAT16:
-      if (d == 64 && dv == 64) gather_row(t, query, position, columns, n, m, l, acc, 64, 64, GA_FLOAT16);
-      else if (d == 128 && dv == 128) gather_row(t, query, position, columns, n, m, l, acc, 128, 128, GA_FLOAT16);
-      else gather_row(t, query, position, columns, n, m, l, acc, d, dv, GA_FLOAT16);
+      if (d == 64 && dv == 64) gather_row(t, query, position, columns, n, m, l, acc, 64, 64, GA_FLOAT16, prefetch);
+      else if (d == 128 && dv == 128) gather_row(t, query, position, columns, n, m, l, acc, 128, 128, GA_FLOAT16, prefetch);
+      else gather_row(t, query, position, columns, n, m, l, acc, d, dv, GA_FLOAT16, prefetch);
       return;
     case GA_BFLOAT16:
-      if (d == 64 && dv == 64) gather_row(t, query, position, columns, n, m, l, acc, 64, 64, GA_BFLOAT16);
-      else if (d == 128 && dv == 128) gather_row(t, query, position, columns, n, m, l, acc, 128, 128, GA_BFLOAT16);
-      else gather_row(t, query, position, columns, n, m, l, acc, d, dv, GA_BFLOAT16);
+      if (d == 64 && dv == 64) gather_row(t, query, position, columns, n, m, l, acc, 64, 64, GA_BFLOAT16, prefetch);
+      else if (d == 128 && dv == 128) gather_row(t, query, position, columns, n, m, l, acc, 128, 128, GA_BFLOAT16, prefetch);
+      else gather_row(t, query, position, columns, n, m, l, acc, d, dv, GA_BFLOAT16, prefetch);
       return;
     default:
-      if (d == 64 && dv == 64) gather_row(t, query, position, columns, n, m, l, acc, 64, 64, GA_FLOAT32);
-      else if (d == 128 && dv == 128) gather_row(t, query, position, columns, n, m, l, acc, 128, 128, GA_FLOAT32);
-      else gather_row(t, query, position, columns, n, m, l, acc, d, dv, GA_FLOAT32);
+      if (d == 64 && dv == 64) gather_row(t, query, position, columns, n, m, l, acc, 64, 64, GA_FLOAT32, prefetch);
+      else if (d == 128 && dv == 128) gather_row(t, query, position, columns, n, m, l, acc, 128, 128, GA_FLOAT32, prefetch);
+      else gather_row(t, query, position, columns, n, m, l, acc, d, dv, GA_FLOAT32, prefetch);
       return;
   }
 }

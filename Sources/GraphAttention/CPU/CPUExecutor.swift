@@ -119,8 +119,8 @@ enum CPUExecutor {
       : max(1, min(maxRowsPerItem, quarter, gatherChunkBytes / (4 * (shape.keyDim + shape.valueDim))))
     let gatherBlocks = max(1, averageDegree / edgesPerGatherBlockVisit)
     let cachedKeyBlock = max(256, gatherBlockBytes / kvBytes, (shape.keyCount + gatherBlocks - 1) / gatherBlocks)
-    // Blocks pay when an item's rows use each key of a block several times; else one block, row by row.
-    let reuse = Double(rowsPerItem) * Double(averageDegree) * Double(cachedKeyBlock) / Double(max(1, shape.keyCount))
+    // Blocks pay when an item's rows use each key row several times; else one block, row by row.
+    let reuse = Double(rowsPerItem) * Double(averageDegree) / Double(max(1, shape.keyCount))
     let keyBlock = reuse < Double(minGatherReuse) ? max(1, shape.keyCount) : cachedKeyBlock
     let blocksPerHead = (rowRange.count + rowsPerItem - 1) / rowsPerItem
     let heads = shape.batch * shape.queryHeads
