@@ -3,7 +3,7 @@
 // A random pattern at density 1e-2 over 64K keys gives each row ~650 keys anywhere in K and V (32 MiB in fp32
 // at d = 64): row by row, nearly every key row comes from L3 or DRAM, once per edge. Blocked, a chunk of ~1K rows
 // visits one block of ~1K keys (512 KiB of K and V) at a time, so each key row is fetched once per chunk and
-// reused by the ~10 rows of the chunk that have it (rows x key_block x density), from L2.
+// reused by the ~10 rows of the chunk that have it (rows x density), from L2.
 #include "KernelsInternal.h"
 
 #include <stddef.h>
