@@ -56,16 +56,20 @@ void ga_gather_rows(const ga_tile *head, const ga_gather *g) {
         continue;
       }
 #endif
-      for (int64_t i = begin; i < e; i++) g->keys[i - begin] = g->columns[i];
       tile.query[0] = query;
       tile.m[0] = g->m + r;
       tile.l[0] = g->l + r;
       tile.acc[0] = g->acc + r * dv;
       tile.row_position[0] = position;
-      tile.n = e - begin;
-      tile.group_begin[0] = 0;
-      tile.group_end[0] = e - begin;
-      ga_tile_attend(&tile);
+      // In pieces: the state carries from one to the next, so the scratch stays small whatever the degree.
+      for (int64_t piece = begin; piece < e; piece += g->keys_capacity) {
+        const int64_t n = e - piece < g->keys_capacity ? e - piece : g->keys_capacity;
+        for (int64_t i = 0; i < n; i++) g->keys[i] = g->columns[piece + i];
+        tile.n = n;
+        tile.group_begin[0] = 0;
+        tile.group_end[0] = n;
+        ga_tile_attend(&tile);
+      }
     }
   }
 }

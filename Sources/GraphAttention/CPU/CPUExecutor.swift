@@ -58,6 +58,10 @@ enum CPUExecutor {
   /// split of each row into runs); below it a pattern is gathered row by row.
   static let minGatherReuse = 4
 
+  /// Most keys of one row handed at once to the narrower kernels when gathering a stored pattern (their 64-bit key
+  /// list): bounds a worker's scratch however long a row or a key block is.
+  static let gatherPieceKeys = 4096
+
   /// The number of threads used when none is asked for: the online processors.
   static var defaultThreadCount: Int {
     max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
@@ -146,7 +150,8 @@ enum CPUExecutor {
       let wideQueries = UnsafeMutablePointer<Float>.allocate(capacity: (pattern == nil ? TileKernel.maxRows : rowsPerItem) * kd)
       // A gathered pattern's per-row cursors and the 64-bit key list the narrower kernels take.
       let cursors = UnsafeMutablePointer<Int64>.allocate(capacity: pattern == nil ? 1 : rowsPerItem)
-      let gatherKeys = UnsafeMutablePointer<Int64>.allocate(capacity: pattern == nil ? 1 : keyBlock)
+      let gatherKeyCapacity = pattern == nil ? 1 : min(keyBlock, gatherPieceKeys)
+      let gatherKeys = UnsafeMutablePointer<Int64>.allocate(capacity: gatherKeyCapacity)
       var gatheredEdges = 0
       let p = pointers
       let qSize = p.queryType.byteCount, kvSize = p.keyValueType.byteCount
@@ -208,6 +213,7 @@ enum CPUExecutor {
           gather.key_block = Int64(keyBlock)
           gather.cursor = cursors
           gather.keys = gatherKeys
+          gather.keys_capacity = Int64(gatherKeyCapacity)
           switch p.destination {
           case .output:
             (gather.m, gather.l, gather.acc) = (itemMaxima, itemSums, outputRows!)

@@ -126,7 +126,8 @@ typedef struct {
   float *l;                      ///< rows running sums
   float *acc;                    ///< rows x value_dim unnormalised outputs
   int64_t *cursor;               ///< scratch: `rows` entries
-  int64_t *keys;                 ///< scratch: `key_block` entries (the narrower kernels take 64-bit key lists)
+  int64_t *keys;                 ///< scratch: `keys_capacity` entries (the narrower kernels take 64-bit key lists)
+  int64_t keys_capacity;         ///< > 0; longer runs of a row go to the narrower kernels in pieces of this many keys
 } ga_gather;
 
 /// Folds each chunk row's columns into its state, key block by key block, with `head`'s keys, values, types,

@@ -140,7 +140,8 @@ final class KernelPathTests: XCTestCase {
     }
   }
 
-  /// A gathered pattern with fp16 and bf16 keys and values, with softcap and ALiBi, and carried in a state, gives
+  /// A gathered pattern with fp16 and bf16 keys and values, with softcap and ALiBi, with rows longer than a piece of
+  /// the narrower kernels, and carried in a state, gives
   /// what the same edges give as an implicit random graph through the tiled path (itself checked against float64).
   func testGatheredPatternsAgreeWithTheTiledPathOnNarrowTypesModifiersAndStates() throws {
     let l = 2500, d = 64
@@ -163,6 +164,21 @@ final class KernelPathTests: XCTestCase {
         XCTAssertLessThanOrEqual(relativeDifference(results[1], results[0]), 1e-5, "\(type) \(kernel): gathered against tiled")
         XCTAssertFalse(results[1].scalars.contains { $0.isNaN }, "\(type) \(kernel): an output left unwritten")
       }
+    }
+    // Rows of more than `CPUExecutor.gatherPieceKeys` (4,096) keys, in a pattern sparse enough to be gathered row by
+    // row (one key per row but three full rows), reach the narrower kernels in pieces. The same pattern in a union
+    // with itself runs through the tiled path.
+    let long = 4300
+    var rows: [Int64] = [], columns: [Int64] = []
+    for i in 0..<long {
+      for j in ([10, 2000, 4000].contains(i) ? Array(0..<long) : [(i * 7) % long]) { rows.append(Int64(i)); columns.append(Int64(j)) }
+    }
+    let sparse = Graph.explicit(try ExplicitGraph(rows: rows, columns: columns, rowCount: long, columnCount: long))
+    let lq = Inputs.tensor([1, long, 16], seed: 64), lk = Inputs.tensor([1, long, 16], seed: 65), lv = Inputs.tensor([1, long, 16], seed: 66)
+    for kernel in CPUKernel.supported {
+      let tiled = try attention(query: lq, key: lk, value: lv, graph: sparse + sparse, options: AttentionOptions(kernel: kernel))
+      let gathered = try attention(query: lq, key: lk, value: lv, graph: sparse, options: AttentionOptions(kernel: kernel))
+      XCTAssertLessThanOrEqual(relativeDifference(gathered, tiled), 1e-5, "\(kernel): rows of \(long) keys gathered row by row")
     }
     // Through a state: the stored pattern first (gathered into the state), then a window (tiled, minus the pattern).
     var state = try AttentionState(query: q, value: v)
