@@ -289,9 +289,10 @@ GA_AVX512_INLINE __m512 sum16(const __m512 a[16]) {
 /// e^8 ~ 3000: far from fp32 overflow, and no precision is lost, the rescale being exact up to rounding).
 #define GA_LAZY_RESCALE 8.0f
 
-// The row kernel for one storage type and (when the compiler sees constants) one pair of dimensions.
+/// Bytes of one stored key or value element.
 #define GA_KV_BYTES(type) ((type) == GA_FLOAT32 ? 4 : 2)
 
+// The row kernel for one storage type and (when the compiler sees constants) one pair of dimensions.
 GA_AVX512_INLINE void gather_row(const ga_tile *t, const float *query, int32_t position, const uint32_t *columns,
                                  int64_t n, float *m_io, float *l_io, float *acc, const int d, const int dv, const int type,
                                  const int prefetch) {
@@ -306,7 +307,6 @@ GA_AVX512_INLINE void gather_row(const ga_tile *t, const float *query, int32_t p
     const int count = n - b < 16 ? (int)(n - b) : 16;
     const uint32_t *cols = columns + b;
     const __mmask16 valid = count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1);
-    // Scores: q . k for 16 keys, 16 independent FMA chains over d, then one transposing sum.
     // Rows scattered over L3 and DRAM: fetch the next block's key rows and this block's value rows (needed after
     // the softmax) while this block's scores are computed. Not when the rows are in L2 (a gather by key blocks):
     // there the prefetches only take load slots (measured 10% slower; 20% faster row by row at density 1e-3).
@@ -317,6 +317,7 @@ GA_AVX512_INLINE void gather_row(const ga_tile *t, const float *query, int32_t p
       for (int h = 0; h < count; h++)
         for (int64_t o = 0; o < (int64_t)dv * GA_KV_BYTES(type); o += 64) _mm_prefetch((const char *)value + (int64_t)cols[h] * dv * GA_KV_BYTES(type) + o, _MM_HINT_T0);
     }
+    // Scores: q . k for 16 keys, 16 independent FMA chains over d, then one transposing sum.
     // Scalar address arithmetic: vectorised, the 16 offsets would each be extracted to a register (2 uops each).
     int64_t slot_row[16];
 #pragma clang loop vectorize(disable) unroll(full)

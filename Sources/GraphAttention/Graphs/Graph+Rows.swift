@@ -442,4 +442,3 @@ extension Graph {
     return pattern
   }
 }
-
