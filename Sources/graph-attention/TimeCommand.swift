@@ -64,6 +64,7 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
     }
     var walls: [Double] = []
     var kernels: [Double] = []
+    var idle: [Double] = []
     var work = AttentionWork(edges: 0, scoresComputed: 0)
     for iteration in 0..<(warmup + repetitions) {
       let start = monotonicSeconds()
@@ -72,6 +73,7 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
       if iteration >= warmup {
         walls.append(wall)
         if let kernel = work.kernelSeconds { kernels.append(kernel) }
+        if let fraction = work.idleThreadFraction { idle.append(fraction) }
       }
     }
     let edges = graph.edgeCount(queryCount: tokens, keyCount: tokens)
@@ -88,7 +90,7 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
         "scores_per_edge": Double(work.scoresComputed) / Double(max(1, work.edges)), "repeat": repetitions,
         "seconds_min": walls.min() ?? .nan, "seconds_median": median(walls),
         "kernel_seconds_min": kernels.min() ?? .nan, "kernel_seconds_median": median(kernels),
-        "gflops": gflops, "build": build,
+        "gflops": gflops, "build": build, "idle_thread_fraction_median": median(idle),
       ]))
     } else {
       print("""
@@ -96,7 +98,8 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
         shape            B=\(batch) H=\(heads) H_kv=\(kv) L=\(tokens) d=\(dim) on \(device)\(build.isEmpty ? "" : ", \(build)")
         call             min \(Console.format(seconds: walls.min() ?? .nan)), median \(Console.format(seconds: median(walls))) over \(repetitions)
         """ + (kernels.isEmpty ? "" : "\nkernel           min \(Console.format(seconds: kernels.min()!)), median \(Console.format(seconds: median(kernels)))")
-        + "\nuseful GFLOP/s   \(String(format: "%.1f", gflops))")
+        + "\nuseful GFLOP/s   \(String(format: "%.1f", gflops))"
+        + (idle.isEmpty ? "" : "\nthreads idle     \(String(format: "%.1f", 100 * median(idle)))% of their time (median; waiting to start, and at the end for the last items)"))
     }
   }
 

@@ -88,7 +88,7 @@ func viewAttention(query: TensorView, key: TensorView, value: TensorView, output
     destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader,
     logSumExp: logSumExp?.base.assumingMemoryBound(to: Float.self)))
   if let failure = reader?.failure { throw failure }
-  return AttentionWork(edges: work.edges, scoresComputed: work.scores)
+  return AttentionWork(edges: work.edges, scoresComputed: work.scores, idleThreadFraction: work.idleFraction)
 }
 
 /// What one attention call did, over every head and batch.
@@ -101,12 +101,18 @@ public struct AttentionWork: Sendable, Equatable {
   /// Seconds the GPU spent in this call's kernels, from launch to completion as the host sees it (no
   /// copies, no compilation; the launch latency of a few microseconds is included); nil on the CPU.
   public var kernelSeconds: Double?
+  /// For one CPU call: the share of its worker threads' time spent idle, waiting to start or, at the end, for
+  /// the other workers' last items (how well the work was balanced to the end); nil elsewhere (GPU calls, and
+  /// per-head graphs, which are several calls).
+  public var idleThreadFraction: Double?
 
-  /// A record of `edges` visited, `scoresComputed` scores and, for a GPU call, its kernel time.
-  public init(edges: Int, scoresComputed: Int, kernelSeconds: Double? = nil) {
+  /// A record of `edges` visited, `scoresComputed` scores and, for a GPU call, its kernel time, for a CPU call the
+  /// idle share of its threads.
+  public init(edges: Int, scoresComputed: Int, kernelSeconds: Double? = nil, idleThreadFraction: Double? = nil) {
     self.edges = edges
     self.scoresComputed = scoresComputed
     self.kernelSeconds = kernelSeconds
+    self.idleThreadFraction = idleThreadFraction
   }
 }
 

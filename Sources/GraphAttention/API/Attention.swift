@@ -163,7 +163,7 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
       }
     }
   }
-  work = AttentionWork(edges: done.edges, scoresComputed: done.scores)
+  work = AttentionWork(edges: done.edges, scoresComputed: done.scores, idleThreadFraction: done.idleFraction)
   return Tensor(shape: shape.outputShape, scalars: output)
 }
 

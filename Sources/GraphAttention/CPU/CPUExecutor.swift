@@ -88,6 +88,14 @@ enum CPUExecutor {
   struct Work {
     var edges = 0
     var scores = 0
+    /// Seconds the workers ran, from each one's start to its last item, summed.
+    var busySeconds = 0.0
+    /// Workers times the call's wall time (from before the first worker starts to after the last one ends).
+    var threadSeconds = 0.0
+
+    /// The share of the workers' thread time spent not working: waiting to start, and idle at the end of the
+    /// call while others finish their last items (the load balance's tail); nil for a call without workers.
+    var idleFraction: Double? { threadSeconds > 0 ? max(0, 1 - busySeconds / threadSeconds) : nil }
   }
 
   /// Computes attention of `graph` (minus `excluding`) for every head and batch, over query rows `rows`
@@ -135,9 +143,12 @@ enum CPUExecutor {
     let reportEvery = max(1, itemCount / 100)
     let scoresComputed = Atomic<Int>(0)
     let edgesVisited = Atomic<Int>(0)
+    let busyNanoseconds = Atomic<Int>(0)
     let (kd, vd) = (shape.keyDim, shape.valueDim)
+    let callStart = DispatchTime.now().uptimeNanoseconds
 
     DispatchQueue.concurrentPerform(iterations: workers) { _ in
+      let workerStart = DispatchTime.now().uptimeNanoseconds
       var tiler = QueryTiler(graph: graph, excluding: excluding, queryCount: shape.queryCount, keyCount: shape.keyCount)
       tiler.nearKeys = pointers.scatteredReader?.near
       let scratch = UnsafeMutableRawPointer.allocate(byteCount: TileKernel.scratchFloats * 4, alignment: 64)
@@ -287,8 +298,11 @@ enum CPUExecutor {
       }
       scoresComputed.wrappingAdd(tiler.scoresComputed + gatheredEdges, ordering: .relaxed)
       edgesVisited.wrappingAdd(tiler.edgesVisited + gatheredEdges, ordering: .relaxed)
+      busyNanoseconds.wrappingAdd(Int(DispatchTime.now().uptimeNanoseconds - workerStart), ordering: .relaxed)
     }
-    return Work(edges: edgesVisited.load(ordering: .relaxed), scores: scoresComputed.load(ordering: .relaxed))
+    let wall = Double(DispatchTime.now().uptimeNanoseconds - callStart) * 1e-9
+    return Work(edges: edgesVisited.load(ordering: .relaxed), scores: scoresComputed.load(ordering: .relaxed),
+                busySeconds: Double(busyNanoseconds.load(ordering: .relaxed)) * 1e-9, threadSeconds: wall * Double(workers))
   }
 
   /// Normalises an accumulated row `(m, l, acc)` in place and returns its log-sum-exp.

@@ -180,6 +180,8 @@ final class KernelTests: XCTestCase {
       let edges = graph.edgeCount(queryCount: l, keyCount: l)
       XCTAssertEqual(work.edges, edges, spec)
       XCTAssertNil(work.kernelSeconds, "no GPU time on the CPU")
+      let idle = try XCTUnwrap(work.idleThreadFraction, "a CPU call measures its threads' idle share")
+      XCTAssertTrue((0...1).contains(idle), "\(spec): idle share \(idle)")
       XCTAssertEqual(o, try attention(query: q, key: k, value: v, graph: graph), "the work form computes the same output")
       XCTAssertGreaterThanOrEqual(scores, edges, spec)
       XCTAssertLessThanOrEqual(Double(scores), Double(edges) * 1.03 + Double(l / 4 * 8), "\(spec): \(scores) scores for \(edges) edges")
