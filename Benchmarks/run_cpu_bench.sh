@@ -13,7 +13,7 @@ run() {  # name, then bench arguments
   local name=$1; shift
   mkdir -p "bench/results/$name"
   echo "== $name: graph-attention bench $*" | tee "bench/results/$name/table.txt"
-  "$bin" bench "$@" --output-directory "bench/results/$name" | tee -a "bench/results/$name/table.txt"
+  "$bin" bench "$@" --output-directory "bench/results/$name" 2>&1 | tee -a "bench/results/$name/table.txt"
 }
 if [ -n "${QUICK:-}" ]; then
   run quick --tokens 65536 --dims 64 --heads 1 --repeats 3

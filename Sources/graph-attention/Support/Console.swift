@@ -7,8 +7,10 @@ enum Console {
   /// Whether stderr is a terminal, so that progress bars do not litter logs.
   static let stderrIsTerminal = isatty(STDERR_FILENO) == 1
 
-  /// Writes a line to stderr.
+  /// Writes a line to stderr, after what stdout holds: where both go to one pipe or file, the line does not
+  /// land in the middle of a line of a table that stdout was still buffering.
   static func note(_ text: String) {
+    fflush(nil)  // every C stream: stdout without naming the global, which Swift 6 does not let us read
     FileHandle.standardError.write(Data((text + "\n").utf8))
   }
 
