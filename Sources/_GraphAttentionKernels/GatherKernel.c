@@ -23,6 +23,7 @@ void ga_gather_rows(const ga_tile *head, const ga_gather *g) {
   tile.rows = 1;
   tile.mask = NULL;
   tile.has_row_spans = 0;
+  tile.shared_keys = 0;
   tile.key_positions = NULL;
   tile.keys = g->keys;
   for (int64_t r = 0; r < g->rows; r++) g->cursor[r] = g->row_offsets[r];

@@ -13,12 +13,14 @@
 /// The key positions a rows-in-lanes tile walks, [first, end) (its groups' spans together, within the key
 /// list), and those every row attends, [all_begin, all_end) (the rows' spans intersected; empty when the tile
 /// has a mask or no spans): keys there skip the per-key lane test.
+/// The key positions a tile visits, [first, end), and those every row attends: [0, shared) and [all_begin, all_end)
+/// (row spans only; both empty otherwise).
 typedef struct {
-  int64_t first, end, all_begin, all_end;
+  int64_t first, end, all_begin, all_end, shared;
 } ga_tile_extent;
 
 static inline ga_tile_extent ga_tile_extent_of(const ga_tile *t) {
-  ga_tile_extent e = {INT64_MAX, 0, 0, 0};
+  ga_tile_extent e = {INT64_MAX, 0, 0, 0, 0};
   for (int g = 0; g < t->rows / 4; g++) {
     if (t->group_begin[g] < e.first) e.first = t->group_begin[g];
     if (t->group_end[g] > e.end) e.end = t->group_end[g];
@@ -27,6 +29,7 @@ static inline ga_tile_extent ga_tile_extent_of(const ga_tile *t) {
   if (!t->mask && t->has_row_spans) {
     e.all_begin = INT64_MIN;
     e.all_end = INT64_MAX;
+    e.shared = t->shared_keys;
     for (int r = 0; r < t->rows; r++) {
       if (t->row_begin[r] > e.all_begin) e.all_begin = t->row_begin[r];
       if (t->row_end[r] < e.all_end) e.all_end = t->row_end[r];

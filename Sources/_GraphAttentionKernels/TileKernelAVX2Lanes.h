@@ -39,10 +39,10 @@ GA_AVX2 void lanes_widen_block(const ga_tile *t, int64_t first, int64_t count, f
 }
 
 // Scores of keys j0..j0+5 of the block (fewer at its end) from the scaled Q^T, masked and stored as 16-float
-// rows; key positions in [all_begin, all_end) are attended by every row (rows' spans only).
+// rows; key positions in [0, shared) and [all_begin, all_end) are attended by every row (rows' spans only).
 GA_AVX2_INLINE void lanes_score_keys(const ga_tile *t, int groups, const float *qt, const float *const *kp, int64_t first,
                               int64_t j0, int64_t count, const int32_t *begin, const int32_t *end,
-                              int64_t all_begin, int64_t all_end, float *scores) {
+                              int64_t shared, int64_t all_begin, int64_t all_end, float *scores) {
   const int d = t->key_dim;
   const float *k[GA_LANE_KEYS];
   for (int i = 0; i < GA_LANE_KEYS; i++) k[i] = kp[j0 + i < count ? j0 + i : j0];
@@ -60,7 +60,7 @@ GA_AVX2_INLINE void lanes_score_keys(const ga_tile *t, int groups, const float *
   for (int i = 0; i < GA_LANE_KEYS && j0 + i < count; i++) {
     const int64_t p = first + j0 + i;
     __m256i on_lo, on_hi;  // all-ones lanes attend
-    if (p >= all_begin && p < all_end) {
+    if (p < shared || (p >= all_begin && p < all_end)) {
       on_lo = on_hi = _mm256_set1_epi32(-1);  // lanes past the tile's rows are never read
     } else if (!t->mask && t->has_row_spans) {
       const __m256i position = _mm256_set1_epi32((int32_t)p);
@@ -160,7 +160,7 @@ GA_AVX2 void attend_avx2_lanes(const ga_tile *t) {
     } else {
       lanes_widen_block(t, first, count, kbuf, vbuf, ldv, kp, vp);
     }
-    for (int64_t j0 = 0; j0 < count; j0 += GA_LANE_KEYS) lanes_score_keys(t, groups, qt, kp, first, j0, count, begin, end, all_begin, all_end, scores);
+    for (int64_t j0 = 0; j0 < count; j0 += GA_LANE_KEYS) lanes_score_keys(t, groups, qt, kp, first, j0, count, begin, end, extent.shared, all_begin, all_end, scores);
     __m256 mx_lo = minus_inf, mx_hi = minus_inf;
     for (int64_t j = 0; j < count; j++) {
       mx_lo = _mm256_max_ps(mx_lo, _mm256_load_ps(scores + j * 16));

@@ -147,9 +147,9 @@ GA_AVX512_INLINE void pv_pass(const ga_tile *t, int r0, int c0, const float *fac
 
 // S^T for keys j0..j0+7 of the block (fewer at its end: the missing ones repeat the first) from the
 // scaled Q^T, masked, stored as 16-lane rows of `scores` and folded into the lanes' block maxima `mx`.
-// Key positions in [all_begin, all_end) are attended by every live lane (rows' spans only).
+// Key positions in [0, shared) and [all_begin, all_end) are attended by every live lane (rows' spans only).
 GA_AVX512_INLINE void score_keys(const ga_tile *t, int groups, const float *qt, const float *const *kp, int64_t first,
-                                 int64_t j0, int64_t count, __mmask16 live, int64_t all_begin, int64_t all_end,
+                                 int64_t j0, int64_t count, __mmask16 live, int64_t shared, int64_t all_begin, int64_t all_end,
                                  float *scores, __m512 *mx) {
   const int d = t->key_dim;
   const float *k[GA_SCORE_KEYS];
@@ -178,7 +178,7 @@ GA_AVX512_INLINE void score_keys(const ga_tile *t, int groups, const float *qt, 
   __m512 block_max = *mx;
   for (int i = 0; i < GA_SCORE_KEYS && j0 + i < count; i++) {
     const int64_t p = first + j0 + i;
-    const __mmask16 lanes = p >= all_begin && p < all_end ? live : key_lanes(t, groups, p, live, begin, end);
+    const __mmask16 lanes = p < shared || (p >= all_begin && p < all_end) ? live : key_lanes(t, groups, p, live, begin, end);
     __m512 v = s[i];
     if (modified) {
       const int64_t column = t->key_positions ? t->key_positions[p] : t->keys[p];
@@ -235,7 +235,7 @@ GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
     }
     __m512 mx = minus_inf;
     for (int64_t j0 = 0; j0 < count; j0 += GA_SCORE_KEYS)
-      score_keys(t, groups, qt, kp, first, j0, count, live, all_begin, all_end, scores, &mx);
+      score_keys(t, groups, qt, kp, first, j0, count, live, extent.shared, all_begin, all_end, scores, &mx);
     // Online softmax, all 16 rows at once.
     const __m512 m_new = _mm512_max_ps(m, mx);
     // A row with nothing attended yet (m = -inf) shifts by 0: its scores are all -inf, so its weights are 0.

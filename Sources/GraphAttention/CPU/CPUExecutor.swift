@@ -274,7 +274,8 @@ enum CPUExecutor {
               }
               kernel.setHead(key: headKeys, value: headValues, elementType: p.keyValueType)
             } else {
-              kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask, spans: tile.rowSpans)
+              kernel.attend(rows: tile.rows.count, keys: tile.keys, keyCount: tile.keyCount, mask: tile.mask, spans: tile.rowSpans,
+                            sharedKeys: tile.sharedKeys)
             }
             if let finished = tile.finishedKeys { keysFinished?(kvHead, finished) }
           })

@@ -34,12 +34,15 @@ extension QueryTiler.Tile {
     }
     let groups = rowCount / QueryTiler.groupRows
     precondition(groupRanges.count == groups, "\(groupRanges.count) group ranges for \(groups) groups")
+    precondition(sharedKeys == 0 || (rowSpans != nil && groupRanges.allSatisfy { $0.lowerBound == 0 }),
+                 "\(sharedKeys) shared keys without row spans, or outside a group's range")
     if let rowSpans {
       precondition(mask == nil, "a tile with both row spans and a mask")
       for row in 0..<rowCount {
         let span = rowSpans[row], range = groupRanges[row / QueryTiler.groupRows]
         precondition(!span.isEmpty && span.lowerBound >= range.lowerBound && span.upperBound <= range.upperBound,
                      "row \(row)'s key positions \(span) outside its group's range \(range)")
+        precondition(span.lowerBound >= sharedKeys, "row \(row)'s key positions \(span) overlap the \(sharedKeys) shared keys")
       }
       return
     }

@@ -69,6 +69,9 @@ typedef struct {
   int has_row_spans;
   int32_t row_begin[GA_MAX_ROWS];
   int32_t row_end[GA_MAX_ROWS];
+  /// With row spans: key positions [0, shared_keys) are attended by every row as well as its span (global
+  /// columns below a window: one tile instead of two); the groups' ranges then start at 0. Read only with spans.
+  int64_t shared_keys;
   /// The head's score modifiers (all 0: none).
   ga_score_mods mods;
   /// Each row's query position (read only with an ALiBi slope).

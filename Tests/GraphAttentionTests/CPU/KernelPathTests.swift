@@ -60,6 +60,38 @@ final class KernelPathTests: XCTestCase {
     }
   }
 
+  /// Global columns under a window (Longformer) run as one tile per 16 rows, the shared keys first and each row a
+  /// span after them: one global column and several, runs of them with gaps, globals the window of the first rows
+  /// covers, causal and dilated windows, globals above the window (two tiles, as before), ALiBi and softcap (which
+  /// read the shared keys' positions), at head dimensions that are and are not multiples of 16.
+  func testEveryPathOnGlobalColumnsSharedByWindowTiles() throws {
+    var seed: UInt64 = 8300
+    let cases: [(MaskCase, Int, Int, Int)] = [
+      (.window(64) + .global([0, 1, 2, 3]), 600, 64, 64),
+      (.window(100) + .global([0]), 517, 128, 128),
+      (.window(30) + .global([0, 1, 7, 8, 9]), 300, 17, 33),
+      (.causalWindow(80) + .global([2, 3]), 400, 40, 24),
+      (.dilated(50, 1) + .global([0, 1]), 450, 64, 64),
+      (.window(40) + .global([299]), 300, 16, 16),
+      (.window(300) + .global([0, 1]), 333, 64, 64),
+    ]
+    for (mask, l, d, dv) in cases {
+      seed += 3
+      try check(mask, tokens: l, keyDim: d, valueDim: dv, seed: seed)
+    }
+    // Score modifiers read each shared key's position from the tile's key list.
+    let l = 500, d = 32
+    let graph = try Graph(parsing: "window:48+global:0,1,2")
+    let q = Inputs.tensor([1, l, d], seed: 8390), k = Inputs.tensor([1, l, d], seed: 8391), v = Inputs.tensor([1, l, d], seed: 8392)
+    let baseline = try attention(query: q, key: k, value: v, graph: graph,
+                                 options: AttentionOptions(kernel: .portable, softcap: 5, alibi: .slopes([0.03])))
+    for kernel in CPUKernel.supported {
+      let o = try attention(query: q, key: k, value: v, graph: graph,
+                            options: AttentionOptions(kernel: kernel, softcap: 5, alibi: .slopes([0.03])))
+      XCTAssertLessThanOrEqual(relativeDifference(o, baseline), 1e-6, "\(kernel) with softcap and ALiBi against portable")
+    }
+  }
+
   /// fp16 and bf16 keys and values (widened while packing) on every path, against the reference of the
   /// rounded values.
   func testEveryPathWithNarrowKeysAndValues() throws {

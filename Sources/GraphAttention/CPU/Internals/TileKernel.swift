@@ -80,16 +80,18 @@ struct TileKernel {
   var readsRowSpans: Bool { call.pack != nil && call.force_portable == 0 }
 
   /// Folds `keyCount` keys into the first `rows` rows' states; row r attends to the keys its `mask` bytes
-  /// mark, or with `spans` (and no mask), to positions `spans[r]`, or with neither, to all of them.
+  /// mark, or with `spans` (and no mask), to positions `spans[r]` and the first `sharedKeys`, or with neither, to
+  /// all of them.
   /// `keyPositions` gives the keys' positions when `keys` index a buffer of gathered rows.
   mutating func attend(rows: Int, keys: UnsafePointer<Int64>, keyCount: Int, mask: UnsafePointer<UInt8>?,
-                       spans: UnsafePointer<Range<Int>>? = nil, keyPositions: UnsafePointer<Int64>? = nil) {
+                       spans: UnsafePointer<Range<Int>>? = nil, sharedKeys: Int = 0, keyPositions: UnsafePointer<Int64>? = nil) {
     call.rows = Int32(rows)
     call.keys = keys
     call.key_positions = keyPositions
     call.n = Int64(keyCount)
     call.mask = mask
     call.has_row_spans = spans == nil ? 0 : 1
+    call.shared_keys = spans == nil ? 0 : Int64(sharedKeys)
     if let spans {
       withUnsafeMutableBytes(of: &call.row_begin) { begin in
         withUnsafeMutableBytes(of: &call.row_end) { end in
