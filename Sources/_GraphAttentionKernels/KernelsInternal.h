@@ -11,10 +11,8 @@
 #include <stdint.h>
 
 /// The key positions a rows-in-lanes tile walks, [first, end) (its groups' spans together, within the key
-/// list), and those every row attends, [all_begin, all_end) (the rows' spans intersected; empty when the tile
-/// has a mask or no spans): keys there skip the per-key lane test.
-/// The key positions a tile visits, [first, end), and those every row attends: [0, shared) and [all_begin, all_end)
-/// (row spans only; both empty otherwise).
+/// list), and those every row attends: [0, shared) (the tile's shared keys) and [all_begin, all_end) (the rows'
+/// spans intersected); both empty when the tile has a mask or no spans. Keys there skip the per-key lane test.
 typedef struct {
   int64_t first, end, all_begin, all_end, shared;
 } ga_tile_extent;
