@@ -47,7 +47,7 @@ let package = Package(
   ]
 )
 
-// MARK: - C ABI for Python (issue 13)
+// MARK: - C ABI for Python
 // `ga_*` C functions over the library for the Python package (python/). A static library product: SwiftPM
 // links the Swift runtime statically only into executables, so scripts/build_python_library.sh links the
 // .so itself with `swiftc -emit-library -static-stdlib`. No stable API beyond the C functions.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU kernel measurements of issue 11, on a quiet machine (other processes only lower the numbers):
+# The CPU kernel measurements, on a quiet machine (other processes only lower the numbers):
 #   - the FMA peak of the widest instruction set this CPU runs (bench prints and records it with its name);
 #   - useful GFLOP/s (4 * edges * d per head) and % of that peak, per forced kernel path (avx512, avx2), for
 #     window:256, window:1024, causal window, blocked and dilated graphs, d = 64 and 128, 64K to 1M tokens;

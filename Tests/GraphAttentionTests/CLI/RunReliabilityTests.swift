@@ -2,7 +2,7 @@ import Foundation
 import GraphAttention
 import XCTest
 
-/// `run` as a new user's tests broke it (issue 10): concurrent writers, `--device cuda` without a driver,
+/// `run` as a new user's tests broke it: concurrent writers, `--device cuda` without a driver,
 /// progress in logs, a killed check. Each fails on the old `run` and passes now.
 final class RunReliabilityTests: XCTestCase {
   private var directory: StorageScratchDirectory!
@@ -36,7 +36,7 @@ final class RunReliabilityTests: XCTestCase {
     return 0
   }
 
-  /// Issue 10.1: a second run onto an output being written, and a --resume of it, are refused while the
+  /// a second run onto an output being written, and a --resume of it, are refused while the
   /// first runs; the first then commits exactly its own result.
   func testSecondWriterIsRefusedWhileTheFirstRuns() throws {
     try generate(tokens: 30000)
@@ -55,7 +55,7 @@ final class RunReliabilityTests: XCTestCase {
     XCTAssertEqual(try directory.entries().filter { $0.hasPrefix(".") }, [], "lock or temporary files left behind")
   }
 
-  /// Issue 10.10: a run killed during its sampled check (every row computed) does not block the next run,
+  /// a run killed during its sampled check (every row computed) does not block the next run,
   /// which finishes the same job.
   func testKilledCheckDoesNotBlockTheNextRun() throws {
     try generate(tokens: 6000)
@@ -74,7 +74,7 @@ final class RunReliabilityTests: XCTestCase {
     XCTAssertTrue(capped.stderr.contains("over 6000 sampled rows"), capped.stderr)
   }
 
-  /// Issue 10.14: with stderr not a terminal, plain progress lines (rows, rate, ETA) appear.
+  /// with stderr not a terminal, plain progress lines (rows, rate, ETA) appear.
   func testProgressLinesWhenStderrIsNotATerminal() throws {
     try generate(tokens: 2000)
     let result = try CommandLineRunner.run(runArguments(output: directory.path("o.npy"), extra: ["--progress-seconds", "0"]))
@@ -85,7 +85,7 @@ final class RunReliabilityTests: XCTestCase {
     XCTAssertTrue(lines.allSatisfy { $0.contains("rows/s, ETA") }, result.stderr)
   }
 
-  /// Issue 10.2: `run --device cuda` without a driver exits 1 with the message verify and time give,
+  /// `run --device cuda` without a driver exits 1 with the message verify and time give,
   /// instead of computing on the CPU.
   func testDeviceCudaWithoutADriverIsRefused() throws {
     if let handle = dlopen("libcuda.so.1", RTLD_NOW) {
@@ -99,7 +99,7 @@ final class RunReliabilityTests: XCTestCase {
     XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path("o.npy")))
   }
 
-  /// Issue 10.24: a streamed implicit-graph run keeps its resident set bounded, not the size of its files:
+  /// a streamed implicit-graph run keeps its resident set bounded, not the size of its files:
   /// 2^21 tokens, d = 16, fp16 inputs and an fp32 output are 320 MiB of files; the run peaks near the
   /// binary plus one 64 MiB step of the input scan (the 16M-token, d = 32 run of the issue peaks at 193 MiB).
   func testResidentMemoryStaysBelowTheFiles() throws {
@@ -113,7 +113,7 @@ final class RunReliabilityTests: XCTestCase {
     XCTAssertLessThan(peak, 160 << 20, "peak resident bytes \(peak) approach the 320 MiB of files")
   }
 
-  /// Issue 10.3: `--output` naming an input, directly or through another path, is refused.
+  /// `--output` naming an input, directly or through another path, is refused.
   func testOutputEqualToAnInputIsRefused() throws {
     try generate(tokens: 64)
     let before = FileManager.default.contents(atPath: directory.path("q.npy"))

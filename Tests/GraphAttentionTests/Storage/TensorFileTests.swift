@@ -277,7 +277,7 @@ final class TensorFileTests: XCTestCase {
     XCTAssertEqual(try directory.entries(), ["o.safetensors"])
   }
 
-  /// Outputs reserve their disk blocks when created (issue 10.8): a disk filled later by another writer is
+  /// Outputs reserve their disk blocks when created: a disk filled later by another writer is
   /// then an error at creation, not a SIGBUS half-way through a run.
   func testCreateReservesTheOutputsBlocks() throws {
     let path = directory.path("reserved.npy")

@@ -3,7 +3,7 @@ import Foundation
 import XCTest
 
 /// `StreamingAttention`: the library's streamed job over files, its resume, cancellation and the
-/// reliability rules of issue 10 (checks before the work, SIGBUS as an error, what a refused resume says).
+/// reliability rules (checks before the work, SIGBUS as an error, what a refused resume says).
 final class StreamingAttentionTests: XCTestCase {
   private var directory: StorageScratchDirectory!
 
@@ -75,7 +75,7 @@ final class StreamingAttentionTests: XCTestCase {
                    FileManager.default.contents(atPath: directory.path("whole.npy")))
   }
 
-  /// Issue 10.13: a NaN at the end of K is reported before any work (no chunk computed, nothing created).
+  /// a NaN at the end of K is reported before any work (no chunk computed, nothing created).
   func testNonFiniteKeysAndValuesAreFoundBeforeTheWork() throws {
     for (file, name) in [("k.npy", "key"), ("v.npy", "value")] {
       var (_, k, v) = try writeInputs(tokens: 400)
@@ -91,7 +91,7 @@ final class StreamingAttentionTests: XCTestCase {
     }
   }
 
-  /// Issue 10.9: a key file truncated while the job reads it through the mapping is an error naming the
+  /// a key file truncated while the job reads it through the mapping is an error naming the
   /// file (not a bus error), and the progress record stays for --resume.
   func testTruncatedInputIsAnErrorNamingTheFile() throws {
     _ = try writeInputs(heads: 1, tokens: 4096, dim: 16)
@@ -115,7 +115,7 @@ final class StreamingAttentionTests: XCTestCase {
     XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path("o.npy")))
   }
 
-  /// Issue 10.9, the output side: the partial output truncated under the run (or its blocks gone) is an
+  /// The output side of a truncated file: the partial output truncated under the run (or its blocks gone) is an
   /// error naming it, not a bus error.
   func testTruncatedOutputIsAnErrorNamingTheFile() throws {
     _ = try writeInputs(heads: 1, tokens: 4096, dim: 16)
@@ -131,7 +131,7 @@ final class StreamingAttentionTests: XCTestCase {
     XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path("o.npy")))
   }
 
-  /// Issue 10.19: a refused resume lists what changed; the same output by a relative path is the same
+  /// a refused resume lists what changed; the same output by a relative path is the same
   /// job; a deleted partial output gets a clear message.
   func testRefusedResumeSaysWhatChanged() throws {
     _ = try writeInputs(tokens: 400)
@@ -169,7 +169,7 @@ final class StreamingAttentionTests: XCTestCase {
     }
   }
 
-  /// Issue 10.3: an output that is an input (by any path) is refused before anything is written.
+  /// an output that is an input (by any path) is refused before anything is written.
   func testOutputThatIsAnInputIsRefused() throws {
     _ = try writeInputs(tokens: 100)
     let before = FileManager.default.contents(atPath: directory.path("q.npy"))
@@ -184,7 +184,7 @@ final class StreamingAttentionTests: XCTestCase {
     XCTAssertEqual(FileManager.default.contents(atPath: directory.path("q.npy")), before)
   }
 
-  /// Issue 10.1: while one job holds an output, a second (or a resume) is refused; afterwards it is free.
+  /// while one job holds an output, a second (or a resume) is refused; afterwards it is free.
   func testSecondJobOnTheSameOutputIsRefused() throws {
     _ = try writeInputs(tokens: 300)
     var chunks = 0
@@ -202,7 +202,7 @@ final class StreamingAttentionTests: XCTestCase {
     XCTAssertNoThrow(try job("window:8").run())
   }
 
-  /// Issue 10.10: the sampled check is capped at the row count.
+  /// the sampled check is capped at the row count.
   func testCheckRowsAreCappedAtTheRowCount() throws {
     _ = try writeInputs(tokens: 40)
     var streamed = try job("window:3")
@@ -211,7 +211,7 @@ final class StreamingAttentionTests: XCTestCase {
     XCTAssertEqual(result.check?.rows, 40)
   }
 
-  /// Issue 9.2: `ContextPlan` predicts the chunk the job runs.
+  /// `ContextPlan` predicts the chunk the job runs.
   func testPlanPredictsTheJobsChunk() throws {
     _ = try writeInputs(heads: 2, tokens: 1500, dim: 8)
     for mask in ["window:4", "window:2+random:0.01:3", "causal"] {
