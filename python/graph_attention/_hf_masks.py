@@ -70,12 +70,14 @@ class GraphMask:
     `shape` is `(batch, 1, q_length, kv_length)`, as a dense mask's would be; `describe()` lists the graphs.
     """
 
-    def __init__(self, batch_size, q_length, kv_length, groups, band=None, causal=True, masked_rows=()):
+    def __init__(self, batch_size, q_length, kv_length, groups, band=None, causal=True, masked_rows=(), plain=False):
         self.batch_size, self.q_length, self.kv_length = int(batch_size), int(q_length), int(kv_length)
         self.groups = tuple((tuple(int(b) for b in batch), tuple(parts)) for batch, parts in groups)
         self.band = band
         self.causal = causal
         self.masked_rows = tuple(masked_rows)
+        self.plain = plain  # a band alone: no padding, documents or explicit graph (packing may still apply)
+        self.derived = {}  # masks derived from this one in the attention function, shared by its layers
         self.shape = (self.batch_size, 1, self.q_length, self.kv_length)
         self.ndim = 4
         self.dtype = torch.bool
@@ -299,7 +301,8 @@ def plan_structure(structure, batch_size, q_length, kv_length, q_offset, kv_offs
         parts = [Part(0, first)] if first > 0 else []
         parts.append(Part(first, q_length, first, kv_length, spec))
         plans.append(parts)
-    return GraphMask(batch_size, q_length, kv_length, _group(plans), band=(alpha, beta), causal=causal)
+    plain = documents is None and all(v == (0, kv_length - 1, True) for v in valid)
+    return GraphMask(batch_size, q_length, kv_length, _group(plans), band=(alpha, beta), causal=causal, plain=plain)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -453,7 +456,8 @@ def plan_default(batch_size, q_length, kv_length, causal, sliding_window=None):
         band = (None, None)
     s = kv_length - q_length if causal else 0
     parts = _band_parts(q_length, kv_length, s, band[0], band[1], 0, kv_length - 1)
-    return GraphMask(batch_size, q_length, kv_length, [(range(batch_size), parts)], band=band, causal=causal)
+    return GraphMask(batch_size, q_length, kv_length, [(range(batch_size), parts)], band=band, causal=causal,
+                     plain=True)
 
 
 def graph_mask_function(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,

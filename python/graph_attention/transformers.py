@@ -19,7 +19,9 @@ values (every score is the dtype's minimum there), or zeros with attention sinks
 gradients that flow into such rows' queries and keys are not reproduced (eager's come through the mask's
 rounding), which matters only for a loss over padded positions.
 """
+import numpy as np
 import torch
+import torch.utils.checkpoint
 
 from . import _hf_masks
 from ._attention import attention
@@ -76,24 +78,73 @@ def _documents_mask(cu_q, cu_k, mask, batch_size, q_length, kv_length):
     return GraphMask(1, q_length, kv_length, [((0,), parts)], band=(alpha, beta))
 
 
-def _masked_rows(value, heads, rows, sinks):
-    """What eager attention gives rows without keys: the mean of every value (uniform softmax over scores all
-    equal to the dtype's minimum), or zeros when a sink takes the whole softmax."""
-    shape = value.shape[:1] + (heads, rows, value.shape[-1])
+_UNIFORM_BLOCK = 1 << 24  # scores per block of masked rows when their gradient is needed (64 MiB of fp32)
+
+
+def _uniform_block(q, k, v, scale, softcap):
+    s = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
+    # Eager adds the dtype's minimum to every score of such a row, so its softmax is uniform while the gradient
+    # still flows through the scores: softmax(s - s.detach()) is exactly that.
+    weights = torch.softmax(s - s.detach(), dim=-1)
+    return torch.matmul(weights, v)
+
+
+def _packed_by_positions(mask, position_ids):
+    """Flash attention's packing without cu_seq_lens: in a batch of one without padding, positions that go back
+    to their minimum start a new document (as `flash_attention_2` reads them, also for models whose own mask
+    does not look at the positions). Outside torch.compile only: reading the positions is data-dependent."""
+    if torch.compiler.is_compiling() or position_ids.dim() != 2 or position_ids.shape[0] != 1:
+        return mask
+    key = (id(position_ids), position_ids.data_ptr(), position_ids._version)
+    found = mask.derived.get(key)
+    if found is None:
+        positions = position_ids[0].detach().cpu().numpy()
+        starts = np.flatnonzero(positions == positions.min())
+        if len(starts) <= 1 or starts[0] != 0:
+            found = mask
+        else:
+            cu = torch.from_numpy(np.concatenate((starts, [len(positions)])))
+            found = _documents_mask(cu, None, mask, 1, mask.q_length, mask.kv_length)
+        mask.derived.clear()
+        mask.derived[key] = found
+    return found
+
+
+def _masked_rows(query, key, value, scale, softcap, sinks):
+    """What eager attention gives rows without keys (`query` holds just those rows): the mean of every value
+    (a uniform softmax: every score is the dtype's minimum), with eager's gradients, which flow through the
+    scores; or zeros when a sink takes the whole softmax. Without gradients this is one mean over the keys;
+    with them, blocks of rows recomputed in the backward (memory of one block)."""
+    heads, rows = query.shape[1], query.shape[2]
+    shape = query.shape[:-1] + value.shape[-1:]
     if sinks is not None:
         return value.new_zeros(shape)
-    mean = value.mean(dim=-2, keepdim=True)
-    if heads != value.shape[1]:
-        mean = mean.repeat_interleave(heads // value.shape[1], dim=1)
-    return mean.expand(shape)
+    groups = heads // key.shape[1]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    if not needs_grad:
+        mean = value.mean(dim=-2, keepdim=True)
+        if groups != 1:
+            mean = mean.repeat_interleave(groups, dim=1)
+        return mean.expand(shape)
+    if groups != 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    block = max(1, _UNIFORM_BLOCK // max(1, query.shape[0] * heads * key.shape[2]))
+    pieces = []
+    for r0 in range(0, rows, block):
+        q = query[:, :, r0:r0 + block]
+        pieces.append(torch.utils.checkpoint.checkpoint(_uniform_block, q, key, value, scale, softcap,
+                                                        use_reentrant=False))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
 
 
 def _run_parts(query, key, value, parts, scale, softcap, sinks):
-    heads = query.shape[1]
     pieces = []
     for part in parts:
         if part.spec is None:
-            pieces.append(_masked_rows(value, heads, part.r1 - part.r0, sinks))
+            pieces.append(_masked_rows(query[:, :, part.r0:part.r1], key, value, scale, softcap, sinks))
             continue
         q = query[:, :, part.r0:part.r1]
         k = key[:, :, part.c0:part.c1]
@@ -142,6 +193,8 @@ def graph_attention_forward(module, query, key, value, attention_mask, scaling=N
     cu_q = kwargs.get("cu_seq_lens_q")
     if cu_q is not None:
         mask = _documents_mask(cu_q, kwargs.get("cu_seq_lens_k"), mask, batch, q_length, kv_length)
+    elif mask.plain and batch == 1 and q_length == kv_length > 1 and kwargs.get("position_ids") is not None:
+        mask = _packed_by_positions(mask, kwargs["position_ids"])
     if mask.q_length != q_length or mask.kv_length != kv_length or mask.batch_size != batch:
         raise GraphAttentionError(
             f"mask: the mask was made for batch {mask.batch_size}, {mask.q_length} queries and {mask.kv_length} keys, "
@@ -165,11 +218,12 @@ def graph_attention_forward(module, query, key, value, attention_mask, scaling=N
             for j, b in enumerate(index):
                 outputs[b] = out[j:j + 1]
         output = torch.cat(outputs, dim=0)
-    for indices, rows in mask.masked_rows:
+    for indices, rows in mask.masked_rows:  # explicit graphs: rows without edges, wherever they lie
         index = torch.tensor(list(indices))
-        row_mask = torch.from_numpy(rows)[None, None, :, None]
-        fill = _masked_rows(value[index], heads, q_length, sinks)
-        output = output.index_copy(0, index, torch.where(row_mask, fill, output[index]))
+        row_index = torch.from_numpy(np.flatnonzero(rows))
+        fill = _masked_rows(query[index].index_select(2, row_index), key[index], value[index], scaling, softcap,
+                            sinks)
+        output = output.index_copy(0, index, output[index].index_copy(2, row_index, fill.to(output.dtype)))
     return output.transpose(1, 2).contiguous(), None
 
 
