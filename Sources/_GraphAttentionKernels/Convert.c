@@ -5,6 +5,7 @@
 // elements per instruction. The portable versions are branch-free so that the compiler vectorises
 // them for the baseline ISA, and produce the same bits as the F16C ones.
 #include "GraphAttentionConvert.h"
+#include "GraphAttentionKernels.h"
 #include "HalfPrecision.h"
 
 #include <string.h>
@@ -93,8 +94,8 @@ static int f16c_available = -1;
 
 int ga_convert_uses_f16c(void) {
   if (f16c_available < 0) {
-    __builtin_cpu_init();
-    f16c_available = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+    // The AVX2 level implies F16C (ga_detected_isa checks both), and follows GRAPH_ATTENTION_MAX_KERNEL.
+    f16c_available = ga_isa_supported(GA_ISA_AVX2);
   }
   return f16c_available;
 }

@@ -10,7 +10,9 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #if GA_X86
 #include <cpuid.h>
@@ -231,18 +233,39 @@ static int detect_widest_isa(void) {
   return GA_ISA_AVX2;
 }
 
-int ga_widest_isa(void) {
+int ga_detected_isa(void) {
   if (widest_isa < 0) widest_isa = detect_widest_isa();  // idempotent: a race writes the same value
   return widest_isa;
 }
 
+int ga_widest_isa(void) {
+  const int detected = ga_detected_isa(), cap = ga_isa_cap();
+  return cap != GA_ISA_AUTOMATIC && cap < detected ? cap : detected;
+}
+
 int ga_uses_avx2(void) { return ga_widest_isa() >= GA_ISA_AVX2; }
 #else
+int ga_detected_isa(void) { return GA_ISA_PORTABLE; }
 int ga_widest_isa(void) { return GA_ISA_PORTABLE; }
 int ga_uses_avx2(void) { return 0; }
 #endif
 
 int ga_isa_supported(int isa) { return isa <= ga_widest_isa(); }
+
+static int isa_cap = -1;
+
+// Read once: tests and CI set the cap before the first call, so every later query sees the same value.
+int ga_isa_cap(void) {
+  if (isa_cap < 0) {
+    const char *raw = getenv("GRAPH_ATTENTION_MAX_KERNEL");
+    int cap = GA_ISA_AUTOMATIC;
+    if (raw && strcasecmp(raw, "portable") == 0) cap = GA_ISA_PORTABLE;
+    else if (raw && strcasecmp(raw, "avx2") == 0) cap = GA_ISA_AVX2;
+    else if (raw && strcasecmp(raw, "avx512") == 0) cap = GA_ISA_AVX512;
+    isa_cap = cap;  // idempotent, as above
+  }
+  return isa_cap;
+}
 
 int64_t ga_pack_floats(int key_dim, int value_dim) {
   // Q^T (16 x d), a block's scores (128 x 16: the AVX-512 kernel's block; the AVX2 one uses 64), and fp32 copies

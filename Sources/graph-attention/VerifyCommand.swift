@@ -86,9 +86,10 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
       }
     }
     let verdict = worst <= tolerance ? "PASS" : "FAIL"
+    let kernelNote = compute.device == .cpu ? "; \(try compute.kernel.resolved().rawValue) kernel" : ""
     let described = masks.described(graph, heads: heads)
     print("\(verdict) \(described) \(compose ? "composed " : "")\(compute.device == .cpu ? "" : "on \(compute.attentionDevice) ")L=\(tokens) d=\(dim) heads=\(heads): max relative error \(String(format: "%.3e", worst)) "
-      + "(head \(worstAt.0), row \(worstAt.1); \(rows * heads) rows checked, tolerance \(tolerance))")
+      + "(head \(worstAt.0), row \(worstAt.1); \(rows * heads) rows checked, tolerance \(tolerance)\(kernelNote))")
     if worst > tolerance || worst.isNaN { throw ExitCode(1) }
   }
 }

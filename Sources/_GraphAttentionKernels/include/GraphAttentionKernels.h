@@ -88,8 +88,17 @@ enum { GA_ISA_AUTOMATIC = 0, GA_ISA_PORTABLE = 1, GA_ISA_AVX2 = 2, GA_ISA_AVX512
 /// state enabled in XCR0), else 0. GA_ISA_AUTOMATIC and GA_ISA_PORTABLE are always supported.
 int ga_isa_supported(int isa);
 
-/// The widest instruction set this CPU and OS run: GA_ISA_AVX512, GA_ISA_AVX2 or GA_ISA_PORTABLE.
+/// The widest instruction set the engine uses: the widest this CPU and OS run, lowered to the cap
+/// `GRAPH_ATTENTION_MAX_KERNEL` names (`portable`, `avx2`, `avx512`; read once per process), so that a
+/// capped process treats every wider kernel as absent. GA_ISA_AVX512, GA_ISA_AVX2 or GA_ISA_PORTABLE.
 int ga_widest_isa(void);
+
+/// The widest instruction set this CPU and OS run, whatever the cap says.
+int ga_detected_isa(void);
+
+/// The cap `GRAPH_ATTENTION_MAX_KERNEL` sets: a GA_ISA_* value, GA_ISA_AUTOMATIC when it is unset or names
+/// no kernel (the Swift layer reports an unknown name as an option error).
+int ga_isa_cap(void);
 
 /// Floats the rows-in-lanes kernels' pack buffer needs for these dimensions: O((d_k + d_v) * 128).
 int64_t ga_pack_floats(int key_dim, int value_dim);

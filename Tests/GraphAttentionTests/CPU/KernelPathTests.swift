@@ -249,4 +249,29 @@ final class KernelPathTests: XCTestCase {
     unsetenv(name)
     XCTAssertEqual(try CPUKernel.automatic.resolved(), CPUKernel.widest)
   }
+
+  /// `GRAPH_ATTENTION_MAX_KERNEL` lowers the widest kernel of a whole process (it is read once, so each
+  /// cap runs in its own process): `.automatic` runs the cap, a wider `--kernel` is an option error that
+  /// names the cap, and a name that is no kernel is refused.
+  func testMaxKernelCapsEveryChoiceInAProcess() throws {
+    let probe = ["verify", "--mask", "window:5+global:0", "--tokens", "70", "--dim", "19"]
+    let order: [CPUKernel] = [.portable, .avx2, .avx512]
+    for cap in order {
+      let environment = [CPUKernel.capEnvironmentVariable: cap.rawValue, CPUKernel.environmentVariable: "automatic"]
+      let run = try CommandLineRunner.run(probe, environment: environment)
+      XCTAssertEqual(run.status, 0, run.stderr)
+      // The child's cap replaces this process's: what the hardware runs decides, not `isSupported` here.
+      let hardware = order.firstIndex(of: CPUKernel.detectedWidest)!
+      let expected = order[min(hardware, order.firstIndex(of: cap)!)]
+      XCTAssertTrue(run.stdout.hasPrefix("PASS") && run.stdout.contains("; \(expected.rawValue) kernel)"), "cap \(cap): \(run.stdout)")
+      for wider in order.suffix(from: order.firstIndex(of: cap)! + 1) {
+        let refused = try CommandLineRunner.run(probe + ["--kernel", wider.rawValue], environment: environment)
+        XCTAssertEqual(refused.status, 1, "cap \(cap), --kernel \(wider): \(refused.stderr)")
+        XCTAssertTrue(refused.stderr.contains("does not run on this CPU"), refused.stderr)
+      }
+    }
+    let unknown = try CommandLineRunner.run(probe, environment: [CPUKernel.capEnvironmentVariable: "avx1024"])
+    XCTAssertEqual(unknown.status, 1)
+    XCTAssertTrue(unknown.stderr.contains(CPUKernel.capEnvironmentVariable), unknown.stderr)
+  }
 }
