@@ -42,6 +42,8 @@
 ///   (`scoresComputed`, about twice the edges: `S` is recomputed in each pass).
 /// - Throws: `GraphAttentionError` for mismatched shapes or types, bad options, and (when checked)
 ///   non-finite `Q`, `K`, `V` or `dO`. `O` and `LSE` are not checked: empty rows legitimately hold NaN / -inf.
+///   Unchecked, a non-finite input reaches exactly the gradients it reaches in the formula: `dQ` of the
+///   rows it touches (through their edges or their own `q` or `dO`), and `dK`, `dV` of those rows' keys.
 /// - Complexity: O(edges * (3 d_k + 4 d_v)) time per head (about 3.5x the forward's `2 (d_k + d_v)`);
 ///   memory O(B * H_q * L_q) floats, plus fp32 copies of inputs stored as fp16/bf16, plus O(edges) for
 ///   the transpose of explicit and random graphs.
@@ -86,6 +88,17 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
     try key.requireFinite(name: "key")
     try value.requireFinite(name: "value")
     try gradOutput.requireFinite(name: "gradOutput")
+  } else if !options.assumesFiniteInputs,
+            let nonFinite = NonFiniteInputs(shape: shape, query: query, key: key, value: value, extraQueryRows: [gradOutput]) {
+    var finite = options
+    finite.assumesFiniteInputs = true
+    return try nonFinite.backward(shape: shape, graph: graph, scale: call.scale, modifiers: call.modifiers,
+                                  emptyRows: options.sinks == nil ? options.emptyRows : .zero, query: query, key: key,
+                                  value: value, output: output, logSumExp: logSumExp, gradOutput: gradOutput,
+                                  gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue, gradSinks: gradSinks) {
+      try attentionGradients(query: $0, key: $1, value: $2, output: $3, logSumExp: $4, gradOutput: $5, gradQuery: gradQuery,
+                             gradKey: gradKey, gradValue: gradValue, graph: graph, options: finite, gradSinks: gradSinks)
+    }
   }
   // Kernels read fp32: narrower inputs are widened once (O(inputs) memory, a small part of the work).
   var widened: [UnsafeMutablePointer<Float>] = []

@@ -74,6 +74,17 @@ func viewAttention(query: TensorView, key: TensorView, value: TensorView, output
       try value.requireFinite(name: "value")
     }
   }
+  if !options.checksFiniteInputs, !options.assumesFiniteInputs, streaming == nil,
+     let nonFinite = NonFiniteInputs(shape: shape, query: query, key: key, value: value) {
+    var finite = options
+    finite.assumesFiniteInputs = true
+    return try nonFinite.forward(shape: shape, graph: graph, scale: call.scale, modifiers: call.modifiers,
+                                 rows: rows ?? 0..<shape.queryCount, query: query, key: key, value: value,
+                                 output: output, logSumExp: logSumExp, emptyRows: options.emptyRows) { q, k, v in
+      try viewAttention(query: q, key: k, value: v, output: output, graph: graph, options: finite, rows: rows,
+                        streaming: nil, logSumExp: logSumExp)
+    }
+  }
   let reader = streaming?.access == .read
     ? try ScatteredKeyReader(key: key, value: value, keyCount: shape.keyCount, keyDim: shape.keyDim,
                              valueDim: shape.valueDim,

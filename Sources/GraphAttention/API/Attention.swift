@@ -49,8 +49,18 @@ public struct AttentionOptions: Sendable {
   public var emptyRows: EmptyRowPolicy
   /// Worker threads; nil uses every online processor.
   public var threads: Int?
-  /// Whether inputs are scanned for NaN and infinity first (O(inputs), a small fraction of the run).
+  /// Whether a NaN or infinity in the inputs is an error (`GraphAttentionError(.value)` naming the first
+  /// one, before any work). When false, non-finite inputs propagate as with SDPA and a boolean mask: a
+  /// NaN or infinity reaches exactly the query rows whose edges touch it, which get what the formula gives
+  /// in IEEE arithmetic (rows reached through a NaN score are NaN; a NaN in column `c` of a value row makes
+  /// column `c` NaN in the rows that attend to it), and every other row is exact. Either way the inputs
+  /// are scanned once (O(inputs), vectorised); reached rows are recomputed in float64 (`NonFiniteInputs`).
+  /// Streamed jobs (`StreamingAttention`) scan once per job when checking and otherwise assume finite
+  /// inputs.
   public var checksFiniteInputs: Bool
+  /// Set where the inputs are known to be finite (a streamed job's chunks after its scan, benchmarks):
+  /// no scan at all, and non-finite inputs would give unspecified rows.
+  package var assumesFiniteInputs = false
   /// Called from worker threads with the fraction of work done, about a hundred times per call.
   public var progress: (@Sendable (Double) -> Void)?
   /// The CPU kernel; `.automatic` unless comparing implementations.
@@ -143,28 +153,10 @@ public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
     work = done
     return output
   }
-  if graph.variesPerHead, shape.queryHeads > 1 {  // a per-head random pattern: head by head
-    let output = MutableTensorView(allocating: shape.outputShape, type: .float32)
-    work = try attention(query: TensorView(query), key: TensorView(key), value: TensorView(value), output: output,
-                         graphs: Array(repeating: graph, count: shape.queryHeads), options: options)
-    return Tensor(output.readOnly)
-  }
-  let prepared = try AttentionCall(shape: shape, graph: graph, options: options)
-  if options.checksFiniteInputs { try AttentionCall.checkFinite(query: query, key: key, value: value) }
-  var output = [Float](repeating: .nan, count: shape.batch * shape.queryHeads * shape.queryCount * shape.valueDim)
-  let done = query.scalars.withUnsafeBufferPointer { q in
-    key.scalars.withUnsafeBufferPointer { k in
-      value.scalars.withUnsafeBufferPointer { v in
-        output.withUnsafeMutableBufferPointer { o in
-          prepared.run(excluding: nil, pointers: .init(
-            query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!,
-            destination: .output(UnsafeMutableRawPointer(o.baseAddress!), type: .float32, emptyRows: options.emptyRows)))
-        }
-      }
-    }
-  }
-  work = AttentionWork(edges: done.edges, scoresComputed: done.scores, idleThreadFraction: done.idleFraction)
-  return Tensor(shape: shape.outputShape, scalars: output)
+  let output = MutableTensorView(allocating: shape.outputShape, type: .float32)
+  work = try attention(query: TensorView(query), key: TensorView(key), value: TensorView(value), output: output,
+                       graph: graph, options: options)
+  return Tensor(output.readOnly)
 }
 
 /// A validated call: shape, graph, scale and thread count, shared by `attention` and `AttentionState`.

@@ -264,7 +264,8 @@ public struct StreamingAttention: Sendable {
         pages.prefetch(rows: rows)
         let chunkStart = monotonicSeconds()
         var chunkOptions = options
-        chunkOptions.checksFiniteInputs = false  // scanned above
+        chunkOptions.checksFiniteInputs = false  // scanned above, or the caller vouches for the files
+        chunkOptions.assumesFiniteInputs = true
         chunkOptions.progress = nil
         if let headGraphs {
           edgesAllHeads += try headwiseAttention(query: q, key: k, value: v, output: out.view, shape: shape, graphs: headGraphs,
@@ -419,6 +420,7 @@ public struct StreamingAttention: Sendable {
     let out = try TensorFile.create(output, shape: shape.outputShape, type: outputType, name: outputName)
     var deviceOptions = options
     deviceOptions.checksFiniteInputs = false
+    deviceOptions.assumesFiniteInputs = true
     let begin = monotonicSeconds()
     let result = try attention(query: Tensor(q), key: Tensor(k), value: Tensor(v), graph: graph, options: deviceOptions, device: device)
     let seconds = monotonicSeconds() - begin
