@@ -13,7 +13,7 @@ struct GenerateCommand: ParsableCommand, ShapedCommand {
       uses), rounded to nearest even for f16 and bf16. Any element can be recomputed alone, so sampled rows \
       of a run can be checked without reading the files.
 
-      --output DIR writes DIR/q.npy, DIR/k.npy, DIR/v.npy (DIR is created if its parent exists), or \
+      --output DIR writes DIR/q.npy, DIR/k.npy, DIR/v.npy (DIR is created, with its parents, if missing), or \
       q.safetensors, k.safetensors, v.safetensors (one tensor each, named q, k, v) with --format safetensors, \
       the default for bf16, which .npy cannot hold. --output FILE.safetensors writes one file with tensors \
       q, k and v. Free disk space is checked before anything is created; files are written in 64 MiB chunks \
@@ -71,35 +71,23 @@ struct GenerateCommand: ParsableCommand, ShapedCommand {
     } else {
       let fileFormat = format ?? (dtype == .bfloat16 ? .safetensors : .npy)
       files = names.map { ((output == "/" ? "" : output) + "/\($0).\(fileFormat.rawValue)", [$0]) }
-      var isDirectory: ObjCBool = false
-      if FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory) {
-        guard isDirectory.boolValue else {
-          throw GraphAttentionError(.file, "--output \(output) exists and is not a directory",
-                                    fix: "give a directory, or a name ending in .safetensors")
-        }
-        directory = output
-      } else {
-        directory = try AtomicFile.directory(of: output)
-        makeDirectory = true
-      }
+      try AtomicFile.checkDirectoryDestination(output, option: "--output")
+      directory = output
+      makeDirectory = true
     }
     if let format, files.count == 1, format == .npy {
       throw ValidationError("--format npy does not apply to a .safetensors --output.")
     }
 
-    // The directory receiving the files (or the new directory) must exist and be writable.
-    try checkOutputWritable(makeDirectory ? output : files[0].path)
+    // The file's directory must exist and be writable (a directory output was checked above).
+    if !makeDirectory { try checkOutputWritable(files[0].path) }
 
     // Space for all three tensors (and headers), before anything is created.
     let totalBytes = 3 * tensorBytes
-    try DiskSpace.require(totalBytes + 3 * 4096, at: directory,
+    try DiskSpace.require(totalBytes + 3 * 4096, at: try AtomicFile.nearestExisting(directory),
                           for: "q, k and v (3 x \(Console.format(bytes: Double(tensorBytes))))",
                           advice: "or use a smaller shape or a 16-bit --dtype")
-    if makeDirectory, mkdir(output, 0o777) != 0 {
-      let code = errno
-      throw GraphAttentionError(.file, "cannot create the directory \(output): \(String(cString: strerror(code)))",
-                                fix: "choose another --output, or create the directory yourself")
-    }
+    if makeDirectory { try AtomicFile.createDirectory(output, option: "--output") }
 
     if !json {
       Console.note("generate: q, k, v of shape \(shape), \(dtype.shortName), seed \(seed) -> "

@@ -22,7 +22,7 @@ struct GradCommand: ParsableCommand {
   @Option(help: "Value tensor.") var value: String
   @Option(help: "Gradient of the output, dO (shaped like the output).") var gradOutput: String
   @OptionGroup var masks: HeadMaskOptions
-  @Option(help: "Directory for dq.npy, dk.npy, dv.npy and, with --sinks, dsinks.npy (must exist).") var outputDirectory: String
+  @Option(help: "Directory for dq.npy, dk.npy, dv.npy and, with --sinks, dsinks.npy (created, with its parents, if missing).") var outputDirectory: String
   @Option(help: "The forward's output O (from `run`); needs --lse.") var output: String?
   @Option(help: "The forward's log-sum-exp (from `run --save-lse`); needs --output.") var lse: String?
   @Option(parsing: .unconditional, help: "Factor on q.k before the softmax (default 1/sqrt(d_k)); must be the forward's.") var scale: Float?
@@ -52,14 +52,12 @@ struct GradCommand: ParsableCommand {
     let headGraphs = try masks.headGraphs(heads: shape.queryHeads, queryCount: shape.queryCount, keyCount: shape.keyCount)
     let graph = try headGraphs.map(Graph.union) ?? Graph(parsing: masks.mask!)
     for graph in headGraphs ?? [graph] { try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount) }
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: outputDirectory, isDirectory: &isDirectory), isDirectory.boolValue else {
-      throw GraphAttentionError(.file, "output directory \(outputDirectory) does not exist", fix: "create it first (mkdir -p)")
-    }
+    try AtomicFile.checkDirectoryDestination(outputDirectory, option: "--output-directory")
     let options = try modifiers.applied(to: AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads),
                                         queryHeads: shape.queryHeads)
     let names = ["dq", "dk", "dv"] + (options.sinks == nil ? [] : ["dsinks"])
     let paths = names.map { outputDirectory + "/" + $0 + ".npy" }
+    try AtomicFile.createDirectory(outputDirectory, option: "--output-directory")
     for path in paths { try checkOutputWritable(path) }
 
     let o: TensorView, logSumExp: TensorView

@@ -72,6 +72,63 @@ public enum AtomicFile {
     try OutputPath(path).checkWritable()
   }
 
+  /// Checks, before any work, that `directory` can receive output files: it is an existing writable directory,
+  /// or it is missing and its nearest existing ancestor is a writable directory (`createDirectory` then makes
+  /// it, parents included). The one rule for every command's output directory.
+  /// - Throws: `GraphAttentionError(.file)` naming the problem: a file in the way, or an ancestor that cannot be
+  ///   written.
+  /// - Complexity: a few system calls per missing component.
+  package static func checkDirectoryDestination(_ directory: String, option: String) throws {
+    switch AtomicFile.kind(of: directory) {
+    case .directory?: return try checkDestination(directory + "/.probe")
+    case .other?:
+      throw GraphAttentionError(.file, "\(option) \(directory) exists and is not a directory",
+                                fix: "give a directory (it is created, with its parents, if missing)")
+    case nil:
+      // The first missing component is created inside the nearest existing ancestor, which must be writable.
+      var missing = directory
+      while missing.count > 1, missing.hasSuffix("/") { missing.removeLast() }
+      while case let parent = try AtomicFile.directory(of: missing), AtomicFile.kind(of: parent) == nil { missing = parent }
+      try checkDestination(missing)
+    }
+  }
+
+  /// `path` if something exists there, else its nearest existing ancestor (where a new directory's
+  /// space comes from).
+  package static func nearestExisting(_ path: String) throws -> String {
+    var current = path
+    while AtomicFile.kind(of: current) == nil {
+      let parent = try AtomicFile.directory(of: current)
+      if parent == current { break }
+      current = parent
+    }
+    return current
+  }
+
+  /// Creates `directory` and its missing parents (as `mkdir -p`); an existing directory is left as it is.
+  /// - Throws: `GraphAttentionError(.file)` with the system's reason when a component cannot be created.
+  package static func createDirectory(_ directory: String, option: String) throws {
+    var trimmed = directory
+    while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed.removeLast() }
+    guard AtomicFile.kind(of: trimmed) == nil else { return }
+    let parent = try AtomicFile.directory(of: trimmed)
+    if parent != trimmed { try createDirectory(parent, option: option) }
+    if mkdir(trimmed, 0o777) != 0, errno != EEXIST {
+      let code = Errno.current
+      throw GraphAttentionError(.file, "cannot create the directory \(trimmed) for \(option): \(code)",
+                                fix: "choose another \(option), or create the directory yourself")
+    }
+  }
+
+  private enum Kind { case directory, other }
+
+  /// What is at `path`: a directory, something else, or nothing (nil).
+  private static func kind(of path: String) -> Kind? {
+    var status = stat()
+    guard stat(path, &status) == 0 else { return nil }
+    return status.st_mode & S_IFMT == S_IFDIR ? .directory : .other
+  }
+
   /// The directory a file at `path` goes in: "." for a bare name, "/" for a file at the root
   /// (`a/b/o.npy` -> `a/b`). The same split every output uses.
   /// - Throws: `GraphAttentionError(.file)` when `path` is empty or ends in a slash (it names no file).

@@ -103,26 +103,11 @@ struct BenchReport: Encodable {
   /// Throws unless `directory` can receive the results: an existing directory that is writable, or a
   /// path whose nearest existing ancestor is a writable directory (the rest is created when writing).
   static func checkDirectory(_ directory: String) throws {
-    var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
-      guard isDirectory.boolValue else {
-        throw ValidationError("--output-directory \(directory) is a file; give a directory (it is created if missing).")
-      }
-      return try checkOutputWritable(directory + "/results.json")
-    }
-    // The first missing component is created inside its parent, which must be a writable directory.
-    var missing = directory
-    while missing.count > 1, missing.hasSuffix("/") { missing.removeLast() }
-    while true {
-      let parent = try AtomicFile.directory(of: missing)
-      if FileManager.default.fileExists(atPath: parent) { break }
-      missing = parent
-    }
-    try checkOutputWritable(missing)
+    try AtomicFile.checkDirectoryDestination(directory, option: "--output-directory")
   }
 
   func write(to directory: String) throws {
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    try AtomicFile.createDirectory(directory, option: "--output-directory")
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     try writeAtomically(String(decoding: try encoder.encode(self), as: UTF8.self), to: "\(directory)/results.json")

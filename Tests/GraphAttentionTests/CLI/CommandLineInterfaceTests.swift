@@ -194,7 +194,7 @@ final class CommandLineInterfaceTests: XCTestCase {
   func testBenchChecksItsOptionsBeforeMeasuring() throws {
     let file = try directory.write([1], to: "results")
     let cases: [([String], String)] = [
-      (["bench", "--output-directory", file], "is a file"),
+      (["bench", "--output-directory", file], "is not a directory"),
       (["bench", "--output-directory", file + "/sub/dir"], "\(file) is a file, not a directory"),
       (["bench", "--output-directory", file + "/sub/d/", "--masks", "nosuch"], "\(file) is a file, not a directory"),
       (["bench", "--output-directory", "r", "--masks", "nosuch"], "'nosuch' is neither a preset"),

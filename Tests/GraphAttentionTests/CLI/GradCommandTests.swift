@@ -77,9 +77,9 @@ final class GradCommandTests: XCTestCase {
   func testBadInputExitsNonZeroAndWritesNothing() throws {
     _ = try writeInputs()
     try FileManager.default.createDirectory(atPath: directory.path("g"), withIntermediateDirectories: false)
-    let missingDirectory = try CommandLineRunner.run(["grad"] + inputArguments + ["--output-directory", directory.path("nope")])
-    XCTAssertNotEqual(missingDirectory.status, 0)
-    XCTAssertTrue(missingDirectory.stderr.contains("does not exist"), missingDirectory.stderr)
+    let underAFile = try CommandLineRunner.run(["grad"] + inputArguments + ["--output-directory", directory.path("q.npy/sub")])
+    XCTAssertNotEqual(underAFile.status, 0)
+    XCTAssertTrue(underAFile.stderr.contains("not a directory"), underAFile.stderr)
     let halfForward = try CommandLineRunner.run(["grad"] + inputArguments + ["--output-directory", directory.path("g"),
                                                                             "--output", directory.path("q.npy")])
     XCTAssertNotEqual(halfForward.status, 0)
@@ -91,6 +91,20 @@ final class GradCommandTests: XCTestCase {
     XCTAssertNotEqual(badShape.status, 0)
     XCTAssertTrue(badShape.stderr.contains("gradOutput"), badShape.stderr)
     XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path("g")), [])
+  }
+
+  /// Every command's output directory follows one rule: created with its missing parents (as `mkdir -p`),
+  /// checked before any work; `generate --output DIR` and `bench --output-directory` do the same.
+  func testMissingOutputDirectoriesAreCreatedWithTheirParents() throws {
+    _ = try writeInputs()
+    let grad = try CommandLineRunner.run(["grad"] + inputArguments + ["--output-directory", directory.path("new/grads")])
+    XCTAssertEqual(grad.status, 0, grad.stderr)
+    XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path("new/grads")).sorted(),
+                   ["dk.npy", "dq.npy", "dv.npy"])
+    let generate = try CommandLineRunner.run(["generate", "--tokens", "4", "--dim", "2", "--output", directory.path("made/by/generate")])
+    XCTAssertEqual(generate.status, 0, generate.stderr)
+    XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory.path("made/by/generate")).sorted(),
+                   ["k.npy", "q.npy", "v.npy"])
   }
 
   /// `grad --mask-file`: one graph per query head, as `run` and `verify` read them; the outputs are the library's

@@ -62,12 +62,13 @@ final class StorageCommandTests: XCTestCase {
   }
 
   func testGenerateRefusesBadRequestsBeforeWriting() throws {
+    let file = try directory.write([1], to: "q.npy.file")
     let cases: [([String], String)] = [
       (["--output", directory.path("q.npy")], "three tensors"),
       (["--output", directory.path("d"), "--dtype", "bf16", "--format", "npy"], "bfloat16"),
       (["--output", directory.path("d"), "--dtype", "f64"], "f64"),
       (["--output", directory.path("d"), "--tokens", "0"], "--tokens"),
-      (["--output", directory.path("no/such/d")], "no/such"),
+      (["--output", directory.path("q.npy.file/d")], "not a directory"),
       // 2^40 tokens x 64 x 4 bytes x 3: far beyond any disk; refused before anything is created.
       (["--output", directory.path("d"), "--tokens", "\(1 << 40)"], "GiB free on"),
     ]
@@ -79,7 +80,7 @@ final class StorageCommandTests: XCTestCase {
       XCTAssertTrue(result.stderr.contains(words), "\(full): stderr '\(result.stderr)' should mention '\(words)'")
       XCTAssertFalse(result.stderr.contains("Fatal error"), result.stderr)
     }
-    XCTAssertEqual(try directory.entries(), [], "nothing may be created")
+    XCTAssertEqual(try directory.entries(), ["q.npy.file"], "nothing may be created beside \(file)")
   }
 
   // MARK: - plan
