@@ -87,19 +87,44 @@ public func ga_graph_degree(_ handle: UnsafeMutableRawPointer?, _ queryCount: In
   }
 }
 
+/// Copies `text` into `buffer` of `capacity` bytes, NUL-terminated and truncated if needed; `*length` gets
+/// the full length in bytes (the convention of every text-returning function here).
+func copyText(_ text: String, to buffer: UnsafeMutablePointer<CChar>?, capacity: Int64, length: UnsafeMutablePointer<Int64>?) {
+  let bytes = Array(text.utf8)
+  length?.pointee = Int64(bytes.count)
+  guard let buffer, capacity > 0 else { return }
+  let n = min(bytes.count, Int(capacity) - 1)
+  for i in 0..<n { buffer[i] = CChar(bitPattern: bytes[i]) }
+  buffer[n] = 0
+}
+
+/// Writes the files a specification names (`Graph.filesNamed(by:)`), one per line, without reading them,
+/// into `buffer` as `ga_graph_describe` does: what a caller caching parsed graphs watches for changes.
+@_cdecl("ga_mask_files")
+public func ga_mask_files(_ specification: UnsafePointer<CChar>?, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int64,
+                          _ length: UnsafeMutablePointer<Int64>?) -> Int32 {
+  withStatus {
+    guard let specification else {
+      throw CABIFailure(status: .argument, message: "argument: mask specification is NULL. Fix: pass one.")
+    }
+    copyText(try Graph.filesNamed(by: String(cString: specification)).joined(separator: "\n"), to: buffer,
+             capacity: capacity, length: length)
+  }
+}
+
+/// Writes the mask grammar (`MaskKind.grammarSummary`, a blank line, then `MaskKind.grammarReference`: one
+/// line per kind with its form and meaning) into `buffer` as `ga_graph_describe` does.
+@_cdecl("ga_mask_grammar")
+public func ga_mask_grammar(_ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int64, _ length: UnsafeMutablePointer<Int64>?) -> Int32 {
+  withStatus { copyText(MaskKind.grammarSummary + "\n\n" + MaskKind.grammarReference, to: buffer, capacity: capacity, length: length) }
+}
+
 /// Writes the graph's canonical description (as `graph-attention inspect` prints it) into `buffer` of
 /// `capacity` bytes, NUL-terminated and truncated if needed; `*length` gets the full length in bytes.
 @_cdecl("ga_graph_describe")
 public func ga_graph_describe(_ handle: UnsafeMutableRawPointer?, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int64,
                               _ length: UnsafeMutablePointer<Int64>?) -> Int32 {
-  withStatus {
-    let text = Array(try GraphHandle.borrow(handle).description.utf8)
-    length?.pointee = Int64(text.count)
-    guard let buffer, capacity > 0 else { return }
-    let n = min(text.count, Int(capacity) - 1)
-    for i in 0..<n { buffer[i] = CChar(bitPattern: text[i]) }
-    buffer[n] = 0
-  }
+  withStatus { copyText(try GraphHandle.borrow(handle).description, to: buffer, capacity: capacity, length: length) }
 }
 
 /// Writes the graph as a dense boolean matrix: `out[i * key_count + j]` is 1 when query `i` attends to key `j`,

@@ -26,6 +26,10 @@ int32_t ga_graph_edge_count(ga_graph graph, int64_t query_count, int64_t key_cou
 int32_t ga_graph_degree(ga_graph graph, int64_t query_count, int64_t key_count, int64_t row, int64_t *out);
 int32_t ga_graph_describe(ga_graph graph, char *buffer, int64_t capacity, int64_t *length);
 int32_t ga_graph_dense_mask(ga_graph graph, int64_t query_count, int64_t key_count, uint8_t *out);
+/* The files a specification names (explicit graphs, documents' offsets), one a line, unread; and the mask
+ * grammar (every kind's form and meaning). Both write text as ga_graph_describe does. */
+int32_t ga_mask_files(const char *specification, char *buffer, int64_t capacity, int64_t *length);
+int32_t ga_mask_grammar(char *buffer, int64_t capacity, int64_t *length);
 
 /* flags: bit 0 scans inputs for NaN/inf first. scale: NaN for 1/sqrt(d_k). threads: 0 for all processors.
  * empty_rows: 0 zeros, 1 NaN. log_sum_exp (nullable): fp32, query shape without its last extent.

@@ -8,12 +8,12 @@ struct PlanCommand: ParsableCommand {
     commandName: "plan",
     abstract: "The longest context that fits in memory, and the longest that can be streamed from disk.",
     discussion: """
-      In memory: Q, K, V, O, the graph (explicit graphs only; implicit and random graphs are computed per
-      row) and the engine's working memory (64 MiB + 1 MiB per thread). Streamed: Q, K, V, O are files on
-      disk, processed as `run` does: in chunks of R query rows of every head (R as `run` picks it, about 2^26
-      edges, unless --chunk-rows is given); the resident set is the engine, the chunk and the K/V rows the
-      chunk reaches, which is bounded independently of L for local masks. The arithmetic is
-      printed line by line. BYTES accept suffixes: 24G, 512MiB, 1.5T (powers of 1024), 100GB (powers of
+      In memory: Q, K, V, O, the graph (explicit graphs only; implicit and random graphs are computed per \
+      row) and the engine's working memory (64 MiB + 1 MiB per thread). Streamed: Q, K, V, O are files on \
+      disk, processed as `run` does: in chunks of R query rows of every head (R as `run` picks it, about 2^26 \
+      edges, unless --chunk-rows is given); the resident set is the engine, the chunk and the K/V rows the \
+      chunk reaches, which is bounded independently of L for local masks. The arithmetic is \
+      printed line by line. BYTES accept suffixes: 24G, 512MiB, 1.5T (powers of 1024), 100GB (powers of \
       1000), 1e9.
       """
   )

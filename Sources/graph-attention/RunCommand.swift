@@ -9,14 +9,14 @@ struct RunCommand: ParsableCommand {
     commandName: "run",
     abstract: "Compute attention of Q, K, V (.npy or .safetensors; fp32, fp16 or bf16) over a mask and write O.",
     discussion: """
-      Q is [L_q, d_k], [H, L_q, d_k] or [B, H, L_q, d_k]; K and V have the same rank, H_kv heads dividing H
-      (grouped-query attention), L_k tokens, and V's last dimension d_v. O has Q's leading shape and d_v.
-      Inputs are memory-mapped and never loaded whole; query rows are processed in chunks and the pages behind
-      each chunk are released, so the context is bounded by disk, not memory. Q, K and V are scanned for NaN
-      and infinity first, and O's disk blocks are reserved, so neither a bad value nor a full disk is found
-      late. O is written into a temporary file beside --output and renamed at the end: a failed run leaves an
-      existing file as it was. One run at a time may write an output (a second is refused while the first
-      holds the lock .<name>.lock). Ctrl-C stops after the current chunk; a progress record beside the output
+      Q is [L_q, d_k], [H, L_q, d_k] or [B, H, L_q, d_k]; K and V have the same rank, H_kv heads dividing H \
+      (grouped-query attention), L_k tokens, and V's last dimension d_v. O has Q's leading shape and d_v. \
+      Inputs are memory-mapped and never loaded whole; query rows are processed in chunks and the pages behind \
+      each chunk are released, so the context is bounded by disk, not memory. Q, K and V are scanned for NaN \
+      and infinity first, and O's disk blocks are reserved, so neither a bad value nor a full disk is found \
+      late. O is written into a temporary file beside --output and renamed at the end: a failed run leaves an \
+      existing file as it was. One run at a time may write an output (a second is refused while the first \
+      holds the lock .<name>.lock). Ctrl-C stops after the current chunk; a progress record beside the output \
       lets `--resume` continue an interrupted or killed run, giving the same bytes as an uninterrupted one.
       """
   )

@@ -88,6 +88,8 @@ def _load():
         "ga_graph_degree": (i32, [p, i64, i64, i64, c_int64_p]),
         "ga_graph_describe": (i32, [p, ctypes.c_char_p, i64, c_int64_p]),
         "ga_graph_dense_mask": (i32, [p, i64, i64, p]),
+        "ga_mask_files": (i32, [ctypes.c_char_p, ctypes.c_char_p, i64, c_int64_p]),
+        "ga_mask_grammar": (i32, [ctypes.c_char_p, i64, c_int64_p]),
         "ga_attention_forward": (i32, [p, c_int64_p, i32, p, c_int64_p, i32, p, c_int64_p, i32, i32,
                                        p, i32, p, p, f32, i32, i32, u32, c_int64_p]),
         "ga_attention_backward": (i32, [p, c_int64_p, i32, p, c_int64_p, i32, p, c_int64_p, i32, i32,
@@ -132,6 +134,15 @@ def shape_array(shape):
     """The extents of `shape` (a tuple) as a C int64 array, cached: the engine only reads it, and building one
     costs a few microseconds of the call's overhead."""
     return (ctypes.c_int64 * len(shape))(*shape)
+
+
+def text(function, *arguments):
+    """The text a `ga_*` function writes with the (buffer, capacity, length) convention, as a str."""
+    length = ctypes.c_int64()
+    check(function(*arguments, None, 0, ctypes.byref(length)))
+    buffer = ctypes.create_string_buffer(length.value + 1)
+    check(function(*arguments, buffer, length.value + 1, ctypes.byref(length)))
+    return buffer.value.decode()
 
 
 def version():

@@ -1,6 +1,7 @@
 """`Graph`: a parsed attention mask (which keys each query attends to), owned through a C handle."""
 import ctypes
 import os
+import textwrap
 import threading
 from collections import OrderedDict
 
@@ -9,16 +10,14 @@ from ._library import GraphAttentionError, check, lib
 
 __all__ = ["Graph"]
 
-_EXPLICIT_KINDS = ("csr", "coo", "mtx")
-
 
 class Graph:
     """An attention mask as a graph: tokens are vertices, the keys a query attends to are its edges.
 
-    `spec` is the engine's mask specification: components joined by `+`, each one of `full`, `causal`,
-    `window:W`, `window:W:causal`, `dilated:W:D`, `blocked:B:D`, `global:I,J,...`, `random:P:SEED`,
-    `csr:INDPTR.npy:INDICES.npy`, `coo:ROWS.npy:COLS.npy`, `mtx:FILE.mtx` (paths relative to the working
-    directory; explicit graphs are read and validated here). BigBird is `window:W+global:0+random:P:SEED`.
+    `spec` is the engine's mask specification (paths relative to the working directory; explicit graphs are
+    read and validated here). The grammar, as the engine's parser defines it:
+
+{grammar}
 
     >>> g = Graph("window:2+global:0")
     >>> g.edge_count(8), g.degree(0, 8), g.degree(5, 8)
@@ -87,14 +86,14 @@ class Graph:
 
     def __str__(self):
         length = ctypes.c_int64()
-        check(lib.ga_graph_describe(self._handle, None, 0, ctypes.byref(length)))
-        buffer = ctypes.create_string_buffer(length.value + 1)
-        check(lib.ga_graph_describe(self._handle, buffer, length.value + 1, ctypes.byref(length)))
-        return buffer.value.decode()
+        return _library.text(lib.ga_graph_describe, self._handle)
 
     def __repr__(self):
         return f"Graph({self.spec!r})"
 
+
+# The grammar comes from the engine's own table of kinds, so this text cannot fall behind the parser.
+Graph.__doc__ = Graph.__doc__.replace("{grammar}", textwrap.indent(_library.text(lib.ga_mask_grammar), "    "))
 
 _cache = OrderedDict()
 _implicit = {}  # spec -> Graph for specs that read no file (their graph never changes)
@@ -102,18 +101,22 @@ _cache_lock = threading.Lock()
 _CACHE_SIZE = 64
 
 
-def _file_stamps(spec):
-    """(path, mtime, size) of the files an explicit spec reads, so an edited file is read again."""
+def mask_files(spec):
+    """The files a specification names (explicit graphs, documents' offsets), as the engine's parser reads
+    them (quotes and escapes included), without reading them."""
+    listed = _library.text(lib.ga_mask_files, spec.encode())
+    return listed.split("\n") if listed else []
+
+
+def _file_stamps(files):
+    """(path, mtime, size) of the files a spec reads, so an edited file is read again."""
     stamps = []
-    for component in spec.split("+"):
-        fields = component.strip().split(":")
-        if fields[0].lower() in _EXPLICIT_KINDS:
-            for path in fields[1:]:
-                try:
-                    st = os.stat(path)
-                    stamps.append((os.path.abspath(path), st.st_mtime_ns, st.st_size))
-                except OSError:
-                    stamps.append((path, None, None))  # parsing reports the missing file
+    for path in files:
+        try:
+            st = os.stat(path)
+            stamps.append((os.path.abspath(path), st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamps.append((path, None, None))  # parsing reports the missing file
     return tuple(stamps)
 
 
@@ -127,8 +130,9 @@ def cached_graph(mask):
         return graph
     if not isinstance(mask, str):
         raise TypeError(f"mask must be a specification string such as 'window:256+global:0' or a Graph, got {type(mask).__name__}")
-    explicit = any(k in mask.lower() for k in _EXPLICIT_KINDS)
-    key = (mask, _file_stamps(mask)) if explicit else (mask,)
+    files = mask_files(mask)
+    explicit = bool(files)
+    key = (mask, _file_stamps(files)) if explicit else (mask,)
     with _cache_lock:
         graph = _cache.get(key)
         if graph is not None:

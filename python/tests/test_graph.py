@@ -71,3 +71,26 @@ def test_missing_graph_file_is_an_os_error(tmp_path, monkeypatch):
 
 def test_version():
     assert graph_attention.__version__.count(".") == 2
+
+
+def test_the_docstring_lists_every_kind_from_the_engine():
+    for form in ("full", "causal", "window:W[:causal]", "prefix:P", "documents:0,N1,...,L", "dilated:W:D",
+                 "blocked:B[:D]", "global:I,J,...", "random:P:SEED[:per-head]", "csr:", "coo:", "mtx:"):
+        assert form in Graph.__doc__, form
+    assert "'A&B' the intersection" in Graph.__doc__
+
+
+def test_an_edited_graph_file_is_read_again_wherever_the_spec_names_it(tmp_path, monkeypatch):
+    """The cache watches the files the engine's parser names: inside quotes and after '&' too."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a+b").mkdir()
+    spec = 'causal&coo:"a+b/rows.npy":"a+b/cols.npy"'
+    np.save(tmp_path / "a+b/rows.npy", np.array([3, 5], np.int64))
+    np.save(tmp_path / "a+b/cols.npy", np.array([1, 2], np.int64))
+    q = np.random.default_rng(1).standard_normal((8, 4), dtype=np.float32)
+    first = graph_attention.attention(q, q, q, mask=spec)
+    np.save(tmp_path / "a+b/rows.npy", np.array([3, 5, 6], np.int64))
+    np.save(tmp_path / "a+b/cols.npy", np.array([1, 2, 0], np.int64))
+    second = graph_attention.attention(q, q, q, mask=spec)
+    assert np.array_equal(first[6], np.zeros(4)) and not np.array_equal(second[6], np.zeros(4))
+    assert graph_attention.graph.mask_files(spec) == ["a+b/rows.npy", "a+b/cols.npy"]

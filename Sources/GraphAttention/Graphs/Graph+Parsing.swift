@@ -22,11 +22,9 @@ extension Graph {
   /// component := kind (':' field)*
   /// field     := text | '"' text '"'
   /// ```
-  /// Kinds: `full`, `causal`, `window:W`, `window:W:causal`, `prefix:P`, `dilated:W:D`, `blocked:B:D`
-  /// (`blocked:B` means `D = 0`), `global:I,J,...`, `random:P:SEED`, `random:P:SEED:per-head`,
-  /// `documents:0,N1,...,L` (offsets written out) or `documents:CU.npy` (offsets in an integer `.npy`
-  /// file: a field of digits, commas and blanks is a list, anything else a path, so write a path of
-  /// digits as `./123`), `csr:INDPTR.npy:INDICES.npy`, `coo:ROWS.npy:COLS.npy`, `mtx:FILE.mtx`. A field
+  /// Kinds: the cases of `MaskKind`, each with its form. `documents:` takes offsets written out or an
+  /// integer `.npy` file: a field of digits, commas and blanks is a list, anything else a path, so write a
+  /// path of digits as `./123`. A field
   /// in double quotes is taken literally, so file paths may hold `+`, `&` and `:`
   /// (`csr:"my+ptr.npy":"a:b.npy"`); outside quotes a backslash escapes the next character
   /// (`csr:my\+ptr.npy:idx.npy`), and inside quotes `\"` and `\\` stand for `"` and `\`. Blanks
@@ -60,7 +58,9 @@ extension Graph {
                                      explicit: (ExplicitGraphSource, String) throws -> ExplicitGraph,
                                      documents: ((String, String) throws -> DocumentGraph)?) throws -> Graph {
     let text = part.text
-    let kind = part.fields[0].lowercased()
+    guard let kind = MaskKind(field: part.fields[0]) else {
+      throw GraphAttentionError(.mask, "unknown mask kind '\(part.fields[0])' in '\(part.text)'", fix: "use one of them. \(MaskKind.grammarSummary)")
+    }
     let arguments = Array(part.fields.dropFirst())
     func expect(_ counts: ClosedRange<Int>, _ form: String) throws {
       guard counts.contains(arguments.count) else {
@@ -71,43 +71,43 @@ extension Graph {
       try Graph.integer(arguments[index], name, in: text, form: form)
     }
     switch kind {
-    case "full":
+    case .full:
       try expect(0...0, "full")
       return .full
-    case "causal":
+    case .causal:
       try expect(0...0, "causal")
       return .causal
-    case "window", "local":
+    case .window:
       let form = "window:W or window:W:causal"
       try expect(1...2, form)
       if arguments.count == 2, arguments[1].lowercased() != "causal" {
         throw GraphAttentionError(.mask, "'\(text)': unknown window option '\(arguments[1])'", fix: "write it as \(form)")
       }
       return try .window(integer(0, "radius", form), causal: arguments.count == 2)
-    case "dilated":
+    case .dilated:
       let form = "dilated:W:D (radius W, dilation D)"
       try expect(2...2, form)
       return try .dilated(radius: integer(0, "radius", form), dilation: integer(1, "dilation", form))
-    case "blocked":
+    case .blocked:
       let form = "blocked:B:D (block size B, dilation D)"
       try expect(1...2, form)
       return try .blocked(block: integer(0, "block", form), dilation: arguments.count == 2 ? integer(1, "dilation", form) : 0)
-    case "global":
+    case .global:
       let form = "global:I,J,... (token indices)"
       try expect(1...1, form)
       let tokens = try arguments[0].split(separator: ",", omittingEmptySubsequences: false).map {
         try Graph.integer(String($0), "global token", in: text, form: form)
       }
       return try .global(tokens)
-    case "prefix":
+    case .prefix:
       let form = "prefix:P (a bidirectional prefix of P tokens, causal after)"
       try expect(1...1, form)
       return try .prefix(integer(0, "prefix length", form))
-    case "documents", "docs":
+    case .documents:
       let form = "documents:0,N1,...,L (cumulative offsets) or documents:CU.npy"
       try expect(1...1, form)
       let field = arguments[0]
-      if !field.isEmpty, field.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "," || $0 == "-" || $0 == "+" || $0.isWhitespace) }) {
+      if Graph.isOffsetList(field) {
         let offsets = try field.split(separator: ",", omittingEmptySubsequences: false).map {
           try Graph.integer(String($0), "document offset", in: text, form: form)
         }
@@ -118,7 +118,7 @@ extension Graph {
                                   fix: "parse with Graph(parsing:queryCount:keyCount:), or list the offsets: \(form)")
       }
       return .documents(try documents(field, text))
-    case "random":
+    case .random:
       let form = "random:P:SEED or random:P:SEED:per-head (probability P in [0,1], integer SEED)"
       try expect(2...3, form)
       if arguments.count == 3, arguments[2].lowercased() != "per-head" {
@@ -134,20 +134,39 @@ extension Graph {
           fix: "write it as \(form)")
       }
       return try .random(probability: p, seed: seed, perHead: arguments.count == 3)
-    case "csr":
+    case .csr:
       try expect(2...2, "csr:INDPTR.npy:INDICES.npy")
       return .explicit(try explicit(.csr(indptr: arguments[0], indices: arguments[1]), text))
-    case "coo":
+    case .coo:
       try expect(2...2, "coo:ROWS.npy:COLS.npy")
       return .explicit(try explicit(.coo(rows: arguments[0], columns: arguments[1]), text))
-    case "mtx":
+    case .mtx:
       try expect(1...1, "mtx:FILE.mtx")
       return .explicit(try explicit(.matrixMarket(arguments[0]), text))
-    default:
-      throw GraphAttentionError(
-        .mask, "unknown mask kind '\(part.fields[0])' in '\(text)'",
-        fix: "use one of full, causal, window:W[:causal], prefix:P, documents:0,N,..,L, dilated:W:D, blocked:B:D, global:I,J, random:P:SEED[:per-head], csr:P:I, coo:R:C, mtx:F, joined with '+' (union) or '&' (intersection)")
     }
+  }
+
+  /// Whether a `documents:` field lists offsets (digits, signs, commas and blanks) rather than naming a file.
+  private static func isOffsetList(_ field: String) -> Bool {
+    !field.isEmpty && field.allSatisfy { $0.isASCII && ($0.isNumber || $0 == "," || $0 == "-" || $0 == "+" || $0.isWhitespace) }
+  }
+
+  /// The files a mask specification names, in order and as written (explicit graphs' `.npy` and `.mtx`
+  /// files, documents' offset files), without reading any: what a caller caching parsed graphs watches
+  /// for changes. The same tokenizer and kinds as `Graph(parsing:)`, so quoting and escapes agree.
+  /// - Throws: `GraphAttentionError(.mask)` for a specification the tokenizer or the kind table refuses.
+  /// - Complexity: O(length of the specification).
+  public static func filesNamed(by specification: String) throws -> [String] {
+    var files: [String] = []
+    for part in try MaskTokenizer.terms(of: specification).joined() {
+      let arguments = part.fields.dropFirst()
+      switch MaskKind(field: part.fields[0]) {
+      case .csr?, .coo?, .mtx?: files += arguments
+      case .documents?: files += arguments.filter { !isOffsetList($0) }
+      default: continue
+      }
+    }
+    return files
   }
 
   /// A decimal integer field; a number beyond `Int` is "too large", anything else "not an integer".
