@@ -478,6 +478,9 @@ def run_in_subprocess(a, peer):
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(a.threads)
+    compiling = " (torch.compile first: 0.5-2 min on 2 cores)" if peer == "flex" and a.flex_mask == "compiled" else ""
+    print(f"peer {peer}: {a.mask}, {a.tokens} tokens, d={a.dim}, H={a.heads}{', backward' if a.backward else ''}"
+          f"{compiling}...", file=sys.stderr, flush=True)
     # its own session, so that a timeout also ends Inductor's compile workers (and nothing else)
     p = subprocess.Popen(child_command(a, peer), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=env, text=True, start_new_session=True)

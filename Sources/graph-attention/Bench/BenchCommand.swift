@@ -62,6 +62,13 @@ struct BenchCommand: ParsableCommand {
     if peers { try PeerRunner(python: peerPython, script: peerScript).checkAvailable() }
   }
 
+  /// Prints a table line and flushes it at once: piped into a log, stdout is block-buffered, and a row
+  /// measured minutes ago must not wait for the table to end.
+  static func printRow(_ line: String) {
+    print(line)
+    fflush(nil)  // every C stream: stdout without naming the global, which Swift 6 does not let us read
+  }
+
   static func integers(_ list: String) -> [Int]? {
     let values = list.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
     return values.contains(nil) ? nil : values.compactMap { $0 }
@@ -87,11 +94,21 @@ struct BenchCommand: ParsableCommand {
     // Seconds per useful FLOP, per mask, from its measured rows (gathers and dense tiles differ by 10x);
     // masks not yet measured start at 30% of peak.
     var secondsPerFlop: [String: Double] = [:]
-    print(BenchReport.Row.tableHeader(peers: peers))
+    let lengths = BenchCommand.integers(tokens)!, dimensions = BenchCommand.integers(dims)!, headCounts = BenchCommand.integers(heads)!
+    let maskCount = masks.split(separator: ",").count
+    let rowCount = lengths.count * dimensions.count * headCounts.count * maskCount
+    let peerRows = lengths.filter { $0 <= peerMaxTokens }.count * dimensions.count * headCounts.count * maskCount
+    Console.note("bench: \(rowCount) row(s)\(backward ? " and their backward" : ""), each at most --max-row-seconds "
+      + "\(Int(maxRowSeconds)) s for the engine, so at most \(Console.format(seconds: Double(rowCount) * maxRowSeconds * (backward ? 2 : 1)))"
+      + (peers ? "; plus \(peerRows) row(s) for the PyTorch peers (SDPA, SDPA dense, compiled FlexAttention), each "
+                 + "peer in its own process: its torch.compile takes 0.5-2 min per row on 2 cores before any timing, "
+                 + "so expect a few minutes per row (the peer being run is named on stderr)" : "")
+      + "; rows are printed as they finish.")
+    BenchCommand.printRow(BenchReport.Row.tableHeader(peers: peers))
 
-    for length in BenchCommand.integers(tokens)! {
-      for dim in BenchCommand.integers(dims)! {
-        for headCount in BenchCommand.integers(heads)! {
+    for length in lengths {
+      for dim in dimensions {
+        for headCount in headCounts {
           let tensorBytes = 4.0 * Double(4 * headCount * length * dim)
           let specs = masks.split(separator: ",").map { BenchPreset.specification(String($0), tokens: length) }
           var inputs: (Tensor, Tensor, Tensor)?
@@ -127,7 +144,7 @@ struct BenchCommand: ParsableCommand {
               row.peers = PeerRunner(python: peerPython, script: peerScript)
                 .run(spec: spec, tokens: length, dim: dim, heads: headCount, threads: threadCount, repeats: repeats)
             }
-            print(row.tableLine(peers: peers))
+            BenchCommand.printRow(row.tableLine(peers: peers))
             report.rows.append(row)
             if backward, let forward = row.medianSeconds, let (q, k, v) = inputs {
               var gradients = BenchReport.Row(mask: name + " bwd", spec: spec, tokens: length, dim: dim, heads: headCount)
@@ -147,7 +164,7 @@ struct BenchCommand: ParsableCommand {
                 gradients.peers = PeerRunner(python: peerPython, script: peerScript)
                   .run(spec: spec, tokens: length, dim: dim, heads: headCount, threads: threadCount, repeats: repeats, backward: true)
               }
-              print(gradients.tableLine(peers: peers))
+              BenchCommand.printRow(gradients.tableLine(peers: peers))
               report.rows.append(gradients)
             }
           }

@@ -16,18 +16,20 @@ enum Console {
 
   /// A progress callback (callable from worker threads) for a fraction of work done: on a terminal it
   /// redraws `label [#####     ] 42%  1.2 s elapsed, ETA 1.7 s` on stderr, at most 10 times a second;
-  /// otherwise (a batch job, a log file) it writes a plain line `label: 42% after 12.0 s, ETA 16.5 s` every
-  /// `plainLineSeconds`, and a last one at the end if any was written or the work took that long.
+  /// otherwise (a batch job, a log file) it writes a plain line `label: 42% after 12.0 s, ETA 16.5 s` once
+  /// the work has taken 2 s (or `plainLineSeconds`, if shorter), then every `plainLineSeconds`, and a last
+  /// one at the end if any was written or the work took that long.
   static func progressBar(_ label: String, plainLineSeconds: Double = 10) -> @Sendable (Double) -> Void {
     let start = Date()
     let terminal = stderrIsTerminal
     let redraw = RedrawTimer(interval: terminal ? 0.1 : plainLineSeconds)
+    // Work under 2 s prints nothing; anything longer says early that it is running and how long it will take.
+    let firstLineSeconds = min(2, plainLineSeconds)
     return { fraction in
       let now = Date()
       let elapsed = now.timeIntervalSince(start)
-      let finishing = fraction >= 1 && (terminal || elapsed >= plainLineSeconds)
-      // Plain lines start after the first interval, so short runs print nothing.
-      guard terminal || elapsed >= plainLineSeconds || finishing,
+      let finishing = fraction >= 1 && (terminal || elapsed >= firstLineSeconds)
+      guard terminal || elapsed >= firstLineSeconds || finishing,
             redraw.isDue(at: now.timeIntervalSinceReferenceDate, force: finishing) else { return }
       let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
       guard terminal else {

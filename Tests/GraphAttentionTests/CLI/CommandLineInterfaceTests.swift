@@ -189,6 +189,26 @@ final class CommandLineInterfaceTests: XCTestCase {
     XCTAssertTrue(bad.stderr.contains("f32") && bad.stderr.contains("bf16"), bad.stderr)
   }
 
+  // MARK: - Progress
+
+  /// In a log (stderr not a terminal) the demo's attention says it is running after 2 s, not after the
+  /// 10 s interval of later lines, which most runs never reach.
+  func testDemoPrintsItsFirstProgressLineAfterTwoSeconds() throws {
+    let demo = try graphAttention(["demo", "--tokens", "131072", "--heads", "2", "--dim", "16", "--sample", "2"])
+    XCTAssertEqual(demo.status, 0, demo.stderr)
+    let seconds = demo.stdout.split(separator: "\n").first { $0.hasPrefix("attention time") }
+      .map { line -> Double in
+        let value = Double(line.split(separator: " ").dropLast().last ?? "") ?? 0
+        return line.hasSuffix(" ms") ? value / 1000 : value
+      } ?? 0
+    let lines = demo.stderr.split(separator: "\n").filter { $0.hasPrefix("attention: ") }
+    if seconds >= 2.5 {
+      XCTAssertTrue(lines.first?.contains("after 2.") ?? false, demo.stderr)
+    } else if seconds < 1.9 {
+      XCTAssertTrue(lines.isEmpty, "a run under 2 s prints no progress: \(demo.stderr)")
+    }
+  }
+
   // MARK: - bench checks before measuring
 
   func testBenchChecksItsOptionsBeforeMeasuring() throws {
