@@ -57,18 +57,21 @@ struct TimeCommand: ParsableCommand, MaskedCommand {
     let q = Tensor.random(shape: [batch, heads, tokens, dim], seed: 1)
     let k = Tensor.random(shape: [batch, kv, tokens, dim], seed: 2)
     let v = Tensor.random(shape: [batch, kv, tokens, dim], seed: 3)
-    let options = try modifiers.applied(to: compute.attentionOptions(), queryHeads: heads)
-    var device = compute.attentionDevice
-    if case let .cuda(ordinal, .float32, tensorCores) = device, dtype != .float32 {
-      device = .cuda(ordinal: ordinal, storage: dtype, tensorCores: tensorCores)
+    var options = try modifiers.applied(to: compute.attentionOptions(), queryHeads: heads)
+    if case let .cuda(ordinal, .float32, tensorCores) = options.device, dtype != .float32 {
+      options.device = .cuda(ordinal: ordinal, storage: dtype, tensorCores: tensorCores)
     }
+    let device = options.device
+    let shapes = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
+    let (queryView, keyView, valueView) = (TensorView(q), TensorView(k), TensorView(v))
+    let output = MutableTensorView(allocating: shapes.outputShape, type: .float32)
     var walls: [Double] = []
     var kernels: [Double] = []
     var idle: [Double] = []
     var work = AttentionWork(edges: 0, scoresComputed: 0)
     for iteration in 0..<(warmup + repetitions) {
       let start = monotonicSeconds()
-      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, device: device, work: &work)
+      work = try attention(query: queryView, key: keyView, value: valueView, output: output, graph: graph, options: options)
       let wall = monotonicSeconds() - start
       if iteration >= warmup {
         walls.append(wall)

@@ -61,13 +61,13 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
       accumulation.sinks = nil
       var state = try AttentionState(query: q, value: v)
       for part in graph.operands {
-        try state.accumulate(query: q, key: k, value: v, graph: part, options: accumulation, device: compute.attentionDevice)
+        try state.accumulate(query: q, key: k, value: v, graph: part, options: accumulation)
       }
       output = try options.sinks.map { try state.output(sinks: $0) } ?? state.output(emptyRows: compute.emptyRows)
     } else if perHead {
       output = try attention(query: q, key: k, value: v, graphs: graphs, options: options)
     } else {
-      output = try attention(query: q, key: k, value: v, graph: graph, options: options, device: compute.attentionDevice)
+      output = try attention(query: q, key: k, value: v, graph: graph, options: options)
     }
     let problem = try AttentionShape(query: shape, key: shape, value: shape)
     let scale = Double(compute.scale ?? 1 / Float(dim).squareRoot())

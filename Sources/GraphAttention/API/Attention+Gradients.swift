@@ -47,6 +47,36 @@
 /// - Complexity: O(edges * (3 d_k + 4 d_v)) time per head (about 3.5x the forward's `2 (d_k + d_v)`);
 ///   memory O(B * H_q * L_q) floats, plus fp32 copies of inputs stored as fp16/bf16, plus O(edges) for
 ///   the transpose of explicit and random graphs.
+///
+/// This is the core entry of the backward; the `graph:` and `graphs: [Graph]` forms are thin wrappers.
+/// With per-head graphs each (batch element, query head) runs with its own graph; with grouped-query heads,
+/// a key/value head's `dK` and `dV` are the sums of its query heads' contributions, added in head order
+/// (deterministic), using O(L_k * (d_k + d_v)) floats more.
+@discardableResult
+public func attentionGradients(query: TensorView, key: TensorView, value: TensorView,
+                               output: TensorView, logSumExp: TensorView, gradOutput: TensorView,
+                               gradQuery: MutableTensorView, gradKey: MutableTensorView,
+                               gradValue: MutableTensorView, graphs: AttentionGraphs,
+                               options: AttentionOptions = AttentionOptions(),
+                               gradSinks: MutableTensorView? = nil) throws -> AttentionWork {
+  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  guard options.device == .cpu else {
+    throw GraphAttentionError(.device, "the backward runs on the CPU only", fix: "compute the gradients with device .cpu")
+  }
+  try checkGradSinks(gradSinks, options: options, queryHeads: shape.queryHeads)
+  switch try graphs.resolved(shape: shape) {
+  case let .shared(graph):
+    return try sharedGraphGradients(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
+                                    gradOutput: gradOutput, gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue,
+                                    shape: shape, graph: graph, options: options, gradSinks: gradSinks)
+  case let .perHead(headGraphs):
+    return try headwiseGradients(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
+                                 gradOutput: gradOutput, gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue,
+                                 shape: shape, graphs: headGraphs, options: options, gradSinks: gradSinks)
+  }
+}
+
+/// The backward core with one graph for every head: `attentionGradients(..., graphs: .shared(graph), ...)`.
 @discardableResult
 public func attentionGradients(query: TensorView, key: TensorView, value: TensorView,
                                output: TensorView, logSumExp: TensorView, gradOutput: TensorView,
@@ -54,14 +84,29 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
                                gradValue: MutableTensorView, graph: Graph,
                                options: AttentionOptions = AttentionOptions(),
                                gradSinks: MutableTensorView? = nil) throws -> AttentionWork {
-  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-  if graph.variesPerHead, shape.queryHeads > 1 {  // a per-head random pattern: head by head
-    return try attentionGradients(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
-                                  gradOutput: gradOutput, gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue,
-                                  graphs: Array(repeating: graph, count: shape.queryHeads), options: options,
-                                  gradSinks: gradSinks)
-  }
-  try checkGradSinks(gradSinks, options: options, queryHeads: shape.queryHeads)
+  try attentionGradients(query: query, key: key, value: value, output: output, logSumExp: logSumExp, gradOutput: gradOutput,
+                         gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue, graphs: .shared(graph),
+                         options: options, gradSinks: gradSinks)
+}
+
+/// The backward core with one graph per query head: `attentionGradients(..., graphs: .perHead(graphs), ...)`.
+@discardableResult
+public func attentionGradients(query: TensorView, key: TensorView, value: TensorView,
+                               output: TensorView, logSumExp: TensorView, gradOutput: TensorView,
+                               gradQuery: MutableTensorView, gradKey: MutableTensorView,
+                               gradValue: MutableTensorView, graphs: [Graph],
+                               options: AttentionOptions = AttentionOptions(),
+                               gradSinks: MutableTensorView? = nil) throws -> AttentionWork {
+  try attentionGradients(query: query, key: key, value: value, output: output, logSumExp: logSumExp, gradOutput: gradOutput,
+                         gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue, graphs: .perHead(graphs),
+                         options: options, gradSinks: gradSinks)
+}
+
+/// One graph (validated, not varying per head) for every head: the CPU backward.
+func sharedGraphGradients(query: TensorView, key: TensorView, value: TensorView, output: TensorView, logSumExp: TensorView,
+                          gradOutput: TensorView, gradQuery: MutableTensorView, gradKey: MutableTensorView,
+                          gradValue: MutableTensorView, shape: AttentionShape, graph: Graph, options: AttentionOptions,
+                          gradSinks: MutableTensorView?) throws -> AttentionWork {
   let rowShape = Array(query.shape.dropLast())
   for (name, view, expected) in [("output", output.shape, shape.outputShape), ("gradOutput", gradOutput.shape, shape.outputShape),
                                  ("logSumExp", logSumExp.shape, rowShape)] where view != expected {
@@ -96,8 +141,9 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
                                   emptyRows: options.sinks == nil ? options.emptyRows : .zero, query: query, key: key,
                                   value: value, output: output, logSumExp: logSumExp, gradOutput: gradOutput,
                                   gradQuery: gradQuery, gradKey: gradKey, gradValue: gradValue, gradSinks: gradSinks) {
-      try attentionGradients(query: $0, key: $1, value: $2, output: $3, logSumExp: $4, gradOutput: $5, gradQuery: gradQuery,
-                             gradKey: gradKey, gradValue: gradValue, graph: graph, options: finite, gradSinks: gradSinks)
+      try sharedGraphGradients(query: $0, key: $1, value: $2, output: $3, logSumExp: $4, gradOutput: $5, gradQuery: gradQuery,
+                               gradKey: gradKey, gradValue: gradValue, shape: shape, graph: graph, options: finite,
+                               gradSinks: gradSinks)
     }
   }
   // Kernels read fp32: narrower inputs are widened once (O(inputs) memory, a small part of the work).

@@ -1,55 +1,3 @@
-/// Per-head graphs: one graph per query head, as models that mix windowed and full (or causal)
-/// heads in one layer need.
-///
-/// Each head runs through the same engine as a single graph, with its own graph; heads whose graphs
-/// are equal still run separately (the cost is one dispatch per head and batch element, nothing per
-/// edge). Grouped-query attention works as usual: query head `h` reads key/value head
-/// `h / (H / H_kv)`.
-///
-/// ```swift
-/// let graphs = try [Graph.window(128, causal: true), .causal, .window(128, causal: true), .causal]
-/// let o = try attention(query: q, key: k, value: v, graphs: graphs)  // q: [B, 4, L, d]
-/// ```
-///
-/// - Parameters:
-///   - graphs: one graph per query head (`graphs.count == H`); a graph that varies per head
-///     (`Graph.variesPerHead`) is specialised with `forHead(h)` for its head `h`.
-///   - options, rows, logSumExp: as in `attention(query:key:value:output:graph:options:rows:logSumExp:)`.
-/// - Returns: the edges and scores of all heads together.
-/// - Throws: `GraphAttentionError` (`.mask`) if the number of graphs is not the number of query heads,
-///   and whatever a single-graph call throws for any head's graph.
-/// - Complexity: the sum of each head's single-graph cost.
-@discardableResult
-public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graphs: [Graph],
-                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil,
-                      logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
-  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-  guard graphs.count == shape.queryHeads else {
-    throw GraphAttentionError(.mask, "\(graphs.count) graph(s) were given for \(shape.queryHeads) query head(s)",
-                              fix: "give exactly one graph per query head (or one graph for every head)")
-  }
-  try checkDestinations(shape: shape, query: query, output: output, logSumExp: logSumExp)
-  for (h, graph) in graphs.enumerated() {
-    do { try graph.validate(queryCount: shape.queryCount, keyCount: shape.keyCount) } catch let error as GraphAttentionError {
-      throw GraphAttentionError(error.kind, "head \(h): \(error.problem)", fix: error.fix)
-    }
-  }
-  return try headwiseAttention(query: query, key: key, value: value, output: output, shape: shape,
-                               graphs: graphs.enumerated().map { $1.forHead($0) }, options: options, rows: rows,
-                               logSumExp: logSumExp)
-}
-
-/// Per-head graphs over in-memory tensors; see `attention(query:key:value:output:graphs:options:rows:)`.
-/// - Returns: the output, shaped like the query with the value's last dimension.
-public func attention(query: Tensor, key: Tensor, value: Tensor, graphs: [Graph],
-                      options: AttentionOptions = AttentionOptions()) throws -> Tensor {
-  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-  let output = MutableTensorView(allocating: shape.outputShape, type: .float32)
-  try attention(query: TensorView(query), key: TensorView(key), value: TensorView(value), output: output, graphs: graphs,
-                options: options)
-  return Tensor(output.readOnly)
-}
-
 /// Runs each (batch element, query head) with its own graph through the single-graph engine, on
 /// views of that head's rows (contiguous in the `[B, H, L, d]` layout).
 func headwiseAttention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView,
@@ -86,29 +34,13 @@ func headwiseAttention(query: TensorView, key: TensorView, value: TensorView, ou
   return work
 }
 
-/// Gradients with one graph per query head; see `attentionGradients(query:key:value:output:logSumExp:gradOutput:gradQuery:gradKey:gradValue:graph:options:)`
-/// for the formulation and `attention(query:key:value:output:graphs:options:rows:logSumExp:)` for `graphs`.
-///
-/// Each (batch element, query head) runs through the single-graph backward with its own graph; with
-/// grouped-query heads, a key/value head's `dK` and `dV` are the sums of its query heads' contributions,
-/// added in head order (deterministic: the same bytes for any thread count).
-/// - Throws: as the single-graph form, and `GraphAttentionError` (`.mask`) if `graphs.count` is not the
-///   number of query heads.
-/// - Complexity: the sum of each head's single-graph cost; memory O(L_k * (d_k + d_v)) floats more with
-///   grouped-query heads.
-@discardableResult
-public func attentionGradients(query: TensorView, key: TensorView, value: TensorView,
-                               output: TensorView, logSumExp: TensorView, gradOutput: TensorView,
-                               gradQuery: MutableTensorView, gradKey: MutableTensorView,
-                               gradValue: MutableTensorView, graphs: [Graph],
-                               options: AttentionOptions = AttentionOptions(),
-                               gradSinks: MutableTensorView? = nil) throws -> AttentionWork {
-  let s = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-  guard graphs.count == s.queryHeads else {
-    throw GraphAttentionError(.mask, "\(graphs.count) graph(s) were given for \(s.queryHeads) query head(s)",
-                              fix: "give exactly one graph per query head (or one graph for every head)")
-  }
-  try checkGradSinks(gradSinks, options: options, queryHeads: s.queryHeads)
+/// Per-head graphs (resolved: one per query head, specialised) on the CPU backward: each (batch element,
+/// query head) runs through the single-graph backward on views of its rows, and a key/value head's `dK`
+/// and `dV` add its query heads' contributions in head order.
+func headwiseGradients(query: TensorView, key: TensorView, value: TensorView, output: TensorView, logSumExp: TensorView,
+                       gradOutput: TensorView, gradQuery: MutableTensorView, gradKey: MutableTensorView,
+                       gradValue: MutableTensorView, shape s: AttentionShape, graphs: [Graph], options: AttentionOptions,
+                       gradSinks: MutableTensorView?) throws -> AttentionWork {
   let modifiers = try ScoreModifiers(options: options, shape: s)
   var headOptions = options
   let headGradSink = MutableTensorView(allocating: [1], type: .float32)
@@ -147,7 +79,7 @@ public func attentionGradients(query: TensorView, key: TensorView, value: Tensor
     let headWork = try attentionGradients(
       query: slice(query, call, lq, dk), key: slice(key, kv, lk, dk), value: slice(value, kv, lk, dv),
       output: slice(output, call, lq, dv), logSumExp: slice(logSumExp, call, lq, 0), gradOutput: slice(gradOutput, call, lq, dv),
-      gradQuery: slice(gradQuery, call, lq, dk), gradKey: headKey, gradValue: headValue, graph: graphs[h].forHead(h),
+      gradQuery: slice(gradQuery, call, lq, dk), gradKey: headKey, gradValue: headValue, graphs: .shared(graphs[h]),
       options: headOptions, gradSinks: gradSinks == nil ? nil : headGradSink)
     gradSinkSums?[h] += headGradSink.base.assumingMemoryBound(to: Float.self)[0]
     if !first {

@@ -1,31 +1,82 @@
-/// Sparse attention over tensors in any storage: heap or memory-mapped files, fp32, fp16 or bf16,
+/// Sparse attention over tensors in any storage, the core entry of the forward: every other form of
+/// `attention` is a thin wrapper over this one. Inputs are heap or memory-mapped files, fp32, fp16 or bf16,
 /// written into `output` (fp32, fp16 or bf16); arithmetic is fp32.
 ///
 /// This is the form for contexts beyond RAM: inputs are read where they lie (keys and values in their
 /// storage type by the kernels, query rows widened per tile) and each output row is written once, so a
 /// caller can process `rows` in chunks and release the pages behind it.
 ///
+/// ```swift
+/// let o = MutableTensorView(allocating: [8, 4096, 64], type: .bfloat16)
+/// let work = try attention(query: q, key: k, value: v, output: o, graphs: .shared(try Graph(parsing: "window:128")))
+/// print(work.edges, Double(work.scoresComputed) / Double(work.edges))
+/// ```
+///
 /// - Parameters:
-///   - query, key, value: as for `attention(query:key:value:graph:options:)`; `key` and `value` share a
-///     storage type.
+///   - query: `[L_q, d_k]`, `[H_q, L_q, d_k]` or `[B, H_q, L_q, d_k]`.
+///   - key: `[.., H_kv, L_k, d_k]` with `H_kv` dividing `H_q` (grouped-query attention).
+///   - value: `[.., H_kv, L_k, d_v]`; `key` and `value` share a storage type.
 ///   - output: shaped like the query with last dimension `d_v`.
+///   - graphs: one graph for every head, or one per query head (`AttentionGraphs`).
+///   - options: scale, empty rows, threads, checks, kernel, score modifiers and `device`.
 ///   - rows: the query rows to compute (all when nil); other rows of `output` are left as they are.
 ///   - logSumExp: if given, receives each computed row's log-sum-exp `LSE = m + log(l)` (natural log of
 ///     the scaled scores' softmax denominator; `-inf` for rows without edges), which the backward
 ///     (`attentionGradients`) needs; fp32, shaped like the query without its last dimension.
-/// - Returns: the edges visited and the scores the kernels computed, over every head.
-/// - Throws: `GraphAttentionError` for mismatched shapes or types and, when checked, non-finite inputs
-///   (with `rows`, only those query rows are scanned: check keys and values once yourself).
-/// - Complexity: O(edges of `rows` * (d_k + d_v)) per head.
+/// - Returns: the edges visited and the scores the kernels computed, over every head (on a GPU, also the
+///   kernel time; on the CPU with one graph, the idle share of the worker threads).
+/// - Throws: `GraphAttentionError` for mismatched shapes or types, graphs that do not fit, bad options and,
+///   when checked, non-finite inputs (with `rows`, only those query rows are scanned: check keys and
+///   values once yourself); `.device` for what the GPU does not run (per-head graphs, `rows`, `logSumExp`).
+/// - Complexity: O(edges of `rows` * (d_k + d_v)) per head, plus O(L_q) for the plan; no memory beyond
+///   the output but O(threads) scratch.
 ///
 /// To stream whole files larger than memory (chunks, page release, checkpoints, resume), use
 /// `StreamingAttention`, which calls this per chunk.
 @discardableResult
+public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView,
+                      graphs: AttentionGraphs, options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil,
+                      logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
+  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+  try checkDestinations(shape: shape, query: query, output: output, logSumExp: logSumExp)
+  let resolved = try graphs.resolved(shape: shape)
+  if case let .cuda(ordinal, storage, tensorCores) = options.device {
+    guard case let .shared(graph) = resolved, rows == nil, logSumExp == nil else {
+      throw GraphAttentionError(.device, "per-head graphs, row ranges and the log-sum-exp are computed on the CPU only",
+                                fix: "run this call with device .cpu")
+    }
+    let (result, work) = try cudaAttention(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                                           query: Tensor(query), key: Tensor(key), value: Tensor(value), graph: graph,
+                                           options: options)
+    result.scalars.withUnsafeBufferPointer { output.store($0, at: 0) }
+    return work
+  }
+  switch resolved {
+  case let .shared(graph):
+    return try viewAttention(query: query, key: key, value: value, output: output, graph: graph, options: options,
+                             rows: rows, streaming: nil, logSumExp: logSumExp)
+  case let .perHead(headGraphs):
+    return try headwiseAttention(query: query, key: key, value: value, output: output, shape: shape, graphs: headGraphs,
+                                 options: options, rows: rows, logSumExp: logSumExp)
+  }
+}
+
+/// The core entry with one graph for every head: `attention(..., graphs: .shared(graph), ...)`.
+@discardableResult
 public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
                       options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil,
                       logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
-  try viewAttention(query: query, key: key, value: value, output: output, graph: graph, options: options, rows: rows,
-                    streaming: nil, logSumExp: logSumExp)
+  try attention(query: query, key: key, value: value, output: output, graphs: .shared(graph), options: options, rows: rows,
+                logSumExp: logSumExp)
+}
+
+/// The core entry with one graph per query head: `attention(..., graphs: .perHead(graphs), ...)`.
+@discardableResult
+public func attention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graphs: [Graph],
+                      options: AttentionOptions = AttentionOptions(), rows: Range<Int>? = nil,
+                      logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
+  try attention(query: query, key: key, value: value, output: output, graphs: .perHead(graphs), options: options, rows: rows,
+                logSumExp: logSumExp)
 }
 
 /// What only a streamed job sets on a chunk's call (see `StreamingAttention`).
@@ -40,7 +91,8 @@ struct StreamingKeys {
   var keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)?
 }
 
-/// The view form of `attention`, with the streaming-only parameters; `streaming == nil` maps every key.
+/// One graph for every head on the CPU, with the streaming-only parameters; `streaming == nil` maps every
+/// key. The graph is validated and does not vary per head (the core entry resolved it).
 /// - Throws: as `attention`; with `.read` access, `.file` if a key or value row cannot be read (the rows
 ///   computed are then garbage and must not be used).
 func viewAttention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
@@ -54,11 +106,6 @@ func viewAttention(query: TensorView, key: TensorView, value: TensorView, output
   }
   if let rows, rows.lowerBound < 0 || rows.upperBound > shape.queryCount {
     throw GraphAttentionError(.option, "rows \(rows) are outside 0..<\(shape.queryCount)", fix: "pass a range of query rows")
-  }
-  if graph.variesPerHead, shape.queryHeads > 1, streaming == nil {  // a per-head random pattern: head by head
-    return try attention(query: query, key: key, value: value, output: output,
-                         graphs: Array(repeating: graph, count: shape.queryHeads), options: options, rows: rows,
-                         logSumExp: logSumExp)
   }
   var call = try AttentionCall(shape: shape, graph: graph, options: options)
   call.keysFinished = streaming?.keysFinished

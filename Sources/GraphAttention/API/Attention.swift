@@ -70,6 +70,9 @@ public struct AttentionOptions: Sendable {
   public var softcap: Float?
   /// ALiBi biases `-slope_h * |i + L_k - L_q - j|` added to each score of query head `h`; nil for none.
   public var alibi: ALiBi?
+  /// Where the call runs: the CPU engine (the default) or a CUDA GPU (`AttentionDevice`). The GPU takes one
+  /// graph for every head, whole calls (no `rows`, no log-sum-exp) and no score modifiers yet.
+  public var device: AttentionDevice = .cpu
   /// Learnable attention sinks (GPT-OSS): one logit `s_h` per query head that joins every row's softmax
   /// denominator and contributes no value, `o_i = sum_j e^(s_ij) v_j / (e^(s_h) + sum_j e^(s_ij))`; a
   /// row without edges then gives zeros (whatever `emptyRows` says) and its log-sum-exp is `s_h`. nil for none.
@@ -79,7 +82,9 @@ public struct AttentionOptions: Sendable {
   /// score modifiers.
   public init(scale: Float? = nil, emptyRows: EmptyRowPolicy = .zero, threads: Int? = nil,
               checksFiniteInputs: Bool = true, progress: (@Sendable (Double) -> Void)? = nil,
-              kernel: CPUKernel = .automatic, softcap: Float? = nil, alibi: ALiBi? = nil, sinks: [Float]? = nil) {
+              kernel: CPUKernel = .automatic, softcap: Float? = nil, alibi: ALiBi? = nil, sinks: [Float]? = nil,
+              device: AttentionDevice = .cpu) {
+    self.device = device
     self.kernel = kernel
     self.softcap = softcap
     self.alibi = alibi
@@ -92,7 +97,9 @@ public struct AttentionOptions: Sendable {
   }
 }
 
-/// Sparse attention over a graph: `o_i = sum_{j in N(i)} softmax_j(scale * q_i . k_j) v_j`.
+/// Sparse attention over a graph: `o_i = sum_{j in N(i)} softmax_j(scale * q_i . k_j) v_j`, for tensors in
+/// memory; a thin form of the core entry `attention(query:key:value:output:graphs:options:rows:logSumExp:)`,
+/// which also takes any storage, row ranges and the log-sum-exp and reports the work done.
 ///
 /// The softmax of row `i` runs over its neighbourhood `N(i)` only, in fp32 with an online
 /// (streaming) maximum, so no score matrix is ever formed. Rows with no edges give zeros, or NaN
@@ -110,52 +117,32 @@ public struct AttentionOptions: Sendable {
 ///   - key: `[.., H_kv, L_k, d_k]` with `H_kv` dividing `H_q` (grouped-query attention).
 ///   - value: `[.., H_kv, L_k, d_v]`.
 ///   - graph: which keys each query attends to; self-attention kinds need `L_q == L_k`.
+///   - options: scale, empty rows, threads, checks, kernel, score modifiers and the device.
 /// - Returns: the output, shaped like the query with last dimension `d_v`.
 /// - Throws: `GraphAttentionError` for mismatched shapes, graphs that do not fit, bad options and
-///   (if checked) non-finite inputs, naming the first offending element.
+///   (if checked) non-finite inputs, naming the first offending element; on `.cuda`, as `AttentionDevice` says.
 /// - Complexity: O(edges * (d_k + d_v)) time per head, plus O(L_q) for the plan; O(output) memory.
 public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
                       options: AttentionOptions = AttentionOptions()) throws -> Tensor {
-  var work = AttentionWork(edges: 0, scoresComputed: 0)
-  return try attention(query: query, key: key, value: value, graph: graph, options: options, device: .cpu, work: &work)
+  try attention(query: query, key: key, value: value, graphs: .shared(graph), options: options)
 }
 
-/// `attention(query:key:value:graph:options:)`, also reporting the work done.
-///
-/// - Parameter scoresComputed: set to the number of `q . k` scores the kernels computed over all heads.
-@available(*, deprecated, message: "use attention(query:key:value:graph:options:device:work:), whose AttentionWork also holds edges and GPU kernel time")
-public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions,
-                      scoresComputed: inout Int) throws -> Tensor {
-  var work = AttentionWork(edges: 0, scoresComputed: 0)
-  defer { scoresComputed = work.scoresComputed }
-  return try attention(query: query, key: key, value: value, graph: graph, options: options, device: .cpu, work: &work)
+/// Sparse attention with one graph per query head, for tensors in memory; see
+/// `attention(query:key:value:output:graphs:options:rows:logSumExp:)`.
+/// - Returns: the output, shaped like the query with the value's last dimension.
+/// - Complexity: the sum of each head's single-graph cost.
+public func attention(query: Tensor, key: Tensor, value: Tensor, graphs: [Graph],
+                      options: AttentionOptions = AttentionOptions()) throws -> Tensor {
+  try attention(query: query, key: key, value: value, graphs: .perHead(graphs), options: options)
 }
 
-/// `attention(query:key:value:graph:options:device:)`, also reporting what the call did in `work`: the
-/// edges visited, the scores computed (their ratio to the edges measures how close to work-optimal a run
-/// was; on CUDA the masked scores of dense tensor-core tiles are not counted) and, on a GPU, the kernel
-/// time. Every form of `attention` reports its work this way: the view form returns the same value.
-///
-/// ```swift
-/// var work = AttentionWork(edges: 0, scoresComputed: 0)
-/// let o = try attention(query: q, key: k, value: v, graph: .causal, device: .cuda(), work: &work)
-/// print(work.edges, work.kernelSeconds ?? 0)
-/// ```
-/// - Throws: as `attention(query:key:value:graph:options:device:)`.
-/// - Complexity: as `attention(query:key:value:graph:options:)`.
-public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
-                      options: AttentionOptions = AttentionOptions(), device: AttentionDevice = .cpu,
-                      work: inout AttentionWork) throws -> Tensor {
+/// The tensor forms' one body: an fp32 output on the heap, filled by the core entry.
+private func attention(query: Tensor, key: Tensor, value: Tensor, graphs: AttentionGraphs,
+                       options: AttentionOptions) throws -> Tensor {
   let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-  if case let .cuda(ordinal, storage, tensorCores) = device {
-    let (output, done) = try cudaAttention(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
-                                           query: query, key: key, value: value, graph: graph, options: options)
-    work = done
-    return output
-  }
   let output = MutableTensorView(allocating: shape.outputShape, type: .float32)
-  work = try attention(query: TensorView(query), key: TensorView(key), value: TensorView(value), output: output,
-                       graph: graph, options: options)
+  try attention(query: TensorView(query), key: TensorView(key), value: TensorView(value), output: output,
+                graphs: graphs, options: options)
   return Tensor(output.readOnly)
 }
 

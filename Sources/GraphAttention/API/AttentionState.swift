@@ -68,6 +68,10 @@ public struct AttentionState: Sendable {
   /// - Complexity: as `attention` over the new edges, plus O(runs) per row to exclude earlier graphs.
   public mutating func accumulate(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
                                   options: AttentionOptions = AttentionOptions()) throws {
+    if case let .cuda(ordinal, storage, tensorCores) = options.device {
+      return try cudaAccumulate(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
+                                query: query, key: key, value: value, graph: graph, options: options)
+    }
     let call = try accumulationCall(query: query, key: key, value: value, graph: graph, options: options)
     let excluding = visited
     _ = query.scalars.withUnsafeBufferPointer { q in

@@ -8,13 +8,13 @@ import Darwin
 #endif
 
 /// This machine's measured ceilings, the denominators of "percent of peak".
-public enum MachineLimits {
+package enum MachineLimits {
   /// The instruction set whose FMA `measureFMAPeak` times by default: the widest this CPU and OS run.
-  public static var fmaKernel: CPUKernel { CPUKernel.widest }
+  package static var fmaKernel: CPUKernel { CPUKernel.widest }
 
   /// A name for `kernel`'s FMA width, for reports: "AVX-512" (16 lanes), "AVX2/FMA" (8 lanes) or
   /// "portable" (plain C, whatever the baseline compiler makes of it).
-  public static func instructionSetName(_ kernel: CPUKernel) -> String {
+  package static func instructionSetName(_ kernel: CPUKernel) -> String {
     switch kernel == .automatic ? CPUKernel.widest : kernel {
     case .avx512: return "AVX-512"
     case .avx2: return "AVX2/FMA"
@@ -28,7 +28,7 @@ public enum MachineLimits {
   ///
   /// Take the best of a few calls on a shared machine: other processes only lower it.
   /// - Complexity: about `seconds` of wall time on `threads` cores.
-  public static func measureFMAPeak(threads: Int, seconds: Double = 0.3, kernel: CPUKernel = .automatic) -> Double {
+  package static func measureFMAPeak(threads: Int, seconds: Double = 0.3, kernel: CPUKernel = .automatic) -> Double {
     precondition(threads >= 1)
     let isa = (kernel == .automatic ? CPUKernel.widest : kernel).isa
     // Calibrate the iteration count on one thread, then run all threads together.
@@ -49,7 +49,7 @@ public enum MachineLimits {
 
   /// Streaming read bandwidth in bytes per second with `threads` threads over `bytes` of memory.
   /// - Complexity: allocates and touches `bytes`; a few passes over it.
-  public static func measureReadBandwidth(threads: Int, bytes: Int = 1 << 30) -> Double {
+  package static func measureReadBandwidth(threads: Int, bytes: Int = 1 << 30) -> Double {
     precondition(threads >= 1)
     let count = bytes / 4
     let data = UnsafeMutablePointer<Float>.allocate(capacity: count)

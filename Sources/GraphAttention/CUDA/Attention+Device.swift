@@ -1,8 +1,18 @@
-/// Where attention is computed.
+/// Where attention is computed: `AttentionOptions.device`.
+///
+/// On `.cuda`, the same semantics hold: the same graphs and unions (each edge visited once), scale,
+/// empty-row policy, grouped-query heads and `d_v != d_k`, with fp32 accumulation. Results agree with
+/// the CPU to fp32 rounding (about 1e-6 relative) for fp32 storage; fp16 and bf16 storage round the
+/// inputs first. The kernels are compiled by NVRTC for the GPU at first use and cached on disk
+/// (`~/.cache/graph-attention/cuda`), so the first call takes a few seconds longer. A call on `.cuda`
+/// throws `GraphAttentionError(.device)` when there is no CUDA driver ("no CUDA driver found
+/// (libcuda.so.1); --device cpu works here"), no NVRTC, no such GPU, or too little free device memory
+/// (saying how many tokens would fit), and `CUDAError` when a driver or NVRTC call fails.
 ///
 /// ```swift
-/// let o = try attention(query: q, key: k, value: v, graph: bigBird, device: .cuda())            // GPU 0, fp32
-/// let h = try attention(query: q, key: k, value: v, graph: bigBird, device: .cuda(storage: .bfloat16))
+/// let o = try attention(query: q, key: k, value: v, graph: bigBird, options: .init(device: .cuda()))   // GPU 0, fp32
+/// let h = try attention(query: q, key: k, value: v, graph: bigBird,
+///                       options: .init(device: .cuda(storage: .bfloat16)))
 /// ```
 public enum AttentionDevice: Sendable, Equatable, CustomStringConvertible {
   /// The CPU engine, on all cores (the default everywhere).
@@ -26,26 +36,6 @@ public enum AttentionDevice: Sendable, Equatable, CustomStringConvertible {
   }
 }
 
-/// Sparse attention over a graph on a chosen device; see `attention(query:key:value:graph:options:)`.
-///
-/// On `.cuda`, the same semantics hold: the same graphs and unions (each edge visited once), scale,
-/// empty-row policy, grouped-query heads and `d_v != d_k`, with fp32 accumulation. Results agree with
-/// the CPU to fp32 rounding (about 1e-6 relative) for fp32 storage; fp16 and bf16 storage round the
-/// inputs first. The kernels are compiled by NVRTC for the GPU at first use and cached on disk
-/// (`~/.cache/graph-attention/cuda`), so the first call takes a few seconds longer.
-/// `options.threads` applies to the CPU only.
-///
-/// - Throws: `GraphAttentionError` as the CPU version; `.device` when there is no CUDA driver
-///   ("no CUDA driver found (libcuda.so.1); --device cpu works here"), no NVRTC, no such GPU, or too
-///   little free device memory (saying how many tokens would fit); `CUDAError` when a driver or NVRTC
-///   call fails, with the library's name for the error.
-/// - Complexity: as the CPU version, plus copying the inputs to the device and the output back.
-public func attention(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
-                      options: AttentionOptions = AttentionOptions(), device: AttentionDevice) throws -> Tensor {
-  var work = AttentionWork(edges: 0, scoresComputed: 0)
-  return try attention(query: query, key: key, value: value, graph: graph, options: options, device: device, work: &work)
-}
-
 /// `attention` on a CUDA runtime (the shared one, or a test's runtime over mock libraries), with its work:
 /// edges (exact, counted on the host) and the kernel time.
 func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true,
@@ -64,25 +54,6 @@ func cudaAttention(runtime: CUDARuntime, ordinal: Int, storage: StorageType, ten
 }
 
 extension AttentionState {
-  /// Folds the edges of `graph` that no earlier call visited into the state, on a chosen device.
-  ///
-  /// The state stays in host memory between calls; on `.cuda` it is copied to the GPU and back
-  /// around the kernel, which excludes the graphs accumulated before exactly as the CPU does. Each
-  /// new key is tested against the earlier graphs: O(1) for implicit kinds, a binary search for
-  /// global tokens and explicit rows, but a walk of the row (O(its degree)) for an earlier random
-  /// graph, so accumulate a random graph last when it is dense.
-  /// - Throws: as `accumulate(query:key:value:graph:options:)` and `attention(...device:)`.
-  public mutating func accumulate(query: Tensor, key: Tensor, value: Tensor, graph: Graph,
-                                  options: AttentionOptions = AttentionOptions(), device: AttentionDevice) throws {
-    switch device {
-    case .cpu:
-      try accumulate(query: query, key: key, value: value, graph: graph, options: options)
-    case let .cuda(ordinal, storage, tensorCores):
-      try cudaAccumulate(runtime: .shared, ordinal: ordinal, storage: storage, tensorCores: tensorCores,
-                         query: query, key: key, value: value, graph: graph, options: options)
-    }
-  }
-
   mutating func cudaAccumulate(runtime: CUDARuntime, ordinal: Int, storage: StorageType, tensorCores: Bool = true,
                                query: Tensor, key: Tensor, value: Tensor, graph: Graph, options: AttentionOptions) throws {
     let call = try accumulationCall(query: query, key: key, value: value, graph: graph, options: options)

@@ -1,7 +1,7 @@
 /// The CUDA backend's own entry points: what GPU is there, and compiling the kernels ahead of time.
 ///
-/// Attention itself runs through `attention(query:key:value:graph:options:device:)` and
-/// `AttentionState.accumulate(...device:)`. Nothing here needs a CUDA SDK: the driver (`libcuda.so.1`)
+/// Attention itself runs through `attention` and `AttentionState.accumulate` with `AttentionOptions.device`
+/// set to `.cuda`. Nothing here needs a CUDA SDK: the driver (`libcuda.so.1`)
 /// and NVRTC (`libnvrtc.so.13` or `.12`, e.g. from `pip install nvidia-cuda-nvrtc`) are opened at
 /// run time, and `compileKernels` needs only NVRTC, so CI without a GPU compiles every kernel.
 public enum CUDABackend {

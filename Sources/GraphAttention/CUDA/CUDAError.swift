@@ -6,7 +6,7 @@
 /// once the libraries are loaded, and keeps the code and the call so the failure can be looked up.
 ///
 /// ```swift
-/// do { _ = try attention(query: q, key: k, value: v, graph: g, device: .cuda()) }
+/// do { _ = try attention(query: q, key: k, value: v, graph: g, options: .init(device: .cuda())) }
 /// catch let error as CUDAError where error.name == "CUDA_ERROR_OUT_OF_MEMORY" { ... }
 /// // device: cuLaunchKernel failed: CUDA_ERROR_LAUNCH_FAILED (719), unspecified launch failure.
 /// ```

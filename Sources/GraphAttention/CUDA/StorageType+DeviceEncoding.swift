@@ -1,8 +1,3 @@
-/// The former name of `StorageType` for device storage; one storage type now names fp32, fp16 and bf16
-/// everywhere (files, in-memory views, GPU storage).
-@available(*, deprecated, renamed: "StorageType")
-public typealias DeviceStorage = StorageType
-
 extension StorageType {
   /// The tensor's elements in this storage type, little-endian, rounded to nearest even by the
   /// storage layer's one conversion (`StorageKernels.store`).

@@ -19,7 +19,7 @@ import Darwin
 ///
 /// If the process is killed mid-write, the destination is intact but a hidden
 /// `.<name>.tmp-<pid>-<random>` file may be left in its directory.
-public enum AtomicFile {
+package enum AtomicFile {
   /// Writes `body`'s output to a temporary file in the same directory as `path`, flushes it to
   /// disk, then renames it over `path`.
   ///
@@ -36,7 +36,7 @@ public enum AtomicFile {
   ///   fails. An error thrown by `body` is rethrown unchanged if it is a `GraphAttentionError`;
   ///   any other error is wrapped in a `.file` error naming `path`.
   /// - Complexity: O(bytes written), in large `write(2)` calls.
-  public static func write(to path: String, _ body: (inout AtomicFile.Sink) throws -> Void) throws {
+  package static func write(to path: String, _ body: (inout AtomicFile.Sink) throws -> Void) throws {
     let output = try OutputPath(path)
     let existingMode = try output.checkWritable()
     let (fd, temporary) = try output.createTemporary(flags: O_WRONLY)
@@ -68,7 +68,7 @@ public enum AtomicFile {
   /// The same checks `write(to:_:)` and `TensorFile.create` make; call it to fail before a long computation.
   /// - Throws: `GraphAttentionError(.file)` saying which of these fails (with its `errno`).
   /// - Complexity: a few system calls.
-  public static func checkDestination(_ path: String) throws {
+  package static func checkDestination(_ path: String) throws {
     try OutputPath(path).checkWritable()
   }
 
@@ -133,7 +133,7 @@ public enum AtomicFile {
   /// (`a/b/o.npy` -> `a/b`). The same split every output uses.
   /// - Throws: `GraphAttentionError(.file)` when `path` is empty or ends in a slash (it names no file).
   /// - Complexity: O(`path.utf8.count`).
-  public static func directory(of path: String) throws -> String {
+  package static func directory(of path: String) throws -> String {
     try OutputPath(path).directory
   }
 
@@ -141,7 +141,7 @@ public enum AtomicFile {
   ///
   /// Small writes are gathered into a 1 MiB buffer; writes at least that large go straight to the
   /// file. Only `AtomicFile.write` creates sinks, and a sink must not be used after its body returns.
-  public struct Sink {
+  package struct Sink {
     private let descriptor: Int32
     private let path: String
     private var buffer: [UInt8]
@@ -159,7 +159,7 @@ public enum AtomicFile {
     /// - Throws: `GraphAttentionError(.file)` naming the destination path and the `errno` text
     ///   (for example "No space left on device") if the operating system rejects the write.
     /// - Complexity: O(`bytes.count`).
-    public mutating func write(_ bytes: UnsafeRawBufferPointer) throws {
+    package mutating func write(_ bytes: UnsafeRawBufferPointer) throws {
       guard bytes.count > 0 else { return }
       if used + bytes.count > Self.capacity {
         try flush()

@@ -13,18 +13,18 @@ import Darwin
 /// print(space.availableBytes, space.mountPoint)        // 77309411328 /
 /// try DiskSpace.require(80 << 30, at: "/data/run", for: "/data/run/q.npy")   // throws: needs 80.00 GiB, 72.00 GiB free on /
 /// ```
-public struct DiskSpace: Sendable, Equatable {
+package struct DiskSpace: Sendable, Equatable {
   /// Bytes an unprivileged process may still allocate (`f_bavail * f_frsize`).
-  public let availableBytes: Int
+  package let availableBytes: Int
   /// The file system's size in bytes (`f_blocks * f_frsize`).
-  public let totalBytes: Int
+  package let totalBytes: Int
   /// The directory the file system is mounted on (found by walking up while the device stays the same).
-  public let mountPoint: String
+  package let mountPoint: String
 
   /// Measures the file system holding `path` (a file or directory that exists).
   /// - Throws: `GraphAttentionError(.file)` when `path` does not exist or cannot be inspected.
   /// - Complexity: a few system calls per directory level of `path`.
-  public init(of path: String) throws {
+  package init(of path: String) throws {
     var info = statvfs()
     guard statvfs(path, &info) == 0 else {
       let code = Errno.current
@@ -48,7 +48,7 @@ public struct DiskSpace: Sendable, Equatable {
   ///   - advice: how else to need less space, ending the message's fix (it names the caller's options).
   /// - Throws: `GraphAttentionError(.resource)` of the form
   ///   "<what> needs 8.00 GiB, 3.21 GiB free on /data", before anything is created.
-  public static func require(_ bytes: Int, at directory: String, for what: String,
+  package static func require(_ bytes: Int, at directory: String, for what: String,
                              advice: String = "or use a smaller shape") throws {
     let space = try DiskSpace(of: directory)
     guard bytes <= space.availableBytes else {

@@ -1,6 +1,6 @@
 /// JSON text helpers shared by the safetensors writer and the command line's `--json` output, so
 /// that strings are escaped one way everywhere.
-public enum JSONText {
+package enum JSONText {
   /// `text` as a JSON string literal, quotes included (RFC 8259 section 7).
   ///
   /// Escapes `"` and `\`, writes `\n`, `\r`, `\t`, `\b`, `\f` in their short forms and every other
@@ -11,7 +11,7 @@ public enum JSONText {
   /// JSONText.quoted("a\"b\n")   // "\"a\\\"b\\n\""
   /// ```
   /// - Complexity: O(`text.utf8.count`).
-  public static func quoted(_ text: String) -> String {
+  package static func quoted(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
       switch scalar {

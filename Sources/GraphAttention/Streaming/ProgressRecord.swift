@@ -19,50 +19,50 @@ import Darwin
 ///   print(record.completedRows, "of", record.tokens)
 /// }
 /// ```
-public struct ProgressRecord: Sendable, Equatable {
+package struct ProgressRecord: Sendable, Equatable {
   /// One input file as the job saw it.
-  public struct Input: Sendable, Equatable {
+  package struct Input: Sendable, Equatable {
     /// The file's real (absolute, symlink-free) path.
-    public var path: String
+    package var path: String
     /// The tensor name inside a `.safetensors` file.
-    public var name: String
+    package var name: String
     /// The file's size in bytes (-1 when it could not be inspected).
-    public var bytes: Int
+    package var bytes: Int
     /// The file's modification time, seconds since 1970 (nanosecond resolution).
-    public var modified: Double
+    package var modified: Double
   }
 
   /// The record format's version; records of another version are refused.
-  public static let currentVersion = 2
+  package static let currentVersion = 2
   /// The largest record file read (a record is a few hundred bytes per input; more is not a record).
   static let maximumBytes = 1 << 24
   /// The record format's version.
-  public var version = ProgressRecord.currentVersion
+  package var version = ProgressRecord.currentVersion
   /// The mask specification (`Graph.description`).
-  public var mask: String
+  package var mask: String
   /// The query, key and value files.
-  public var inputs: [Input]
+  package var inputs: [Input]
   /// The output storage type (`StorageType.rawValue`).
-  public var outputType: String
+  package var outputType: String
   /// Query rows per chunk.
-  public var chunkRows: Int
+  package var chunkRows: Int
   /// The scale, or nil for `1/sqrt(d_k)`.
-  public var scale: Float?
+  package var scale: Float?
   /// The empty-row policy (`EmptyRowPolicy.rawValue`).
-  public var emptyRows: String
+  package var emptyRows: String
   /// Query rows `L_q`.
-  public var tokens: Int
+  package var tokens: Int
   /// Query rows of every head whose output is on disk: `0..<completedRows` are done.
-  public var completedRows = 0
+  package var completedRows = 0
   /// The partially written output (`TensorFile.resumePath(for:)`), once created.
-  public var temporaryPath: String?
+  package var temporaryPath: String?
   /// The output's real path (its directory resolved), so `o.npy` and `/abs/o.npy` are the same job.
-  public var output: String
+  package var output: String
   /// The score modifiers (softcap, ALiBi, sinks) in words, "none" without any.
-  public var scoreModifiers = "none"
+  package var scoreModifiers = "none"
 
   /// Describes a job; inputs are inspected (`stat`) now.
-  public init(output: String, mask: String, inputs: [(path: String, name: String)], outputType: String, chunkRows: Int,
+  package init(output: String, mask: String, inputs: [(path: String, name: String)], outputType: String, chunkRows: Int,
               scale: Float?, emptyRows: String, tokens: Int, scoreModifiers: String = "none") {
     self.output = OutputPath.canonical(output)
     self.scoreModifiers = scoreModifiers
@@ -81,12 +81,12 @@ public struct ProgressRecord: Sendable, Equatable {
   }
 
   /// `<output>.progress.json`.
-  public static func path(for output: String) -> String { output + ".progress.json" }
+  package static func path(for output: String) -> String { output + ".progress.json" }
 
   /// The record beside `output`, or nil when there is none.
   /// - Throws: `GraphAttentionError(.file)` when the file exists but is not a record of this version.
   /// - Complexity: O(record size).
-  public static func load(for output: String) throws -> ProgressRecord? {
+  package static func load(for output: String) throws -> ProgressRecord? {
     let path = path(for: output)
     guard let bytes = storageReadWholeFile(path, limit: ProgressRecord.maximumBytes) else { return nil }
     guard let record = ProgressRecord(json: bytes) else {
@@ -97,13 +97,13 @@ public struct ProgressRecord: Sendable, Equatable {
   }
 
   /// Deletes the record beside `output`, if any.
-  public static func remove(for output: String) {
+  package static func remove(for output: String) {
     unlink(path(for: output))
   }
 
   /// Writes the record atomically, so a kill leaves the previous or the new record, never half of one.
   /// - Throws: `GraphAttentionError(.file)` when the file cannot be written.
-  public func save(for output: String) throws {
+  package func save(for output: String) throws {
     let bytes = Array(json.utf8)
     try AtomicFile.write(to: ProgressRecord.path(for: output)) { sink in
       try bytes.withUnsafeBytes { try sink.write($0) }
@@ -112,7 +112,7 @@ public struct ProgressRecord: Sendable, Equatable {
 
   /// What differs between this (the interrupted job's) record and `other` (the job now asked for),
   /// ignoring the progress itself; empty when they describe the same computation.
-  public func differences(from other: ProgressRecord) -> [String] {
+  package func differences(from other: ProgressRecord) -> [String] {
     var changes: [String] = []
     func compare<T: Equatable>(_ what: String, _ mine: T, _ theirs: T, _ text: (T) -> String) {
       if mine != theirs { changes.append("\(what) was \(text(mine)), now \(text(theirs))") }

@@ -421,10 +421,10 @@ public struct StreamingAttention: Sendable {
     var deviceOptions = options
     deviceOptions.checksFiniteInputs = false
     deviceOptions.assumesFiniteInputs = true
+    deviceOptions.device = device
     let begin = monotonicSeconds()
-    let result = try attention(query: Tensor(q), key: Tensor(k), value: Tensor(v), graph: graph, options: deviceOptions, device: device)
+    try attention(query: q, key: k, value: v, output: out.view, graph: graph, options: deviceOptions)
     let seconds = monotonicSeconds() - begin
-    result.scalars.withUnsafeBufferPointer { out.view.store($0, at: 0) }
     try out.commit()
     let edges = graph.edgeCount(queryCount: shape.queryCount, keyCount: shape.keyCount) * shape.batch * shape.queryHeads
     return Result(shape: shape, output: output, outputType: outputType, firstRow: 0, completedRows: shape.queryCount,

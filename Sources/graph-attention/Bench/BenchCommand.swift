@@ -181,13 +181,15 @@ struct BenchCommand: ParsableCommand {
   private func measure(_ row: inout BenchReport.Row, graph: Graph, q: Tensor, k: Tensor, v: Tensor, threads: Int, peak: Double) throws {
     var options = AttentionOptions(threads: threads, checksFiniteInputs: false, kernel: kernel)
     options.assumesFiniteInputs = true  // the inputs are random normals: measure the kernels alone
-    var work = AttentionWork(edges: 0, scoresComputed: 0)
-    _ = try attention(query: q, key: k, value: v, graph: graph, options: options, work: &work)  // warm-up
+    let (queryView, keyView, valueView) = (TensorView(q), TensorView(k), TensorView(v))
+    let output = MutableTensorView(allocating: try AttentionShape(query: q.shape, key: k.shape, value: v.shape).outputShape,
+                                   type: .float32)
+    var work = try attention(query: queryView, key: keyView, value: valueView, output: output, graph: graph, options: options)  // warm-up
     PeakMemory.reset()
     var times: [Double] = []
     for _ in 0..<repeats {
       let start = monotonicSeconds()
-      _ = try attention(query: q, key: k, value: v, graph: graph, options: options, work: &work)
+      work = try attention(query: queryView, key: keyView, value: valueView, output: output, graph: graph, options: options)
       times.append(monotonicSeconds() - start)
     }
     times.sort()

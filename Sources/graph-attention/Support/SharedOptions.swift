@@ -58,7 +58,8 @@ struct ComputeOptions: ParsableArguments {
   }
 
   func attentionOptions(progress: (@Sendable (Double) -> Void)? = nil) -> AttentionOptions {
-    AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, progress: progress, kernel: kernel)
+    AttentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, progress: progress, kernel: kernel,
+                     device: attentionDevice)
   }
 }
 

@@ -174,15 +174,16 @@ final class KernelTests: XCTestCase {
                  "window:128+global:0,4095"] {
       let graph = try Graph(parsing: spec)
       let q = Inputs.tensor([l, 8], seed: 1), k = Inputs.tensor([l, 8], seed: 2), v = Inputs.tensor([l, 8], seed: 3)
-      var work = AttentionWork(edges: 0, scoresComputed: 0)
-      let o = try attention(query: q, key: k, value: v, graph: graph, work: &work)
+      let output = MutableTensorView(allocating: [l, 8], type: .float32)
+      let work = try attention(query: TensorView(q), key: TensorView(k), value: TensorView(v), output: output, graph: graph)
+      let o = Tensor(output.readOnly)
       let scores = work.scoresComputed
       let edges = graph.edgeCount(queryCount: l, keyCount: l)
       XCTAssertEqual(work.edges, edges, spec)
       XCTAssertNil(work.kernelSeconds, "no GPU time on the CPU")
       let idle = try XCTUnwrap(work.idleThreadFraction, "a CPU call measures its threads' idle share")
       XCTAssertTrue((0...1).contains(idle), "\(spec): idle share \(idle)")
-      XCTAssertEqual(o, try attention(query: q, key: k, value: v, graph: graph), "the work form computes the same output")
+      XCTAssertEqual(o, try attention(query: q, key: k, value: v, graph: graph), "the core entry and the tensor form compute the same output")
       XCTAssertGreaterThanOrEqual(scores, edges, spec)
       XCTAssertLessThanOrEqual(Double(scores), Double(edges) * 1.03 + Double(l / 4 * 8), "\(spec): \(scores) scores for \(edges) edges")
     }
