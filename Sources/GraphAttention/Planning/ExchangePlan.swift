@@ -94,12 +94,14 @@ public struct ExchangePlan: Sendable {
     for s in 0..<p where s != rank {
       keys += backward ? keyCount(receiver: rank, sender: s) : keyCount(receiver: s, sender: rank)
     }
+    // Global rows go to, and partial states come from, the ranks that hold keys (every rank with tokens).
     let own = globalRows(ofRank: rank).count
-    let others = globalRows.count - own
+    let others = shards[rank].isEmpty ? 0 : globalRows.count - own
+    let peers = shards.indices.filter { $0 != rank && !shards[$0].isEmpty }.count
     if backward {
-      return keys * b.gradKeyValue + own * (p - 1) * b.globalRowState + others * b.gradQuery
+      return keys * b.gradKeyValue + own * peers * b.globalRowState + others * b.gradQuery
     }
-    return keys * b.keyValue + own * (p - 1) * b.query + others * b.partialState
+    return keys * b.keyValue + own * peers * b.query + others * b.partialState
   }
 
   /// Shard sizes as `torch.tensor_split(x, worldSize)` makes them: the first `tokens % worldSize` shards one
@@ -110,9 +112,9 @@ public struct ExchangePlan: Sendable {
 }
 
 extension ExchangePlan {
-  /// The plan for `graphs` (one per query head, or one for all) over `tokens` tokens in shards of
-  /// `shardSizes` tokens (rank order; zeros allowed): the union of the heads' needs, and the union of their
-  /// global rows.
+  /// The plan for `graphs` (one per query head, each specialised with `forHead(h)`, or one for all) over
+  /// `tokens` tokens in shards of `shardSizes` tokens (rank order; zeros allowed): the union of the heads'
+  /// needs, and the union of their global rows.
   ///
   /// - Throws: `GraphAttentionError` (`.shape`) for shard sizes that are negative or do not sum to `tokens`,
   ///   (`.mask`) for a graph that does not fit `tokens` x `tokens` or is a view.
@@ -126,6 +128,11 @@ extension ExchangePlan {
       throw GraphAttentionError(.shape, "shard sizes \(shardSizes) do not split \(tokens) tokens",
                                 fix: "give one non-negative size per rank, summing to the sequence length")
     }
+    if graphs.count == 1, graphs[0].variesPerHead {
+      throw GraphAttentionError(.mask, "\(graphs[0]) varies per head, so one graph does not say which keys each head needs",
+                                fix: "pass the graph once per query head")
+    }
+    let graphs = graphs.count == 1 ? graphs : graphs.enumerated().map { $1.forHead($0) }
     for graph in graphs {
       try graph.validate(queryCount: tokens, keyCount: tokens)
       if graph.components.contains(where: { if case .view = $0 { return true } else { return false } }) {
