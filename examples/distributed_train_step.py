@@ -87,7 +87,7 @@ def step(model, tokens, targets, first, total, mask, distributed, lr=0.1):
     with torch.no_grad():
         for p in model.parameters():
             p -= lr * p.grad
-    return float(loss)
+    return float(loss.detach())
 
 
 def main():
