@@ -101,6 +101,36 @@ int32_t ga_attention_backward_ex(const void *query, const int64_t *query_shape, 
                                  float *grad_query, float *grad_key, float *grad_value, float *grad_sinks,
                                  const ga_attention_options *options);
 
+/* Views and exchange plans: sequence-parallel attention over any transport (docs/distributed.md).
+ * Runs are (start, count, stride) int64 triples of global indices, sorted by start with disjoint spans. */
+
+/* A view of `graph` over `query_count` x `key_count` tokens: the global query rows of `row_runs` against the
+ * global keys of `key_runs`, renumbered compactly (view row i is the i-th listed row), with the edges of
+ * `excluded_rows` dropped. Use it with the listed rows as the query and the listed keys as key and value;
+ * ALiBi needs one contiguous row run and one contiguous key run. New handle at *out (ga_graph_free). */
+int32_t ga_graph_view(ga_graph graph, int64_t query_count, int64_t key_count,
+                      const int64_t *row_runs, int64_t row_run_count, const int64_t *key_runs, int64_t key_run_count,
+                      const int64_t *excluded_rows, int64_t excluded_count, ga_graph *out);
+
+typedef void *ga_exchange_plan;
+
+/* The keys each rank needs from each other rank for `graph_count` graphs (1, or one per query head) over
+ * `tokens` tokens split into `world_size` shards of `shard_sizes` (NULL: torch.tensor_split's sizes, the first
+ * tokens % world_size one longer). Global tokens as queries are listed apart (ga_exchange_plan_global_rows):
+ * every rank computes them against its own keys and the owner merges the partial states. */
+int32_t ga_exchange_plan_create(const ga_graph *graphs, int64_t graph_count, int64_t tokens,
+                                const int64_t *shard_sizes, int64_t world_size, ga_exchange_plan *out);
+void ga_exchange_plan_free(ga_exchange_plan plan);
+/* Keys `receiver` fetches from `sender`: *run_count runs, *key_count keys; triples into `runs` when
+ * `capacity` (runs) suffices (NULL, 0 to size). */
+int32_t ga_exchange_plan_needs(ga_exchange_plan plan, int64_t receiver, int64_t sender, int64_t *runs,
+                               int64_t capacity, int64_t *run_count, int64_t *key_count);
+int32_t ga_exchange_plan_global_rows(ga_exchange_plan plan, int64_t *rows, int64_t capacity, int64_t *count);
+/* Bytes `rank` sends per forward (backward 0) or backward pass; row_bytes: one token's K+V, Q, partial state
+ * (O and LSE), dK+dV, global row state (O, LSE, dO), dQ. */
+int32_t ga_exchange_plan_bytes_sent(ga_exchange_plan plan, int64_t rank, const int64_t row_bytes[6],
+                                    int32_t backward, int64_t *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -181,6 +181,7 @@ struct AttentionCall {
     self.progress = options.progress
     self.kernel = try options.kernel.resolved()
     self.modifiers = try ScoreModifiers(options: options, shape: shape)
+    if options.alibi != nil, let alignment = try graph.viewAlignment() { modifiers.alignment = alignment }
   }
 
   /// Throws for the first NaN or infinity in the inputs, naming the tensor and the index.

@@ -43,7 +43,7 @@ struct CUDAGraphEncoding {
     case .global: return 1
     case .explicit: return 2
     case .random: return 3
-    case .prefix, .documents, .intersection: return 1  // refused by `CUDAExecutor.run` (`cudaSupport`)
+    case .prefix, .documents, .intersection, .view: return 1  // refused by `CUDAExecutor.run` (`cudaSupport`)
     }
   }
 
@@ -85,7 +85,7 @@ struct CUDAGraphEncoding {
       w[1] = UInt64(graph.rowCount)
       arrays.append((index, 3, CUDAGraphEncoding.bytes(graph.denseRowOffsets.map { Int64($0) })))
       arrays.append((index, 4, CUDAGraphEncoding.bytes(graph.storage.columns)))
-    case .prefix, .documents, .intersection:
+    case .prefix, .documents, .intersection, .view:
       preconditionFailure("\(component) is refused before encoding (CUDAGraphEncoding.unsupported)")
     }
     words += w
@@ -97,7 +97,7 @@ struct CUDAGraphEncoding {
   static func unsupported(_ graph: Graph?, queryCount: Int, keyCount: Int) -> String? {
     for component in graph?.components ?? [] {
       switch component {
-      case .prefix, .documents, .intersection:
+      case .prefix, .documents, .intersection, .view:
         return "the CUDA backend does not compute \(component) graphs yet"
       case .causal where queryCount != keyCount, .window(_, true) where queryCount != keyCount:
         return "the CUDA backend does not align \(component) for L_q != L_k yet"

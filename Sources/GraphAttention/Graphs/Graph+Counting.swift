@@ -81,6 +81,10 @@ extension Graph {
   /// without a closed form the least of its operands' (an upper bound).
   private static func estimate(_ component: Component, queryCount q: Int, keyCount k: Int, cap: Double) -> Double {
     if case let .random(graph) = component { return graph.probability * Double(q) * Double(k) }
+    if case let .view(view) = component {  // the base's edges, scaled to the view's share of the rows
+      let base = estimate(view.base, queryCount: view.globalQueryCount, keyCount: view.globalKeyCount, cap: 9e18)
+      return min(cap, base * Double(q) / Double(max(1, view.globalQueryCount)))
+    }
     do {
       if let count = try component.closedFormEdgeCount(queryCount: q, keyCount: k) { return Double(count) }
     } catch {
@@ -157,6 +161,11 @@ extension Graph.Component {
           .mask, "\(documents.source) covers \(documents.tokenCount) tokens (its last offset) but the sequence has \(keyCount)",
           fix: "end the offsets at the sequence length \(keyCount)")
       }
+    case let .view(view):
+      if view.rows.count != queryCount || view.keys.count != keyCount {
+        throw GraphAttentionError(.shape, "a view of \(view.rows.count) rows and \(view.keys.count) keys is used with L_q = \(queryCount), L_k = \(keyCount)",
+                                  fix: "pass the view's rows as the query and its keys as the key and value")
+      }
     default:
       break
     }
@@ -175,6 +184,10 @@ extension Graph.Component {
       return j >= start && j < end
     case let .intersection(atoms):
       return atoms.allSatisfy { $0.contains(row: i, column: j, queryCount: m, keyCount: n) }
+    case let .view(view):
+      let g = view.rows.global(i)
+      if Graph.Component.binarySearch(view.excluded, g) { return false }
+      return view.base.contains(row: g, column: view.keys.global(j), queryCount: view.globalQueryCount, keyCount: view.globalKeyCount)
     case let .dilated(radius, dilation):
       let s = dilation + 1
       let distance = abs(i - j)
@@ -257,7 +270,7 @@ extension Graph.Component {
       // g full rows plus g keys in each of the other n - g rows.
       let g = tokens.count
       return try EdgeCountOverflow.sum(EdgeCountOverflow.product(g, n), EdgeCountOverflow.product(g, n - g))
-    case .random: return nil
+    case .random, .view: return nil
     case let .explicit(graph): return graph.edgeCount
     }
   }
@@ -305,7 +318,7 @@ extension Graph.Component {
       return (empty > 0 ? 0 : degrees.min() ?? 0, degrees.max() ?? 0, empty)
     case let .global(tokens):
       return (tokens.count < n ? tokens.count : n, n, 0)
-    case .random: return nil
+    case .random, .view: return nil
     case let .explicit(graph):
       var lo = Int.max, hi = 0
       graph.forEachNonEmptyRowDegree { d in

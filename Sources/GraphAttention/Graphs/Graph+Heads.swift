@@ -6,6 +6,7 @@ extension Graph {
     components.contains { component in
       component.intersectionAtoms.contains {
         if case let .random(random) = $0 { return random.perHead }
+        if case let .view(view) = $0 { return Graph(components: [view.base]).variesPerHead }
         return false
       }
     }
@@ -28,6 +29,8 @@ extension Graph {
         return .random(RandomGraph(probability: random.probability, seed: seed))
       case let .intersection(atoms):
         return .intersection(atoms.map(reseeded))
+      case let .view(view):
+        return .view(view.with(base: reseeded(view.base)))
       default:
         return c
       }

@@ -250,6 +250,8 @@ extension Graph.Component {
       runs.append(KeyRun(start: start, count: end - start))
     case let .intersection(atoms):
       scratch.intersect(atoms, row: i, queryCount: m, keyCount: n, into: &runs)
+    case let .view(view):
+      view.appendRuns(row: i, to: &runs, scratch: &scratch)
     case let .dilated(radius, dilation):
       let s = dilation + 1
       let left = min(radius, i / s)
@@ -323,7 +325,7 @@ extension Graph.Component {
       return (i - base) % s == 0 ? Graph.Component.blockedDegree(base: base, block: block, step: s, keyCount: n) : 0
     case let .global(tokens):
       return Graph.Component.binarySearch(tokens, i) ? n : tokens.count
-    case .random: return nil
+    case .random, .view: return nil
     case let .explicit(graph): return graph.columns(ofRow: i).count
     }
   }
@@ -360,6 +362,9 @@ struct IntersectionScratch {
   @usableFromInline var operand: [KeyRun] = []
   @usableFromInline var result: [KeyRun] = []
   @usableFromInline var keys: [Int] = []
+  /// A view's global runs and keys (`GraphView`), apart from the buffers its base uses.
+  @usableFromInline var viewRuns: [KeyRun] = []
+  @usableFromInline var viewKeys: [Int] = []
 
   init() {}
 

@@ -44,6 +44,8 @@ struct TransposedGraph: Sendable {
     case intersection([Term])
     /// A materialised transpose (explicit and random components): row `j` of the CSC lists the queries.
     case compressedColumns(ExplicitGraph)
+    /// The transpose of a view of an implicit component (`Graph.view`).
+    case view(TransposedView)
   }
 
   /// The terms, one per component of the original graph.
@@ -103,6 +105,8 @@ extension TransposedGraph.Term {
       }
     case let .compressedColumns(csc):
       Graph.Component.explicit(csc).appendRuns(row: j, queryCount: n, keyCount: m, to: &runs, scratch: &unused)
+    case let .view(view):
+      view.appendRuns(column: j, to: &runs, scratch: &unused)
     }
   }
 }
@@ -134,6 +138,15 @@ extension Graph {
         return .compressedColumns(TransposedGraph.compressedColumns(queryCount: queryCount, keyCount: keyCount) { row, body in
           for column in graph.columns(ofRow: row) { body(Int(column)) }
         })
+      case let .view(view) where view.hasScatteredBase:
+        // The view's own edges (not the global graph's) into a CSC: O(edges of the view).
+        return .compressedColumns(TransposedGraph.compressedColumns(queryCount: queryCount, keyCount: keyCount) { row, body in
+          var runs: [KeyRun] = [], scratch = IntersectionScratch()
+          view.appendRuns(row: row, to: &runs, scratch: &scratch)
+          for run in runs { for t in 0..<run.count { body(run.start + t * run.stride) } }
+        })
+      case let .view(view):
+        return .view(TransposedView(base: transpose(view.base), view: view))
       }
     }
     let terms = components.map(transpose)

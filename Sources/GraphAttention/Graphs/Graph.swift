@@ -64,6 +64,8 @@ public struct Graph: Sendable, CustomStringConvertible {
     case documents(DocumentGraph)
     /// Two or more components, none of them an intersection.
     case intersection([Component])
+    /// A component seen through a view of some rows and keys (`Graph.view`).
+    case view(GraphView)
   }
 
   // MARK: - Kinds
@@ -240,6 +242,7 @@ extension Graph.Component: CustomStringConvertible {
     case let .prefix(length): return "prefix:\(length)"
     case let .documents(d): return d.source
     case let .intersection(atoms): return atoms.map(\.description).joined(separator: "&")
+    case let .view(view): return view.description
     }
   }
 
@@ -252,7 +255,7 @@ extension Graph.Component: CustomStringConvertible {
   /// Whether the component is defined only for square (self-)attention.
   var requiresSquare: Bool {
     switch self {
-    case .full, .random, .explicit, .causal, .prefix: return false
+    case .full, .random, .explicit, .causal, .prefix, .view: return false
     case let .window(_, causal): return !causal
     case .dilated, .blocked, .global, .documents: return true
     case let .intersection(atoms): return atoms.contains(where: \.requiresSquare)

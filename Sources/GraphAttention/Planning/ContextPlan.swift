@@ -295,7 +295,7 @@ public struct ContextPlan: Sendable {
     var streamed = false
     for component in graph.components {
       switch component {
-      case .full, .causal, .prefix:
+      case .full, .causal, .prefix, .view:
         streamed = true
       case let .documents(documents):
         let span = min(L, R + Double(documents.longest))
@@ -375,6 +375,8 @@ public struct ContextPlan: Sendable {
       return random.probability * queries * keys
     case let .explicit(pattern):
       return Double(pattern.edgeCount)
+    case let .view(view):
+      return edges(view.base, queries: Double(view.globalQueryCount), keys: Double(view.globalKeyCount)) * queries / Double(max(1, view.globalQueryCount))
     }
   }
 

@@ -57,7 +57,7 @@ extension Graph.Component {
     case let .dilated(radius, dilation): return radius.multipliedReportingOverflow(by: dilation + 1).partialValue
     case let .blocked(block, _): return block
     case let .documents(documents): return documents.longest
-    case .global, .random, .explicit: return nil
+    case .global, .random, .explicit, .view: return nil
     case .full, .causal, .prefix: return keyCount
     case let .intersection(atoms): return atoms.compactMap { $0.localReach(keyCount: keyCount, shift: shift) }.min()
     }
