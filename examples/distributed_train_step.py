@@ -113,7 +113,7 @@ def main():
         torch.manual_seed(0)
         reference = Model()
         ref_loss = step(reference, tokens, targets, 0, total, args.mask, False)
-        difference = max(float((p - r).abs().max()) for p, r in zip(model.parameters(), reference.parameters()))
+        difference = max(float((p - r).detach().abs().max()) for p, r in zip(model.parameters(), reference.parameters()))
         plan = gad.plan(args.mask, args.length, world, batch=2, heads=4, head_dim=16)
         print(f"{world} processes: loss {loss:.6f}, one process: {ref_loss:.6f}; largest parameter difference after "
               f"the step {difference:.2e}")
