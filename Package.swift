@@ -17,7 +17,7 @@ let package = Package(
     // `swift build -c release` must produce the fast code, and the package must stay usable as a dependency.
     .target(
       name: "GraphAttention",
-      dependencies: ["_GraphAttentionKernels"],
+      dependencies: ["_GraphAttentionKernels", "_GraphAttentionSystem"],
       path: "Sources/GraphAttention"
     ),
     .executableTarget(
@@ -30,12 +30,18 @@ let package = Package(
     ),
 
     // MARK: - Implementation details
-    // C micro-kernels: AVX2/FMA chosen at run time through function target attributes, with a portable
-    // fallback. No stable API.
+    // C micro-kernels: AVX-512, AVX2/FMA and portable, chosen at run time through function target attributes.
+    // The `.inc` files are implementation units included by TileKernelAVX2.c, not compiled alone. No stable API.
     .target(
       name: "_GraphAttentionKernels",
       path: "Sources/_GraphAttentionKernels",
-      exclude: ["README.md"]
+      exclude: ["README.md", "TileKernelAVX2Rows.inc", "TileKernelAVX2Lanes.inc"]
+    ),
+    // System calls Swift's Glibc module does not expose (fallocate, sync_file_range) and the SIGBUS guard of
+    // memory-mapped files: the operating system's side, apart from the kernels. No stable API.
+    .target(
+      name: "_GraphAttentionSystem",
+      path: "Sources/_GraphAttentionSystem"
     ),
 
     // MARK: - Tests

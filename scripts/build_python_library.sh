@@ -15,7 +15,7 @@ bin=$(swift build -c release --show-bin-path)
 # The objects, not the archive: the runtime's link arguments pass --exclude-libs ALL, which would hide
 # every symbol that comes from a static archive, ga_* included.
 objects=()
-for target in _GraphAttentionCABI GraphAttention _GraphAttentionKernels; do
+for target in _GraphAttentionCABI GraphAttention _GraphAttentionKernels _GraphAttentionSystem; do
   objects+=("$bin/$target.build"/*.o)
 done
 

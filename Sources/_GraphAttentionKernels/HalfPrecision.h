@@ -1,6 +1,6 @@
 // The one implementation of the scalar conversions between fp32 and the 16-bit storage types
 // (IEEE binary16, bfloat16), private to this target: Convert.c builds the bulk conversions on them
-// and Kernels.c widens keys and values with them; Swift reaches them only through the bulk functions
+// and the tile kernels widen keys and values with them; Swift reaches them only through the bulk functions
 // of GraphAttentionConvert.h.
 //
 // One NaN rule, everywhere: a NaN stays a NaN with its sign and its top payload bits, never infinity or

@@ -38,6 +38,13 @@ static inline ga_tile_extent ga_tile_extent_of(const ga_tile *t) {
 
 /// The AVX-512 GEMM-shaped tile kernel, for tiles of 4, 8, 12 or 16 rows with a pack buffer of at least
 /// `ga_pack_floats` floats. Only call it when `ga_isa_supported(GA_ISA_AVX512)`.
+// The position of the tile's key entry `p` (for ALiBi).
+static inline int64_t ga_key_position(const ga_tile *t, int64_t p) { return t->key_positions ? t->key_positions[p] : t->keys[p]; }
+
+// The kernels of one tile, by instruction set; `ga_tile_attend` (Dispatch.c) picks one.
+void ga_tile_attend_portable(const ga_tile *tile);
+void ga_tile_attend_avx2_rows(const ga_tile *tile);   // 1 row or groups of 4, dot products over d
+void ga_tile_attend_avx2_lanes(const ga_tile *tile);  // groups of 4-16 rows in the lanes, a pack buffer given
 void ga_tile_attend_avx512(const ga_tile *tile);
 
 /// One query row against `n` gathered key columns (sorted or not), folded into its state (m, l, acc), with the

@@ -19,14 +19,14 @@ struct DemoCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Head dimension.") var dim = 64
   @Option(help: "Mask specification.") var mask = "window:64+global:0,1+random:0.000004:42"
   @Option(parsing: .unconditional, help: "Rows per head checked against the float64 reference.") var sample = 16
-  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
+  @OptionGroup var threadOption: ThreadOption
+  var threads: Int? { threadOption.threads }
 
   func validate() throws {
     try requirePositive(tokens, "tokens", max: 1 << 31)
     try requirePositive(heads, "heads", max: 4096)
     try requirePositive(dim, "dim", max: 65_536)
     try requirePositive(sample, "sample")
-    if let threads { try requirePositive(threads, "threads", max: 4096) }
   }
 
   func run() throws {

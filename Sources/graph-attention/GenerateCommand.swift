@@ -34,12 +34,12 @@ struct GenerateCommand: ParsableCommand, ShapedCommand {
   @Option(parsing: .unconditional, help: "Batch B: shapes [B, H, L, d] instead of [H, L, d].") var batch: Int?
   @Option(help: "Format of the files in a directory: npy or safetensors (default: npy; safetensors for bf16).")
   var format: Format?
-  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
+  @OptionGroup var threadOption: ThreadOption
+  var threads: Int? { threadOption.threads }
   @Flag(help: "Print one JSON object (files, shape, dtype, seed, bytes, seconds).") var json = false
 
   func validate() throws {
     if let batch { try requirePositive(batch, "batch", max: 1 << 20) }
-    if let threads { try requirePositive(threads, "threads", max: 4096) }
     if dtype == .bfloat16 && format == .npy {
       throw ValidationError("--dtype bf16 cannot be written as .npy (numpy has no bfloat16); use --format safetensors.")
     }

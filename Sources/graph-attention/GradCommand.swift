@@ -26,7 +26,8 @@ struct GradCommand: ParsableCommand {
   @Option(help: "The forward's output O (from `run`); needs --lse.") var output: String?
   @Option(help: "The forward's log-sum-exp (from `run --save-lse`); needs --output.") var lse: String?
   @Option(parsing: .unconditional, help: "Factor on q.k before the softmax (default 1/sqrt(d_k)); must be the forward's.") var scale: Float?
-  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
+  @OptionGroup var threadOption: ThreadOption
+  var threads: Int? { threadOption.threads }
   @Option(help: "dQ of rows with no edges: zero, or nan (as PyTorch gives for fully masked rows).")
   var emptyRows: EmptyRowPolicy = .zero
   @OptionGroup var modifiers: ScoreModifierOptions
@@ -35,9 +36,6 @@ struct GradCommand: ParsableCommand {
   func validate() throws {
     if (output == nil) != (lse == nil) {
       throw ValidationError("--output and --lse go together (the output and log-sum-exp of one `run --save-lse`).")
-    }
-    if let threads, threads < 1 || threads > 4096 {
-      throw ValidationError("--threads must be between 1 and 4096, got \(threads).")
     }
     if let scale, !scale.isFinite {
       throw ValidationError("--scale must be a finite number, got \(scale).")

@@ -31,7 +31,8 @@ struct PlanCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Free disk for the files, BYTES (default: free space of the current directory's file system).")
   var disk: ByteCount?
   @Option(parsing: .unconditional, help: "Query rows per streamed chunk R (default: what `run` picks for this shape).") var chunkRows: Int?
-  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
+  @OptionGroup var threadOption: ThreadOption
+  var threads: Int? { threadOption.threads }
   @Option(parsing: .unconditional, help: "Also evaluate this context length L.") var tokens: Int?
   @Option(parsing: .unconditional, help: "Sustained useful GFLOP/s, to estimate compute time (e.g. from `graph-attention bench`).") var gflops: Double?
   @Flag(help: "Print one JSON object.") var json = false
@@ -43,7 +44,6 @@ struct PlanCommand: ParsableCommand {
     if let kvHeads { try requirePositive(kvHeads, "kv-heads", max: 1 << 20) }
     try requirePositive(batch, "batch", max: 1 << 20)
     if let chunkRows { try requirePositive(chunkRows, "chunk-rows", max: 1 << 32) }
-    if let threads { try requirePositive(threads, "threads", max: 4096) }
     if let tokens { try requirePositive(tokens, "tokens", max: 1 << 50) }
     if let gflops, !(gflops > 0 && gflops.isFinite) { throw ValidationError("--gflops must be a positive number, got \(gflops).") }
   }
@@ -57,7 +57,7 @@ struct PlanCommand: ParsableCommand {
     let request = ContextPlan.Request(
       headDim: dim, valueDim: valueDim, heads: heads, keyValueHeads: kvHeads, batch: batch, storage: dtype,
       output: outputDtype, memoryBytes: memoryBytes, diskBytes: diskBytes,
-      threads: threads ?? ProcessInfo.processInfo.activeProcessorCount, chunkRows: chunkRows)
+      threads: threadOption.count, chunkRows: chunkRows)
     let plan = try ContextPlan(graph: graph, request: request)
     if json {
       print(jsonReport(plan))

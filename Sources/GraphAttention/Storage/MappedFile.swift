@@ -5,7 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import _GraphAttentionKernels
+import _GraphAttentionSystem
 
 /// One memory mapping of a whole file: read-only for inputs, shared read-write for outputs.
 ///

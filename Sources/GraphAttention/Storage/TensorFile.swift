@@ -5,7 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import _GraphAttentionKernels
+import _GraphAttentionSystem
 
 import Synchronization
 

@@ -1,4 +1,4 @@
-import _GraphAttentionKernels
+import _GraphAttentionSystem
 
 /// Turns SIGBUS on the mapped files of a streamed job (an input truncated while it is read, an output
 /// whose disk blocks vanish) into an error naming the file, instead of killing the process.

@@ -27,7 +27,8 @@ struct BenchCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Timed runs per row (the median is reported).") var repeats = 5
   @Option(parsing: .unconditional, help: "Skip rows estimated to take longer than this, in seconds for all repeats.") var maxRowSeconds = 30.0
   @Option(parsing: .unconditional, help: "Skip rows whose tensors need more than this fraction of physical memory.") var memoryFraction = 0.6
-  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).") var threads: Int?
+  @OptionGroup var threadOption: ThreadOption
+  var threads: Int? { threadOption.threads }
   @Option(help: "CPU kernel: automatic (GRAPH_ATTENTION_KERNEL, else the widest), portable, avx2 or avx512.")
   var kernel: CPUKernel = .automatic
   @Option(help: "Write results.json, results.csv and results.svg into this directory.") var outputDirectory: String?
@@ -42,7 +43,6 @@ struct BenchCommand: ParsableCommand {
     guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1.") }
     guard maxRowSeconds > 0 else { throw ValidationError("--max-row-seconds must be positive.") }
     guard memoryFraction > 0, memoryFraction <= 1 else { throw ValidationError("--memory-fraction must be in (0, 1].") }
-    if let threads { try requirePositive(threads, "threads", max: 4096) }
     for (name, list) in [("tokens", tokens), ("dims", dims), ("heads", heads)] {
       guard let values = BenchCommand.integers(list), !values.isEmpty, values.allSatisfy({ $0 >= 1 }) else {
         throw ValidationError("--\(name) must be a comma-separated list of positive integers, got '\(list)'.")
@@ -79,7 +79,7 @@ struct BenchCommand: ParsableCommand {
     throw GraphAttentionError(.option, "bench refuses debug builds: their kernels run 10-100x slower",
                               fix: "build with -c release: swift run -c release graph-attention bench")
     #else
-    let threadCount = threads ?? ProcessInfo.processInfo.activeProcessorCount
+    let threadCount = threadOption.count
     Console.note("measuring this machine's FMA peak and read bandwidth with \(threadCount) thread(s)...")
     // The peak of the widest FMA this CPU runs: a percentage of a narrower one would overstate every row.
     let peak = (0..<3).map { _ in MachineLimits.measureFMAPeak(threads: threadCount) }.max() ?? 0

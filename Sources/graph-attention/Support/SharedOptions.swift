@@ -12,6 +12,21 @@ enum DeviceKind: String, ExpressibleByArgument, CaseIterable {
 }
 
 /// Options shared by the commands that compute attention.
+/// `--threads`, declared once for every command that runs work on the engine's worker threads.
+struct ThreadOption: ParsableArguments {
+  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).")
+  var threads: Int?
+
+  /// The threads to use: the option, or every online processor.
+  var count: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
+
+  func validate() throws {
+    if let threads, threads < 1 || threads > 4096 {
+      throw ValidationError("--threads must be between 1 and 4096, got \(threads).")
+    }
+  }
+}
+
 struct ComputeOptions: ParsableArguments {
   @Option(help: "Output of rows with no edges: zero or nan.")
   var emptyRows: EmptyRowPolicy = .zero
@@ -19,8 +34,8 @@ struct ComputeOptions: ParsableArguments {
   @Option(parsing: .unconditional, help: "Factor on q.k before the softmax (default 1/sqrt(d_k)); may be negative.")
   var scale: Float?
 
-  @Option(parsing: .unconditional, help: "Worker threads (default: every processor).")
-  var threads: Int?
+  @OptionGroup var threadOption: ThreadOption
+  var threads: Int? { threadOption.threads }
 
   @Option(help: "CPU kernel: automatic (GRAPH_ATTENTION_KERNEL, else the widest this CPU runs), portable, avx2 or avx512.")
   var kernel: CPUKernel = .automatic
@@ -48,9 +63,6 @@ struct ComputeOptions: ParsableArguments {
     }
     if cudaDevice < 0 {
       throw ValidationError("--cuda-device must be >= 0, got \(cudaDevice).")
-    }
-    if let threads, threads < 1 || threads > 4096 {
-      throw ValidationError("--threads must be between 1 and 4096, got \(threads).")
     }
     if let scale, !scale.isFinite {
       throw ValidationError("--scale must be a finite number, got \(scale).")
