@@ -117,6 +117,71 @@ final class TilingTests: XCTestCase {
     XCTAssertEqual(mismatches, [], "tiles changed")
   }
 
+  // MARK: - The shared row grouper
+
+  /// `RowOrder` visits each row of the range once, residue by residue, as both tilers always have.
+  func testRowOrderIsResidueMajor() {
+    for lower in [0, 1, 5, 17] {
+      for count in [0, 1, 2, 7, 40] {
+        for stride in [1, 2, 3, 4, 9, 64] {
+          let rows = lower..<(lower + count)
+          XCTAssertEqual(Array(RowOrder(rows, rowStride: stride)), TilingTests.visitingOrder(rows, stride: stride),
+                         "rows \(rows) stride \(stride)")
+        }
+      }
+    }
+  }
+
+  /// The grouper's union holds every slot's keys (and on a lattice, only the hull's), sorted; the mask marks each
+  /// row's keys and nothing else, in either layout; spans, where written, are the rows' keys.
+  func testGrouperUnionsAndMasks() throws {
+    for l in [7, 65] {
+      for mask in TilingTests.masks(tokens: l) {
+        let graph = try Graph(parsing: mask.spec)
+        try graph.validate(queryCount: l, keyCount: l)
+        var grouper = RowGrouper(rowStride: 1, keysCapacity: 4)
+        defer { grouper.deallocate() }
+        var first = 0
+        while first < l {
+          var rowKeys: [[Int]] = []
+          for row in first..<min(l, first + 8) {
+            let slot = grouper.nextSlot
+            graph.neighbourhood(row: row, queryCount: l, keyCount: l, into: &grouper.scratch[slot])
+            let keys = grouper.scratch[slot].runs.flatMap { run in (0..<run.count).map { run.start + $0 * run.stride } }
+            guard !keys.isEmpty else { continue }
+            rowKeys.append(keys)
+            _ = grouper.append(row, degree: keys.count)
+          }
+          first += 8
+          let slots = 0..<grouper.nextSlot
+          defer { grouper.removeAll() }
+          guard !slots.isEmpty else { continue }
+          let exact = Set(rowKeys.flatMap { $0 }).sorted()
+          // The forward takes unions of whole groups of four only.
+          for (hull, groupRows, spans) in [(false, 4, false), (true, 1, false), (false, 4, true)] where slots.count % groupRows == 0 {
+            let context = "\(mask) L=\(l) rows \(grouper.pending) hull \(hull) groups of \(groupRows) spans \(spans)"
+            guard let n = grouper.unionSize(slots, limit: .max, contiguousHull: hull) else { XCTFail(context); continue }
+            let wroteSpans = grouper.fillUnion(slots, count: n, maskGroupRows: groupRows, spans: spans)
+            let union = (0..<n).map { Int(grouper.keys[$0]) }
+            XCTAssert(zip(union, union.dropFirst()).allSatisfy { $0 < $1 }, "\(context): union not sorted")
+            XCTAssert(Set(exact).isSubset(of: union), "\(context): union misses keys")
+            if case .lattice = grouper.shape {} else { XCTAssertEqual(union, exact, "\(context): union holds extra keys") }
+            for (r, keys) in rowKeys.enumerated() {
+              let marked: [Int]
+              if wroteSpans {
+                marked = Array(union[grouper.tileSpans[r]])
+              } else {
+                marked = (0..<n).filter { grouper.mask[RowGrouper.maskIndex(row: r, key: $0, keys: n, groupRows: groupRows)] == 1 }
+                  .map { union[$0] }
+              }
+              XCTAssertEqual(marked, keys, "\(context): row \(r)'s membership")
+            }
+          }
+        }
+      }
+    }
+  }
+
   // MARK: - Masks
 
   /// Every graph kind: the graph tests' masks (windows, causal windows, causal, full, dilated, blocked, global,
