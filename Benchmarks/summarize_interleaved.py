@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Medians per mask and binary from interleave.sh's forward.jsonl and backward.txt (a Markdown table)."""
+"""Medians per mask and binary from interleave_binaries.sh's forward.jsonl and backward.txt (a Markdown table)."""
 import json, statistics, sys
 from collections import defaultdict
 
