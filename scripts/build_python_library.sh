@@ -14,9 +14,13 @@ bin=$(swift build -c release --show-bin-path)
 
 # The objects, not the archive: the runtime's link arguments pass --exclude-libs ALL, which would hide
 # every symbol that comes from a static archive, ga_* included.
+# One object per source file that exists now: a build folder keeps the objects of files since moved or removed,
+# and linking those would define their symbols twice.
 objects=()
 for target in _GraphAttentionCABI GraphAttention _GraphAttentionKernels _GraphAttentionSystem; do
-  objects+=("$bin/$target.build"/*.o)
+  while IFS= read -r source; do
+    objects+=("$bin/$target.build/$(basename "$source").o")
+  done < <(find "Sources/$target" -name '*.swift' -o -name '*.c')
 done
 
 exports=$(mktemp)

@@ -48,8 +48,8 @@ struct CAttentionOptions {
     }
     graphs = try (0..<Int(graphCount)).map { try GraphHandle.borrow(handles[$0]) }
     options = try attentionOptions(scale: scale, emptyRows: emptyRows, threads: threads, flags: flags)
-    // 0 means no softcap; anything else (negative, infinite, NaN) reaches the library's check and its message.
-    options.softcap = softcap == 0 ? nil : softcap
+    // NaN means no softcap (as for the scale); any other value, 0 included, reaches the library's one rule.
+    options.softcap = softcap.isNaN ? nil : softcap
     switch alibi {
     case 0: options.alibi = nil
     case 1: options.alibi = .standard

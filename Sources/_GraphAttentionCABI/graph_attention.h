@@ -63,7 +63,7 @@ typedef struct ga_attention_options {
   const float *alibi_slopes;  /* with alibi 2: H_q slopes, one per query head; else ignored */
   const float *sinks;         /* NULL, or H_q sink logits (GPT-OSS), each joining its head's softmax denominators */
   float scale;                /* the factor on q . k; NaN for 1/sqrt(d_k) */
-  float softcap;              /* 0 for none; C > 0 caps scores as C * tanh(s / C) (Gemma), before ALiBi */
+  float softcap;              /* NaN for none; C > 0 caps scores as C * tanh(s / C) (Gemma), before ALiBi */
   int32_t empty_rows;         /* 0 zeros, 1 NaN */
   int32_t threads;            /* worker threads, 0 for every processor */
   uint32_t flags;             /* bit 0 scans inputs for NaN/inf first */
@@ -83,8 +83,8 @@ static inline ga_attention_options ga_attention_options_default(void) {
 
 /* ga_attention_forward with per-head graphs and score modifiers, as `options` says: s = scale * q.k, then the
  * softcap, then ALiBi's bias; sinks join each row's softmax denominator (a row without edges then gives zeros,
- * whatever empty_rows says, and its log-sum-exp includes the sink). A softcap that is not 0 or positive and
- * finite, slopes or sinks that are not finite: status 6 (option). */
+ * whatever empty_rows says, and its log-sum-exp includes the sink). A softcap that is not NaN (none) or a
+ * positive finite number of normal size, slopes or sinks that are not finite: status 6 (option). */
 int32_t ga_attention_forward_ex(const void *query, const int64_t *query_shape, int32_t query_dtype,
                                 const void *key, const int64_t *key_shape, int32_t key_dtype,
                                 const void *value, const int64_t *value_shape, int32_t value_dtype,

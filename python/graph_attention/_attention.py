@@ -106,16 +106,18 @@ def check_arguments(shapes, dtype_names, scale, empty_rows, threads):
 
 
 def check_softcap(softcap):
-    """The softcap as a float (None for none), or GraphAttentionError: it must be a positive finite number."""
+    """The softcap as a float (None for none), or GraphAttentionError if it is not a number. Its value is the
+    engine's to judge (one rule, in the library): a float NaN would mean "none" at the C ABI, so NaN is refused here
+    in the engine's words."""
     if softcap is None:
         return None
     try:
         value = None if isinstance(softcap, bool) else float(softcap)
     except (TypeError, ValueError):
         value = None
-    if value is None or not (math.isfinite(value) and value > 0):
-        raise GraphAttentionError(f"option: softcap is {softcap!r}. Fix: pass a positive finite number (Gemma 2 uses "
-                                  "50), or None for none.", "option")
+    if value is None or math.isnan(value):
+        raise GraphAttentionError(f"option: softcap is {softcap!r}, not a number. Fix: pass a positive finite number "
+                                  "(Gemma 2 uses 50), or None for none.", "option")
     return value
 
 
@@ -144,7 +146,7 @@ def _options(graphs, scale, empty_rows_code, threads, flags, modifiers):
                                threads=threads, flags=flags)
     if modifiers is not None:
         softcap, options.alibi, options.alibi_slopes, options.sinks = modifiers
-        options.softcap = softcap or 0.0
+        options.softcap = math.nan if softcap is None else softcap
     return options
 
 

@@ -7,6 +7,7 @@ while the engine computes.
 """
 import ctypes
 import functools
+import math
 import os
 from pathlib import Path
 
@@ -47,7 +48,8 @@ class GraphAttentionOSError(OSError):
 
 
 class AttentionOptions(ctypes.Structure):
-    """`ga_attention_options` of graph_attention.h, version 1 (56 bytes); `size` is set by `__init__`."""
+    """`ga_attention_options` of graph_attention.h, version 1 (56 bytes); `size` is set by `__init__`, and `softcap`
+    defaults to NaN (none)."""
 
     _fields_ = [("size", ctypes.c_uint32), ("graph_count", ctypes.c_int32), ("graphs", ctypes.POINTER(ctypes.c_void_p)),
                 ("alibi_slopes", ctypes.c_void_p), ("sinks", ctypes.c_void_p), ("scale", ctypes.c_float),
@@ -55,6 +57,7 @@ class AttentionOptions(ctypes.Structure):
                 ("flags", ctypes.c_uint32), ("alibi", ctypes.c_int32)]
 
     def __init__(self, **fields):
+        fields.setdefault("softcap", math.nan)  # NaN: no softcap (0 would be a softcap the engine refuses)
         super().__init__(size=ctypes.sizeof(AttentionOptions), **fields)
 
 

@@ -166,9 +166,10 @@ def test_compile_fullgraph_with_learned_sinks():
 
 
 @pytest.mark.parametrize("options,kind,words", [
-    (dict(softcap=0), "option", "softcap is 0"),
-    (dict(softcap=-2.0), "option", "softcap is -2.0"),
-    (dict(softcap=math.inf), "option", "softcap is inf"),
+    (dict(softcap=0), "option", "softcap 0.0 is not a positive finite number"),
+    (dict(softcap=-2.0), "option", "softcap -2.0 is not a positive finite number"),
+    (dict(softcap=math.inf), "option", "softcap inf is not a positive finite number"),
+    (dict(softcap=math.nan), "option", "softcap is nan, not a number"),
     (dict(softcap="big"), "option", "softcap is 'big'"),
     (dict(softcap=True), "option", "softcap is True"),
     (dict(alibi=[0.5, 0.5, 0.5]), "option", "alibi has shape \\[3\\], but the query has 4 head"),

@@ -3,14 +3,13 @@
 func headwiseAttention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView,
                        shape: AttentionShape, graphs: [Graph], options: AttentionOptions, rows: Range<Int>?,
                        logSumExp: MutableTensorView?) throws -> AttentionWork {
-  let group = shape.queryHeads / shape.keyValueHeads
   let calls = shape.batch * shape.queryHeads
   var work = AttentionWork(edges: 0, scoresComputed: 0)
   var headOptions = options
   let modifiers = try ScoreModifiers(options: options, shape: shape)
   for call in 0..<calls {
-    let (b, h) = call.quotientAndRemainder(dividingBy: shape.queryHeads)
-    let kv = b * shape.keyValueHeads + h / group
+    let h = call % shape.queryHeads
+    let kv = shape.keyValueHead(ofQueryHead: call)
     headOptions.setModifiers(modifiers, head: h)
     if let progress = options.progress {
       headOptions.progress = { progress((Double(call) + $0) / Double(calls)) }
@@ -56,7 +55,7 @@ func headwiseGradients(query: TensorView, key: TensorView, value: TensorView, ou
   for (name, type) in [("logSumExp", logSumExp.type), ("gradKey", gradKey.type), ("gradValue", gradValue.type)] where type != .float32 {
     throw GraphAttentionError(.dtype, "\(name) is \(type.rawValue), not fp32", fix: "create the log-sum-exp and the gradients as fp32")
   }
-  let group = s.queryHeads / s.keyValueHeads
+  let group = s.groupSize
   let (lq, lk, dk, dv) = (s.queryCount, s.keyCount, s.keyDim, s.valueDim)
   func slice(_ v: TensorView, _ index: Int, _ rows: Int, _ width: Int) -> TensorView {
     TensorView(shape: width == 0 ? [rows] : [rows, width], type: v.type,
@@ -70,8 +69,8 @@ func headwiseGradients(query: TensorView, key: TensorView, value: TensorView, ou
   let extraValue = group > 1 ? MutableTensorView(allocating: [lk, dv], type: .float32) : nil
   var work = AttentionWork(edges: 0, scoresComputed: 0)
   for call in 0..<(s.batch * s.queryHeads) {
-    let (b, h) = call.quotientAndRemainder(dividingBy: s.queryHeads)
-    let kv = b * s.keyValueHeads + h / group
+    let h = call % s.queryHeads
+    let kv = s.keyValueHead(ofQueryHead: call)
     let first = h % group == 0
     let headKey = first ? slice(gradKey, kv, lk, dk) : extraKey!
     let headValue = first ? slice(gradValue, kv, lk, dv) : extraValue!

@@ -85,6 +85,24 @@ public struct AttentionShape: Equatable, Sendable {
   /// Query heads that share one key/value head.
   public var groupSize: Int { queryHeads / keyValueHeads }
 
+  /// The key/value head query head `head` reads, both counted over every batch element (`b * H_q + h` in,
+  /// `b * H_kv + h / groupSize` out): grouped-query attention's one mapping, used by every path.
+  /// - Complexity: O(1).
+  @inlinable
+  public func keyValueHead(ofQueryHead head: Int) -> Int {
+    let (b, h) = head.quotientAndRemainder(dividingBy: queryHeads)
+    return b * keyValueHeads + h / groupSize
+  }
+
+  /// The query heads (counted over every batch element) that read key/value head `keyValueHead`.
+  /// - Complexity: O(1).
+  @inlinable
+  public func queryHeads(ofKeyValueHead keyValueHead: Int) -> Range<Int> {
+    let (b, g) = keyValueHead.quotientAndRemainder(dividingBy: keyValueHeads)
+    let first = b * queryHeads + g * groupSize
+    return first..<(first + groupSize)
+  }
+
   /// Useful floating-point work of a forward pass over `edges` graph edges (per head):
   /// `2 * edges * (d_k + d_v)` per query head (`4 * edges * d` when `d_k == d_v`), over all heads and batches.
   public func usefulFlops(edges: Int) -> Double {

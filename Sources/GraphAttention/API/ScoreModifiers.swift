@@ -95,6 +95,16 @@ struct ScoreModifiers: Sendable, Equatable {
 }
 
 extension AttentionOptions {
+  /// Checks the score modifiers (softcap, ALiBi slopes, sinks) for `queryHeads` query heads with the engine's one
+  /// set of rules, the ones every call applies: for front ends that want the error before any work (the CLI
+  /// before it creates an output).
+  /// - Throws: `GraphAttentionError(.option)` naming the bad value and the fix.
+  /// - Complexity: O(queryHeads).
+  public func checkScoreModifiers(queryHeads: Int) throws {
+    let heads = [max(1, queryHeads), 1, 1]
+    _ = try ScoreModifiers(options: self, shape: AttentionShape(query: heads, key: heads, value: heads))
+  }
+
   /// The score modifiers in words (exact values), "none" without any: what a streamed job's progress
   /// record compares so that a resume cannot mix outputs of different modifiers.
   var scoreModifierDescription: String {

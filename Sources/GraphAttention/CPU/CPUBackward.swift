@@ -96,8 +96,7 @@ enum CPUBackward {
           guard item < itemCount else { break }
           let head = item / blocks
           let first = (item % blocks) * rowsPerItem, last = min(lq, first + rowsPerItem)
-          let batch = head / shape.queryHeads
-          let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
+          let kvHead = shape.keyValueHead(ofQueryHead: head)
           let headRow = head * lq
           fillDelta(rows: (headRow + first)..<(headRow + last), buffers: b, valueDim: vd, into: delta)
           (b.gradQuery + (headRow + first) * kd).update(repeating: 0, count: (last - first) * kd)
@@ -162,11 +161,10 @@ enum CPUBackward {
           let headColumn = kvHead * lk
           (b.gradKey + (headColumn + first) * kd).update(repeating: 0, count: (last - first) * kd)
           (b.gradValue + (headColumn + first) * vd).update(repeating: 0, count: (last - first) * vd)
-          let firstHead = (kvHead / shape.keyValueHeads) * shape.queryHeads + (kvHead % shape.keyValueHeads) * shape.groupSize
           let block = item % blocks
           // Head by head, each over all the item's tiles, so a head's packed query columns serve every tile; a
           // key's gradient still sums its query heads in head order (the same bytes as tile by tile).
-          for head in firstHead..<(firstHead + shape.groupSize) {
+          for head in shape.queryHeads(ofKeyValueHead: kvHead) {
             let headRow = head * lq
             kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads, keyRows: true))
             kernel.setColumns(a: b.query + headRow * kd, b: b.gradOutput + headRow * vd,

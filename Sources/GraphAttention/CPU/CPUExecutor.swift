@@ -192,8 +192,7 @@ enum CPUExecutor {
         let head = item / blocksPerHead
         let firstRow = rowRange.lowerBound + (item % blocksPerHead) * rowsPerItem
         let lastRow = min(rowRange.upperBound, firstRow + rowsPerItem)
-        let batch = head / shape.queryHeads
-        let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
+        let kvHead = shape.keyValueHead(ofQueryHead: head)
         let headKeys = p.key + kvHead * shape.keyCount * kd * kvSize
         let headValues = p.value + kvHead * shape.keyCount * vd * kvSize
         kernel.setHead(key: headKeys, value: headValues, elementType: p.keyValueType)

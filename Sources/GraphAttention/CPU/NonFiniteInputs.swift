@@ -87,7 +87,6 @@ struct NonFiniteInputs {
   /// - Complexity: O(runs of the rows * log(non-finite keys)), only when non-finite inputs exist.
   func reachedRows(shape: AttentionShape, graph: Graph, rows: Range<Int>) -> [[Int]] {
     var reached = queryRows.map { $0.filter(rows.contains) }
-    let group = shape.groupSize
     var scratch = RowScratch()
     for row in rows {
       var graphRowRead = false
@@ -97,8 +96,7 @@ struct NonFiniteInputs {
           graphRowRead = true
         }
         guard scratch.runs.contains(where: { NonFiniteInputs.run($0, touches: bad) }) else { continue }
-        let (b, g) = kvHead.quotientAndRemainder(dividingBy: shape.keyValueHeads)
-        for h in (g * group)..<((g + 1) * group) { reached[b * shape.queryHeads + h].append(row) }
+        for head in shape.queryHeads(ofKeyValueHead: kvHead) { reached[head].append(row) }
       }
     }
     return reached.map { Array(Set($0)).sorted() }
@@ -146,8 +144,8 @@ struct ExactRow {
 
   /// Computes the scores and weights of row `row` of query head `head` (`b * H_q + h`).
   mutating func load(row: Int, head: Int, graph: Graph, query: TensorView, key: TensorView, scratch: inout RowScratch) {
-    let (b, h) = head.quotientAndRemainder(dividingBy: shape.queryHeads)
-    let kvHead = b * shape.keyValueHeads + h / shape.groupSize
+    let h = head % shape.queryHeads
+    let kvHead = shape.keyValueHead(ofQueryHead: head)
     graph.neighbourhood(row: row, queryCount: shape.queryCount, keyCount: shape.keyCount, into: &scratch)
     keys.removeAll(keepingCapacity: true)
     for run in scratch.runs {
@@ -189,8 +187,7 @@ struct ExactRow {
   /// Writes the loaded row's output (and log-sum-exp) for row `row` of query head `head`.
   func write(row: Int, head: Int, value: TensorView, output: MutableTensorView, logSumExp: MutableTensorView?,
              emptyRows: EmptyRowPolicy) {
-    let (b, h) = head.quotientAndRemainder(dividingBy: shape.queryHeads)
-    let kvHead = b * shape.keyValueHeads + h / shape.groupSize
+    let kvHead = shape.keyValueHead(ofQueryHead: head)
     let o = (head * shape.queryCount + row) * shape.valueDim
     let empty = keys.isEmpty && modifiers.sinks == nil
     for c in 0..<shape.valueDim {
@@ -255,8 +252,8 @@ extension NonFiniteInputs {
     let (dk, dv) = (shape.keyDim, shape.valueDim)
     var dQ = [Double](repeating: 0, count: dk)
     for (head, rows) in reached.enumerated() {
-      let (b, h) = head.quotientAndRemainder(dividingBy: shape.queryHeads)
-      let kvHead = b * shape.keyValueHeads + h / shape.groupSize
+      let h = head % shape.queryHeads
+      let kvHead = shape.keyValueHead(ofQueryHead: head)
       for row in rows {
         exact.load(row: row, head: head, graph: graph, query: query, key: key, scratch: &scratch)
         let q = (head * shape.queryCount + row) * dk, o = (head * shape.queryCount + row) * dv

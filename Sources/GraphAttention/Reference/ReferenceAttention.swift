@@ -29,8 +29,7 @@ public enum ReferenceAttention {
                          shape: AttentionShape, graph: Graph, scale: Double,
                          options: AttentionOptions = AttentionOptions()) -> Row {
     let modifiers = ReferenceModifiers(options: options, head: head, shape: shape)
-    let batch = head / shape.queryHeads
-    let kvHead = batch * shape.keyValueHeads + (head % shape.queryHeads) / shape.groupSize
+    let kvHead = shape.keyValueHead(ofQueryHead: head)
     let qBase = (head * shape.queryCount + row) * shape.keyDim
     var neighbours: [Int] = []
     var scores: [Double] = []

@@ -23,9 +23,6 @@ struct ScoreModifierOptions: ParsableArguments {
   var isEmpty: Bool { softcap == nil && !alibi && alibiSlopes == nil && sinks == nil }
 
   func validate() throws {
-    if let softcap, !(softcap > 0 && softcap.isFinite) {
-      throw ValidationError("--softcap must be a positive finite number (Gemma 2 uses 50), got \(softcap).")
-    }
     if alibi, alibiSlopes != nil {
       throw ValidationError("--alibi (the standard slopes) and --alibi-slopes exclude each other: pass --alibi-slopes alone to give slopes.")
     }
@@ -40,6 +37,7 @@ struct ScoreModifierOptions: ParsableArguments {
     if alibi { options.alibi = .standard }
     if let alibiSlopes { options.alibi = .slopes(try Self.perHead(alibiSlopes, option: "--alibi-slopes", heads: queryHeads)) }
     if let sinks { options.sinks = try Self.perHead(sinks, option: "--sinks", heads: queryHeads) }
+    try options.checkScoreModifiers(queryHeads: queryHeads)  // the library's rules, before any output exists
     return options
   }
 

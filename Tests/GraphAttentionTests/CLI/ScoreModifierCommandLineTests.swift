@@ -116,9 +116,9 @@ final class ScoreModifierCommandLineTests: XCTestCase {
     let run = ["run"] + inputs + ["--mask", "causal", "--output", scratch.path("o.npy")]
     let grad = ["grad"] + inputs + ["--grad-output", scratch.path("do.npy"), "--mask", "causal", "--output-directory", scratch.path("g")]
     let cases: [([String], String)] = [
-      (run + ["--softcap", "0"], "--softcap must be a positive finite number"),
-      (run + ["--softcap", "-2"], "--softcap must be a positive finite number"),
-      (grad + ["--softcap", "inf"], "--softcap must be a positive finite number"),
+      (run + ["--softcap", "0"], "softcap 0.0 is not a positive finite number"),
+      (run + ["--softcap", "-2"], "softcap -2.0 is not a positive finite number"),
+      (grad + ["--softcap", "inf"], "softcap inf is not a positive finite number"),
       (run + ["--alibi", "--alibi-slopes", scratch.path("slopes.npy")], "exclude each other"),
       (run + ["--alibi-slopes", scratch.path("three.npy")], "has shape [3], but Q has 4 query head(s)"),
       (grad + ["--sinks", scratch.path("three.npy")], "has shape [3], but Q has 4 query head(s)"),
