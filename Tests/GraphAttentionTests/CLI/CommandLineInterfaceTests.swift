@@ -189,6 +189,20 @@ final class CommandLineInterfaceTests: XCTestCase {
     XCTAssertTrue(bad.stderr.contains("f32") && bad.stderr.contains("bf16"), bad.stderr)
   }
 
+  /// Discussions are paragraphs the parser wraps, not text wrapped in the source: at a width no paragraph
+  /// reaches, no line of any command's overview breaks before the sentence ends (a hard break shows there as a
+  /// line ending mid-sentence followed by one that goes on in lower case, as "H" then "(grouped-query ...").
+  func testHelpParagraphsAreNotWrappedInTheSource() throws {
+    for command in ["", "demo", "run", "grad", "verify", "inspect", "bench", "time", "generate", "plan", "cuda-compile"] {
+      let help = try CommandLineRunner.run((command.isEmpty ? [] : [command]) + ["--help"], environment: ["COLUMNS": "2000"]).stdout
+      let overview = help.components(separatedBy: "USAGE:")[0].split(separator: "\n", omittingEmptySubsequences: false)
+      for (line, next) in zip(overview, overview.dropFirst()) where !line.isEmpty && !next.isEmpty {
+        let continues = next.first.map { $0.isLowercase || $0 == "(" } ?? false
+        XCTAssertFalse(continues && !line.hasSuffix(":"), "\(command) --help breaks a paragraph: '\(line)' / '\(next)'")
+      }
+    }
+  }
+
   // MARK: - Progress
 
   /// In a log (stderr not a terminal) the demo's attention says it is running after 2 s, not after the
