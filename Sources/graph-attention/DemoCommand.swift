@@ -51,16 +51,14 @@ struct DemoCommand: ParsableCommand {
     let problem = try AttentionShape(query: shape, key: shape, value: shape)
     let gflops = problem.usefulFlops(edges: edges) / seconds / 1e9
 
-    var worst = 0.0
-    let scale = 1 / Double(dim).squareRoot()
-    for head in 0..<heads {
-      for s in 0..<min(sample, tokens) {
-        let row = [0, 1, tokens - 1].indices.contains(s) ? [0, 1, tokens - 1][s] : (s * 7919 * 104_729) % tokens
-        let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: problem, graph: graph, scale: scale)
-        let base = (head * tokens + row) * dim
-        worst = max(worst, ReferenceAttention.relativeError(computed: o.scalars[base..<base + dim], reference: reference))
+    let sampled = (0..<heads).flatMap { head in
+      (0..<min(sample, tokens)).map { s in
+        (head: head, row: [0, 1, tokens - 1].indices.contains(s) ? [0, 1, tokens - 1][s] : (s * 7919 * 104_729) % tokens)
       }
     }
+    let worst = ReferenceAttention.check(rows: sampled, output: { o.scalars[$0] }, shape: problem, options: AttentionOptions()) {
+      ReferenceAttention.row($1, head: $0, query: q, key: k, value: v, shape: problem, graph: graph, scale: 1 / Double(dim).squareRoot())
+    }.worstError
     let checked = heads * min(sample, tokens)
     print("""
       mask             \(graph)

@@ -48,16 +48,6 @@ struct RunCommand: ParsableCommand {
   @Option(help: "Also write each row's log-sum-exp (fp32 .npy, Q's shape without d; -inf for empty rows), for `grad --lse`.")
   var saveLse: String?
 
-  /// `--mask`, or the union of `--mask-file`'s graphs (for chunk sizing and page release).
-  private func graph() throws -> Graph {
-    try masks.mask.map { try Graph(parsing: $0) } ?? Graph.union(headGraphs()!)
-  }
-
-  /// `--mask-file`'s graphs, one per query head (the heads read from the query file's shape).
-  private func headGraphs() throws -> [Graph]? {
-    guard masks.maskFile != nil else { return nil }
-    return try masks.headGraphs(heads: queryHeads(of: TensorFile.open(query, name: queryName).shape))
-  }
 
   func validate() throws {
     guard StorageType(parsing: outputDtype) != nil else {
@@ -74,14 +64,18 @@ struct RunCommand: ParsableCommand {
   }
 
   func run() throws {
+    // The query's header is read here once, for what needs its heads before the job: --mask-file's graphs (read
+    // once, their union sizing chunks and page release) and the per-head modifier files.
+    let needsHeads = masks.maskFile != nil || !modifiers.isEmpty
+    let heads = needsHeads ? queryHeads(of: try TensorFile.open(query, name: queryName).shape) : 0
+    let headGraphs = try masks.maskFile == nil ? nil : masks.headGraphs(heads: heads)
+    let graph = try masks.mask.map { try Graph(parsing: $0) } ?? Graph.union(headGraphs!)
     var job = StreamingAttention(query: .init(path: query, name: queryName), key: .init(path: key, name: keyName),
-                                 value: .init(path: value, name: valueName), graph: try graph(), output: output)
-    job.headGraphs = try headGraphs()
+                                 value: .init(path: value, name: valueName), graph: graph, output: output)
+    job.headGraphs = headGraphs
     job.outputType = StorageType(parsing: outputDtype)!
     job.options = compute.attentionOptions()
-    if !modifiers.isEmpty {
-      job.options = try modifiers.applied(to: job.options, queryHeads: queryHeads(of: TensorFile.open(query, name: queryName).shape))
-    }
+    if !modifiers.isEmpty { job.options = try modifiers.applied(to: job.options, queryHeads: heads) }
     job.chunkRows = chunkRows
     job.scatteredKeys = ScatteredKeyAccess(rawValue: scatteredKeys)!
     job.checkpointSeconds = checkpointSeconds

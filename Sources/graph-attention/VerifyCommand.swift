@@ -72,19 +72,14 @@ struct VerifyCommand: ParsableCommand, ShapedCommand {
     let problem = try AttentionShape(query: shape, key: shape, value: shape)
     let scale = Double(compute.scale ?? 1 / Float(dim).squareRoot())
     let rows = sample.map { min($0, tokens) } ?? tokens
-    var worst = 0.0
-    var worstAt = (0, 0)
-    for head in 0..<heads {
-      for s in 0..<rows {
-        let row = rows == tokens ? s : (rows == 1 ? 0 : s * (tokens - 1) / (rows - 1))
-        let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: problem, graph: graphs[head],
-                                               scale: scale, options: options)
-        let base = (head * tokens + row) * dim
-        let error = ReferenceAttention.relativeError(computed: output.scalars[base..<base + dim], reference: reference,
-                                                     expectNaN: compute.emptyRows == .nan && options.sinks == nil)
-        if !(error <= worst) { worst = error; worstAt = (head, row) }
-      }
+    let sampled = (0..<heads).flatMap { head in
+      (0..<rows).map { s in (head: head, row: rows == tokens ? s : (rows == 1 ? 0 : s * (tokens - 1) / (rows - 1))) }
     }
+    let check = ReferenceAttention.check(rows: sampled, output: { output.scalars[$0] }, shape: problem, options: options) {
+      ReferenceAttention.row($1, head: $0, query: q, key: k, value: v, shape: problem, graph: graphs[$0 % heads], scale: scale,
+                             options: options)
+    }
+    let (worst, worstAt) = (check.worstError, (check.head, check.row))
     let verdict = worst <= tolerance ? "PASS" : "FAIL"
     let kernelNote = compute.device == .cpu ? "; \(try compute.kernel.resolved().rawValue) kernel" : ""
     let described = masks.described(graph, heads: heads)

@@ -388,10 +388,8 @@ public struct StreamingAttention: Sendable {
     let scale = Double(options.scale ?? 1 / Float(shape.keyDim).squareRoot())
     let samples = min(checkRows, shape.queryCount)
     let heads = shape.batch * shape.queryHeads
-    var worst = 0.0
     var scratch = RowScratch()
-    for s in 0..<samples {
-      let head = s % heads
+    let sampled = (0..<samples).map { s -> (head: Int, row: Int) in
       var row = samples == 1 ? 0 : Int((Double(s) / Double(samples - 1)) * Double(shape.queryCount - 1))
       // The reference reads keys one element at a time: rows of millions of keys (global tokens) would
       // take minutes and page in the whole key file, so the sample moves past them.
@@ -399,14 +397,12 @@ public struct StreamingAttention: Sendable {
             graph.degree(row: row, queryCount: shape.queryCount, keyCount: shape.keyCount, scratch: &scratch) > 1 << 20 {
         row += 1
       }
-      let headGraph = headGraphs?[head % shape.queryHeads] ?? graph
-      let reference = ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: shape, graph: headGraph, scale: scale,
-                                             options: options)
-      let base = (head * shape.queryCount + row) * shape.valueDim
-      let computed = (0..<shape.valueDim).map { out.element(base + $0) }
-      worst = max(worst, ReferenceAttention.relativeError(computed: computed[...], reference: reference,
-                                                          expectNaN: options.emptyRows == .nan && options.sinks == nil))
+      return (s % heads, row)
     }
+    let worst = ReferenceAttention.check(rows: sampled, output: { out.element($0) }, shape: shape, options: options) { head, row in
+      ReferenceAttention.row(row, head: head, query: q, key: k, value: v, shape: shape,
+                             graph: headGraphs?[head % shape.queryHeads] ?? graph, scale: scale, options: options)
+    }.worstError
     let check = Check(rows: samples, worstRelativeError: worst, tolerance: StreamingAttention.tolerance(for: out.type))
     guard worst <= check.tolerance else {
       throw GraphAttentionError(.value, "\(samples) sampled rows differ from the float64 reference by \(worst) (tolerance \(check.tolerance))",
