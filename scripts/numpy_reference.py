@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Independent NumPy float64 reference for GraphAttention (sparse attention over mask graphs).
 
-It shares no code with the Swift engine: it builds the dense boolean mask [Lq, Lk] from a mask
+It shares no code with the Swift engine (its grammar is scripts/mask_grammar.py, shared with the PyTorch
+peers only): it builds the dense boolean mask [Lq, Lk] from a mask
 spec and computes softmax attention over each row's edges in float64.
 
 Run:
@@ -26,21 +27,10 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mask_grammar import MaskError, clamped, integer as _int, operands, parse_operand  # noqa: E402
+
 __all__ = ["parse_mask", "attention", "MaskError"]
-
-
-class MaskError(ValueError):
-    """Bad mask spec or mask file."""
-
-
-def _int(text, what, lo=0):
-    try:
-        val = int(text, 10)
-    except (TypeError, ValueError):
-        raise MaskError(f"{what} must be an integer, got {text!r}") from None
-    if val < lo:
-        raise MaskError(f"{what} must be >= {lo}, got {val}")
-    return val
 
 
 def _path(p, base_dir):
@@ -119,19 +109,14 @@ def _read_mtx(p, lq, lk):
 
 def _operand(op, lq, lk, base_dir, random_edges):
     """Dense boolean mask of one union operand."""
-    kind, _, rest = op.partition(":")
-    parts = rest.split(":") if rest else []
+    kind, params = parse_operand(op)
     m = np.zeros((lq, lk), dtype=bool)
     if kind == "full":
-        if parts:
-            raise MaskError(f"'full' takes no parameters, got {op!r}")
         m[:] = True
         return m
     if kind in ("csr", "coo"):
-        if len(parts) != 2:
-            raise MaskError(f"{kind} needs two files: {kind}:A.npy:B.npy, got {op!r}")
-        a = _load_int_array(_path(parts[0], base_dir), f"{kind} {'indptr' if kind == 'csr' else 'rows'}")
-        b = _load_int_array(_path(parts[1], base_dir), f"{kind} {'indices' if kind == 'csr' else 'cols'}")
+        a = _load_int_array(_path(params[0], base_dir), f"{kind} {'indptr' if kind == 'csr' else 'rows'}")
+        b = _load_int_array(_path(params[1], base_dir), f"{kind} {'indices' if kind == 'csr' else 'cols'}")
         if kind == "csr":
             if a.size != lq + 1:
                 raise MaskError(f"csr indptr has length {a.size}, need Lq+1 = {lq + 1}")
@@ -146,87 +131,54 @@ def _operand(op, lq, lk, base_dir, random_edges):
             _edges_into(m, a, b, "coo")
         return m
     if kind == "mtx":
-        if not rest:
-            raise MaskError("mtx needs a file: mtx:FILE.mtx")
-        _edges_into(m, *_read_mtx(_path(rest, base_dir), lq, lk), "mtx")
+        _edges_into(m, *_read_mtx(_path(params[0], base_dir), lq, lk), "mtx")
         return m
     # structured kinds below are square
-    if kind in ("causal", "window", "dilated", "blocked", "global", "random") and lq != lk:
-        raise MaskError(f"mask kind {kind!r} needs Lq == Lk, got Lq={lq} Lk={lk} "
+    if lq != lk:
+        raise MaskError(f"mask kind {op.partition(':')[0]!r} needs Lq == Lk, got Lq={lq} Lk={lk} "
                         "(only full, csr, coo, mtx allow cross-attention)")
     L = lq
+    kind, params = clamped(kind, params, L)  # clamping W, D to L changes nothing but avoids int64 overflow
     i = np.arange(L)[:, None]
     j = np.arange(L)[None, :]
     if kind == "causal":
-        if parts:
-            raise MaskError(f"'causal' takes no parameters, got {op!r}")
         return j <= i
     if kind == "window":
-        if len(parts) == 1:
-            w = min(_int(parts[0], "window W"), L)
-            return np.abs(i - j) <= w
-        if len(parts) == 2 and parts[1] == "causal":
-            w = min(_int(parts[0], "window W"), L)
-            return (j <= i) & (i - j <= w)
-        raise MaskError(f"window spec must be window:W or window:W:causal, got {op!r}")
+        return np.abs(i - j) <= params[0]
+    if kind == "window_causal":
+        return (j <= i) & (i - j <= params[0])
     if kind == "dilated":
-        if len(parts) != 2:
-            raise MaskError(f"dilated spec must be dilated:W:D, got {op!r}")
-        w, d = min(_int(parts[0], "dilated W"), L), min(_int(parts[1], "dilated D"), L)
-        s = d + 1  # clamping W, D to L changes nothing but avoids int64 overflow
+        w, s = params[0], params[1] + 1
         return ((i - j) % s == 0) & (np.abs(i - j) <= w * s)
     if kind == "blocked":
-        if len(parts) != 2:
-            raise MaskError(f"blocked spec must be blocked:B:D, got {op!r}")
-        b, d = min(_int(parts[0], "blocked B", 1), L), min(_int(parts[1], "blocked D"), L)
-        s = d + 1
+        b, s = params[0], params[1] + 1
         base = (i // b) * b
         return ((i - base) % s == 0) & (j >= base) & (j - base < b) & ((j - base) % s == 0)
     if kind == "global":
-        if len(parts) != 1 or not parts[0]:
-            raise MaskError(f"global spec must be global:I,J,..., got {op!r}")
-        toks = [_int(t.strip(), "global token") for t in parts[0].split(",")]
-        for t in toks:
-            if t >= L:
-                raise MaskError(f"global token {t} out of range, must be < L = {L}")
+        toks = list(params)
         m[toks, :] = True
         m[:, toks] = True
         return m
-    if kind == "random":
-        if len(parts) != 2:
-            raise MaskError(f"random spec must be random:P:SEED, got {op!r}")
-        try:
-            p = float(parts[0])
-        except ValueError:
-            raise MaskError(f"random P must be a number, got {parts[0]!r}") from None
-        if not 0.0 <= p <= 1.0:
-            raise MaskError(f"random P must be in [0, 1], got {p}")
-        _int(parts[1], "random SEED")
-        edges = random_edges.get(op) if isinstance(random_edges, dict) else random_edges
-        if edges is None:
-            raise MaskError(f"{op!r}: the random generator is defined by the Swift engine; pass its "
-                            "edges (graph-attention inspect --edges-out) as random_edges")
-        edges = np.asarray(edges)
-        if edges.ndim != 2 or edges.shape[1] != 2 or (edges.size and edges.dtype.kind not in "iu"):
-            raise MaskError(f"random edges must be an integer array [E, 2], got {edges.dtype} {edges.shape}")
-        _edges_into(m, edges[:, 0], edges[:, 1], op)
-        return m
-    raise MaskError(f"unknown mask kind {kind!r} in {op!r} (known: full, causal, window, dilated, "
-                    "blocked, global, random, csr, coo, mtx)")
+    # random
+    edges = random_edges.get(op) if isinstance(random_edges, dict) else random_edges
+    if edges is None:
+        raise MaskError(f"{op!r}: the random generator is defined by the Swift engine; pass its "
+                        "edges (graph-attention inspect --edges-out) as random_edges")
+    edges = np.asarray(edges)
+    if edges.ndim != 2 or edges.shape[1] != 2 or (edges.size and edges.dtype.kind not in "iu"):
+        raise MaskError(f"random edges must be an integer array [E, 2], got {edges.dtype} {edges.shape}")
+    _edges_into(m, edges[:, 0], edges[:, 1], op)
+    return m
 
 
 def parse_mask(spec, Lq, Lk, base_dir=None, random_edges=None):
     """Dense bool mask [Lq, Lk] for a mask spec. random_edges: int array [E, 2] used for every
     random:P:SEED operand, or a dict {operand string: [E, 2] array}."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise MaskError("mask spec is empty")
+    ops = operands(spec)
     if Lq < 1 or Lk < 1:
         raise MaskError(f"need at least one query and one key, got Lq={Lq} Lk={Lk}")
     m = np.zeros((Lq, Lk), dtype=bool)
-    for op in spec.split("+"):
-        op = op.strip()
-        if not op:
-            raise MaskError(f"empty operand in mask spec {spec!r}")
+    for op in ops:
         m |= _operand(op, Lq, Lk, base_dir, random_edges)
     return m
 

@@ -58,77 +58,22 @@ class OverMemory(Exception):
     """The estimated memory exceeds --memory-limit-gib."""
 
 
-class SpecError(ValueError):
-    """Bad mask specification."""
-
-
 # --------------------------------------------------------------------------------------------------
-# Mask specification (pure Python: the parent process never imports torch)
+# Mask specification: the references' one parser (scripts/mask_grammar.py, plain Python, so the parent
+# process never imports torch or NumPy)
 # --------------------------------------------------------------------------------------------------
 
-def _int(text, what, lo=0):
-    try:
-        v = int(text, 10)
-    except (TypeError, ValueError):
-        raise SpecError(f"{what} must be an integer, got {text!r}") from None
-    if v < lo:
-        raise SpecError(f"{what} must be >= {lo}, got {v}")
-    return v
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
+from mask_grammar import MaskError as SpecError, clamped, operands, parse_operand  # noqa: E402
 
 
 def parse_spec(spec, L):
-    """List of components (kind, params) of a '+'-joined spec; structured parameters clamped to L
-    exactly as scripts/numpy_reference.py does (clamping changes no edge)."""
-    if not spec or not spec.strip():
-        raise SpecError("mask spec is empty")
+    """List of components (kind, params) of a '+'-joined spec, structured parameters clamped to L as the NumPy
+    reference clamps them (clamping changes no edge); csr, coo and mtx operands are ("explicit", (op,))."""
     comps = []
-    for op in spec.split("+"):
-        op = op.strip()
-        if not op:
-            raise SpecError(f"empty operand in mask spec {spec!r}")
-        kind, _, rest = op.partition(":")
-        parts = rest.split(":") if rest else []
-        if kind in ("full", "causal"):
-            if parts:
-                raise SpecError(f"'{kind}' takes no parameters, got {op!r}")
-            comps.append((kind, ()))
-        elif kind == "window":
-            if len(parts) == 1:
-                comps.append(("window", (min(_int(parts[0], "window W"), L),)))
-            elif len(parts) == 2 and parts[1] == "causal":
-                comps.append(("window_causal", (min(_int(parts[0], "window W"), L),)))
-            else:
-                raise SpecError(f"window spec must be window:W or window:W:causal, got {op!r}")
-        elif kind == "dilated":
-            if len(parts) != 2:
-                raise SpecError(f"dilated spec must be dilated:W:D, got {op!r}")
-            comps.append(("dilated", (min(_int(parts[0], "dilated W"), L), min(_int(parts[1], "dilated D"), L))))
-        elif kind == "blocked":
-            if len(parts) != 2:
-                raise SpecError(f"blocked spec must be blocked:B:D, got {op!r}")
-            comps.append(("blocked", (min(_int(parts[0], "blocked B", 1), L), min(_int(parts[1], "blocked D"), L))))
-        elif kind == "global":
-            if len(parts) != 1 or not parts[0]:
-                raise SpecError(f"global spec must be global:I,J,..., got {op!r}")
-            toks = sorted({_int(t.strip(), "global token") for t in parts[0].split(",")})
-            if toks[-1] >= L:
-                raise SpecError(f"global token {toks[-1]} out of range, must be < L = {L}")
-            comps.append(("global", tuple(toks)))
-        elif kind == "random":
-            if len(parts) != 2:
-                raise SpecError(f"random spec must be random:P:SEED, got {op!r}")
-            try:
-                p = float(parts[0])
-            except ValueError:
-                raise SpecError(f"random P must be a number, got {parts[0]!r}") from None
-            if not 0.0 <= p <= 1.0:
-                raise SpecError(f"random P must be in [0, 1], got {p}")
-            comps.append(("random", (p, _int(parts[1], "random SEED"))))
-        elif kind in ("csr", "coo", "mtx"):
-            comps.append(("explicit", (op,)))
-        else:
-            raise SpecError(f"unknown mask kind {kind!r} in {op!r} (known: full, causal, window, dilated, "
-                            "blocked, global, random, csr, coo, mtx)")
+    for op in operands(spec):
+        kind, params = parse_operand(op)
+        comps.append(("explicit", (op,)) if kind in ("csr", "coo", "mtx") else clamped(kind, params, L))
     return comps
 
 
@@ -182,7 +127,6 @@ def _load_edges(path, L):
 
 def _explicit_dense(op, L):
     """Dense numpy bool [L, L] of a csr/coo/mtx operand, via the repository's NumPy reference."""
-    sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
     try:
         import numpy_reference as ref  # noqa: E402
     except ImportError as err:

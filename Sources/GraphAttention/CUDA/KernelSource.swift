@@ -102,6 +102,13 @@ struct ga_component {
   double logOneMinusP;
 };
 
+// The key/value head of batch-and-query-head index `bh` (bh = batch * qHeads + query head): query heads
+// share key/value heads in consecutive groups of qHeads / kvHeads (grouped-query attention), the rule of
+// AttentionShape.keyValueHead(ofQueryHead:) on the CPU.
+__device__ __forceinline__ ga_i64 ga_key_value_head(ga_i64 bh, ga_i64 qHeads, ga_i64 kvHeads) {
+  return (bh / qHeads) * kvHeads + (bh % qHeads) / (qHeads / kvHeads);
+}
+
 __device__ __forceinline__ ga_component ga_load_component(const ga_u64* __restrict__ w) {
   ga_component c;
   c.kind = (int)(w[0] & 0xff);
@@ -421,11 +428,10 @@ __device__ __forceinline__ void ga_rows(const T* __restrict__ Q, const T* __rest
   if (row >= Lq) return;  // the whole warp leaves; the kernel has no block-wide barrier
   float* qs = ga_shared + (ga_i64)warp * (dk + dv);
   float* acc = qs + dk;
-  const ga_i64 group = qHeads / kvHeads;
   const ga_i64 n = Lk;
 
   for (ga_i64 bh = blockIdx.y; bh < batchHeads; bh += gridDim.y) {
-    const ga_i64 kvHead = (bh / qHeads) * kvHeads + (bh % qHeads) / group;
+    const ga_i64 kvHead = ga_key_value_head(bh, qHeads, kvHeads);
     const T* keys = K + kvHead * Lk * dk;
     const T* values = V + kvHead * Lk * dv;
     const ga_i64 rowIndex = bh * Lq + row;
@@ -605,11 +611,10 @@ __device__ __forceinline__ void ga_tile(const T* __restrict__ Q, const T* __rest
   if (r0 >= Lq) return;  // the whole warp leaves; no block-wide barrier follows
   const ga_i64 n = Lk;
   const ga_i64 rows[2] = {r0 + g, r0 + g + 8};
-  const ga_i64 group = qHeads / kvHeads;
   const T tag = T();
 
   for (ga_i64 bh = blockIdx.y; bh < batchHeads; bh += gridDim.y) {
-    const ga_i64 kvHead = (bh / qHeads) * kvHeads + (bh % qHeads) / group;
+    const ga_i64 kvHead = ga_key_value_head(bh, qHeads, kvHeads);
     const ga_u16* q = (const ga_u16*)(Q + bh * Lq * D);
     const ga_u16* k = (const ga_u16*)(K + kvHead * Lk * D);
     const ga_u16* v = (const ga_u16*)(V + kvHead * Lk * D);

@@ -9,7 +9,8 @@ import Darwin
 /// Where an output file goes, and the one implementation of the steps every output takes: split the
 /// path, check that the directory can receive a file, create a temporary file beside it, and rename
 /// that over the path once complete (`AtomicFile`, `TensorFile.create` and the command line's early
-/// checks all use it).
+/// checks all use it). It also names every file a job keeps beside its output, all hidden
+/// (`.<name>.<role>`): the resumable partial output, the lock, the progress record and temporaries.
 ///
 /// Messages name the path and what to do; errors from system calls keep their `Errno`.
 struct OutputPath {
@@ -58,6 +59,43 @@ struct OutputPath {
   /// `prefix + other`: a file beside this one.
   func sibling(_ other: String) -> String { prefix + other }
 
+  // MARK: - The files beside an output
+
+  /// `.<name>.<role>` beside this file: hidden, so a listing shows outputs only, and tied to this one
+  /// output by its name.
+  func hidden(_ role: String) -> String { sibling(".\(name).\(role)") }
+
+  /// The fixed temporary file of a resumable output, `.<name>.partial` (kept while a job is interrupted).
+  var partialPath: String { hidden("partial") }
+
+  /// The lock a streamed job holds on this output for its whole run, `.<name>.lock`.
+  var lockPath: String { hidden("lock") }
+
+  /// The progress record of a streamed job onto this output, `.<name>.progress.json`.
+  var progressRecordPath: String { hidden("progress.json") }
+
+  /// Where versions before 0.2 kept the progress record (`<name>.progress.json`, not hidden): read only to
+  /// tell the user to move it.
+  var unhiddenProgressRecordPath: String { path + ".progress.json" }
+
+  /// The output a hidden temporary file is for: `o.npy` for `.o.npy.partial` or `.o.npy.tmp-123-abc`, else nil.
+  /// - Complexity: O(`name` length).
+  static func outputName(ofTemporary name: String) -> String? {
+    guard name.hasPrefix("."), name.count > 1 else { return nil }
+    let body = String(name.dropFirst())
+    if body.hasSuffix(".partial"), body.count > 8 { return String(body.dropLast(8)) }
+    // The last ".tmp-" that is not at the start.
+    let bytes = Array(body.utf8), marker = Array(".tmp-".utf8)
+    var start = bytes.count - marker.count
+    while start > 0 {
+      if Array(bytes[start..<(start + marker.count)]) == marker {
+        return String(decoding: bytes[..<start], as: UTF8.self)
+      }
+      start -= 1
+    }
+    return nil
+  }
+
   /// Checks, before any work, that a new file can be created at `path`.
   ///
   /// - Returns: the permission bits of the regular file already at `path`, to give the new one, or nil.
@@ -104,6 +142,10 @@ struct OutputPath {
     return existing.st_mode & S_IFMT == S_IFREG ? existing.st_mode & 0o7777 : nil
   }
 
+  /// `checkWritable()`'s verdict kept with the path, so a job that checks before its work creates the file
+  /// later without checking again.
+  func checked() throws -> CheckedOutputPath { CheckedOutputPath(location: self, existingMode: try checkWritable()) }
+
   /// The error for a directory that refuses new files, worded by its errno.
   func notWritable(_ code: Errno) -> GraphAttentionError {
     switch code {
@@ -139,7 +181,7 @@ struct OutputPath {
     var failure = Errno.fileExists
     // Retry on the (unlikely) name collision with another writer's temporary file.
     for _ in 0..<16 {
-      let temporary = sibling(".\(name).tmp-\(getpid())-\(String(UInt64.random(in: .min ... .max), radix: 16))")
+      let temporary = hidden("tmp-\(getpid())-\(String(UInt64.random(in: .min ... .max), radix: 16))")
       switch valueOrErrno({ open(temporary, flags | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }) {
       case .success(let fd): return (fd, temporary)
       case .failure(let code): failure = code
@@ -188,6 +230,14 @@ struct OutputPath {
     _ = nothingOrErrno { fsync(fd) }
     close(fd)
   }
+}
+
+/// An output path that passed `OutputPath.checkWritable()`, with the permission bits of the file it replaces.
+struct CheckedOutputPath {
+  /// The output.
+  let location: OutputPath
+  /// The permission bits of the regular file already there, for the new one; nil when there is none.
+  let existingMode: mode_t?
 }
 
 /// Writes all of `bytes` to `descriptor` at `offset` (`pwrite`), retrying short writes and `EINTR`.

@@ -152,6 +152,13 @@ public enum TensorFile {
   ///   tensors for `.npy`, or empty, duplicate or reserved (`__metadata__`) names.
   public static func create(_ path: String, tensors: [Entry], resumable: Bool = false,
                             reservingBlocks: Bool = true) throws -> OutputTensorFile {
+    try create(path, tensors: tensors, resumable: resumable, reservingBlocks: reservingBlocks, checked: nil)
+  }
+
+  /// `create(_:tensors:resumable:reservingBlocks:)` onto a destination checked earlier (`checked`, whose path is
+  /// `path`), or checked now when nil.
+  static func create(_ path: String, tensors: [Entry], resumable: Bool, reservingBlocks: Bool,
+                     checked: CheckedOutputPath?) throws -> OutputTensorFile {
     let format = try TensorFileFormat(path: path)
     guard !tensors.isEmpty else {
       throw GraphAttentionError(.option, "no tensors to write to \(path)", fix: "pass at least one tensor")
@@ -173,9 +180,9 @@ public enum TensorFile {
       total = sum
     }
 
-    let output = try OutputPath(path)
+    let destination = try checked ?? OutputPath(path).checked()
+    let output = destination.location, existingMode = destination.existingMode
     let directory = output.directory
-    let existingMode = try output.checkWritable()
     try DiskSpace.require(total, at: directory, for: "creating \(path)",
                           advice: "or write a 16-bit output (run: --output-dtype f16 or bf16)")
 
@@ -183,7 +190,7 @@ public enum TensorFile {
     let temporary: String
     let fd: Int32
     if resumable {
-      temporary = resumePath(for: path)
+      temporary = output.partialPath
       fd = try output.createFixedTemporary(temporary, flags: O_RDWR)
     } else {
       (fd, temporary) = try output.createTemporary(flags: O_RDWR)
@@ -230,8 +237,7 @@ public enum TensorFile {
 
   /// The temporary path `create(..., resumable: true)` uses for `path`: `.<name>.partial` in the same directory.
   public static func resumePath(for path: String) -> String {
-    guard let output = try? OutputPath(path) else { return path + ".partial" }
-    return output.sibling(".\(output.name).partial")
+    (try? OutputPath(path))?.partialPath ?? path + ".partial"
   }
 
   /// Opens an existing, partially written output for resume: maps `temporaryPath` read-write after
@@ -253,7 +259,7 @@ public enum TensorFile {
     let finalPath: String
     if let path {
       finalPath = path
-    } else if let derived = storageFinalName(fromTemporary: temporary.name) {
+    } else if let derived = OutputPath.outputName(ofTemporary: temporary.name) {
       finalPath = temporary.sibling(derived)
     } else {
       throw GraphAttentionError(
@@ -485,23 +491,6 @@ enum TensorFileFormat: Equatable {
   }
 
   var fileExtension: String { self == .npy ? "npy" : "safetensors" }
-}
-
-/// `o.npy` for `.o.npy.partial` or `.o.npy.tmp-123-abc`, else nil.
-func storageFinalName(fromTemporary name: String) -> String? {
-  guard name.hasPrefix("."), name.count > 1 else { return nil }
-  let body = String(name.dropFirst())
-  if body.hasSuffix(".partial"), body.count > 8 { return String(body.dropLast(8)) }
-  // The last ".tmp-" that is not at the start.
-  let bytes = Array(body.utf8), marker = Array(".tmp-".utf8)
-  var start = bytes.count - marker.count
-  while start > 0 {
-    if Array(bytes[start..<(start + marker.count)]) == marker {
-      return String(decoding: bytes[..<start], as: UTF8.self)
-    }
-    start -= 1
-  }
-  return nil
 }
 
 /// `path` with its extension replaced (`o.npy` -> `o.safetensors`).

@@ -19,11 +19,10 @@ final class OutputLock {
   let path: String
   private let descriptor: Int32
 
-  /// Takes the lock for `output`, or throws naming the process that holds it.
+  /// Takes the lock for `location`, or throws naming the process that holds it.
   /// - Throws: `GraphAttentionError(.file)` when another job holds it or the lock file cannot be created.
-  init(output: String) throws {
-    let location = try OutputPath(output)
-    let path = location.sibling(".\(location.name).lock")
+  init(location: OutputPath) throws {
+    let output = location.path, path = location.lockPath
     self.path = path
     for _ in 0..<16 {
       let fd: Int32

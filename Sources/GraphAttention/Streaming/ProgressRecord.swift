@@ -6,7 +6,7 @@ import Musl
 import Darwin
 #endif
 
-/// The small JSON file beside an output (`<output>.progress.json`) that records how far a streamed job
+/// The small hidden JSON file beside an output (`.<name>.progress.json`) that records how far a streamed job
 /// got, so that `StreamingAttention.run(resume: true)` can continue it.
 ///
 /// It names the job (mask, inputs with their real paths, sizes and modification times, output type,
@@ -15,7 +15,7 @@ import Darwin
 /// atomically (temporary file, then rename) after the output pages it vouches for are on disk.
 ///
 /// ```swift
-/// if let record = try ProgressRecord.load(for: "o.npy") {
+/// if let record = try ProgressRecord.load(at: try OutputPath("o.npy")) {
 ///   print(record.completedRows, "of", record.tokens)
 /// }
 /// ```
@@ -80,32 +80,37 @@ package struct ProgressRecord: Sendable, Equatable {
     self.tokens = tokens
   }
 
-  /// `<output>.progress.json`.
-  package static func path(for output: String) -> String { output + ".progress.json" }
-
   /// The record beside `output`, or nil when there is none.
-  /// - Throws: `GraphAttentionError(.file)` when the file exists but is not a record of this version.
+  /// - Throws: `GraphAttentionError(.file)` when the file exists but is not a record of this version, or when
+  ///   only a record of an earlier version's unhidden name (`<name>.progress.json`) exists.
   /// - Complexity: O(record size).
-  package static func load(for output: String) throws -> ProgressRecord? {
-    let path = path(for: output)
-    guard let bytes = storageReadWholeFile(path, limit: ProgressRecord.maximumBytes) else { return nil }
+  static func load(at output: OutputPath) throws -> ProgressRecord? {
+    let path = output.progressRecordPath
+    guard let bytes = storageReadWholeFile(path, limit: ProgressRecord.maximumBytes) else {
+      let unhidden = output.unhiddenProgressRecordPath
+      if storageReadWholeFile(unhidden, limit: ProgressRecord.maximumBytes) != nil {
+        throw GraphAttentionError(.file, "an interrupted run of an earlier version left \(unhidden); records are now kept at \(path)",
+                                  fix: "rename it (mv \(unhidden) \(path)) to resume with --resume, or delete it and \(output.partialPath) to start over")
+      }
+      return nil
+    }
     guard let record = ProgressRecord(json: bytes) else {
       throw GraphAttentionError(.file, "progress record \(path) is unreadable or from another version",
-                                fix: "delete it (and the temporary output it names, .<name>.partial) to start over")
+                                fix: "delete it (and the temporary output it names, \(output.partialPath)) to start over")
     }
     return record
   }
 
   /// Deletes the record beside `output`, if any.
-  package static func remove(for output: String) {
-    unlink(path(for: output))
+  static func remove(at output: OutputPath) {
+    unlink(output.progressRecordPath)
   }
 
   /// Writes the record atomically, so a kill leaves the previous or the new record, never half of one.
   /// - Throws: `GraphAttentionError(.file)` when the file cannot be written.
-  package func save(for output: String) throws {
+  func save(at output: OutputPath) throws {
     let bytes = Array(json.utf8)
-    try AtomicFile.write(to: ProgressRecord.path(for: output)) { sink in
+    try AtomicFile.write(to: output.progressRecordPath) { sink in
       try bytes.withUnsafeBytes { try sink.write($0) }
     }
   }

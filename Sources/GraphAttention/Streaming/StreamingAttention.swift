@@ -212,8 +212,10 @@ public struct StreamingAttention: Sendable {
     if case .cuda = device {
       try CUDARuntime.shared.locked { _ = try CUDARuntime.shared.loadDriver() }
     }
-    try refuseOutputAmongInputs([(query.path, q), (key.path, k), (value.path, v)])
-    let lock = try OutputLock(output: output)
+    // The output's path is split and checked here, once: every file beside it is named by `location`.
+    let destination = try checkedOutput(notAmong: [(query.path, q), (key.path, k), (value.path, v)])
+    let location = destination.location
+    let lock = try OutputLock(location: location)
     defer { withExtendedLifetime(lock) {} }
     if options.checksFiniteInputs {
       // Before any work, so a NaN at the end of K does not cost the whole run (one pass, pages dropped behind).
@@ -223,7 +225,7 @@ public struct StreamingAttention: Sendable {
     }
     if inMemory { (q, k, v) = (streamingHeapCopy(q), streamingHeapCopy(k), streamingHeapCopy(v)) }
     if case .cuda = device {
-      return try runOnDevice(q, k, v, shape: shape, start: start)
+      return try runOnDevice(q, k, v, shape: shape, destination: destination, start: start)
     }
 
     let access = inMemory ? ScatteredKeyAccess.mapped : scatteredKeys
@@ -238,14 +240,14 @@ public struct StreamingAttention: Sendable {
       v.mappedFile?.adviseRandom()
     }
 
-    let (out, firstRow, recordTemplate) = try openOutput(shape: shape, chunk: chunk, resume: resume)
+    let (out, firstRow, recordTemplate) = try openOutput(destination, shape: shape, chunk: chunk, resume: resume)
     var record = recordTemplate
     let lseFile: OutputTensorFile?
     do {
       lseFile = try logSumExpOutput.map { try TensorFile.create($0, shape: Array(q.shape.dropLast()), type: .float32, name: "lse") }
     } catch {
       out.abandon()
-      ProgressRecord.remove(for: output)
+      ProgressRecord.remove(at: location)
       throw error
     }
     let pages = StreamingPages(query: q, key: k, value: v, output: out.view, shape: shape, graph: graph)
@@ -286,7 +288,7 @@ public struct StreamingAttention: Sendable {
           try out.mapping.sync()
           try MappedFaultGuard.check(guardToken)
           record.completedRows = row
-          try record.save(for: output)
+          try record.save(at: location)
           lastCheckpoint = monotonicSeconds()
         }
         progress?(Progress(completedRows: row, totalRows: shape.queryCount, firstRow: firstRow, seconds: monotonicSeconds() - start))
@@ -298,7 +300,7 @@ public struct StreamingAttention: Sendable {
         try MappedFaultGuard.check(guardToken)
         try lseFile?.commit()
         try out.commit()
-        ProgressRecord.remove(for: output)
+        ProgressRecord.remove(at: location)
       } else {
         lseFile?.abandon()
       }
@@ -308,26 +310,26 @@ public struct StreamingAttention: Sendable {
     } catch let error as MappedFaultGuard.Fault {
       // A file changed under the run: what the record vouches for is on disk, so it stays for resume.
       lseFile?.abandon()
-      throw error.error(resumable: ProgressRecord.path(for: output))
+      throw error.error(resumable: location.progressRecordPath)
     } catch {
       // A real failure: nothing of this run may remain, and an existing output stays as it was.
       lseFile?.abandon()
       out.abandon()
-      ProgressRecord.remove(for: output)
+      ProgressRecord.remove(at: location)
       throw error
     }
   }
 
   // MARK: - Steps
 
-  /// Throws unless `output` can be created: a known extension, an existing writable directory, not a
-  /// directory itself, and not the same file (device and inode) as one of the inputs, under any path.
-  private func refuseOutputAmongInputs(_ inputs: [(String, TensorView)]) throws {
-    try OutputPath(output).checkWritable()
+  /// `output`, checked: a known extension, an existing writable directory, not a directory itself, and not
+  /// the same file (device and inode) as one of the inputs, under any path.
+  private func checkedOutput(notAmong inputs: [(String, TensorView)]) throws -> CheckedOutputPath {
+    let destination = try OutputPath(output).checked()
     var target = stat()
     let exists = stat(output, &target) == 0
     _ = try TensorFileFormat(path: output)
-    guard exists else { return }
+    guard exists else { return destination }
     for (path, view) in inputs {
       guard let file = view.mappedFile else { continue }
       var info = stat()
@@ -336,27 +338,30 @@ public struct StreamingAttention: Sendable {
                                   fix: "choose another --output")
       }
     }
+    return destination
   }
 
   /// The output to write (created, or reopened for resume), the first row to compute and the job's record.
-  private func openOutput(shape: AttentionShape, chunk: Int, resume: Bool) throws -> (OutputTensorFile, Int, ProgressRecord) {
+  private func openOutput(_ destination: CheckedOutputPath, shape: AttentionShape, chunk: Int,
+                          resume: Bool) throws -> (OutputTensorFile, Int, ProgressRecord) {
+    let location = destination.location
     var record = ProgressRecord(output: output, mask: headGraphs.map { $0.map(\.description).joined(separator: " | ") } ?? graph.description,
                                 inputs: [(query.path, query.name ?? ""), (key.path, key.name ?? ""), (value.path, value.name ?? "")],
                                 outputType: outputType.rawValue, chunkRows: chunk, scale: options.scale,
                                 emptyRows: options.emptyRows.rawValue, tokens: shape.queryCount,
                                 scoreModifiers: options.scoreModifierDescription)
-    let recordPath = ProgressRecord.path(for: output)
-    let existing = try ProgressRecord.load(for: output)
+    let recordPath = location.progressRecordPath
+    let existing = try ProgressRecord.load(at: location)
     if let existing {
       // Without --resume, a record of this very job with every row done (killed during the check or
       // commit) is finished rather than refused; anything else needs a decision.
       let finished = existing.completedRows >= shape.queryCount && existing.differences(from: record).isEmpty
       guard resume || finished else {
         throw GraphAttentionError(.option, "an interrupted run left \(recordPath) (\(existing.completedRows) of \(existing.tokens) rows done)",
-                                  fix: "add --resume to continue it, or delete that file (and \(existing.temporaryPath ?? "its .partial file")) to start over")
+                                  fix: "add --resume to continue it, or delete that file (and \(existing.temporaryPath ?? location.partialPath)) to start over")
       }
       try existing.requireSameJob(as: record, recordPath: recordPath)
-      let temporary = existing.temporaryPath ?? TensorFile.resumePath(for: output)
+      let temporary = existing.temporaryPath ?? location.partialPath
       let out: OutputTensorFile
       do {
         out = try TensorFile.reopenForResume(temporaryPath: temporary, shape: shape.outputShape, type: outputType,
@@ -377,7 +382,8 @@ public struct StreamingAttention: Sendable {
       throw GraphAttentionError(.option, "--resume given but there is no progress record \(recordPath)",
                                 fix: "run without --resume")
     }
-    let out = try TensorFile.create(output, shape: shape.outputShape, type: outputType, name: outputName, resumable: true)
+    let out = try TensorFile.create(output, tensors: [.init(name: outputName, shape: shape.outputShape, type: outputType)],
+                                    resumable: true, reservingBlocks: true, checked: destination)
     record.temporaryPath = out.temporaryPath
     return (out, 0, record)
   }
@@ -412,8 +418,10 @@ public struct StreamingAttention: Sendable {
   }
 
   /// `.cuda`: the whole job in one device call (not streamed), written and committed.
-  private func runOnDevice(_ q: TensorView, _ k: TensorView, _ v: TensorView, shape: AttentionShape, start: Double) throws -> Result {
-    let out = try TensorFile.create(output, shape: shape.outputShape, type: outputType, name: outputName)
+  private func runOnDevice(_ q: TensorView, _ k: TensorView, _ v: TensorView, shape: AttentionShape,
+                           destination: CheckedOutputPath, start: Double) throws -> Result {
+    let out = try TensorFile.create(output, tensors: [.init(name: outputName, shape: shape.outputShape, type: outputType)],
+                                    resumable: false, reservingBlocks: true, checked: destination)
     var deviceOptions = options
     deviceOptions.checksFiniteInputs = false
     deviceOptions.assumesFiniteInputs = true

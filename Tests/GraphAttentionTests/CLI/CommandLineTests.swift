@@ -192,7 +192,7 @@ final class StreamingRunTests: XCTestCase {
                             "--output", directory.path("")]), 0)
     XCTAssertEqual(try run(runArguments(output: directory.path("whole.npy"))), 0)
     let output = directory.path("o.npy")
-    let record = output + ".progress.json"
+    let record = directory.path(".o.npy.progress.json")
     for signal in [SIGKILL, SIGINT] {
       let process = try CommandLineRunner.launch(runArguments(output: output))
       var completed = 0

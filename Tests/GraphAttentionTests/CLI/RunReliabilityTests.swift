@@ -26,7 +26,7 @@ final class RunReliabilityTests: XCTestCase {
   private func waitForRecord(_ output: String, rows: Int, while process: Process) -> Int {
     let deadline = Date().addingTimeInterval(120)
     while process.isRunning, Date() < deadline {
-      if let data = FileManager.default.contents(atPath: output + ".progress.json"),
+      if let data = FileManager.default.contents(atPath: ((output as NSString).deletingLastPathComponent as NSString).appendingPathComponent(".\((output as NSString).lastPathComponent).progress.json")),
          let fields = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
          let done = fields["completedRows"] as? Int, done >= rows {
         return done

@@ -53,7 +53,7 @@ final class StreamingAttentionTests: XCTestCase {
       }
       // Mapped far keys give the library's exact bytes; read ones agree to fp32 rounding.
       for i in 0..<expected.scalars.count { XCTAssertEqual(written.scalars[i], expected.scalars[i], accuracy: 1e-5, mask) }
-      XCTAssertFalse(FileManager.default.fileExists(atPath: ProgressRecord.path(for: directory.path("o.npy"))))
+      XCTAssertFalse(FileManager.default.fileExists(atPath: try OutputPath(directory.path("o.npy")).progressRecordPath))
     }
     XCTAssertEqual(try directory.entries().filter { $0.hasPrefix(".") }, [], "temporary or lock files left behind")
   }
@@ -66,8 +66,11 @@ final class StreamingAttentionTests: XCTestCase {
     let first = try job("window:9+global:3").run(progress: { _ in chunks += 1 }, isCancelled: { chunks >= 1 })  // polled before the chunk's report
     XCTAssertFalse(first.isComplete)
     XCTAssertEqual(first.completedRows, 128)
-    let record = try XCTUnwrap(try ProgressRecord.load(for: directory.path("o.npy")))
+    let record = try XCTUnwrap(try ProgressRecord.load(at: OutputPath(directory.path("o.npy"))))
     XCTAssertEqual(record.completedRows, 128)
+    // What an interrupted job keeps beside its output is hidden: a listing shows the outputs and inputs only.
+    XCTAssertEqual(Set(try directory.entries().filter { !$0.hasPrefix(".") }), ["q.npy", "k.npy", "v.npy", "whole.npy"])
+    XCTAssertEqual(Set(try directory.entries().filter { $0.hasPrefix(".") }), [".o.npy.partial", ".o.npy.progress.json"])
     let second = try job("window:9+global:3").run(resume: true)
     XCTAssertTrue(second.isComplete)
     XCTAssertEqual(second.firstRow, 128)
@@ -109,10 +112,28 @@ final class StreamingAttentionTests: XCTestCase {
       XCTAssertTrue(error?.problem.contains("SIGBUS") ?? false, "\(String(describing: error))")
       XCTAssertTrue(error?.fix.contains("--resume") ?? false, "\(String(describing: error))")
     }
-    let record = try XCTUnwrap(try ProgressRecord.load(for: directory.path("o.npy")), "the record must stay for --resume")
+    let record = try XCTUnwrap(try ProgressRecord.load(at: OutputPath(directory.path("o.npy"))), "the record must stay for --resume")
     XCTAssertEqual(record.completedRows, 512)
     XCTAssertTrue(FileManager.default.fileExists(atPath: try XCTUnwrap(record.temporaryPath)))
     XCTAssertFalse(FileManager.default.fileExists(atPath: directory.path("o.npy")))
+  }
+
+  /// A record an earlier version left under the unhidden name is not ignored (that would start over and
+  /// discard the interrupted rows): the run is refused, saying where the record now goes.
+  func testUnhiddenRecordOfAnEarlierVersionIsReportedWithTheRename() throws {
+    _ = try writeInputs(tokens: 500)
+    var chunks = 0
+    _ = try job("window:9").run(progress: { _ in chunks += 1 }, isCancelled: { chunks >= 1 })
+    let location = try OutputPath(directory.path("o.npy"))
+    XCTAssertEqual(rename(location.progressRecordPath, location.unhiddenProgressRecordPath), 0)
+    XCTAssertThrowsError(try job("window:9").run(resume: true)) { error in
+      let error = error as? GraphAttentionError
+      XCTAssertEqual(error?.kind, .file)
+      XCTAssertTrue(error?.fix.contains("mv \(location.unhiddenProgressRecordPath) \(location.progressRecordPath)") ?? false,
+                    "\(String(describing: error))")
+    }
+    XCTAssertEqual(rename(location.unhiddenProgressRecordPath, location.progressRecordPath), 0)
+    XCTAssertTrue(try job("window:9").run(resume: true).isComplete)
   }
 
   /// The output side of a truncated file: the partial output truncated under the run (or its blocks gone) is an
@@ -156,7 +177,7 @@ final class StreamingAttentionTests: XCTestCase {
     let resumed = try relative.run(resume: true, progress: { _ in chunks += 1 }, isCancelled: { chunks >= 1 })
     XCTAssertEqual(resumed.firstRow, 128)
     // The partial output truncated, then deleted, under the record.
-    let record = try XCTUnwrap(try ProgressRecord.load(for: directory.path("o.npy")))
+    let record = try XCTUnwrap(try ProgressRecord.load(at: OutputPath(directory.path("o.npy"))))
     let partial = try XCTUnwrap(record.temporaryPath)
     XCTAssertEqual(truncate(partial, 1000), 0)
     XCTAssertThrowsError(try job("window:4").run(resume: true)) { error in
