@@ -184,20 +184,32 @@ struct BenchCommand: ParsableCommand {
     let (queryView, keyView, valueView) = (TensorView(q), TensorView(k), TensorView(v))
     let output = MutableTensorView(allocating: try AttentionShape(query: q.shape, key: k.shape, value: v.shape).outputShape,
                                    type: .float32)
-    var work = try attention(query: queryView, key: keyView, value: valueView, output: output, graph: graph, options: options)  // warm-up
+    func once() throws -> AttentionWork {
+      try attention(query: queryView, key: keyView, value: valueView, output: output, graph: graph, options: options)
+    }
+    try record(&row, flopsPerEdgeDim: 4, peak: peak, timing: once)
+  }
+
+  /// Runs `once` for a warm-up, then `repeats` times, and fills the row's timings: the median and minimum,
+  /// GFLOP/s at `flopsPerEdgeDim * edges * d` per head, the share of `peak`, edges per second, scores per edge
+  /// and the peak resident set of the timed runs.
+  fileprivate func record(_ row: inout BenchReport.Row, flopsPerEdgeDim: Double, peak: Double,
+                          timing once: () throws -> AttentionWork) throws {
+    _ = try once()  // warm-up
     PeakMemory.reset()
     var times: [Double] = []
+    var work = AttentionWork(edges: 0, scoresComputed: 0)
     for _ in 0..<repeats {
       let start = monotonicSeconds()
-      work = try attention(query: queryView, key: keyView, value: valueView, output: output, graph: graph, options: options)
+      work = try once()
       times.append(monotonicSeconds() - start)
     }
     times.sort()
     let median = times[times.count / 2]
-    let edgesAllHeads = Double(row.edges ?? 0) * Double(row.heads)
+    let edgesAllHeads = Double(work.edges)
     row.medianSeconds = median
     row.minSeconds = times[0]
-    row.gflops = 4 * edgesAllHeads * Double(row.dim) / median / 1e9
+    row.gflops = flopsPerEdgeDim * edgesAllHeads * Double(row.dim) / median / 1e9
     row.percentOfPeak = 100 * row.gflops! * 1e9 / peak
     row.edgesPerSecond = edgesAllHeads / median
     row.scoresPerEdge = edgesAllHeads > 0 ? Double(work.scoresComputed) / edgesAllHeads : 1
@@ -222,25 +234,7 @@ extension BenchCommand {
       try attentionGradients(query: qv, key: kv, value: vv, output: o.readOnly, logSumExp: lse.readOnly, gradOutput: dO,
                              gradQuery: gradients[0], gradKey: gradients[1], gradValue: gradients[2], graph: graph, options: options)
     }
-    _ = try once()  // warm-up
-    PeakMemory.reset()
-    var times: [Double] = []
-    var work = AttentionWork(edges: 0, scoresComputed: 0)
-    for _ in 0..<repeats {
-      let start = monotonicSeconds()
-      work = try once()
-      times.append(monotonicSeconds() - start)
-    }
-    times.sort()
-    let median = times[times.count / 2]
-    let edgesAllHeads = Double(work.edges)
-    row.medianSeconds = median
-    row.minSeconds = times[0]
-    row.gflops = 10 * edgesAllHeads * Double(row.dim) / median / 1e9
-    row.percentOfPeak = 100 * row.gflops! * 1e9 / peak
-    row.edgesPerSecond = edgesAllHeads / median
-    row.scoresPerEdge = edgesAllHeads > 0 ? Double(work.scoresComputed) / edgesAllHeads : 1
-    row.peakResidentBytes = PeakMemory.current()
+    try record(&row, flopsPerEdgeDim: 10, peak: peak, timing: once)
   }
 }
 
