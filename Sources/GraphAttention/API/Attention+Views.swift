@@ -98,55 +98,87 @@ struct StreamingKeys {
 func viewAttention(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
                    options: AttentionOptions, rows: Range<Int>?, streaming: StreamingKeys?,
                    logSumExp: MutableTensorView? = nil) throws -> AttentionWork {
-  let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
-  try checkDestinations(shape: shape, query: query, output: output, logSumExp: logSumExp)
-  guard key.type == value.type else {
-    throw GraphAttentionError(.dtype, "key is \(key.type.rawValue) but value is \(value.type.rawValue)",
-                              fix: "store key and value in the same type")
+  try ViewAttention(query: query, key: key, value: value, output: output, graph: graph, options: options,
+                    streaming: streaming, logSumExp: logSumExp).run(rows: rows)
+}
+
+/// One call over views with one graph for every head, resolved once: shapes, destinations, types, the graph
+/// and the options checked, and the scale, threads, kernel and score modifiers fixed (`AttentionCall`).
+/// `run(rows:)` then computes any range of rows, so a streamed job checks its call once, not per chunk.
+struct ViewAttention {
+  let query: TensorView, key: TensorView, value: TensorView
+  let output: MutableTensorView
+  let logSumExp: MutableTensorView?
+  let graph: Graph
+  let options: AttentionOptions
+  let streaming: StreamingKeys?
+  private(set) var call: AttentionCall
+
+  /// Checks everything that does not depend on the rows.
+  /// - Throws: as `attention`.
+  /// - Complexity: O(graph components); no pass over the tensors.
+  init(query: TensorView, key: TensorView, value: TensorView, output: MutableTensorView, graph: Graph,
+       options: AttentionOptions, streaming: StreamingKeys?, logSumExp: MutableTensorView?) throws {
+    let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+    try checkDestinations(shape: shape, query: query, output: output, logSumExp: logSumExp)
+    guard key.type == value.type else {
+      throw GraphAttentionError(.dtype, "key is \(key.type.rawValue) but value is \(value.type.rawValue)",
+                                fix: "store key and value in the same type")
+    }
+    call = try AttentionCall(shape: shape, graph: graph, options: options)
+    call.keysFinished = streaming?.keysFinished
+    (self.query, self.key, self.value, self.output, self.logSumExp) = (query, key, value, output, logSumExp)
+    (self.graph, self.options, self.streaming) = (graph, options, streaming)
   }
-  if let rows, rows.lowerBound < 0 || rows.upperBound > shape.queryCount {
-    throw GraphAttentionError(.option, "rows \(rows) are outside 0..<\(shape.queryCount)", fix: "pass a range of query rows")
-  }
-  var call = try AttentionCall(shape: shape, graph: graph, options: options)
-  call.keysFinished = streaming?.keysFinished
-  if options.checksFiniteInputs {
-    if let rows {
-      for head in 0..<(shape.batch * shape.queryHeads) {
-        let first = (head * shape.queryCount + rows.lowerBound) * shape.keyDim
-        try query.requireFinite(name: "query", elements: first..<first + rows.count * shape.keyDim)
+
+  /// Computes query rows `rows` of every head (all rows when nil).
+  /// - Throws: `.option` for rows outside `0..<L_q`; `.value` for a non-finite input when the options check;
+  ///   `.file` from a key reader.
+  /// - Complexity: O(edges of the rows · (d_k + d_v)) per head.
+  func run(rows: Range<Int>?) throws -> AttentionWork {
+    let shape = call.shape
+    if let rows, rows.lowerBound < 0 || rows.upperBound > shape.queryCount {
+      throw GraphAttentionError(.option, "rows \(rows) are outside 0..<\(shape.queryCount)", fix: "pass a range of query rows")
+    }
+    if options.checksFiniteInputs {
+      if let rows {
+        for head in 0..<(shape.batch * shape.queryHeads) {
+          let first = (head * shape.queryCount + rows.lowerBound) * shape.keyDim
+          try query.requireFinite(name: "query", elements: first..<first + rows.count * shape.keyDim)
+        }
+      } else {
+        try query.requireFinite(name: "query")
+        try key.requireFinite(name: "key")
+        try value.requireFinite(name: "value")
       }
-    } else {
-      try query.requireFinite(name: "query")
-      try key.requireFinite(name: "key")
-      try value.requireFinite(name: "value")
     }
-  }
-  if !options.checksFiniteInputs, !options.assumesFiniteInputs, streaming == nil,
-     let nonFinite = NonFiniteInputs(shape: shape, query: query, key: key, value: value) {
-    var finite = options
-    finite.assumesFiniteInputs = true
-    return try nonFinite.forward(shape: shape, graph: graph, scale: call.scale, modifiers: call.modifiers,
-                                 rows: rows ?? 0..<shape.queryCount, query: query, key: key, value: value,
-                                 output: output, logSumExp: logSumExp, emptyRows: options.emptyRows) { q, k, v in
-      try viewAttention(query: q, key: k, value: v, output: output, graph: graph, options: finite, rows: rows,
-                        streaming: nil, logSumExp: logSumExp)
+    if !options.checksFiniteInputs, !options.assumesFiniteInputs, streaming == nil,
+       let nonFinite = NonFiniteInputs(shape: shape, query: query, key: key, value: value) {
+      var finite = options
+      finite.assumesFiniteInputs = true
+      return try nonFinite.forward(shape: shape, graph: graph, scale: call.scale, modifiers: call.modifiers,
+                                   rows: rows ?? 0..<shape.queryCount, query: query, key: key, value: value,
+                                   output: output, logSumExp: logSumExp, emptyRows: options.emptyRows) { q, k, v in
+        try viewAttention(query: q, key: k, value: v, output: output, graph: graph, options: finite, rows: rows,
+                          streaming: nil, logSumExp: logSumExp)
+      }
     }
+    let reader = streaming?.access == .read
+      ? try ScatteredKeyReader(key: key, value: value, keyCount: shape.keyCount, keyDim: shape.keyDim,
+                               valueDim: shape.valueDim,
+                               near: NearKeys(reach: graph.backwardReach(keyCount: shape.keyCount, queryCount: shape.queryCount),
+                                               resident: graph.globalTokens))
+      : nil
+    reader?.prepare(graph: graph, rows: rows ?? 0..<shape.queryCount, queryCount: shape.queryCount,
+                    keyValueHeads: shape.batch * shape.keyValueHeads, threads: call.threads,
+                    budget: streaming?.readAheadBytes ?? ScatteredKeyReader.defaultReadAheadBytes)
+    let work = call.run(excluding: nil, rows: rows, pointers: .init(
+      query: query.base, queryType: query.type, key: key.base, value: value.base, keyValueType: key.type,
+      destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader,
+      logSumExp: logSumExp?.base.assumingMemoryBound(to: Float.self)))
+    if let failure = reader?.failure { throw failure }
+    return AttentionWork(edges: work.edges, scoresComputed: work.scores, idleThreadFraction: work.idleFraction)
   }
-  let reader = streaming?.access == .read
-    ? try ScatteredKeyReader(key: key, value: value, keyCount: shape.keyCount, keyDim: shape.keyDim,
-                             valueDim: shape.valueDim,
-                             near: NearKeys(reach: graph.backwardReach(keyCount: shape.keyCount, queryCount: shape.queryCount),
-                                             resident: graph.globalTokens))
-    : nil
-  reader?.prepare(graph: graph, rows: rows ?? 0..<shape.queryCount, queryCount: shape.queryCount,
-                  keyValueHeads: shape.batch * shape.keyValueHeads, threads: call.threads,
-                  budget: streaming?.readAheadBytes ?? ScatteredKeyReader.defaultReadAheadBytes)
-  let work = call.run(excluding: nil, rows: rows, pointers: .init(
-    query: query.base, queryType: query.type, key: key.base, value: value.base, keyValueType: key.type,
-    destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader,
-    logSumExp: logSumExp?.base.assumingMemoryBound(to: Float.self)))
-  if let failure = reader?.failure { throw failure }
-  return AttentionWork(edges: work.edges, scoresComputed: work.scores, idleThreadFraction: work.idleFraction)
 }
 
 /// What one attention call did, over every head and batch.

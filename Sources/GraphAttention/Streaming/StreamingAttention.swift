@@ -261,21 +261,23 @@ public struct StreamingAttention: Sendable {
     var cancelled = false
     do {
       let keysFinished: @Sendable (Int, Range<Int>) -> Void = { kvHead, span in pages.keysFinished(kvHead: kvHead, keys: span) }
+      var chunkOptions = options
+      chunkOptions.checksFiniteInputs = false  // scanned above, or the caller vouches for the files
+      chunkOptions.assumesFiniteInputs = true
+      chunkOptions.progress = nil
+      // The call is checked and resolved once; each chunk only runs its rows.
+      let sharedGraphCall = headGraphs != nil ? nil : try ViewAttention(
+        query: q, key: k, value: v, output: out.view, graph: graph, options: chunkOptions,
+        streaming: StreamingKeys(access: access, keysFinished: keysFinished), logSumExp: lseFile?.view)
       while row < shape.queryCount {
         let rows = row..<min(shape.queryCount, row + chunk)
         pages.prefetch(rows: rows)
         let chunkStart = monotonicSeconds()
-        var chunkOptions = options
-        chunkOptions.checksFiniteInputs = false  // scanned above, or the caller vouches for the files
-        chunkOptions.assumesFiniteInputs = true
-        chunkOptions.progress = nil
-        if let headGraphs {
+        if let sharedGraphCall {
+          edgesAllHeads += try sharedGraphCall.run(rows: rows).edges
+        } else if let headGraphs {
           edgesAllHeads += try headwiseAttention(query: q, key: k, value: v, output: out.view, shape: shape, graphs: headGraphs,
                                                  options: chunkOptions, rows: rows, logSumExp: lseFile?.view).edges
-        } else {
-          edgesAllHeads += try viewAttention(
-            query: q, key: k, value: v, output: out.view, graph: graph, options: chunkOptions, rows: rows,
-            streaming: StreamingKeys(access: access, keysFinished: keysFinished), logSumExp: lseFile?.view).edges
         }
         attentionSeconds += monotonicSeconds() - chunkStart
         try MappedFaultGuard.check(guardToken)
