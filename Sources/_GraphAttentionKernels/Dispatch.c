@@ -67,7 +67,7 @@ int ga_isa_cap(void) {
 
 int64_t ga_pack_floats(int key_dim, int value_dim) {
   // Q^T (16 x d), a block's scores (128 x 16: the AVX-512 kernel's block; the AVX2 one uses 64), and fp32 copies
-  // of a block's fp16/bf16 K and V rows.
+  // of a block's fp16/bf16 K and V rows (the AVX2 kernel keeps O^T, 16 x d_v, in the part of them it leaves).
   return 16 * (int64_t)key_dim + 128 * 16 + 128 * (int64_t)key_dim + 128 * (int64_t)((value_dim + 15) & ~15);
 }
 

@@ -140,18 +140,10 @@ struct ViewAttention {
     if let rows, rows.lowerBound < 0 || rows.upperBound > shape.queryCount {
       throw GraphAttentionError(.option, "rows \(rows) are outside 0..<\(shape.queryCount)", fix: "pass a range of query rows")
     }
-    if options.checksFiniteInputs {
-      if let rows {
-        for head in 0..<(shape.batch * shape.queryHeads) {
-          let first = (head * shape.queryCount + rows.lowerBound) * shape.keyDim
-          try query.requireFinite(name: "query", elements: first..<first + rows.count * shape.keyDim)
-        }
-      } else {
-        try query.requireFinite(name: "query")
-        try key.requireFinite(name: "key")
-        try value.requireFinite(name: "value")
-      }
-    }
+    // Checked inputs are scanned by the work items as they start (`CPUExecutor.FiniteScan`): the query rows of
+    // `rows`, and all of K and V for a call on every row. A non-finite element is an error after the run (the
+    // output's contents are then unspecified), naming the first one as a scan before the work would.
+    let finiteScan = options.checksFiniteInputs ? CPUExecutor.FiniteScan(includesKeys: rows == nil) : nil
     if !options.checksFiniteInputs, !options.assumesFiniteInputs, streaming == nil,
        let nonFinite = NonFiniteInputs(shape: shape, query: query, key: key, value: value) {
       var finite = options
@@ -175,7 +167,11 @@ struct ViewAttention {
     let work = call.run(excluding: nil, rows: rows, pointers: .init(
       query: query.base, queryType: query.type, key: key.base, value: value.base, keyValueType: key.type,
       destination: .output(output.base, type: output.type, emptyRows: options.emptyRows), scatteredReader: reader,
-      logSumExp: logSumExp?.base.assumingMemoryBound(to: Float.self)))
+      logSumExp: logSumExp?.base.assumingMemoryBound(to: Float.self)), finiteScan: finiteScan)
+    if let (tensor, index) = finiteScan?.firstFound {
+      let (view, name) = tensor == .query ? (query, "query") : tensor == .key ? (key, "key") : (value, "value")
+      try view.requireFinite(name: name, elements: index..<index + 1)
+    }
     if let failure = reader?.failure { throw failure }
     return AttentionWork(edges: work.edges, scoresComputed: work.scores, idleThreadFraction: work.idleFraction)
   }

@@ -50,7 +50,8 @@ public struct AttentionOptions: Sendable {
   /// Worker threads; nil uses every online processor.
   public var threads: Int?
   /// Whether a NaN or infinity in the inputs is an error (`GraphAttentionError(.value)` naming the first
-  /// one, before any work). When false, non-finite inputs propagate as with SDPA and a boolean mask: a
+  /// one). On the CPU the work items scan the rows they are about to use, so the check reads nothing twice;
+  /// after such an error the output's contents are unspecified. When false, non-finite inputs propagate as with SDPA and a boolean mask: a
   /// NaN or infinity reaches exactly the query rows whose edges touch it, which get what the formula gives
   /// in IEEE arithmetic (rows reached through a NaN score are NaN; a NaN in column `c` of a value row makes
   /// column `c` NaN in the rows that attend to it), and every other row is exact. Either way the inputs
@@ -195,9 +196,10 @@ struct AttentionCall {
   }
 
   @discardableResult
-  func run(excluding: Graph?, rows: Range<Int>? = nil, pointers: CPUExecutor.Pointers) -> CPUExecutor.Work {
+  func run(excluding: Graph?, rows: Range<Int>? = nil, pointers: CPUExecutor.Pointers,
+           finiteScan: CPUExecutor.FiniteScan? = nil) -> CPUExecutor.Work {
     CPUExecutor.run(shape: shape, graph: graph, excluding: excluding, edgesPerHead: edgesPerHead, scale: scale,
                     threads: threads, kernel: kernel, rows: rows, modifiers: modifiers, pointers: pointers,
-                    progress: progress, keysFinished: keysFinished)
+                    progress: progress, keysFinished: keysFinished, finiteScan: finiteScan)
   }
 }

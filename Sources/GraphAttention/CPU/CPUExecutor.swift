@@ -83,6 +83,56 @@ enum CPUExecutor {
     var logSumExp: UnsafeMutablePointer<Float>? = nil
   }
 
+  /// NaN and infinity found by the work items themselves: each item scans its query rows as it starts, and,
+  /// with `includesKeys`, the key and value rows of its share of its key/value head (the rows of its row
+  /// range, scaled to L_k, scanned by the first query head of each group), so every element of Q, K and V
+  /// is read once, by the item about to use it, while it comes into cache anyway: the check costs no pass
+  /// over memory of its own. Each tensor keeps the lowest flat index found.
+  final class FiniteScan: Sendable {
+    /// The scanned tensors, in the order their errors are reported.
+    enum Tensor: Int, CaseIterable { case query, key, value }
+    /// Whether items scan K and V (a call on all rows) or only their query rows (a call on a row range,
+    /// whose K and V the caller checked).
+    let includesKeys: Bool
+    private let firstQuery = Atomic<Int>(.max), firstKey = Atomic<Int>(.max), firstValue = Atomic<Int>(.max)
+
+    init(includesKeys: Bool) { self.includesKeys = includesKeys }
+
+    /// Scans elements `range` of the tensor at `base` and keeps the first non-finite one's flat index.
+    /// - Complexity: O(`range.count`), vectorised, on the calling thread.
+    func scan(_ tensor: Tensor, _ base: UnsafeRawPointer, type: StorageType, elements range: Range<Int>) {
+      guard !range.isEmpty,
+            let found = StorageKernels.firstNonFiniteSerially(base + range.lowerBound * type.byteCount, type: type,
+                                                             count: range.count) else { return }
+      withSlot(tensor) { slot in
+        var current = slot.load(ordering: .relaxed)
+        while range.lowerBound + found < current {
+          let (exchanged, original) = slot.compareExchange(expected: current, desired: range.lowerBound + found, ordering: .relaxed)
+          if exchanged { break }
+          current = original
+        }
+      }
+    }
+
+    private func withSlot<R>(_ tensor: Tensor, _ body: (borrowing Atomic<Int>) -> R) -> R {
+      switch tensor {
+      case .query: body(firstQuery)
+      case .key: body(firstKey)
+      case .value: body(firstValue)
+      }
+    }
+
+    /// The first non-finite element: in the query if any, else in the key, else in the value; nil when all
+    /// scanned elements are finite.
+    var firstFound: (tensor: Tensor, index: Int)? {
+      for tensor in Tensor.allCases {
+        let index = withSlot(tensor) { $0.load(ordering: .relaxed) }
+        if index != .max { return (tensor, index) }
+      }
+      return nil
+    }
+  }
+
   /// What a call did: the edges it visited and the scores its kernels computed (at least the edges,
   /// more where tiles share keys), over every head.
   struct Work {
@@ -112,7 +162,8 @@ enum CPUExecutor {
                   threads: Int, forcePortable: Bool = false, kernel kernelChoice: CPUKernel = .automatic,
                   rows: Range<Int>? = nil, modifiers: ScoreModifiers = ScoreModifiers(), pointers: Pointers,
                   progress: (@Sendable (Double) -> Void)?,
-                  keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)? = nil) -> Work {
+                  keysFinished: (@Sendable (_ keyValueHead: Int, _ keys: Range<Int>) -> Void)? = nil,
+                  finiteScan: FiniteScan? = nil) -> Work {
     let rowRange = rows ?? 0..<shape.queryCount
     guard !rowRange.isEmpty else { return Work() }
     let averageDegree = max(1, edgesPerHead / shape.queryCount)
@@ -198,6 +249,16 @@ enum CPUExecutor {
         kernel.setHead(key: headKeys, value: headValues, elementType: p.keyValueType)
         kernel.setModifiers(modifiers.kernelModifiers(head: head % shape.queryHeads))
         let headRows = head * shape.queryCount
+        if let finiteScan {
+          finiteScan.scan(.query, p.query, type: p.queryType, elements: (headRows + firstRow) * kd..<(headRows + lastRow) * kd)
+          if finiteScan.includesKeys, (head % shape.queryHeads) % shape.groupSize == 0 {
+            let firstKey = firstRow * shape.keyCount / shape.queryCount
+            let endKey = lastRow == shape.queryCount ? shape.keyCount : lastRow * shape.keyCount / shape.queryCount
+            let headKey = kvHead * shape.keyCount
+            finiteScan.scan(.key, p.key, type: p.keyValueType, elements: (headKey + firstKey) * kd..<(headKey + endKey) * kd)
+            finiteScan.scan(.value, p.value, type: p.keyValueType, elements: (headKey + firstKey) * vd..<(headKey + endKey) * vd)
+          }
+        }
         // A row may come in several tiles (its shared keys, then its scattered ones): its state starts
         // here and is normalised once all tiles of the item are done.
         var outputRows: UnsafeMutablePointer<Float>?

@@ -73,7 +73,8 @@ enum StorageKernels {
     return first == .max ? nil : first
   }
 
-  private static func firstNonFiniteSerially(_ source: UnsafeRawPointer, type: StorageType, count: Int) -> Int? {
+  /// `firstNonFinite` on the calling thread alone (from worker threads, which must not fan out again).
+  static func firstNonFiniteSerially(_ source: UnsafeRawPointer, type: StorageType, count: Int) -> Int? {
     let n = Int64(count)
     let found: Int64
     switch type {
