@@ -188,16 +188,21 @@ def _needs(handle, receiver, sender):
 
 
 def prefers_ring(key_counts, sizes):
-    """schedule="auto"'s rule: "ring" when some rank's rows need at least `RING_FRACTION` of the keys the other
-    ranks hold (dense causal's last ranks, `full`, large prefixes, windows wider than a shard), else "direct".
-    There the direct exchange would hold that many fetched keys at once and send about what the ring sends (at
-    most 1/RING_FRACTION times less), while the ring holds two blocks and overlaps each transfer with compute."""
+    """schedule="auto"'s rule: "ring" when (1) some rank's rows need at least `RING_FRACTION` of the keys the
+    other ranks hold (dense causal's last ranks, `full`, large prefixes, windows wider than a shard), so the ring
+    delivers to that rank at most 1/RING_FRACTION times the bytes the direct exchange would, and (2) the ring
+    holds fewer fetched keys at once than the direct exchange's busiest rank (two blocks against the keys of
+    every rank needed: for dense causal from P = 4 on); else "direct". O(P^2)."""
     total = sum(sizes)
-    for r, row in enumerate(key_counts):
-        others = total - sizes[r]
-        if others > 0 and sizes[r] > 0 and sum(row) >= RING_FRACTION * others:
-            return "ring"
-    return "direct"
+    dense = any(others > 0 and sizes[r] > 0 and sum(row) >= RING_FRACTION * others
+                for r, row in enumerate(key_counts) for others in (total - sizes[r],))
+    if not dense:
+        return "direct"
+    hops = ring_hops(key_counts)
+    world = len(sizes)
+    ring = max(_ring_peak(hops, sizes, r) for r in range(world))
+    direct = max(sum(row[s] for s in range(world) if s != r) for r, row in enumerate(key_counts))
+    return "ring" if ring < direct else "direct"
 
 
 def ring_hops(key_counts):
@@ -255,15 +260,20 @@ def bytes_sent(plan, rank, backward):
     return blocks * b[0] + own * peers * b[1] + others * b[2]
 
 
+def _ring_peak(hops, sizes, rank):
+    """Under the ring, the most other ranks' K/V rows `rank` holds at once: the block it computes on plus the one
+    in flight. O(P)."""
+    held = [sizes[s] if s is not None else 0
+            for s in (ring_incoming(hops, sizes, rank, t) for t in range(1, len(sizes) + 1))]
+    return max([held[t] + held[t + 1] for t in range(len(held) - 1)] + [0])
+
+
 def fetched_keys_peak(plan, rank):
     """The most other ranks' K/V rows `rank` holds at once in the forward: every fetched key under the direct
     schedule; under the ring, the block it computes on plus the one in flight. O(P)."""
     if plan.schedule == "direct":
         return sum(plan.key_counts[rank][s] for s in range(plan.world_size) if s != rank)
-    sizes = plan.sizes
-    held = [sizes[s] if s is not None else 0
-            for s in (ring_incoming(plan.ring_hops, sizes, rank, t) for t in range(1, plan.world_size + 1))]
-    return max([held[t] + held[t + 1] for t in range(len(held) - 1)] + [0])
+    return _ring_peak(plan.ring_hops, plan.sizes, rank)
 
 
 class ExchangePlan:

@@ -130,39 +130,43 @@ def test_four_ranks_with_a_one_token_and_an_empty_rank():
     _check(4, cases, seed=300)
 
 
-# Zigzag placement and the ring: L = 37 is no multiple of 2P at P = 2, 3, 4; "auto" picks the ring for dense masks.
+# Zigzag placement and the ring: L = 37 is no multiple of 2P at P = 2, 3, 4. The ring runs every kind (forced
+# below P = 4, where "auto" keeps the direct exchange: two blocks are no fewer keys than P-1).
 _ZIGZAG = ["causal", "full", "window:3", "documents:0,8,20,37&causal", "window:3+global:5,30", "prefix:6",
-           "window:2+global:0+random:0.1:7"]
+           "window:2+global:0+random:0.1:7", "dilated:2:1"]
 
 
 def test_zigzag_and_ring_at_three_ranks():
-    cases = [{"mask": m, "tokens": L, "placement": "zigzag"} for m in _ZIGZAG]
-    cases[0]["expect_schedule"] = cases[1]["expect_schedule"] = "ring"
+    cases = [{"mask": m, "tokens": L, "placement": "zigzag", "schedule": "ring"} for m in _ZIGZAG]
     cases += [
-        {"mask": "causal", "tokens": L, "placement": "zigzag", "schedule": "direct", "expect_schedule": "direct"},
-        {"mask": "causal", "tokens": L, "shard_sizes": [10, 15, 12], "expect_schedule": "ring"},
+        {"mask": "causal", "tokens": L, "placement": "zigzag", "expect_schedule": "direct"},
+        {"mask": "window:3+global:5,30", "tokens": L, "placement": "zigzag", "expect_schedule": "direct"},
+        {"mask": "causal", "tokens": L, "shard_sizes": [10, 15, 12], "schedule": "ring"},
         {"mask": "window:3+global:5,30", "tokens": L, "schedule": "ring", "heads": 4, "kv_heads": 2},
-        {"mask": "dilated:2:1", "tokens": L, "placement": "zigzag", "schedule": "ring"},
     ]
     _check(3, cases, seed=400)
 
 
 def test_zigzag_and_ring_at_two_ranks_with_gqa_and_modifiers():
+    ring = {"placement": "zigzag", "schedule": "ring"}
     cases = [
-        {"mask": "causal", "tokens": L, "placement": "zigzag", "heads": 4, "kv_heads": 2, "batch": 2},
-        {"mask": "causal+global:3", "tokens": L, "placement": "zigzag", "heads": 2, "softcap": 3.0, "alibi": True,
-         "sinks": True},
-        {"mask": "full", "tokens": L, "alibi": [0.5, 0.25], "layout": 3},
+        {"mask": "causal", "tokens": L, "heads": 4, "kv_heads": 2, "batch": 2, **ring},
+        {"mask": "causal+global:3", "tokens": L, "heads": 2, "softcap": 3.0, "alibi": True, "sinks": True, **ring},
+        {"mask": "full", "tokens": L, "alibi": [0.5, 0.25], "layout": 3, "schedule": "ring"},
         {"mask": "window:4+global:1,33", "tokens": L, "placement": "zigzag", "alibi": True, "schedule": "direct"},
-        {"mask": ["window:2", "causal+global:3"], "tokens": L, "placement": "zigzag"},
+        {"mask": "causal", "tokens": L, "placement": "zigzag", "heads": 4, "kv_heads": 2, "batch": 2},
+        {"mask": ["window:2", "causal+global:3"], "tokens": L, **ring},
     ]
     _check(2, cases, seed=500)
 
 
 def test_zigzag_and_ring_at_four_ranks_and_an_empty_rank():
-    cases = [{"mask": m, "tokens": L, "placement": "zigzag"}
-             for m in ("causal", "full", "window:3+global:0,21", "documents:0,9,30,37&window:3:causal+global:2")]
-    cases.append({"mask": "causal", "tokens": L, "placement": "zigzag", "softcap": 2.0, "schedule": "ring"})
+    cases = [{"mask": m, "tokens": L, "placement": "zigzag", "expect_schedule": x}
+             for m, x in (("causal", "ring"), ("full", "ring"), ("window:3+global:0,21", "direct"))]
+    cases.append({"mask": "causal", "tokens": L, "expect_schedule": "ring"})
+    cases.append({"mask": "documents:0,9,30,37&window:3:causal+global:2", "tokens": L, "placement": "zigzag",
+                  "schedule": "ring"})
+    cases.append({"mask": "causal", "tokens": L, "placement": "zigzag", "softcap": 2.0, "schedule": "direct"})
     cases.append({"mask": "causal", "tokens": 3, "placement": "zigzag", "dim": 4})  # rank 3 holds no token
     _check(4, cases, seed=600)
 
@@ -228,7 +232,8 @@ def test_zigzag_plans_balance_causal_work_and_count_the_ring():
     edges = {}
     for placement in ("contiguous", "zigzag"):
         plan = gad.plan("causal", tokens, world, placement=placement, heads=2, head_dim=16)
-        assert plan.schedule == "ring"
+        assert plan.schedule == "ring"  # at P = 4 two blocks are fewer keys than the direct exchange's three
+        assert gad.plan("causal", tokens, 3, placement=placement).schedule == "direct"  # two against two
         edges[placement] = [sum(int(dense[a:b].sum()) for a, b in plan.segments[r]) for r in range(world)]
         # Every block travels as far as the last rank needing it; the peak is two blocks, not every fetched key.
         assert max(plan.fetched_keys_peak) <= 2 * max(plan.sizes)
