@@ -782,10 +782,12 @@ def attention(query, key, value, mask, *, group=None, scale=None, softcap=None, 
         placement: "contiguous" (default) or "zigzag" (balances a causal mask's work: every rank holds one early
             and one late chunk). Outputs and gradients come back in the same layout as the inputs.
         schedule: how other ranks' K and V arrive: "auto" (default: the ring where some rank needs at least half
-            of the keys the other ranks hold, as `full`, dense `causal` or a window wider than a shard; else the
-            direct exchange), "direct" (each rank fetches exactly the keys its rows need, all at once) or "ring"
-            (whole blocks passed along the ring, P-1 steps, each block computed while the next is in flight;
-            peak memory two blocks). Both give the same values to rounding, each deterministic.
+            of the keys the other ranks hold, as `full` or dense `causal`, and the ring holds fewer fetched keys
+            than the direct exchange, P >= 4 for those; else the direct exchange), "direct" (each rank fetches
+            exactly the keys its rows need, all at once) or "ring" (whole blocks passed along the ring, P-1
+            steps, each block computed while the next is in flight; peak memory two blocks; the backward sends
+            the blocks again with their dK, dV accumulators). Both give the same values to rounding, each
+            deterministic.
 
     Returns:
         This rank's output rows `[..., L_r, d_v]` (and the LSE), differentiable in query, key, value and sinks.
