@@ -71,22 +71,24 @@ SCHEDULES = ("auto", "direct", "ring")
 RING_FRACTION = 0.5  # schedule="auto": the ring when some rank needs at least this share of the others' keys
 
 
+def _check_choice(name, value, choices, fix):
+    """`value` if it is one of `choices`, else a GraphAttentionError naming them and the fix."""
+    if value not in choices:
+        raise GraphAttentionError(f"option: {name} {value!r} is not one of {', '.join(map(repr, choices))}. Fix: {fix}.",
+                                  "option")
+    return value
+
+
 def check_placement(placement):
     """`placement` if it is one of `PLACEMENTS`, else a GraphAttentionError naming the choices."""
-    if placement not in PLACEMENTS:
-        raise GraphAttentionError(f"option: placement {placement!r} is not one of {', '.join(map(repr, PLACEMENTS))}. "
-                                  "Fix: pass placement='contiguous' (rank r holds the r-th of P slices) or "
-                                  "placement='zigzag' (rank r holds chunks r and 2P-1-r of 2P).", "option")
-    return placement
+    return _check_choice("placement", placement, PLACEMENTS, "pass placement='contiguous' (rank r holds the r-th of "
+                         "P slices) or placement='zigzag' (rank r holds chunks r and 2P-1-r of 2P)")
 
 
 def check_schedule(schedule):
     """`schedule` if it is one of `SCHEDULES`, else a GraphAttentionError naming the choices."""
-    if schedule not in SCHEDULES:
-        raise GraphAttentionError(f"option: schedule {schedule!r} is not one of {', '.join(map(repr, SCHEDULES))}. "
-                                  "Fix: pass schedule='auto' (the ring where a rank needs most of the others' keys), "
-                                  "'direct' or 'ring'.", "option")
-    return schedule
+    return _check_choice("schedule", schedule, SCHEDULES, "pass schedule='auto' (the ring where a rank needs most of "
+                         "the others' keys and it holds fewer of them at once), 'direct' or 'ring'")
 
 
 def split_sizes(tokens, parts):
