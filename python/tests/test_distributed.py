@@ -1,7 +1,8 @@
 """graph_attention.distributed on gloo: P = 2, 3, 4 processes (uneven shards, a rank with one token and one with
 none) give the single-process engine's output and gradients within 1e-5 for every graph kind, unions,
-intersections, per-head masks, GQA and score modifiers; each rank sends exactly the plan's bytes; a bad or dying
-rank makes every rank raise. Kept small: the whole file runs in well under 3 minutes on 2 cores."""
+intersections, per-head masks, GQA and score modifiers, under contiguous and zigzag placement and the direct and
+ring schedules; each rank sends exactly the plan's bytes and holds its fetched-key peak; a bad or dying rank
+makes every rank raise. Kept small: the whole file runs in well under 3 minutes on 2 cores."""
 import os
 import socket
 import tempfile
