@@ -54,8 +54,26 @@ def options(case):
 def shards(case, world):
     sizes = case.get("shard_sizes")
     if sizes is None:
-        sizes = [t.shape[-2] for t in torch.tensor_split(torch.empty(case["tokens"], 1), world, dim=-2)]
+        import graph_attention.distributed as gad
+
+        sizes = [gad.shard(torch.empty(case["tokens"], 1), r, world, case.get("placement", "contiguous")).shape[-2]
+                 for r in range(world)]
     return sizes
+
+
+def local_shard(x, case, rank, world):
+    """This rank's shard of the global `x` for the case's placement and shard sizes."""
+    import graph_attention.distributed as gad
+
+    if case.get("shard_sizes") is not None:
+        sizes = case["shard_sizes"]
+        return x.narrow(-2, sum(sizes[:rank]), sizes[rank])
+    return gad.shard(x, rank, world, case.get("placement", "contiguous"))
+
+
+def layout(case):
+    """The case's placement and schedule keywords."""
+    return {"placement": case.get("placement", "contiguous"), "schedule": case.get("schedule", "auto")}
 
 
 def cases(rank, world, case_list, seed):
@@ -66,31 +84,32 @@ def cases(rank, world, case_list, seed):
     for n, case in enumerate(case_list):
         q, k, v, do = inputs(case, seed + n)
         sizes = shards(case, world)
-        start = sum(sizes[:rank])
-        local = [x.narrow(-2, start, sizes[rank]).clone().requires_grad_(True) for x in (q, k, v)]
+        local = [local_shard(x, case, rank, world).clone().requires_grad_(True) for x in (q, k, v)]
+        local_do = local_shard(do, case, rank, world)
         sinks = None
         if case.get("sinks"):
             sinks = torch.linspace(-1.0, 1.0, q.shape[-3] if q.dim() >= 3 else 1).requires_grad_(True)
         out, lse = gad.attention(*local, case["mask"], sinks=sinks, return_lse=True,
-                                 shard_sizes=case.get("shard_sizes"), threads=1, **options(case))
+                                 shard_sizes=case.get("shard_sizes"), threads=1, **options(case), **layout(case))
         forward_traffic = gad.traffic()["forward"]
-        out.backward(do.narrow(-2, start, sizes[rank]))
+        out.backward(local_do)
         traffic = gad.traffic()
         heads = q.shape[-3] if q.dim() >= 3 else 1
         batch = q.shape[0] if q.dim() == 4 else 1
         kv_heads = k.shape[-3] if k.dim() >= 3 else 1
-        plan = gad.plan(case["mask"], case["tokens"], world, sizes, batch=batch, heads=heads, kv_heads=kv_heads,
-                        head_dim=q.shape[-1], value_dim=v.shape[-1])
+        plan = gad.plan(case["mask"], case["tokens"], world, case.get("shard_sizes"), batch=batch, heads=heads,
+                        kv_heads=kv_heads, head_dim=q.shape[-1], value_dim=v.shape[-1], **layout(case))
         # Again, for the bits: the same inputs give the same output and gradients.
         again = [x.detach().clone().requires_grad_(True) for x in local]
         out2 = gad.attention(*again, case["mask"], sinks=None if sinks is None else sinks.detach().clone(),
-                             shard_sizes=case.get("shard_sizes"), threads=1, **options(case))
-        out2.backward(do.narrow(-2, start, sizes[rank]))
+                             shard_sizes=case.get("shard_sizes"), threads=1, **options(case), **layout(case))
+        out2.backward(local_do)
         results.append({
             "out": out.detach(), "lse": lse, "grads": [x.grad for x in local],
             "dsinks": None if sinks is None else sinks.grad, "forward_bytes": forward_traffic,
             "backward_bytes": traffic["backward"], "plan_forward": plan.forward_bytes[rank],
-            "plan_backward": plan.backward_bytes[rank],
+            "plan_backward": plan.backward_bytes[rank], "schedule": plan.schedule,
+            "fetched_keys_peak": traffic["fetched_keys_peak"], "plan_fetched_keys_peak": plan.fetched_keys_peak[rank],
             "same_bits": bool(torch.equal(out2.detach(), out.detach())
                               and all(torch.equal(a.grad, b.grad) for a, b in zip(again, local))),
         })
@@ -98,8 +117,13 @@ def cases(rank, world, case_list, seed):
 
 
 def bad_rank(rank, world, which):
-    """Rank 1 passes a bad input; every rank must raise."""
+    """Rank 1 passes a bad input (or option); every rank must raise."""
     import graph_attention.distributed as gad
+
+    if which == "placement":
+        q = torch.randn(2, 12, 8)
+        gad.attention(q, q, q, "causal", threads=1, placement="zigzig" if rank == 1 else "zigzag")
+        return {"returned": True}
 
     q = torch.randn(2, 12, 8)
     k, v = torch.randn(2, 12, 8), torch.randn(2, 12, 8)

@@ -1,7 +1,8 @@
 """graph_attention.distributed on gloo: P = 2, 3, 4 processes (uneven shards, a rank with one token and one with
 none) give the single-process engine's output and gradients within 1e-5 for every graph kind, unions,
-intersections, per-head masks, GQA and score modifiers; each rank sends exactly the plan's bytes; a bad or dying
-rank makes every rank raise. Kept small: the whole file runs in well under 3 minutes on 2 cores."""
+intersections, per-head masks, GQA and score modifiers, under contiguous and zigzag placement and the direct and
+ring schedules; each rank sends exactly the plan's bytes and holds its fetched-key peak; a bad or dying rank
+makes every rank raise. Kept small: the whole file runs in well under 3 minutes on 2 cores."""
 import os
 import socket
 import tempfile
@@ -78,18 +79,23 @@ def _check(world, case_list, seed):
         sizes = distributed_workers.shards(case, world)
         per_rank = [r["results"][n] for r in results]
         label = f"{case['mask']} P={world} shards {sizes}"
-        _close(f"{label} output", torch.cat([r["out"] for r in per_rank], dim=-2), out)
+        placement = case.get("placement", "contiguous")
+        label += f" {placement} {per_rank[0]['schedule']}"
+        if "expect_schedule" in case:
+            assert per_rank[0]["schedule"] == case["expect_schedule"], label
+        _close(f"{label} output", gad.unshard([r["out"] for r in per_rank], placement), out)
         finite = torch.isfinite(lse)
-        got_lse = torch.cat([r["lse"] for r in per_rank], dim=-1)
+        got_lse = gad.unshard([r["lse"].unsqueeze(-1) for r in per_rank], placement).squeeze(-1)
         assert torch.equal(torch.isfinite(got_lse), finite), label
         _close(f"{label} lse", got_lse[finite], lse[finite])
         for i, name in enumerate(("dq", "dk", "dv")):
-            _close(f"{label} {name}", torch.cat([r["grads"][i] for r in per_rank], dim=-2), grads[i])
+            _close(f"{label} {name}", gad.unshard([r["grads"][i] for r in per_rank], placement), grads[i])
         if dsinks is not None:
             _close(f"{label} dsinks", sum(r["dsinks"] for r in per_rank), dsinks)
         for rank, r in enumerate(per_rank):
             assert r["forward_bytes"] == r["plan_forward"], f"{label} rank {rank} forward bytes"
             assert r["backward_bytes"] == r["plan_backward"], f"{label} rank {rank} backward bytes"
+            assert r["fetched_keys_peak"] == r["plan_fetched_keys_peak"], f"{label} rank {rank} fetched keys"
             assert r["same_bits"], f"{label} rank {rank}: a second run differs"
 
 
@@ -125,12 +131,55 @@ def test_four_ranks_with_a_one_token_and_an_empty_rank():
     _check(4, cases, seed=300)
 
 
-@pytest.mark.parametrize("which", ["nan", "shape", "heads"])
+# Zigzag placement and the ring: L = 37 is no multiple of 2P at P = 2, 3, 4. The ring runs every kind (forced
+# below P = 4, where "auto" keeps the direct exchange: two blocks are no fewer keys than P-1).
+_ZIGZAG = ["causal", "full", "window:3", "documents:0,8,20,37&causal", "window:3+global:5,30", "prefix:6",
+           "window:2+global:0+random:0.1:7", "dilated:2:1"]
+
+
+def test_zigzag_and_ring_at_three_ranks():
+    cases = [{"mask": m, "tokens": L, "placement": "zigzag", "schedule": "ring"} for m in _ZIGZAG]
+    cases += [
+        {"mask": "causal", "tokens": L, "placement": "zigzag", "expect_schedule": "direct"},
+        {"mask": "window:3+global:5,30", "tokens": L, "placement": "zigzag", "expect_schedule": "direct"},
+        {"mask": "causal", "tokens": L, "shard_sizes": [10, 15, 12], "schedule": "ring"},
+        {"mask": "window:3+global:5,30", "tokens": L, "schedule": "ring", "heads": 4, "kv_heads": 2},
+    ]
+    _check(3, cases, seed=400)
+
+
+def test_zigzag_and_ring_at_two_ranks_with_gqa_and_modifiers():
+    ring = {"placement": "zigzag", "schedule": "ring"}
+    cases = [
+        {"mask": "causal", "tokens": L, "heads": 4, "kv_heads": 2, "batch": 2, **ring},
+        {"mask": "causal+global:3", "tokens": L, "heads": 2, "softcap": 3.0, "alibi": True, "sinks": True, **ring},
+        {"mask": "full", "tokens": L, "alibi": [0.5, 0.25], "layout": 3, "schedule": "ring"},
+        {"mask": "window:4+global:1,33", "tokens": L, "placement": "zigzag", "alibi": True, "schedule": "direct"},
+        {"mask": "causal", "tokens": L, "placement": "zigzag", "heads": 4, "kv_heads": 2, "batch": 2},
+        {"mask": ["window:2", "causal+global:3"], "tokens": L, **ring},
+    ]
+    _check(2, cases, seed=500)
+
+
+def test_zigzag_and_ring_at_four_ranks_and_an_empty_rank():
+    cases = [{"mask": m, "tokens": L, "placement": "zigzag", "expect_schedule": x}
+             for m, x in (("causal", "ring"), ("full", "ring"), ("window:3+global:0,21", "direct"))]
+    cases.append({"mask": "causal", "tokens": L, "expect_schedule": "ring"})
+    cases.append({"mask": "documents:0,9,30,37&window:3:causal+global:2", "tokens": L, "placement": "zigzag",
+                  "schedule": "ring"})
+    cases.append({"mask": "causal", "tokens": L, "placement": "zigzag", "softcap": 2.0, "schedule": "direct"})
+    cases.append({"mask": "causal", "tokens": 3, "placement": "zigzag", "dim": 4})  # rank 3 holds no token
+    _check(4, cases, seed=600)
+
+
+@pytest.mark.parametrize("which", ["nan", "shape", "heads", "placement"])
 def test_a_bad_rank_makes_every_rank_raise(which):
     results = _run(3, "bad_rank", (which,), timeout_s=60)
     for rank, result in enumerate(results):
         assert result is not None and "error" in result, f"rank {rank} returned {result}"
         assert "rank(s) [1]" in result["error"], result["error"]
+        if which == "placement":
+            assert "placement 'zigzig'" in result["error"] and "Fix" in result["error"], result["error"]
 
 
 def test_a_dying_rank_makes_the_others_raise_not_hang():
@@ -155,3 +204,55 @@ def test_plan_counts_halos_and_global_rows():
     assert random.key_counts[1][0] == int(dense[100:, :100].any(axis=0).sum())
     with pytest.raises(GraphAttentionError, match="shard sizes"):
         gad.plan("causal", 10, 2, shard_sizes=[5, 4])
+
+
+def test_shard_and_unshard_round_trip():
+    x = torch.arange(2 * 3 * 37 * 2, dtype=torch.float32).view(2, 3, 37, 2)
+    for world in (1, 2, 3, 4, 5):
+        for placement in ("contiguous", "zigzag"):
+            shards = [gad.shard(x, r, world, placement) for r in range(world)]
+            assert sum(t.shape[-2] for t in shards) == 37
+            assert torch.equal(gad.unshard(shards, placement), x)
+    shards = [gad.shard(x, r, 3, "zigzag", dim=1) for r in range(3)]
+    assert torch.equal(gad.unshard(shards, "zigzag", dim=1), x)
+    chunks = torch.tensor_split(x, 8, dim=-2)
+    assert torch.equal(gad.shard(x, 1, 4, "zigzag"), torch.cat([chunks[1], chunks[6]], dim=-2))
+    with pytest.raises(GraphAttentionError, match="placement 'ring'.*Fix"):
+        gad.shard(x, 0, 2, placement="ring")
+    with pytest.raises(GraphAttentionError, match="placement"):
+        gad.plan("causal", 37, 2, placement="striped")
+    with pytest.raises(GraphAttentionError, match="schedule 'rings'.*Fix"):
+        gad.plan("causal", 37, 2, schedule="rings")
+    with pytest.raises(GraphAttentionError, match="not zigzag placement"):
+        gad.unshard([x[..., :10, :], x[..., 10:, :]], "zigzag")
+
+
+def test_zigzag_plans_balance_causal_work_and_count_the_ring():
+    tokens, world = 4096, 4
+    dense = graph_attention.Graph("causal").to_dense(tokens)
+    edges = {}
+    for placement in ("contiguous", "zigzag"):
+        plan = gad.plan("causal", tokens, world, placement=placement, heads=2, head_dim=16)
+        assert plan.schedule == "ring"  # at P = 4 two blocks are fewer keys than the direct exchange's three
+        assert gad.plan("causal", tokens, 3, placement=placement).schedule == "direct"  # two against two
+        edges[placement] = [sum(int(dense[a:b].sum()) for a, b in plan.segments[r]) for r in range(world)]
+        # Every block travels as far as the last rank needing it; the peak is two blocks, not every fetched key.
+        assert max(plan.fetched_keys_peak) <= 2 * max(plan.sizes)
+        direct = gad.plan("causal", tokens, world, placement=placement, schedule="direct", heads=2, head_dim=16)
+        assert max(direct.fetched_keys_peak) == tokens - tokens // world
+    assert max(edges["contiguous"]) / min(edges["contiguous"]) > 6
+    assert max(edges["zigzag"]) - min(edges["zigzag"]) <= tokens // 8  # within one chunk's rows
+    zig = gad.plan("causal", 37, 3, placement="zigzag")
+    assert zig.segments == [[(0, 7), (31, 37)], [(7, 13), (25, 31)], [(13, 19), (19, 25)]] and zig.shards is None
+    assert zig.needs[1][0] == [(0, 7, 1)] and zig.key_counts[0][1] == 12 and zig.owner(33) == 0
+    assert gad.plan("window:64", 4096, 4, placement="zigzag").schedule == "direct"
+
+
+def test_python_byte_formula_matches_the_library_for_contiguous_shards():
+    from graph_attention import _exchange
+
+    for mask in ("window:3+global:5,30", "causal", "dilated:2:1", "random:0.1:3+global:0"):
+        for sizes in ([10, 15, 12], [1, 20, 0, 16]):
+            plan = gad.plan(mask, 37, len(sizes), sizes, heads=2, kv_heads=1, head_dim=8, schedule="direct")
+            assert plan.forward_bytes == [_exchange.bytes_sent(plan, r, False) for r in range(len(sizes))], mask
+            assert plan.backward_bytes == [_exchange.bytes_sent(plan, r, True) for r in range(len(sizes))], mask
