@@ -133,12 +133,13 @@ void ga_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
 
 // MARK: - Non-finite scans
 
-// Blocks are tested with a branch-free OR reduction (vectorised by the compiler); only a block that
-// holds a non-finite value is searched element by element.
+// Blocks are tested with a branch-free OR reduction (vectorised by the compiler, at the widest instruction set
+// the CPU runs: the scan runs before, or in, every checked call, and at 128 bits it cost 3-4% of a window
+// forward); only a block that holds a non-finite value is searched element by element.
 #define GA_SCAN_BLOCK 4096
 
-#define GA_DEFINE_SCAN(name, type, exponent_mask)                                  \
-  int64_t name(const type *src, int64_t n) {                                       \
+#define GA_DEFINE_SCAN_BODY(name, attributes, type, exponent_mask)                 \
+  attributes int64_t name(const type *src, int64_t n) {                            \
     for (int64_t start = 0; start < n; start += GA_SCAN_BLOCK) {                   \
       const int64_t end = n - start < GA_SCAN_BLOCK ? n : start + GA_SCAN_BLOCK;   \
       unsigned found = 0;                                                          \
@@ -153,6 +154,22 @@ void ga_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
     }                                                                              \
     return -1;                                                                     \
   }
+
+#if GA_CONVERT_X86
+#define GA_DEFINE_SCAN(name, type, exponent_mask)                                                              \
+  GA_DEFINE_SCAN_BODY(name##_portable, static, type, exponent_mask)                                           \
+  GA_DEFINE_SCAN_BODY(name##_avx2, static __attribute__((target("avx2"))), type, exponent_mask)              \
+  GA_DEFINE_SCAN_BODY(name##_avx512, static __attribute__((target("avx512f,avx512bw,avx512vl"))), type, exponent_mask) \
+  int64_t name(const type *src, int64_t n) {                                                                  \
+    switch (ga_widest_isa()) {                                                                                \
+      case GA_ISA_AVX512: return name##_avx512(src, n);                                                       \
+      case GA_ISA_AVX2: return name##_avx2(src, n);                                                           \
+      default: return name##_portable(src, n);                                                                \
+    }                                                                                                         \
+  }
+#else
+#define GA_DEFINE_SCAN(name, type, exponent_mask) GA_DEFINE_SCAN_BODY(name, , type, exponent_mask)
+#endif
 
 static int64_t ga_first_nonfinite_bits32(const uint32_t *src, int64_t n);
 

@@ -181,8 +181,10 @@ struct ViewAttention {
 public struct AttentionWork: Sendable, Equatable {
   /// Edges visited: the sum of the computed rows' degrees, times heads and batches.
   public var edges: Int
-  /// `q . k` scores the kernels computed: at least `edges`; tiles of rows that share keys add a few
-  /// masked ones (at most ~3%), so `scoresComputed / edges` measures how close to work-optimal a run was.
+  /// `q . k` scores the kernels computed: at least `edges`; tiles of rows that share keys add masked ones,
+  /// so `scoresComputed / edges` measures how close to work-optimal a run was. With the AVX2 and AVX-512
+  /// kernels, which hold a tile's 16 rows in vector lanes, every lane of the tile's whole key range counts
+  /// (for a window of W, about `1 + 16 / (2W)`; a causal window about twice that).
   public var scoresComputed: Int
   /// Seconds the GPU spent in this call's kernels, from launch to completion as the host sees it (no
   /// copies, no compilation; the launch latency of a few microseconds is included); nil on the CPU.

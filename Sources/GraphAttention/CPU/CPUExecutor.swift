@@ -215,6 +215,7 @@ enum CPUExecutor {
       let gatherKeyCapacity = pattern == nil ? 1 : min(keyBlock, gatherPieceKeys)
       let gatherKeys = UnsafeMutablePointer<Int64>.allocate(capacity: gatherKeyCapacity)
       var gatheredEdges = 0
+      var laneScores = 0  // scores the lane kernels compute beyond the tiler's count
       let p = pointers
       let qSize = p.queryType.byteCount, kvSize = p.keyValueType.byteCount
       // Far keys of single-row tiles, gathered from the files (empty unless a reader is set).
@@ -319,6 +320,15 @@ enum CPUExecutor {
               }
             }
             for (group, range) in tile.groupRanges.enumerated() { kernel.setGroup(group, range: range) }
+            if kernel.readsRowSpans, tile.rows.count > 1 {
+              // The tiler counts each group's span; the kernels with rows in the lanes compute all 16 lanes over
+              // the tile's whole key range.
+              var (first, end, counted) = (Int.max, 0, 0)
+              for range in tile.groupRanges {
+                (first, end, counted) = (min(first, range.lowerBound), max(end, range.upperBound), counted + QueryTiler.groupRows * range.count)
+              }
+              laneScores += QueryTiler.maxRows * (min(end, tile.keyCount) - first) - counted
+            }
             if let reader = p.scatteredReader, tile.rows.count == 1, tile.finishedKeys == nil,
                reader.hasFarKeys(row: tile.rows[0], keys: tile.keys, count: tile.keyCount) {
               // Pieces of gathered rows fold into the same (m, l, acc) one after another.
@@ -357,7 +367,7 @@ enum CPUExecutor {
           if finished % reportEvery == 0 || finished == itemCount { progress(Double(finished) / Double(itemCount)) }
         }
       }
-      scoresComputed.wrappingAdd(tiler.scoresComputed + gatheredEdges, ordering: .relaxed)
+      scoresComputed.wrappingAdd(tiler.scoresComputed + laneScores + gatheredEdges, ordering: .relaxed)
       edgesVisited.wrappingAdd(tiler.edgesVisited + gatheredEdges, ordering: .relaxed)
       busyNanoseconds.wrappingAdd(Int(DispatchTime.now().uptimeNanoseconds - workerStart), ordering: .relaxed)
     }

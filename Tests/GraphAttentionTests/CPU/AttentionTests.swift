@@ -167,8 +167,10 @@ final class KernelTests: XCTestCase {
     DenseReference.assertClose(state.output(), reference, valueDim: 5, "bigbird through the state")
   }
 
-  /// Implicit graphs compute at most 3% more scores than they have edges (plus a few per group of short rows).
-  func testScoresComputedStayWithinThreePercentOfEdges() throws {
+  /// Implicit graphs compute at most 3% more scores than they have edges, plus a few per group of short rows,
+  /// plus, on the kernels with a tile's 16 rows in vector lanes, the lanes a tile's rows do not use at the two
+  /// ends of their shared key range (at most 16 x 16 per tile of 16 rows).
+  func testScoresComputedStayWithinThreePercentOfEdgesPlusUnusedLanes() throws {
     let l = 4096
     for spec in ["window:256", "window:256:causal", "blocked:256:0", "blocked:512:1", "dilated:128:1", "causal",
                  "window:128+global:0,4095"] {
@@ -185,7 +187,9 @@ final class KernelTests: XCTestCase {
       XCTAssertTrue((0...1).contains(idle), "\(spec): idle share \(idle)")
       XCTAssertEqual(o, try attention(query: q, key: k, value: v, graph: graph), "the core entry and the tensor form compute the same output")
       XCTAssertGreaterThanOrEqual(scores, edges, spec)
-      XCTAssertLessThanOrEqual(Double(scores), Double(edges) * 1.03 + Double(l / 4 * 8), "\(spec): \(scores) scores for \(edges) edges")
+      let unusedLanes = CPUKernel.widest == .portable ? 0 : l / 16 * 16 * 16
+      XCTAssertLessThanOrEqual(Double(scores), Double(edges) * 1.03 + Double(l / 4 * 8 + unusedLanes),
+                               "\(spec): \(scores) scores for \(edges) edges")
     }
   }
 }
