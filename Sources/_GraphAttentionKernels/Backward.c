@@ -17,8 +17,9 @@
 #endif
 
 int64_t ga_backward_scratch_floats(int a_dim, int b_dim) {
-  // Packed A and B of a pair of blocks, then lse, delta, and p and ds of four rows, for 32 columns; then the
-  // tile's rows interleaved by group, [group][c][4 rows], for a and b.
+  // Packed A and B of a pair of blocks, then lse, delta, and p and ds of four rows, for 32 columns (the AVX2
+  // kernel keeps ds of all 16 rows for its 16-column blocks in the same room); then the tile's rows interleaved
+  // by group, [group][c][4 rows], for a and b.
   return 2 * (int64_t)GA_BW_BLOCK * (a_dim + b_dim) + 12 * 2 * GA_BW_BLOCK + (int64_t)GA_BW_MAX_ROWS * (a_dim + b_dim);
 }
 
@@ -114,7 +115,9 @@ static void interleave_rows(const ga_backward_tile *t, float *ra, float *rb) {
   } while (0)
 
 // grad_A[column] += sum over rows r of ds[r][j] * a_r for the block's `count` columns j: the R rows' vectors
-// stay in registers (64 dimensions per pass), each column's gradient is loaded and stored once per pass.
+// stay in registers (64 dimensions per pass), each column's gradient is loaded and stored once per pass. Per
+// group, unlike the AVX2 kernel's update over the whole tile: with 32 registers the rows stay in registers, and
+// the tile-wide form measured equal at d = 64 and 3-4% slower at d = 128.
 GA_AVX512 __attribute__((always_inline)) void column_update_avx512(const ga_backward_tile *t, int r0, const int R, int count,
                                                                    const int64_t *cols, const float *dsw) {
   const int da = t->a_dim;
@@ -417,45 +420,50 @@ GA_BW_AVX2 __m256i bw_lanes_avx2(int count) {
     }                                                                                                       \
   } while (0)
 
-// grad_A[column] += sum over rows r of ds[r][j] * a_r for the block's `count` columns j, 16 dimensions per
-// pass (the R rows' two vectors each stay in registers). Masked loads and stores only for the last partial
-// pass: on AMD cores a vmaskmovps store is microcoded (measured: this loop with masked stores throughout
-// took half of an AVX2 backward).
-GA_BW_AVX2 __attribute__((always_inline)) void column_update_pass_avx2(const ga_backward_tile *t, int r0, const int R,
-                                                                       int count, const int64_t *cols, const float *dsw,
-                                                                       int c, const int full) {
+// grad_A[column] += sum over the tile's rows r of ds[r][j] * a_r for the block's `count` columns j, once all
+// groups have their ds: 4 columns x 16 dimensions of accumulators (8 independent FMA chains over the rows,
+// each row's two vectors loaded once per 4 columns), then one load, add and store of each column's gradient per
+// pass. Run per group of 4 rows instead, each column's gradient went through memory 4 times per block, every
+// group's FMAs waiting on the previous group's store. Masked loads and stores only for a last partial pass: on
+// AMD cores a vmaskmovps store is microcoded.
+GA_BW_AVX2 __attribute__((always_inline)) void column_update_pass_avx2(const ga_backward_tile *t, int j0, int nj,
+                                                                       const int64_t *cols, const float *dsw, int c,
+                                                                       const int full) {
   const int da = t->a_dim;
   const __m256i m0 = bw_lanes_avx2(da - c), m1 = bw_lanes_avx2(da - c - 8);
-  __m256 a[4][2];
-  for (int r = 0; r < R; r++) {
-    a[r][0] = full ? _mm256_loadu_ps(t->a[r0 + r] + c) : _mm256_maskload_ps(t->a[r0 + r] + c, m0);
-    a[r][1] = full ? _mm256_loadu_ps(t->a[r0 + r] + c + 8) : _mm256_maskload_ps(t->a[r0 + r] + c + 8, m1);
-  }
-  for (int j = 0; j < count; j++) {
-    float *g = t->grad_A + (cols[j] - t->grad_A_first) * (int64_t)da + c;
-    __m256 x0 = full ? _mm256_loadu_ps(g) : _mm256_maskload_ps(g, m0);
-    __m256 x1 = full ? _mm256_loadu_ps(g + 8) : _mm256_maskload_ps(g + 8, m1);
-    for (int r = 0; r < R; r++) {
-      const __m256 w = _mm256_broadcast_ss(dsw + r * GA_BW_BLOCK + j);
-      x0 = _mm256_fmadd_ps(w, a[r][0], x0);
-      x1 = _mm256_fmadd_ps(w, a[r][1], x1);
+  __m256 acc[4][2];
+  for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+  for (int r = 0; r < t->rows; r++) {
+    const float *a = t->a[r] + c;
+    const __m256 a0 = full ? _mm256_loadu_ps(a) : _mm256_maskload_ps(a, m0);
+    const __m256 a1 = full ? _mm256_loadu_ps(a + 8) : _mm256_maskload_ps(a + 8, m1);
+    for (int j = 0; j < 4; j++) {
+      const __m256 w = _mm256_broadcast_ss(dsw + r * GA_BW_BLOCK + j0 + j);
+      acc[j][0] = _mm256_fmadd_ps(w, a0, acc[j][0]);
+      acc[j][1] = _mm256_fmadd_ps(w, a1, acc[j][1]);
     }
+  }
+  for (int j = 0; j < nj; j++) {
+    float *g = t->grad_A + (cols[j0 + j] - t->grad_A_first) * (int64_t)da + c;
     if (full) {
-      _mm256_storeu_ps(g, x0);
-      _mm256_storeu_ps(g + 8, x1);
+      _mm256_storeu_ps(g, _mm256_add_ps(_mm256_loadu_ps(g), acc[j][0]));
+      _mm256_storeu_ps(g + 8, _mm256_add_ps(_mm256_loadu_ps(g + 8), acc[j][1]));
     } else {
-      _mm256_maskstore_ps(g, m0, x0);
-      _mm256_maskstore_ps(g + 8, m1, x1);
+      _mm256_maskstore_ps(g, m0, _mm256_add_ps(_mm256_maskload_ps(g, m0), acc[j][0]));
+      _mm256_maskstore_ps(g + 8, m1, _mm256_add_ps(_mm256_maskload_ps(g + 8, m1), acc[j][1]));
     }
   }
 }
 
-GA_BW_AVX2 __attribute__((always_inline)) void column_update_avx2(const ga_backward_tile *t, int r0, const int R, int count,
-                                                                  const int64_t *cols, const float *dsw) {
+// `dsw` holds ds of every row of the tile, [row][GA_BW_BLOCK], zero past the block's `count` columns.
+GA_BW_AVX2 void column_update_avx2(const ga_backward_tile *t, int count, const int64_t *cols, const float *dsw) {
   const int da = t->a_dim;
-  int c = 0;
-  for (; c + 16 <= da; c += 16) column_update_pass_avx2(t, r0, R, count, cols, dsw, c, 1);
-  if (c < da) column_update_pass_avx2(t, r0, R, count, cols, dsw, c, 0);
+  for (int j0 = 0; j0 < count; j0 += 4) {
+    const int nj = count - j0 < 4 ? count - j0 : 4;
+    int c = 0;
+    for (; c + 16 <= da; c += 16) column_update_pass_avx2(t, j0, nj, cols, dsw, c, 1);
+    if (c < da) column_update_pass_avx2(t, j0, nj, cols, dsw, c, 0);
+  }
 }
 
 #define GA_AVX2_GROUP(R)                                                                                    \
@@ -518,7 +526,6 @@ GA_BW_AVX2 __attribute__((always_inline)) void column_update_avx2(const ga_backw
     }                                                                                                       \
     GA_AVX2_UPDATE(R, ga, dsw, t->A, da);                                                                   \
     if (gb[0]) GA_AVX2_UPDATE(R, gb, pw, t->B, db);                                                         \
-    if (t->grad_A) column_update_avx2(t, r0, R, count, cols, dsw);                                          \
   }
 
 // dst[c][0..8) = src[cols[j]][c] for j < count (zero beyond), c < dim: 8x8 in-register transposes.
@@ -548,8 +555,8 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
   const int da = t->a_dim, db = t->b_dim;
   float *At = t->scratch, *Bt = At + GA_BW_BLOCK * da;
   float *lse = Bt + GA_BW_BLOCK * db, *delta = lse + GA_BW_BLOCK;
-  float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;
-  float *ra = dsw + 4 * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
+  float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;  // dsw: every row's ds, [row][GA_BW_BLOCK]
+  float *ra = dsw + GA_BW_MAX_ROWS * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
   __attribute__((aligned(32))) int32_t positions[GA_AVX2_BLOCK];
   const int32_t *colpos = ga_has_score_mods(&t->mods) ? positions : NULL;
   const int shared = uses_panel(t, GA_AVX2_BLOCK);
@@ -574,13 +581,16 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
     }
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
     int r = 0;
-    for (; r + 4 <= t->rows; r += 4) group_avx2_4(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos);
+    for (; r + 4 <= t->rows; r += 4)
+      group_avx2_4(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw + r * GA_BW_BLOCK, ra + r * da, rb + r * db, colpos);
+    float *rest = dsw + r * GA_BW_BLOCK;
     switch (t->rows - r) {
-      case 3: group_avx2_3(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
-      case 2: group_avx2_2(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
-      case 1: group_avx2_1(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw, ra + r * da, rb + r * db, colpos); break;
+      case 3: group_avx2_3(t, r, block, count, cols, Ab, Bb, l, d, pw, rest, ra + r * da, rb + r * db, colpos); break;
+      case 2: group_avx2_2(t, r, block, count, cols, Ab, Bb, l, d, pw, rest, ra + r * da, rb + r * db, colpos); break;
+      case 1: group_avx2_1(t, r, block, count, cols, Ab, Bb, l, d, pw, rest, ra + r * da, rb + r * db, colpos); break;
       default: break;
     }
+    if (t->grad_A) column_update_avx2(t, count, cols, dsw);
   }
 }
 #endif
