@@ -375,7 +375,7 @@ GA_AVX512 void backward_avx512(const ga_backward_tile *t) {
   }
 }
 
-// MARK: - AVX2 + FMA kernel (8 columns per block)
+// MARK: - AVX2 + FMA kernel (8 columns per packed block, two blocks per step)
 
 #define GA_BW_AVX2 __attribute__((target("avx2,fma"))) static inline
 #define GA_AVX2_BLOCK 8
@@ -466,63 +466,72 @@ GA_BW_AVX2 void column_update_avx2(const ga_backward_tile *t, int count, const i
   }
 }
 
+// Rows r0..r0+R-1 of the tile against two packed 8-column blocks (`count` <= 16 columns real): S and dP per
+// block (2R accumulators, each broadcast row element serving one column vector), p and ds into [row][16], then
+// the gradient updates over all 16 columns, so each pass's accumulators are loaded and stored once per 16
+// columns rather than per 8.
 #define GA_AVX2_GROUP(R)                                                                                    \
   GA_BW_AVX2 void group_avx2_##R(const ga_backward_tile *t, int r0, int64_t block, int count,               \
-                                 const int64_t *cols, const float *At, const float *Bt, const float *lse,   \
-                                 const float *delta, float *pw, float *dsw, const float *ra, const float *rb, \
-                                 const int32_t *colpos) {                                                   \
+                                 const int64_t *cols, const float *const *Ah, const float *const *Bh,       \
+                                 const float *lse, const float *delta, float *pw, float *dsw,               \
+                                 const float *ra, const float *rb, const int32_t *colpos) {                \
     const int da = t->a_dim, db = t->b_dim;                                                                 \
-    const __m256i valid = bw_lanes_avx2(count);                                                             \
-    __m256 s[R], dp[R];                                                                                     \
-    float *ga[R], *gb[R];                                                                               \
+    float *ga[R], *gb[R];                                                                                   \
     for (int r = 0; r < (R); r++) {                                                                         \
-      s[r] = _mm256_setzero_ps();                                                                           \
-      dp[r] = _mm256_setzero_ps();                                                                          \
       ga[r] = t->grad_a[r0 + r];                                                                            \
       gb[r] = t->grad_b[r0 + r];                                                                            \
     }                                                                                                       \
-    const int both = da < db ? da : db;                                                                     \
-    for (int c = 0; c < both; c++) {                                                                        \
-      const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK), y = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);  \
+    for (int h = 0; h < 2 && h * GA_AVX2_BLOCK < count; h++) {                                              \
+      const float *At = Ah[h], *Bt = Bh[h];                                                                 \
+      const int n = count - h * GA_AVX2_BLOCK > GA_AVX2_BLOCK ? GA_AVX2_BLOCK : count - h * GA_AVX2_BLOCK;  \
+      const __m256i valid = bw_lanes_avx2(n);                                                               \
+      __m256 s[R], dp[R];                                                                                   \
+      for (int r = 0; r < (R); r++) s[r] = dp[r] = _mm256_setzero_ps();                                     \
+      const int both = da < db ? da : db;                                                                   \
+      for (int c = 0; c < both; c++) {                                                                      \
+        const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK), y = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);\
+        for (int r = 0; r < (R); r++) {                                                                     \
+          s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]);                             \
+          dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), y, dp[r]);                           \
+        }                                                                                                   \
+      }                                                                                                     \
+      for (int c = both; c < da; c++) {                                                                     \
+        const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK);                                            \
+        for (int r = 0; r < (R); r++) s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]); \
+      }                                                                                                     \
+      for (int c = both; c < db; c++) {                                                                     \
+        const __m256 x = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);                                            \
+        for (int r = 0; r < (R); r++) dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), x, dp[r]); \
+      }                                                                                                     \
+      const __m256 scale = _mm256_set1_ps(t->scale);                                                        \
+      const int off = h * GA_AVX2_BLOCK;                                                                    \
       for (int r = 0; r < (R); r++) {                                                                       \
-        s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]);                               \
-        dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), y, dp[r]);                             \
+        __m256 m = _mm256_castsi256_ps(valid);                                                              \
+        if (t->mask) {                                                                                      \
+          const uint8_t *row = t->mask + (int64_t)(r0 + r) * t->n + block + off;                           \
+          uint64_t bytes = 0;                                                                               \
+          if (n == GA_AVX2_BLOCK) memcpy(&bytes, row, 8); /* one 8-byte load */                             \
+          else for (int j = 0; j < n; j++) bytes |= (uint64_t)row[j] << (8 * j);                            \
+          const __m256i wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes));                  \
+          m = _mm256_and_ps(m, _mm256_castsi256_ps(_mm256_cmpgt_epi32(wide, _mm256_setzero_si256())));       \
+        }                                                                                                   \
+        const __m256 l = lse ? _mm256_load_ps(lse + off) : _mm256_set1_ps(t->row_lse[r0 + r]);               \
+        const __m256 d = delta ? _mm256_load_ps(delta + off) : _mm256_set1_ps(t->row_delta[r0 + r]);         \
+        float *pr = pw + r * GA_BW_BLOCK + off, *dr = dsw + r * GA_BW_BLOCK + off;                          \
+        if (colpos) { /* score modifiers: softcap's derivative scales ds */                               \
+          __m256 slope;                                                                                     \
+          const __m256i diff = _mm256_sub_epi32(_mm256_set1_epi32(t->row_position[r0 + r]),                 \
+                                                _mm256_load_si256((const __m256i *)(colpos + off)));        \
+          const __m256 z = ga_modify_scores_avx2(&t->mods, _mm256_mul_ps(s[r], scale), diff, &slope);      \
+          const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_sub_ps(z, l)));                               \
+          _mm256_store_ps(pr, p);                                                                           \
+          _mm256_store_ps(dr, _mm256_and_ps(m, _mm256_mul_ps(_mm256_mul_ps(p, slope), _mm256_sub_ps(dp[r], d)))); \
+          continue;                                                                                         \
+        }                                                                                                   \
+        const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_fmsub_ps(s[r], scale, l)));                     \
+        _mm256_store_ps(pr, p);                                                                             \
+        _mm256_store_ps(dr, _mm256_and_ps(m, _mm256_mul_ps(p, _mm256_sub_ps(dp[r], d))));                    \
       }                                                                                                     \
-    }                                                                                                       \
-    for (int c = both; c < da; c++) {                                                                       \
-      const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK);                                              \
-      for (int r = 0; r < (R); r++) s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]);   \
-    }                                                                                                       \
-    for (int c = both; c < db; c++) {                                                                       \
-      const __m256 x = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);                                              \
-      for (int r = 0; r < (R); r++) dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), x, dp[r]); \
-    }                                                                                                       \
-    const __m256 scale = _mm256_set1_ps(t->scale);                                                          \
-    for (int r = 0; r < (R); r++) {                                                                         \
-      __m256 m = _mm256_castsi256_ps(valid);                                                                \
-      if (t->mask) {                                                                                        \
-        const uint8_t *row = t->mask + (int64_t)(r0 + r) * t->n + block;                                   \
-        uint64_t bytes = 0;                                                                                 \
-        if (count == GA_AVX2_BLOCK) memcpy(&bytes, row, 8); /* one 8-byte load */                           \
-        else for (int j = 0; j < count; j++) bytes |= (uint64_t)row[j] << (8 * j);                          \
-        const __m256i wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes));                    \
-        m = _mm256_and_ps(m, _mm256_castsi256_ps(_mm256_cmpgt_epi32(wide, _mm256_setzero_si256())));         \
-      }                                                                                                     \
-      const __m256 l = lse ? _mm256_load_ps(lse) : _mm256_set1_ps(t->row_lse[r0 + r]);                       \
-      const __m256 d = delta ? _mm256_load_ps(delta) : _mm256_set1_ps(t->row_delta[r0 + r]);                 \
-      if (colpos) { /* score modifiers: softcap's derivative scales ds */                                 \
-        __m256 slope;                                                                                       \
-        const __m256i diff = _mm256_sub_epi32(_mm256_set1_epi32(t->row_position[r0 + r]),                   \
-                                              _mm256_load_si256((const __m256i *)colpos));                  \
-        const __m256 z = ga_modify_scores_avx2(&t->mods, _mm256_mul_ps(s[r], scale), diff, &slope);        \
-        const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_sub_ps(z, l)));                                 \
-        _mm256_store_ps(pw + r * GA_BW_BLOCK, p);                                                           \
-        _mm256_store_ps(dsw + r * GA_BW_BLOCK, _mm256_and_ps(m, _mm256_mul_ps(_mm256_mul_ps(p, slope), _mm256_sub_ps(dp[r], d)))); \
-        continue;                                                                                           \
-      }                                                                                                     \
-      const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_fmsub_ps(s[r], scale, l)));                       \
-      _mm256_store_ps(pw + r * GA_BW_BLOCK, p);                                                             \
-      _mm256_store_ps(dsw + r * GA_BW_BLOCK, _mm256_and_ps(m, _mm256_mul_ps(p, _mm256_sub_ps(dp[r], d))));    \
     }                                                                                                       \
     GA_AVX2_UPDATE(R, ga, dsw, t->A, da);                                                                   \
     if (gb[0]) GA_AVX2_UPDATE(R, gb, pw, t->B, db);                                                         \
@@ -557,24 +566,28 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
   float *lse = Bt + GA_BW_BLOCK * db, *delta = lse + GA_BW_BLOCK;
   float *pw = delta + GA_BW_BLOCK, *dsw = pw + 4 * GA_BW_BLOCK;  // dsw: every row's ds, [row][GA_BW_BLOCK]
   float *ra = dsw + GA_BW_MAX_ROWS * GA_BW_BLOCK, *rb = ra + GA_BW_MAX_ROWS * da;
-  __attribute__((aligned(32))) int32_t positions[GA_AVX2_BLOCK];
+  __attribute__((aligned(32))) int32_t positions[GA_BW_BLOCK];
   const int32_t *colpos = ga_has_score_mods(&t->mods) ? positions : NULL;
   const int shared = uses_panel(t, GA_AVX2_BLOCK);
   interleave_rows(t, ra, rb);
-  for (int64_t block = 0; block < t->n; block += GA_AVX2_BLOCK) {
-    const int count = t->n - block < GA_AVX2_BLOCK ? (int)(t->n - block) : GA_AVX2_BLOCK;
+  // Steps of two 8-column blocks (GA_BW_BLOCK columns).
+  for (int64_t block = 0; block < t->n; block += GA_BW_BLOCK) {
+    const int count = t->n - block < GA_BW_BLOCK ? (int)(t->n - block) : GA_BW_BLOCK;
     const int64_t *cols = t->columns + block;
-    if (colpos) for (int j = 0; j < GA_AVX2_BLOCK; j++) positions[j] = j < count ? (int32_t)cols[j] : 0;
-    const float *Ab = At, *Bb = Bt;
-    if (shared) {
-      Ab = panel_block(t, block, GA_AVX2_BLOCK, 0, pack_avx2);
-      Bb = panel_block(t, block, GA_AVX2_BLOCK, 1, pack_avx2);
-    } else {
-      pack_avx2(At, t->A, cols, count, da);
-      pack_avx2(Bt, t->B, cols, count, db);
+    if (colpos) for (int j = 0; j < GA_BW_BLOCK; j++) positions[j] = j < count ? (int32_t)cols[j] : 0;
+    const float *Ah[2] = {At, At + GA_AVX2_BLOCK * da}, *Bh[2] = {Bt, Bt + GA_AVX2_BLOCK * db};
+    for (int h = 0; h < 2 && h * GA_AVX2_BLOCK < count; h++) {
+      const int n = count - h * GA_AVX2_BLOCK > GA_AVX2_BLOCK ? GA_AVX2_BLOCK : count - h * GA_AVX2_BLOCK;
+      if (shared) {
+        Ah[h] = panel_block(t, block + h * GA_AVX2_BLOCK, GA_AVX2_BLOCK, 0, pack_avx2);
+        Bh[h] = panel_block(t, block + h * GA_AVX2_BLOCK, GA_AVX2_BLOCK, 1, pack_avx2);
+      } else {
+        pack_avx2((float *)Ah[h], t->A, cols + h * GA_AVX2_BLOCK, n, da);
+        pack_avx2((float *)Bh[h], t->B, cols + h * GA_AVX2_BLOCK, n, db);
+      }
     }
     if (t->col_lse) {
-      for (int j = 0; j < GA_AVX2_BLOCK; j++) {
+      for (int j = 0; j < GA_BW_BLOCK; j++) {
         lse[j] = j < count ? t->col_lse[cols[j]] : 0;
         delta[j] = j < count ? t->col_delta[cols[j]] : 0;
       }
@@ -582,12 +595,12 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
     const float *l = t->col_lse ? lse : NULL, *d = t->col_lse ? delta : NULL;
     int r = 0;
     for (; r + 4 <= t->rows; r += 4)
-      group_avx2_4(t, r, block, count, cols, Ab, Bb, l, d, pw, dsw + r * GA_BW_BLOCK, ra + r * da, rb + r * db, colpos);
+      group_avx2_4(t, r, block, count, cols, Ah, Bh, l, d, pw, dsw + r * GA_BW_BLOCK, ra + r * da, rb + r * db, colpos);
     float *rest = dsw + r * GA_BW_BLOCK;
     switch (t->rows - r) {
-      case 3: group_avx2_3(t, r, block, count, cols, Ab, Bb, l, d, pw, rest, ra + r * da, rb + r * db, colpos); break;
-      case 2: group_avx2_2(t, r, block, count, cols, Ab, Bb, l, d, pw, rest, ra + r * da, rb + r * db, colpos); break;
-      case 1: group_avx2_1(t, r, block, count, cols, Ab, Bb, l, d, pw, rest, ra + r * da, rb + r * db, colpos); break;
+      case 3: group_avx2_3(t, r, block, count, cols, Ah, Bh, l, d, pw, rest, ra + r * da, rb + r * db, colpos); break;
+      case 2: group_avx2_2(t, r, block, count, cols, Ah, Bh, l, d, pw, rest, ra + r * da, rb + r * db, colpos); break;
+      case 1: group_avx2_1(t, r, block, count, cols, Ah, Bh, l, d, pw, rest, ra + r * da, rb + r * db, colpos); break;
       default: break;
     }
     if (t->grad_A) column_update_avx2(t, count, cols, dsw);
