@@ -466,10 +466,9 @@ GA_BW_AVX2 void column_update_avx2(const ga_backward_tile *t, int count, const i
   }
 }
 
-// Rows r0..r0+R-1 of the tile against two packed 8-column blocks (`count` <= 16 columns real): S and dP per
-// block (2R accumulators, each broadcast row element serving one column vector), p and ds into [row][16], then
-// the gradient updates over all 16 columns, so each pass's accumulators are loaded and stored once per 16
-// columns rather than per 8.
+// Rows r0..r0+R-1 of the tile against two packed 8-column blocks (`count` <= 16 columns real; a missing second
+// block repeats the first): S, then dP, of both blocks, p and ds into [row][16], then the gradient updates over
+// all 16 columns, so each pass's accumulators are loaded and stored once per 16 columns rather than per 8.
 #define GA_AVX2_GROUP(R)                                                                                    \
   GA_BW_AVX2 void group_avx2_##R(const ga_backward_tile *t, int r0, int64_t block, int count,               \
                                  const int64_t *cols, const float *const *Ah, const float *const *Bh,       \
@@ -481,28 +480,30 @@ GA_BW_AVX2 void column_update_avx2(const ga_backward_tile *t, int count, const i
       ga[r] = t->grad_a[r0 + r];                                                                            \
       gb[r] = t->grad_b[r0 + r];                                                                            \
     }                                                                                                       \
+    /* S, then dP, of both blocks: R x 2 accumulators each, one load of each block's column vector per  \
+       dimension serving R rows and one broadcast serving both blocks (6 loads per 8 FMAs; S and dP       \
+       together per block took 10). */                                                                    \
+    __m256 s[2][R], dp[2][R];                                                                               \
+    for (int r = 0; r < (R); r++) s[0][r] = s[1][r] = dp[0][r] = dp[1][r] = _mm256_setzero_ps();            \
+    for (int c = 0; c < da; c++) {                                                                          \
+      const __m256 x0 = _mm256_load_ps(Ah[0] + c * GA_AVX2_BLOCK), x1 = _mm256_load_ps(Ah[1] + c * GA_AVX2_BLOCK); \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        const __m256 a = _mm256_broadcast_ss(ra + c * 4 + r);                                               \
+        s[0][r] = _mm256_fmadd_ps(a, x0, s[0][r]);                                                          \
+        s[1][r] = _mm256_fmadd_ps(a, x1, s[1][r]);                                                          \
+      }                                                                                                     \
+    }                                                                                                       \
+    for (int c = 0; c < db; c++) {                                                                          \
+      const __m256 y0 = _mm256_load_ps(Bh[0] + c * GA_AVX2_BLOCK), y1 = _mm256_load_ps(Bh[1] + c * GA_AVX2_BLOCK); \
+      for (int r = 0; r < (R); r++) {                                                                       \
+        const __m256 b = _mm256_broadcast_ss(rb + c * 4 + r);                                               \
+        dp[0][r] = _mm256_fmadd_ps(b, y0, dp[0][r]);                                                        \
+        dp[1][r] = _mm256_fmadd_ps(b, y1, dp[1][r]);                                                        \
+      }                                                                                                     \
+    }                                                                                                       \
     for (int h = 0; h < 2 && h * GA_AVX2_BLOCK < count; h++) {                                              \
-      const float *At = Ah[h], *Bt = Bh[h];                                                                 \
       const int n = count - h * GA_AVX2_BLOCK > GA_AVX2_BLOCK ? GA_AVX2_BLOCK : count - h * GA_AVX2_BLOCK;  \
       const __m256i valid = bw_lanes_avx2(n);                                                               \
-      __m256 s[R], dp[R];                                                                                   \
-      for (int r = 0; r < (R); r++) s[r] = dp[r] = _mm256_setzero_ps();                                     \
-      const int both = da < db ? da : db;                                                                   \
-      for (int c = 0; c < both; c++) {                                                                      \
-        const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK), y = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);\
-        for (int r = 0; r < (R); r++) {                                                                     \
-          s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]);                             \
-          dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), y, dp[r]);                           \
-        }                                                                                                   \
-      }                                                                                                     \
-      for (int c = both; c < da; c++) {                                                                     \
-        const __m256 x = _mm256_load_ps(At + c * GA_AVX2_BLOCK);                                            \
-        for (int r = 0; r < (R); r++) s[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(ra + c * 4 + r), x, s[r]); \
-      }                                                                                                     \
-      for (int c = both; c < db; c++) {                                                                     \
-        const __m256 x = _mm256_load_ps(Bt + c * GA_AVX2_BLOCK);                                            \
-        for (int r = 0; r < (R); r++) dp[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rb + c * 4 + r), x, dp[r]); \
-      }                                                                                                     \
       const __m256 scale = _mm256_set1_ps(t->scale);                                                        \
       const int off = h * GA_AVX2_BLOCK;                                                                    \
       for (int r = 0; r < (R); r++) {                                                                       \
@@ -522,15 +523,15 @@ GA_BW_AVX2 void column_update_avx2(const ga_backward_tile *t, int count, const i
           __m256 slope;                                                                                     \
           const __m256i diff = _mm256_sub_epi32(_mm256_set1_epi32(t->row_position[r0 + r]),                 \
                                                 _mm256_load_si256((const __m256i *)(colpos + off)));        \
-          const __m256 z = ga_modify_scores_avx2(&t->mods, _mm256_mul_ps(s[r], scale), diff, &slope);      \
+          const __m256 z = ga_modify_scores_avx2(&t->mods, _mm256_mul_ps(s[h][r], scale), diff, &slope);      \
           const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_sub_ps(z, l)));                               \
           _mm256_store_ps(pr, p);                                                                           \
-          _mm256_store_ps(dr, _mm256_and_ps(m, _mm256_mul_ps(_mm256_mul_ps(p, slope), _mm256_sub_ps(dp[r], d)))); \
+          _mm256_store_ps(dr, _mm256_and_ps(m, _mm256_mul_ps(_mm256_mul_ps(p, slope), _mm256_sub_ps(dp[h][r], d)))); \
           continue;                                                                                         \
         }                                                                                                   \
-        const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_fmsub_ps(s[r], scale, l)));                     \
+        const __m256 p = _mm256_and_ps(m, ga_exp_avx2(_mm256_fmsub_ps(s[h][r], scale, l)));                     \
         _mm256_store_ps(pr, p);                                                                             \
-        _mm256_store_ps(dr, _mm256_and_ps(m, _mm256_mul_ps(p, _mm256_sub_ps(dp[r], d))));                    \
+        _mm256_store_ps(dr, _mm256_and_ps(m, _mm256_mul_ps(p, _mm256_sub_ps(dp[h][r], d))));                    \
       }                                                                                                     \
     }                                                                                                       \
     GA_AVX2_UPDATE(R, ga, dsw, t->A, da);                                                                   \
@@ -585,6 +586,10 @@ GA_BW_AVX2 void backward_avx2(const ga_backward_tile *t) {
         pack_avx2((float *)Ah[h], t->A, cols + h * GA_AVX2_BLOCK, n, da);
         pack_avx2((float *)Bh[h], t->B, cols + h * GA_AVX2_BLOCK, n, db);
       }
+    }
+    if (count <= GA_AVX2_BLOCK) {
+      Ah[1] = Ah[0];
+      Bh[1] = Bh[0];
     }
     if (t->col_lse) {
       for (int j = 0; j < GA_BW_BLOCK; j++) {
