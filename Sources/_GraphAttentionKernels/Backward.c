@@ -229,35 +229,14 @@ GA_AVX512 __attribute__((always_inline)) void weights_avx512(const ga_backward_t
 }
 
 // dst[c][0..16) = src[cols[j]][c] for j < count (zero beyond), c < dim: 16x16 in-register transposes
-// (unpack, shuffle, 128-bit lane shuffles), 16 loads and 16 stores per 256 elements.
+// (ga_transpose16_avx512), 16 loads and 16 stores per 256 elements.
 GA_AVX512 void pack_avx512(float *dst, const float *src, const int64_t *cols, int count, int dim) {
   for (int c0 = 0; c0 < dim; c0 += 16) {
     const int width = dim - c0 < 16 ? dim - c0 : 16;
     const __mmask16 m = width == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << width) - 1);
-    __m512 r[16], t[16];
+    __m512 r[16];
     for (int j = 0; j < 16; j++) r[j] = j < count ? _mm512_maskz_loadu_ps(m, src + cols[j] * (int64_t)dim + c0) : _mm512_setzero_ps();
-    for (int i = 0; i < 8; i++) {
-      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-      r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-      r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-      r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-      r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-      t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-      t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-      t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-      t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 4; i++) {
-      r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-      r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-      r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-      r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
-    }
+    ga_transpose16_avx512(r);
     float *out = dst + (int64_t)c0 * GA_BW_BLOCK;
     if (width == 16) {  // a fixed count keeps r[] in registers (a variable one became a memcpy from the stack)
       for (int i = 0; i < 16; i++) _mm512_store_ps(out + i * GA_BW_BLOCK, r[i]);

@@ -49,34 +49,6 @@ GA_AVX512_INLINE __m512 load16_kv(const void *base, int type, int64_t offset, in
   }
 }
 
-// In-register 16x16 transpose: r[i] holds row i on entry and column i on return.
-GA_AVX512_INLINE void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; i++) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  // Per 128-bit lane k: u[4i + j] holds column 4k + j of rows 4i..4i+3.
-  __m512 u[16];
-  for (int i = 0; i < 4; i++) {
-    const __m512d ab_lo = _mm512_castps_pd(t[4 * i]), ab_hi = _mm512_castps_pd(t[4 * i + 1]);
-    const __m512d cd_lo = _mm512_castps_pd(t[4 * i + 2]), cd_hi = _mm512_castps_pd(t[4 * i + 3]);
-    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_lo, cd_lo));
-    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_lo, cd_lo));
-    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_hi, cd_hi));
-    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_hi, cd_hi));
-  }
-  // A 4x4 transpose of 128-bit lanes for each j.
-  for (int j = 0; j < 4; j++) {
-    const __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44), x1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
-    const __m512 x2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44), x3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
-    r[j] = _mm512_shuffle_f32x4(x0, x2, 0x88);
-    r[4 + j] = _mm512_shuffle_f32x4(x0, x2, 0xDD);
-    r[8 + j] = _mm512_shuffle_f32x4(x1, x3, 0x88);
-    r[12 + j] = _mm512_shuffle_f32x4(x1, x3, 0xDD);
-  }
-}
-
 // Widens key positions [first, first + count) of the tile's K and V into fp32 rows (K: d floats each,
 // V: ldv floats each) and points kp / vp at them.
 GA_AVX512 void widen_block(const ga_tile *t, int64_t first, int64_t count, float *kbuf, float *vbuf, int ldv,
@@ -207,7 +179,7 @@ GA_AVX512_TARGET void ga_tile_attend_avx512(const ga_tile *t) {
     const __mmask16 cm = cc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cc) - 1);
     __m512 r[16];
     for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_maskz_loadu_ps(cm, t->query[i] + c0) : _mm512_setzero_ps();
-    transpose16(r);
+    ga_transpose16_avx512(r);
     for (int i = 0; i < cc; i++) _mm512_store_ps(qt + (c0 + i) * 16, _mm512_mul_ps(r[i], scale));
   }
   // The next tile's rows usually follow this tile's last row in memory: fetch them into L2 while this tile

@@ -129,6 +129,34 @@ static inline __attribute__((target("avx2,fma"), always_inline)) void ga_transpo
   for (int i = 0; i < 8; i++) r[i] = t[i];
 }
 
+// In-register 16x16 transpose: r[i] holds row i on entry and column i on return.
+static inline __attribute__((target("avx512f"), always_inline)) void ga_transpose16_avx512(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // Per 128-bit lane k: u[4i + j] holds column 4k + j of rows 4i..4i+3.
+  __m512 u[16];
+  for (int i = 0; i < 4; i++) {
+    const __m512d ab_lo = _mm512_castps_pd(t[4 * i]), ab_hi = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d cd_lo = _mm512_castps_pd(t[4 * i + 2]), cd_hi = _mm512_castps_pd(t[4 * i + 3]);
+    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_lo, cd_lo));
+    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_lo, cd_lo));
+    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_hi, cd_hi));
+    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_hi, cd_hi));
+  }
+  // A 4x4 transpose of 128-bit lanes for each j.
+  for (int j = 0; j < 4; j++) {
+    const __m512 x0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44), x1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+    const __m512 x2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44), x3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_f32x4(x0, x2, 0x88);
+    r[4 + j] = _mm512_shuffle_f32x4(x0, x2, 0xDD);
+    r[8 + j] = _mm512_shuffle_f32x4(x1, x3, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(x1, x3, 0xDD);
+  }
+}
+
 static inline __attribute__((target("avx2,fma"), always_inline)) __m256 ga_madd_avx2(__m256 a, __m256 b, __m256 c) {
   return _mm256_fmadd_ps(a, b, c);
 }
