@@ -445,6 +445,22 @@ GA_BW_AVX2 void column_update_avx2(const ga_backward_tile *t, int count, const i
   }
 }
 
+// acc[h][r] = the R interleaved rows' ([c][4 rows]) dot products with packed block h's 8 columns, dim dimensions,
+// for both blocks h: one load of each block's column vector per dimension serving R rows, one broadcast of a row
+// element serving both blocks.
+GA_BW_AVX2 __attribute__((always_inline)) void two_block_dots_avx2(__m256 acc[2][4], const float *const *blocks,
+                                                                   const float *rows, int dim, const int R) {
+  for (int r = 0; r < R; r++) acc[0][r] = acc[1][r] = _mm256_setzero_ps();
+  for (int c = 0; c < dim; c++) {
+    const __m256 x0 = _mm256_load_ps(blocks[0] + c * GA_AVX2_BLOCK), x1 = _mm256_load_ps(blocks[1] + c * GA_AVX2_BLOCK);
+    for (int r = 0; r < R; r++) {
+      const __m256 a = _mm256_broadcast_ss(rows + c * 4 + r);
+      acc[0][r] = _mm256_fmadd_ps(a, x0, acc[0][r]);
+      acc[1][r] = _mm256_fmadd_ps(a, x1, acc[1][r]);
+    }
+  }
+}
+
 // Rows r0..r0+R-1 of the tile against two packed 8-column blocks (`count` <= 16 columns real; a missing second
 // block repeats the first): S, then dP, of both blocks, p and ds into [row][16], then the gradient updates over
 // all 16 columns, so each pass's accumulators are loaded and stored once per 16 columns rather than per 8.
@@ -462,24 +478,9 @@ GA_BW_AVX2 void column_update_avx2(const ga_backward_tile *t, int count, const i
     /* S, then dP, of both blocks: R x 2 accumulators each, one load of each block's column vector per  \
        dimension serving R rows and one broadcast serving both blocks (6 loads per 8 FMAs; S and dP       \
        together per block took 10). */                                                                    \
-    __m256 s[2][R], dp[2][R];                                                                               \
-    for (int r = 0; r < (R); r++) s[0][r] = s[1][r] = dp[0][r] = dp[1][r] = _mm256_setzero_ps();            \
-    for (int c = 0; c < da; c++) {                                                                          \
-      const __m256 x0 = _mm256_load_ps(Ah[0] + c * GA_AVX2_BLOCK), x1 = _mm256_load_ps(Ah[1] + c * GA_AVX2_BLOCK); \
-      for (int r = 0; r < (R); r++) {                                                                       \
-        const __m256 a = _mm256_broadcast_ss(ra + c * 4 + r);                                               \
-        s[0][r] = _mm256_fmadd_ps(a, x0, s[0][r]);                                                          \
-        s[1][r] = _mm256_fmadd_ps(a, x1, s[1][r]);                                                          \
-      }                                                                                                     \
-    }                                                                                                       \
-    for (int c = 0; c < db; c++) {                                                                          \
-      const __m256 y0 = _mm256_load_ps(Bh[0] + c * GA_AVX2_BLOCK), y1 = _mm256_load_ps(Bh[1] + c * GA_AVX2_BLOCK); \
-      for (int r = 0; r < (R); r++) {                                                                       \
-        const __m256 b = _mm256_broadcast_ss(rb + c * 4 + r);                                               \
-        dp[0][r] = _mm256_fmadd_ps(b, y0, dp[0][r]);                                                        \
-        dp[1][r] = _mm256_fmadd_ps(b, y1, dp[1][r]);                                                        \
-      }                                                                                                     \
-    }                                                                                                       \
+    __m256 s[2][4], dp[2][4];                                                                               \
+    two_block_dots_avx2(s, Ah, ra, da, R);                                                                  \
+    two_block_dots_avx2(dp, Bh, rb, db, R);                                                                 \
     for (int h = 0; h < 2 && h * GA_AVX2_BLOCK < count; h++) {                                              \
       const int n = count - h * GA_AVX2_BLOCK > GA_AVX2_BLOCK ? GA_AVX2_BLOCK : count - h * GA_AVX2_BLOCK;  \
       const __m256i valid = bw_lanes_avx2(n);                                                               \

@@ -88,7 +88,7 @@ package struct ProgressRecord: Sendable, Equatable {
     let path = output.progressRecordPath
     guard let bytes = storageReadWholeFile(path, limit: ProgressRecord.maximumBytes) else {
       let unhidden = output.unhiddenProgressRecordPath
-      if storageReadWholeFile(unhidden, limit: ProgressRecord.maximumBytes) != nil {
+      if access(unhidden, F_OK) == 0 {
         throw GraphAttentionError(.file, "an interrupted run of an earlier version left \(unhidden); records are now kept at \(path)",
                                   fix: "rename it (mv \(unhidden) \(path)) to resume with --resume, or delete it and \(output.partialPath) to start over")
       }
